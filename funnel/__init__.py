@@ -1,0 +1,37 @@
+"""funnel: two-stage retrieval on nested (Matryoshka) embeddings.
+
+Shortlist candidates with a small FAISS index over the first dims of each embedding, then rescore
+the shortlist with the full vectors::
+
+    from funnel import Retriever
+    retriever = Retriever.load("indexes/docs")
+    hits = retriever.search("how do wings stall?", k=5)
+"""
+from __future__ import annotations
+
+from funnel.corpus import CorpusColumns, open_corpus
+from funnel.errors import FunnelError, IndexFormatError, InputError, ModelError
+from funnel.indexes.builder import IndexConfig, build_index
+from funnel.indexes.index import Index
+from funnel.models import Encoder
+from funnel.retriever import Hit, Retriever
+from funnel.stages import Stage, parse_stages
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorpusColumns",
+    "Encoder",
+    "FunnelError",
+    "Hit",
+    "Index",
+    "IndexConfig",
+    "IndexFormatError",
+    "InputError",
+    "ModelError",
+    "Retriever",
+    "Stage",
+    "build_index",
+    "open_corpus",
+    "parse_stages",
+]

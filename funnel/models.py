@@ -57,6 +57,10 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     path = resolve_model(name_or_path)
     from sentence_transformers import SentenceTransformer
 
+    from transformers.utils import logging as transformers_logging
+
+    # The loader's own "Loading weights" bar is noise next to funnel's progress bars.
+    transformers_logging.disable_progress_bar()
     try:
         return SentenceTransformer(str(path), device=device)
     except Exception as exc:  # the library raises many types; the user needs one line

@@ -1,0 +1,64 @@
+"""`funnel index CORPUS`: encode a corpus once and write an index folder."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from funnel.cli.output import emit_json, human_bytes
+
+
+def index_command(
+    corpus: Path = typer.Argument(..., help="A .parquet file, a .jsonl file or a BEIR folder (corpus.jsonl)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Index folder [default: indexes/<corpus name>]."),
+    model: Optional[str] = typer.Option(None, help="Model folder [default: the offline all-MiniLM-L6-v2]."),
+    id_column: Optional[str] = typer.Option(None, help="Id column [default: id, else _id]."),
+    text_column: Optional[str] = typer.Option(None, help="Text column [default: text]."),
+    title_column: Optional[str] = typer.Option(None, help="Optional title column, prepended to the text [default: title if present]."),
+    shortlist_dim: list[int] = typer.Option([], "--shortlist-dim", "-d", help="Dims of a shortlist index (repeat for several) [default: 64, or the model's smallest trained dim]."),
+    shortlist_kind: str = typer.Option("flat", help="Shortlist index kind: flat, hnsw, ivf or binary."),
+    dtype: str = typer.Option("float16", help="Storage type of the full vectors: float16 or float32."),
+    batch_size: int = typer.Option(64, help="Encoding batch size."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at the output path."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Encode CORPUS and write an index: documents, full vectors and FAISS shortlist indexes."""
+    from funnel.corpus import CorpusColumns, open_corpus
+    from funnel.indexes.builder import IndexConfig, build_index
+    from funnel.indexes.index import Index
+    from funnel.indexes.shortlist import make_spec
+    from funnel.models import Encoder
+
+    source = open_corpus(corpus, CorpusColumns(id=id_column, text=text_column, title=title_column), skip_invalid=skip_invalid)
+    target = output or Path("indexes") / (corpus.stem if corpus.is_file() else corpus.resolve().name)
+    config = IndexConfig(shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim), vector_dtype=dtype, encode_batch_size=batch_size)
+    if target.exists() and not overwrite:
+        from funnel.errors import InputError
+
+        raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
+    started = time.perf_counter()
+    encoder = Encoder.load(model)
+    path = build_index(source, encoder, target, config, overwrite=overwrite, show_progress=not quiet and not json_output)
+    index = Index.load(path)
+    disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    summary = {
+        "index": str(path), "documents": index.count, "model": index.manifest.model, "dim": index.dim,
+        "shortlists": [{"dim": s.dim, "kind": s.kind} for s in index.manifest.shortlists],
+        "disk_bytes": disk, "seconds": round(time.perf_counter() - started, 2), "skipped": dict(source.skipped),
+    }
+    if json_output:
+        emit_json(summary)
+    else:
+        dims = ", ".join(f"{s['dim']}-d {s['kind']}" for s in summary["shortlists"])
+        if source.skipped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in source.skipped.items())
+            typer.echo(f"skipped {sum(source.skipped.values())} rows ({reasons})", err=True)
+        typer.echo(f"indexed {index.count} documents into {path} ({human_bytes(disk)}; shortlist {dims}; {summary['seconds']} s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index_command)

@@ -1,0 +1,39 @@
+"""`funnel info INDEX`: what an index holds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from funnel.cli.output import emit_json, human_bytes
+
+
+def info_command(
+    index: Path = typer.Argument(..., help="An index folder."),
+    json_output: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
+) -> None:
+    """Show an index's model, size, shortlists and default plan (reads only the manifest)."""
+    from funnel.indexes.manifest import read_manifest
+
+    manifest = read_manifest(index)
+    disk = sum(f.stat().st_size for f in index.rglob("*") if f.is_file())
+    summary = {
+        "index": str(index), "format_version": manifest.format_version, "documents": manifest.count,
+        "segments": len(manifest.segments), "model": manifest.model, "dim": manifest.dim,
+        "vector_dtype": manifest.vector_dtype, "shortlists": [s.__dict__ for s in manifest.shortlists],
+        "plan": manifest.plan, "disk_bytes": disk, "source": manifest.source,
+    }
+    if json_output:
+        emit_json(summary)
+        return
+    typer.echo(f"{index}: {manifest.count} documents in {len(manifest.segments)} segment(s), {human_bytes(disk)}")
+    typer.echo(f"  model      {manifest.model} ({manifest.dim} dims, stored as {manifest.vector_dtype})")
+    for spec in manifest.shortlists:
+        typer.echo(f"  shortlist  {spec.dim} dims, {spec.kind} {json.dumps(spec.params) if spec.params else ''}".rstrip())
+    plan = f"{manifest.plan['stages']} (k ≤ {manifest.plan['k']})" if manifest.plan else "shortlist max(200, 20k), rescore at full dims"
+    typer.echo(f"  plan       {plan}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info_command)

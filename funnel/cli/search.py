@@ -1,0 +1,65 @@
+"""`funnel search INDEX "query"`: top-k hits through the funnel."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from funnel.cli.output import emit_json, snippet
+
+
+def search_command(
+    index: Path = typer.Argument(..., help="An index folder made by `funnel index`."),
+    query: Optional[str] = typer.Argument(None, help="The query; omit it to read queries from --queries."),
+    k: int = typer.Option(10, "-k", help="Hits per query."),
+    shortlist: Optional[int] = typer.Option(None, help="Candidates the first stage keeps [default: max(200, 20k)]."),
+    stages: Optional[str] = typer.Option(None, help="Full funnel, e.g. 64:200,128:50,full:10 (DIM:CANDIDATES, DIM may be 'full')."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
+    model: Optional[str] = typer.Option(None, help="Model folder [default: the one the index was built with]."),
+    json_output: bool = typer.Option(False, "--json", help="Print hits as JSON."),
+) -> None:
+    """Search an index with one query, or many from a file or stdin."""
+    from funnel.errors import InputError
+    from funnel.retriever import Retriever
+    from funnel.stages import two_stage
+
+    texts = _queries(query, queries)
+    retriever = Retriever.load(index, model)
+    if stages and shortlist:
+        raise InputError("give either --stages or --shortlist, not both")
+    plan = stages or (two_stage(retriever.index.shortlist_dims[0], shortlist, k) if shortlist else None)
+    results = retriever.search_batch(texts, k=k, stages=plan)
+    if json_output:
+        rows = [{"query": text, "hits": [hit.__dict__ for hit in hits]} for text, hits in zip(texts, results)]
+        emit_json(rows[0] if query is not None else rows)
+        return
+    for text, hits in zip(texts, results):
+        if len(texts) > 1:
+            typer.echo(f"\n» {text}")
+        for hit in hits:
+            typer.echo(f"{hit.rank:>3}. {hit.score:.4f}  {hit.id}  {snippet((hit.title + ': ' if hit.title else '') + hit.text)}")
+
+
+def _queries(query: Optional[str], path: Optional[Path]) -> list[str]:
+    from funnel.errors import InputError
+
+    if (query is None) == (path is None):
+        raise InputError("give one query as an argument, or --queries FILE (or - for stdin), not both")
+    if query is not None:
+        return [query]
+    if str(path) == "-":
+        lines = sys.stdin.read().splitlines()
+    elif not path.exists():
+        raise InputError(f"queries file {path} does not exist")
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise InputError(f"no queries in {path}: write one query per line")
+    return texts
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_command)

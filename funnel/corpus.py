@@ -1,0 +1,202 @@
+"""Read a corpus (parquet, JSONL or a BEIR folder) in record batches and validate it.
+
+Every batch comes out with the same schema, :data:`DOCUMENT_SCHEMA`: ``id``, ``title`` (nullable),
+``text`` and ``metadata`` (the row's other fields as a JSON object, nullable). Problems (a missing
+column, an empty text, a duplicate id) raise :class:`~funnel.errors.InputError` naming the row.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from funnel.errors import InputError
+
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("metadata", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CorpusColumns:
+    """Which source columns hold the id, the text and the optional title.
+
+    ``None`` means "find it": ``id`` then ``_id`` for ids, ``text`` for texts, ``title`` if present.
+    """
+
+    id: str | None = None
+    text: str | None = None
+    title: str | None = None
+
+
+def document_text(title: str | None, text: str) -> str:
+    """The string that gets encoded for a document: title and text, as BEIR evaluations do."""
+    return f"{title.strip()} {text.strip()}".strip() if title else text.strip()
+
+
+@dataclass
+class Corpus:
+    """A corpus on disk; iterate :meth:`batches` to read it."""
+
+    path: Path
+    format: str  # "parquet" | "jsonl"
+    columns: CorpusColumns = CorpusColumns()
+    batch_size: int = 1024
+    skip_invalid: bool = False
+    """Skip rows with no text or a repeated id (keeping the first) instead of refusing the corpus."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """After reading with ``skip_invalid``: how many rows were skipped, by reason."""
+
+    @property
+    def num_rows(self) -> int | None:
+        """Row count when cheap to know (parquet metadata, JSONL line count)."""
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.path).metadata.num_rows
+        with self.path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Validated batches in :data:`DOCUMENT_SCHEMA`; raises InputError on the first bad row."""
+        seen: set[str] = set()
+        self.skipped.clear()
+        row_offset = 0
+        raw = self._parquet_batches() if self.format == "parquet" else self._jsonl_batches()
+        for rows, available in raw:
+            batch = _to_documents(rows, available, self.columns, self.path, row_offset, seen, self._skips())
+            row_offset += len(rows)
+            if batch.num_rows:
+                yield batch
+        if len(seen) == 0:
+            raise InputError(f"{self.path} holds no documents")
+
+    def _skips(self) -> dict[str, int] | None:
+        return self.skipped if self.skip_invalid else None
+
+    def _parquet_batches(self) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(self.path)
+        names = file.schema_arrow.names
+        for batch in file.iter_batches(batch_size=self.batch_size):
+            yield batch.to_pylist(), names
+
+    def _jsonl_batches(self) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+        rows: list[dict[str, Any]] = []
+        names: dict[str, None] = {}
+        with self.path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{self.path}:{line_number}: not valid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{self.path}:{line_number}: expected a JSON object per line")
+                names.update(dict.fromkeys(row))
+                rows.append(row)
+                if len(rows) == self.batch_size:
+                    yield rows, list(names)
+                    rows = []
+        if rows:
+            yield rows, list(names)
+
+
+def open_corpus(
+    source: str | os.PathLike[str], columns: CorpusColumns = CorpusColumns(), batch_size: int = 1024, skip_invalid: bool = False
+) -> Corpus:
+    """Recognize a parquet file, a JSONL file or a BEIR folder (``corpus.jsonl`` inside)."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError(f"{path} does not exist: give a .parquet file, a .jsonl file or a BEIR folder")
+    if path.is_dir():
+        beir = path / "corpus.jsonl"
+        if not beir.exists():
+            listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+            raise InputError(f"{path} is a folder without corpus.jsonl (it holds: {listing}); give a BEIR folder or a file")
+        return Corpus(beir, "jsonl", columns, batch_size, skip_invalid)
+    if path.suffix in {".jsonl", ".ndjson"}:
+        return Corpus(path, "jsonl", columns, batch_size, skip_invalid)
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head != b"PAR1":
+        raise InputError(f"{path} is not a parquet file (no PAR1 header); give .parquet, .jsonl or a BEIR folder")
+    return Corpus(path, "parquet", columns, batch_size, skip_invalid)
+
+
+def _pick(wanted: str | None, candidates: tuple[str, ...], available: list[str], role: str, path: Path) -> str | None:
+    if wanted is not None:
+        if wanted not in available:
+            raise InputError(
+                f"{path} has no {role} column {wanted!r}; its columns are: {', '.join(available)} "
+                f"(choose one with --{role}-column)"
+            )
+        return wanted
+    for name in candidates:
+        if name in available:
+            return name
+    return None
+
+
+def _to_documents(
+    rows: list[dict[str, Any]],
+    available: list[str],
+    columns: CorpusColumns,
+    path: Path,
+    row_offset: int,
+    seen: set[str],
+    skips: dict[str, int] | None,
+) -> pa.RecordBatch:
+    """Rows → a batch in DOCUMENT_SCHEMA. ``skips`` None: refuse bad rows; else count and drop them."""
+    id_column = _pick(columns.id, ("id", "_id"), available, "id", path)
+    text_column = _pick(columns.text, ("text",), available, "text", path)
+    title_column = _pick(columns.title, ("title",), available, "title", path)
+    for role, found in (("id", id_column), ("text", text_column)):
+        if found is None:
+            raise InputError(
+                f"{path} has no {role} column; its columns are: {', '.join(available)} (choose one with --{role}-column)"
+            )
+    known = {id_column, text_column, title_column}
+    ids, titles, texts, metadata = [], [], [], []
+    for position, row in enumerate(rows, start=row_offset):
+        doc_id, text = row.get(id_column), row.get(text_column)
+        where = f"{path} row {position}"
+        title = row.get(title_column) if title_column else None
+        problem = None
+        if doc_id is None or str(doc_id).strip() == "":
+            problem, message = "empty id", f"{where}: the id is empty; every document needs a unique id"
+        elif str(doc_id) in seen:
+            problem, message = "duplicate id", f"{where}: duplicate id {str(doc_id)!r}; ids must be unique"
+        elif text is not None and not isinstance(text, str):
+            problem, message = "text not a string", f"{where} (id {str(doc_id)!r}): the text is a {type(text).__name__}, not a string"
+        elif not document_text(str(title) if title else None, text or ""):
+            # A document with a title but no body (Cranfield has some) is still searchable.
+            problem = "empty text"
+            message = f"{where} (id {str(doc_id)!r}): the text is {'null' if text is None else 'empty'}"
+        if problem:
+            if skips is None:
+                raise InputError(f"{message} (fix the row, or pass --skip-invalid to skip such rows)")
+            skips[problem] = skips.get(problem, 0) + 1
+            continue
+        doc_id = str(doc_id)
+        seen.add(doc_id)
+        extra = {key: value for key, value in row.items() if key not in known}
+        ids.append(doc_id)
+        titles.append(str(title) if title else None)
+        texts.append(text or "")
+        metadata.append(json.dumps(extra, default=str) if extra else None)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(ids, pa.string()), pa.array(titles, pa.string()), pa.array(texts, pa.string()), pa.array(metadata, pa.string())],
+        schema=DOCUMENT_SCHEMA,
+    )

@@ -1,0 +1,93 @@
+"""Retriever: load an index with its model and search it with a funnel of stages."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from funnel.errors import InputError
+from funnel.indexes.index import Index
+from funnel.models import Encoder
+from funnel.stages import FunnelResult, Stage, parse_stages, run_funnel, two_stage
+
+DEFAULT_SHORTLIST = 200
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    rank: int
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Retriever:
+    """Search an index: ``Retriever.load("indexes/docs").search("query", k=10)``.
+
+    Thread-safe: searches may run concurrently from many threads.
+    """
+
+    def __init__(self, index: Index, encoder: Encoder, stages: Sequence[Stage] | str | None = None) -> None:
+        if encoder.dim != index.dim:
+            raise InputError(f"the model gives {encoder.dim}-dim vectors but the index holds {index.dim}-dim ones")
+        self.index = index
+        self.encoder = encoder
+        self.stages = parse_stages(stages) if isinstance(stages, str) else (tuple(stages) if stages else None)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, model: str | None = None, *, device: str | None = None, stages: Sequence[Stage] | str | None = None
+    ) -> "Retriever":
+        """Open the index at ``path`` with the model it was built with (or ``model``)."""
+        index = Index.load(path)
+        return cls(index, Encoder.load(model or index.manifest.model, device=device), stages)
+
+    def plan(self, k: int, stages: Sequence[Stage] | str | None = None) -> tuple[Stage, ...]:
+        """The stages a search with ``k`` runs: given ones, else the retriever's, else the index's default."""
+        chosen = stages if stages is not None else self.stages
+        if isinstance(chosen, str):
+            return parse_stages(chosen)
+        if chosen:
+            return tuple(chosen)
+        stored = self.index.manifest.plan
+        if stored and stored.get("k", 0) >= k:
+            return parse_stages(stored["stages"])
+        return two_stage(self.index.shortlist_dims[0], min(max(DEFAULT_SHORTLIST, 20 * k), self.index.count), k)
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Normalized full-dimension query vectors, shape (len(queries), dim)."""
+        for number, query in enumerate(queries):
+            if not isinstance(query, str) or not query.strip():
+                raise InputError(f"query {number + 1} is empty: give some text to search for")
+        return self.encoder.encode(list(queries), batch_size=64)
+
+    def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: Sequence[Stage] | str | None = None) -> FunnelResult:
+        """Run the funnel for ready query vectors (q, dim); arrays for machines."""
+        return run_funnel(self.index, query_vectors, self.plan(k, stages), k)
+
+    def search(self, query: str, k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[Hit]:
+        """Top-``k`` hits for one query, best first."""
+        return self.search_batch([query], k, stages)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[list[Hit]]:
+        """Top-``k`` hits for each query, in the order of ``queries``."""
+        if isinstance(queries, str):
+            raise InputError("search_batch takes a list of queries; use search() for one")
+        if not queries:
+            return []
+        result = self.search_vectors(self.encode_queries(queries), k, stages)
+        return [self._hits(scores, positions) for scores, positions in zip(result.scores, result.positions)]
+
+    def _hits(self, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:
+        keep = positions >= 0
+        documents = self.index.documents([int(p) for p in positions[keep]])
+        return [
+            Hit(id=doc["id"], score=float(score), rank=rank, text=doc["text"], title=doc["title"], metadata=doc["metadata"])
+            for rank, (score, doc) in enumerate(zip(scores[keep], documents), start=1)
+        ]

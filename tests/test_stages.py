@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from funnel.errors import InputError
+from funnel.indexes.builder import IndexConfig
+from funnel.indexes.index import Index
+from funnel.indexes.shortlist import make_spec
+from funnel.vectors import truncate
+from funnel.stages import Stage, exact_search, format_stages, parse_stages, run_funnel, two_stage
+
+from helpers import assert_same_ranking, vector_index
+
+stage_st = st.builds(
+    Stage, dim=st.one_of(st.none(), st.integers(1, 4096)), candidates=st.integers(1, 10_000),
+    layer=st.one_of(st.none(), st.integers(1, 48)),
+)
+
+
+@given(st.lists(stage_st, min_size=1, max_size=4))
+def test_stages_round_trip_through_text(stages):
+    assert parse_stages(format_stages(stages)) == tuple(stages)
+
+
+def test_parse_examples():
+    assert parse_stages("64:200, 128:50,full:10") == (Stage(64, 200), Stage(128, 50), Stage(None, 10))
+    assert parse_stages("2:64:200") == (Stage(64, 200, layer=2),)
+
+
+@pytest.mark.parametrize("text", ["64", "a:b", "1:2:3:4", "64:0", ","])
+def test_bad_stage_text(text):
+    with pytest.raises(InputError, match=r"stage|no stages|at least 1"):
+        parse_stages(text)
+
+
+@pytest.fixture(scope="module")
+def random_index(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    # Decaying variance per dim, like a nested embedding: early dims carry most of the signal.
+    vectors = rng.normal(size=(300, 48)) * np.linspace(2.0, 0.2, 48)
+    config = IndexConfig(shortlists=(make_spec(8), make_spec(16, "hnsw"), make_spec(16 * 2, "binary")))
+    return Index.load(vector_index(tmp_path_factory.mktemp("idx") / "random", vectors, config))
+
+
+def test_shortlist_of_the_whole_corpus_is_exact_search(random_index):
+    queries = np.random.default_rng(1).normal(size=(12, 48)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    result = run_funnel(random_index, queries, two_stage(8, random_index.count, 10), 10)
+    assert_same_ranking(result.scores, result.positions, *exact_search(random_index, queries, 10))
+    assert [t.kept for t in result.trace] == [300, 10]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_more_candidates_never_lose_recall_and_scores_are_exact(random_index, data):
+    seed = data.draw(st.integers(0, 10_000))
+    k = data.draw(st.integers(1, 20))
+    small = data.draw(st.integers(k, 60))
+    query = np.random.default_rng(seed).normal(size=(1, 48)).astype(np.float32)
+    query /= np.linalg.norm(query)
+    exact_scores, exact_positions = exact_search(random_index, query, k)
+    narrow = run_funnel(random_index, query, two_stage(8, small, k), k)
+    wide = run_funnel(random_index, query, two_stage(8, small * 4, k), k)
+    truth = set(exact_positions[0])
+    assert len(truth & set(wide.positions[0])) >= len(truth & set(narrow.positions[0])) - 1  # ties may swap one
+    # Every final score is the exact full-dim score of that document.
+    full = truncate(random_index.vectors(narrow.positions[0]), 48) @ query[0]
+    np.testing.assert_allclose(narrow.scores[0], full, atol=1e-5)
+    assert np.all(np.diff(narrow.scores[0]) <= 1e-7), "results come best first"
+
+
+def test_three_stage_chain_and_other_shortlist_kinds(random_index):
+    queries = np.random.default_rng(3).normal(size=(5, 48)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exact = exact_search(random_index, queries, 5)
+    for first in (Stage(8, 300), Stage(16, 300), Stage(32, 300)):  # flat, hnsw, binary
+        result = run_funnel(random_index, queries, (first, Stage(24, 50), Stage(None, 5)), 5)
+        assert_same_ranking(result.scores, result.positions, *exact)
+        assert [t.dim for t in result.trace] == [first.dim, 24, 48]
+
+
+def test_fewer_documents_than_candidates_pads_nothing_into_results(tmp_path):
+    vectors = np.random.default_rng(0).normal(size=(7, 16))
+    index = Index.load(vector_index(tmp_path / "tiny", vectors, IndexConfig(shortlists=(make_spec(8),))))
+    result = run_funnel(index, vectors[:2].astype(np.float32) / np.linalg.norm(vectors[:2], axis=1, keepdims=True), two_stage(8, 50, 10), 10)
+    assert result.positions.shape == (2, 7)
+    assert result.positions[0, 0] == 0 and result.positions[1, 0] == 1
+
+
+@pytest.mark.parametrize("stages, k, message", [
+    ((Stage(12, 100), Stage(None, 10)), 10, r"first stage scores at 12 dims but this index has shortlists at: 8, 16, 32"),
+    ((Stage(8, 50), Stage(None, 100)), 10, r"keeps more candidates than stage 8:50 passes on"),
+    ((Stage(8, 50), Stage(None, 5)), 10, r"k=10 but the last stage keeps only 5"),
+    ((Stage(8, 50), Stage(64, 10)), 10, r"asks for 64 dims but the index has 48"),
+    ((Stage(8, 50, layer=2), Stage(None, 10)), 10, r"names a layer"),
+])
+def test_plans_that_cannot_run(random_index, stages, k, message):
+    with pytest.raises(InputError, match=message):
+        run_funnel(random_index, np.ones((1, 48), np.float32), stages, k)
