@@ -55,6 +55,14 @@ class Corpus:
     """Skip rows with no text or a repeated id (keeping the first) instead of refusing the corpus."""
     skipped: dict[str, int] = field(default_factory=dict)
     """After reading with ``skip_invalid``: how many rows were skipped, by reason."""
+    _valid_rows: int | None = field(default=None, repr=False)
+
+    def validate(self) -> int:
+        """Read the whole corpus once without keeping it, so a bad row is reported before any
+        encoding starts rather than an hour into it; returns the number of documents kept."""
+        if self._valid_rows is None:
+            self._valid_rows = sum(batch.num_rows for batch in self.batches())
+        return self._valid_rows
 
     @property
     def num_rows(self) -> int | None:

@@ -41,6 +41,7 @@ def index_command(
 
         raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
     started = time.perf_counter()
+    source.validate()  # before the model loads: a bad row costs a second, not an encoding run
     encoder = Encoder.load(model)
     path = build_index(source, encoder, target, config, overwrite=overwrite, show_progress=not quiet and not json_output)
     index = Index.load(path)

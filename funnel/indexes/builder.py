@@ -64,7 +64,11 @@ def build_index(
     overwrite: bool = False,
     show_progress: bool = False,
 ) -> Path:
-    """Encode ``corpus`` with ``encoder`` and write an index folder at ``path``; returns the path."""
+    """Encode ``corpus`` with ``encoder`` and write an index folder at ``path``; returns the path.
+
+    The corpus is validated in a first, cheap pass: a bad row stops the build before encoding.
+    """
+    corpus.validate()
     return write_index(
         _encoded_batches(corpus, encoder, config, show_progress),
         path,
@@ -129,7 +133,7 @@ def _encoded_batches(
 ) -> Iterable[tuple[pa.RecordBatch, np.ndarray]]:
     from tqdm.auto import tqdm
 
-    with tqdm(total=corpus.num_rows, unit="doc", desc="encoding", disable=not show_progress) as bar:
+    with tqdm(total=corpus.validate(), unit="doc", desc="encoding", disable=not show_progress) as bar:
         for documents in corpus.batches():
             titles = documents.column("title").to_pylist()
             texts = documents.column("text").to_pylist()

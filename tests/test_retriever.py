@@ -1,0 +1,71 @@
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from funnel import Retriever, Stage
+from funnel.errors import InputError
+from funnel.indexes.index import Index
+from funnel.stages import exact_search, two_stage
+
+from helpers import assert_same_ranking
+
+
+@pytest.fixture(scope="module")
+def retriever(cranfield_index, encoder):
+    return Retriever(Index.load(cranfield_index), encoder)
+
+
+def test_search_returns_hits_best_first(retriever):
+    hits = retriever.search("heat transfer in hypersonic boundary layers", k=5)
+    assert [hit.rank for hit in hits] == [1, 2, 3, 4, 5]
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert hits[0].text and hits[0].metadata["year"] >= 1960
+    assert "heat" in (hits[0].title + hits[0].text).lower()
+
+
+def test_search_batch_equals_single_searches(retriever, cranfield_queries):
+    batch = retriever.search_batch(cranfield_queries[:4], k=3)
+    for query, hits in zip(cranfield_queries[:4], batch):
+        assert [h.id for h in hits] == [h.id for h in retriever.search(query, k=3)]
+
+
+def test_whole_corpus_shortlist_equals_exact_full_dim_search(retriever, query_vectors):
+    result = retriever.search_vectors(query_vectors, k=10, stages=two_stage(64, retriever.index.count, 10))
+    assert_same_ranking(result.scores, result.positions, *exact_search(retriever.index, query_vectors, 10))
+
+
+def test_default_plan_and_string_stages(retriever, query_vectors):
+    assert retriever.plan(10) == (Stage(64, 150), Stage(None, 10))  # 200 clipped to the 150 documents
+    three = retriever.search_vectors(query_vectors, k=5, stages="128:100,256:20,full:5")
+    assert [t.dim for t in three.trace] == [128, 256, 384]
+    assert three.positions.shape == (len(query_vectors), 5)
+
+
+def test_concurrent_searches_equal_serial_ones(retriever, cranfield_queries):
+    serial = [[h.id for h in retriever.search(q, k=5)] for q in cranfield_queries]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda q: [h.id for h in retriever.search(q, k=5)], cranfield_queries * 2))
+    assert parallel == serial * 2
+
+
+def test_k_larger_than_the_corpus_returns_every_document(retriever):
+    hits = retriever.search("wing", k=400, stages=two_stage(64, 500, 400))
+    assert len(hits) == 150 and len({h.id for h in hits}) == 150
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_query_is_refused(retriever, query):
+    with pytest.raises(InputError, match=r"query 1 is empty: give some text to search for"):
+        retriever.search(query)
+
+
+def test_search_batch_wants_a_list(retriever):
+    with pytest.raises(InputError, match=r"takes a list of queries"):
+        retriever.search_batch("one query")
+    assert retriever.search_batch([]) == []
+
+
+def test_load_reopens_the_index_with_its_model(cranfield_index):
+    loaded = Retriever.load(cranfield_index)
+    assert loaded.encoder.name == "all-MiniLM-L6-v2" and loaded.index.count == 150
