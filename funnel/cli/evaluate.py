@@ -23,7 +23,7 @@ def eval_command(
     stages: list[str] = typer.Option([], "--stages", help="A stage chain to add, e.g. 32:500,128:100,full:100 (repeat for several; alone: no grid)."),
     k: Optional[int] = typer.Option(None, "-k", help="Ranking depth (default: the largest metric cutoff)."),
     metrics: str = typer.Option("ndcg@10,mrr@10,recall@10,recall@100,map@100", help="Metrics; the first one ranks the Pareto frontier."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for report.json, report.md, report.png (default: evaluations/<dataset>)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for report.json, per_query.json, report.md, report.png (default: evaluations/<dataset>)."),
     shortlist_kind: str = typer.Option("flat", help="Kind of the shortlists built in memory for swept dims: flat, hnsw, ivf or binary."),
     repeats: int = typer.Option(3, help="Times each query is searched for timing (its median is kept)."),
     encode_sample: int = typer.Option(50, help="Queries whose encoding is timed (a seeded sample)."),

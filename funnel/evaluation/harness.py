@@ -101,7 +101,7 @@ def evaluate(
 
     timed = sample(texts, encode_sample)
     say(f"timing query encoding ({len(timed)} queries, one at a time)")
-    encoding = _encoding_cost(encoder, texts, timed)
+    encoding = _encoding_cost(encoder, query_ids, texts, timed)
     rows = []
     for number, config in enumerate(configs, start=1):
         say(f"[{number}/{len(configs)}] {config.name}")
@@ -189,7 +189,7 @@ def _compare(rows: list[ConfigurationResult], primary: str) -> list[Configuratio
     return [replace(row, pareto=number in frontier) for number, row in enumerate(compared)]
 
 
-def _encoding_cost(encoder: "Encoder", texts: list[str], timed: list[str]) -> EncodingCost:
+def _encoding_cost(encoder: "Encoder", query_ids: list[str], texts: list[str], timed: list[str]) -> EncodingCost:
     shape = EncoderShape.of(encoder)
     tokens = count_tokens(encoder, texts) if shape is not None else np.zeros(len(texts), dtype=np.int64)
     flops = float(np.mean([shape.flops(int(n)) for n in tokens])) if shape is not None and len(tokens) else None
@@ -199,6 +199,7 @@ def _encoding_cost(encoder: "Encoder", texts: list[str], timed: list[str]) -> En
         model=encoder.name, layers=shape.layers if shape else None, hidden=shape.hidden if shape else None,
         ffn=shape.ffn if shape else None, tokens_mean=float(np.mean(tokens)) if len(tokens) else 0.0,
         tokens_max=int(np.max(tokens)) if len(tokens) else 0, flops_mean=flops, wall=wall, timed_queries=len(timed),
+        tokens=dict(zip(query_ids, map(int, tokens))),
     )
 
 

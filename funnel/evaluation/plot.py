@@ -23,6 +23,7 @@ def plot_report(report: "EvaluationReport", path: str | Path) -> Path:
         raise InputError("plots need matplotlib: pip install 'funnel[eval]' (or matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter, FuncFormatter, NullFormatter
 
     metric = report.primary_metric
     rows = report.rows
@@ -44,9 +45,12 @@ def plot_report(report: "EvaluationReport", path: str | Path) -> Path:
         axis.scatter([cost[0]], [quality[0]], marker="*", s=180, color="black", label="exact (reference)", zorder=4)
         axis.axhline(quality[0], color="black", lw=0.6, ls=":")
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(label)
         axis.set_ylabel(_pretty(metric))
         axis.grid(True, which="both", alpha=0.25)
+    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes[1].xaxis.set_major_formatter(EngFormatter())
     axes[0].legend(fontsize=8, loc="lower right")
     figure.suptitle(f"{report.dataset['name']} ({report.dataset['split']}, {report.dataset['queries']} queries), "
                     f"{report.model['name']}: {_pretty(metric)} against search cost")

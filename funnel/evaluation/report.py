@@ -32,6 +32,7 @@ class EncodingCost:
     flops_mean: float | None  # None: the model is not a transformer the formula covers
     wall: Timing
     timed_queries: int = 0  # how many queries the wall time was measured on
+    tokens: dict[str, int] = field(default_factory=dict)  # per query id (in per_query.json)
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,25 @@ class EvaluationReport:
     def to_json(self, per_query: bool = True) -> dict[str, Any]:
         data = asdict(self)
         if not per_query:
+            data["encoding"].pop("tokens")
             for row in data["rows"]:
                 row.pop("per_query")
         return data
 
     def write(self, folder: str | Path, plot: bool = True) -> dict[str, Path]:
-        """Write ``report.json``, ``report.md`` and (with matplotlib) ``report.png`` into ``folder``."""
+        """Write into ``folder``: ``report.json`` (everything but per-query values), ``per_query.json``
+        (each configuration's value of each metric for each query), ``report.md`` and, unless
+        ``plot`` is False, ``report.png`` (needs matplotlib)."""
         target = Path(folder)
         target.mkdir(parents=True, exist_ok=True)
-        paths = {"json": target / "report.json", "markdown": target / "report.md"}
-        paths["json"].write_text(json.dumps(self.to_json(), indent=1, default=str) + "\n")
+        paths = {"json": target / "report.json", "per_query": target / "per_query.json", "markdown": target / "report.md"}
+        paths["json"].write_text(json.dumps(self.to_json(per_query=False), indent=1, default=str) + "\n")
+        per_query = {
+            "dataset": self.dataset, "model": self.model["name"], "command": self.command, "metrics": self.metrics,
+            "encoding_tokens": self.encoding.tokens,
+            "rows": {row.name: {q: {m: round(v, 6) for m, v in values.items()} for q, values in row.per_query.items()} for row in self.rows},
+        }
+        paths["per_query"].write_text(json.dumps(per_query, separators=(",", ":")) + "\n")
         paths["markdown"].write_text(self.markdown())
         if plot:
             from funnel.evaluation.plot import plot_report
@@ -100,7 +110,7 @@ class EvaluationReport:
     def table(self) -> str:
         """The results as a markdown table, reference row first; * marks the Pareto frontier."""
         metric_names = [_label(name) for name in self.metrics]
-        header = ["config", *metric_names, f"{_label(self.primary_metric)} kept", "search ms (p50 / p95)", "speed-up", "search MFLOPs", "bytes read"]
+        header = ["config", *metric_names, f"{_label(self.primary_metric)} kept", "search ms (p50 / p95)", "speed-up", "search MFLOPs", "FLOPs cut", "bytes read"]
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for row in self.rows:
             cells = [
@@ -110,6 +120,7 @@ class EvaluationReport:
                 f"{row.search.median_ms:.3f} / {row.search.p95_ms:.3f}",
                 f"{row.speedup:.2f}×",
                 f"{row.search_flops / 1e6:.3f}",
+                f"{row.flops_reduction:.1f}×",
                 _bytes(row.bytes_read),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -127,10 +138,11 @@ class EvaluationReport:
             f"- query encoding (every row): {encoding.tokens_mean:.1f} tokens, {flops}, "
             f"{encoding.wall.median_ms:.2f} ms median / {encoding.wall.p95_ms:.2f} ms p95 "
             f"(one thread, {encoding.timed_queries} queries)",
-            f"- search times: each query alone, FAISS on 1 thread, median of {self.environment.get('repeats', 1)} repeats; "
-            f"machine: {self.environment['cores']} cores",
-            "- kept and speed-up are against the exact row; * marks the Pareto frontier of "
-            f"{_label(self.primary_metric)} against search time",
+            f"- search times: each query alone, FAISS on 1 thread, median of {self.environment.get('repeats', 1)} repeats per query; "
+            f"machine: {self.environment['cores']} cores ({self.environment.get('processor', '')})",
+            "- kept, speed-up (wall time) and FLOPs cut are against the exact row; * marks the Pareto frontier of "
+            f"{_label(self.primary_metric)} against search time; FLOPs and bytes read are per query (see "
+            "funnel/evaluation/compute.py for the formulas)",
             *(f"- note: {warning}" for warning in self.warnings),
             "",
             self.table(),
