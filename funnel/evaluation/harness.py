@@ -18,11 +18,11 @@ import numpy as np
 
 from funnel.errors import InputError
 from funnel.evaluation.compute import EncoderShape, count_tokens, funnel_costs, shortlist_bytes, visited_per_query
-from funnel.evaluation.metrics import Qrels, evaluate_run, parse_metrics, run_from_arrays
+from funnel.evaluation.metrics import Metric, Qrels, evaluate_run, parse_metrics, run_from_arrays
 from funnel.evaluation.report import ConfigurationResult, EncodingCost, EvaluationReport, environment
 from funnel.evaluation.sweep import DEFAULT_DIMS, DEFAULT_SHORTLISTS, Configuration, chain, grid, pareto_frontier, reference
 from funnel.evaluation.timing import TIMING_THREADS, Timing, sample, time_each, time_funnel, torch_threads
-from funnel.stages import Stage
+from funnel.stages import Stage, parse_stages
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
@@ -63,7 +63,8 @@ def evaluate(
     (each: shortlist, then rescore at full dims; defaults :data:`DEFAULT_DIMS` ×
     :data:`DEFAULT_SHORTLISTS`) plus each chain in ``stages`` (e.g. ``"32:500,128:100,full:100"``);
     given only ``stages``, no grid. ``k`` (default: the largest metric cutoff, else 100) is the depth
-    of the reference ranking. Shortlist dims the index lacks are built in memory (``shortlist_kind``).
+    of the reference ranking. Shortlist dims the index lacks are built in memory (``shortlist_kind``;
+    a given ``Index`` object keeps them, nothing is written to disk).
     ``embeddings_cache`` supplies precomputed vectors (see :mod:`funnel.evaluation.embeddings`).
     Encoding is timed on a seeded sample of ``encode_sample`` queries; tokens and FLOPs count all.
     ``progress`` receives a line before each slow step.
@@ -73,6 +74,9 @@ def evaluate(
     depth = k or max((metric.k for metric in parsed if metric.k is not None), default=100)
     if repeats < 1:
         raise InputError(f"repeats={repeats}: time each query at least once")
+    if depth < 1:
+        raise InputError(f"k={depth}: rank at least 1 document per query")
+    chains = [parse_stages(text) if isinstance(text, str) else tuple(text) for text in stages]  # fail before the slow part
     from funnel.evaluation import inputs
     from funnel.models import Encoder
 
@@ -91,12 +95,13 @@ def evaluate(
         encoder = model if isinstance(model, Encoder) else Encoder.load(model or loaded.manifest.model)
     if encoder.dim != loaded.dim:
         raise InputError(f"the model gives {encoder.dim}-dim vectors but the index holds {loaded.dim}-dim ones")
-    warnings = data.warnings + notes + inputs.missing_judged_documents(data.qrels, _ids(loaded))
+    index_ids = loaded.ids()
+    warnings = data.warnings + notes + inputs.missing_judged_documents(data.qrels, index_ids)
 
     query_ids = list(data.queries)
     texts = [data.queries[query_id] for query_id in query_ids]
     vectors = inputs.query_vectors(encoder, query_ids, texts, embeddings_cache, dataset, say)
-    configs = [reference(depth), *_configurations(dims, shortlists, stages, depth, loaded.dim)]
+    configs = [reference(depth), *_configurations(dims, shortlists, chains, depth, loaded.dim)]
     _prepare_shortlists(loaded, configs, shortlist_kind)
 
     timed = sample(texts, encode_sample)
@@ -105,7 +110,7 @@ def evaluate(
     rows = []
     for number, config in enumerate(configs, start=1):
         say(f"[{number}/{len(configs)}] {config.name}")
-        rows.append(_evaluate_configuration(loaded, config, vectors, query_ids, data.qrels, parsed, repeats))
+        rows.append(_evaluate_configuration(loaded, index_ids, config, vectors, query_ids, data.qrels, parsed, repeats))
     rows = _compare(rows, str(parsed[0]))
     return EvaluationReport(
         dataset={"name": data.name, "path": data.path, "split": data.split, "queries": len(query_ids),
@@ -122,10 +127,10 @@ def evaluate(
 
 
 def _configurations(
-    dims: Sequence[int] | None, shortlists: Sequence[int] | None, stages: Sequence[str | Sequence[Stage]], k: int, full_dim: int
+    dims: Sequence[int] | None, shortlists: Sequence[int] | None, chains: Sequence[tuple[Stage, ...]], k: int, full_dim: int
 ) -> list[Configuration]:
-    configs = [] if stages and dims is None and shortlists is None else grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim)
-    configs += [chain(text, k) for text in stages]
+    configs = [] if chains and dims is None and shortlists is None else grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim)
+    configs += [chain(stages, k) for stages in chains]
     names = [config.name for config in configs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -144,12 +149,13 @@ def _prepare_shortlists(index: "Index", configs: Sequence[Configuration], kind: 
 
 
 def _evaluate_configuration(
-    index: "Index", config: Configuration, vectors: np.ndarray, query_ids: list[str], qrels: Qrels, metrics, repeats: int
+    index: "Index", index_ids: list[str], config: Configuration, vectors: np.ndarray, query_ids: list[str], qrels: Qrels,
+    metrics: Sequence[Metric], repeats: int,
 ) -> ConfigurationResult:
     from funnel.stages import run_funnel
 
     result = run_funnel(index, vectors, config.stages, config.k)
-    run = run_from_arrays(query_ids, result.positions, result.scores, corpus_ids=_ids(index))
+    run = run_from_arrays(query_ids, result.positions, result.scores, corpus_ids=index_ids)
     scored = evaluate_run(run, qrels, metrics)
     first_dim = config.stages[0].resolved_dim(index.dim)
     costs = funnel_costs(index, result.trace, visited_per_query(index, vectors, first_dim, config.stages[0].candidates))
@@ -161,15 +167,6 @@ def _evaluate_configuration(
         search_flops=sum(cost.flops for cost in costs), bytes_read=sum(cost.bytes_read for cost in costs),
         shortlist_bytes=shortlist_bytes(index, first_dim),
     )
-
-
-def _ids(index: "Index") -> list[str]:
-    # Reading every id is cheap next to a search sweep, but not free on a large index: once per index.
-    cached = getattr(index, "_evaluation_ids", None)
-    if cached is None:
-        cached = index.ids()
-        index._evaluation_ids = cached  # type: ignore[attr-defined]
-    return cached
 
 
 def _compare(rows: list[ConfigurationResult], primary: str) -> list[ConfigurationResult]:

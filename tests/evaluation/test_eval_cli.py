@@ -42,6 +42,7 @@ def funnel_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     ("nothing judged", [], r"none of the 2 queries in queries.jsonl is judged in split 'test'"),
     ("dims", ["--dims", "16,x"], r"--dims '16,x' is not a comma-separated list of positive integers"),
     ("metric", ["--metrics", "ndcg@10,bleu"], r"unknown metric 'bleu'"),
+    ("stages", ["--stages", "64:x,full:10"], r"stage '64:x' is not DIM:CANDIDATES"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path, case: str, args: list[str], message: str) -> None:
     qrels = {"malformed": QRELS.replace("q2\td3\t1", "q2 d3"), "nothing judged": "x\td1\t1\n"}.get(case, QRELS)
