@@ -1,7 +1,6 @@
 """Compute accounting on known configurations: counts that can be worked out by hand."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.stages import Stage, run_funnel
-from tests.helpers import vector_index
+from helpers import vector_index
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,8 +52,6 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path, case: str, args: 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: ")
-    import re
-
     assert re.search(message, result.stderr), result.stderr
 
 
