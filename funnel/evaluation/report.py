@@ -126,6 +126,20 @@ class EvaluationReport:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
+    def stage_table(self) -> str:
+        """Per configuration and stage: what was scored, its cost per query and its wall time."""
+        lines = [
+            "| config | stage | role | kind | dims | vectors / query | MFLOPs / query | bytes read / query | ms (p50 / p95) |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in self.rows:
+            for cost, timing in zip(row.costs, row.stage_timings):
+                lines.append(
+                    f"| {row.name} | {cost.stage} | {cost.role} | {cost.kind} | {cost.dim} | {cost.vectors:,.0f} | "
+                    f"{cost.flops / 1e6:.3f} | {_bytes(cost.bytes_read)} | {timing.median_ms:.3f} / {timing.p95_ms:.3f} |"
+                )
+        return "\n".join(lines) + "\n"
+
     def markdown(self) -> str:
         dataset, index, encoding = self.dataset, self.index, self.encoding
         flops = f"{encoding.flops_mean / 1e6:.1f} MFLOPs" if encoding.flops_mean is not None else "FLOPs not modelled"
@@ -148,6 +162,9 @@ class EvaluationReport:
             self.table(),
             f"Command: `{self.command}`",
             "",
+            "## Per stage",
+            "",
+            self.stage_table(),
         ]
         return "\n".join(lines)
 

@@ -96,4 +96,5 @@ def test_report_records_what_reproduces_it(report, tmp_path: Path) -> None:
     assert any("judgements of" in warning and "not in the index" in warning for warning in data["warnings"])
     markdown = paths["markdown"].read_text()
     assert "| exact" in markdown and "Command: `pytest`" in markdown
+    assert "| 32:150,128:120,full:100 | 128:120 | rescore | full vectors | 128 | 150 |" in markdown
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
