@@ -54,8 +54,13 @@ def plot_report(report: "EvaluationReport", path: str | Path) -> Path:
     axes[0].legend(fontsize=8, loc="lower right")
     figure.suptitle(f"{report.dataset['name']} ({report.dataset['split']}, {report.dataset['queries']} queries), "
                     f"{report.model['name']}: {_pretty(metric)} against search cost")
+    versions = report.environment.get("versions", {})
+    footer = (f"{report.command}\nfunnel {versions.get('funnel', '?')}, faiss {versions.get('faiss-cpu', versions.get('faiss-gpu', '?'))}, "
+              f"torch {versions.get('torch', '?')}; {report.environment.get('cores', '?')} cores; search timed on 1 thread, "
+              f"median of {report.environment.get('repeats', 1)} repeats per query")
+    figure.text(0.5, -0.01, footer, ha="center", va="top", fontsize=7, wrap=True, color="dimgray")
     target = Path(path)
-    figure.savefig(target, dpi=120)
+    figure.savefig(target, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return target
 

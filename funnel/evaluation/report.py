@@ -95,8 +95,8 @@ class EvaluationReport:
         paths = {"json": target / "report.json", "per_query": target / "per_query.json", "markdown": target / "report.md"}
         paths["json"].write_text(json.dumps(self.to_json(per_query=False), indent=1, default=str) + "\n")
         per_query = {
-            "dataset": self.dataset, "model": self.model["name"], "command": self.command, "metrics": self.metrics,
-            "encoding_tokens": self.encoding.tokens,
+            "dataset": self.dataset, "model": self.model, "index": self.index, "environment": self.environment,
+            "command": self.command, "metrics": self.metrics, "encoding_tokens": self.encoding.tokens,
             "rows": {row.name: {q: {m: round(v, 6) for m, v in values.items()} for q, values in row.per_query.items()} for row in self.rows},
         }
         paths["per_query"].write_text(json.dumps(per_query, separators=(",", ":")) + "\n")

@@ -91,6 +91,7 @@ def test_report_records_what_reproduces_it(report, tmp_path: Path) -> None:
     assert data["index"]["count"] == 150 and data["index"]["vector_dtype"] == "float16"
     assert data["rows"][0]["costs"][0]["role"] == "shortlist" and "per_query" not in data["rows"][0]
     per_query = json.loads(paths["per_query"].read_text())
+    assert per_query["command"] == "pytest" and per_query["environment"]["versions"] and per_query["index"]["count"] == 150
     assert per_query["rows"]["exact"] == {q: {m: round(v, 6) for m, v in values.items()} for q, values in report.reference.per_query.items()}
     # Judgements of Cranfield documents beyond the first 150 are skipped, and said so with counts.
     assert any("judgements of" in warning and "not in the index" in warning for warning in data["warnings"])
