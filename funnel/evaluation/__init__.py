@@ -1,0 +1,26 @@
+"""Evaluation: datasets, metrics, compute accounting, sweeps, reports and plots.
+
+``from funnel.evaluation import evaluate`` loads the harness on first use, so importing this
+package stays cheap.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["evaluate", "Configuration", "EvaluationReport"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "evaluate":
+        from funnel.evaluation.harness import evaluate
+
+        return evaluate
+    if name == "Configuration":
+        from funnel.evaluation.sweep import Configuration
+
+        return Configuration
+    if name == "EvaluationReport":
+        from funnel.evaluation.report import EvaluationReport
+
+        return EvaluationReport
+    raise AttributeError(f"module 'funnel.evaluation' has no attribute {name!r}")

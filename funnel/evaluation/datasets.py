@@ -29,15 +29,6 @@ _QRELS_EXPECTED = (
 
 
 @dataclass(frozen=True)
-class CorpusBatch:
-    """A slice of a corpus: three lists of equal length, in file order."""
-
-    ids: list[str]
-    titles: list[str]
-    texts: list[str]
-
-
-@dataclass(frozen=True)
 class BeirDataset:
     """One split of a BEIR folder, with judgements checked against the corpus and queries.
 
@@ -77,7 +68,7 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     ids, titles, texts, warnings = _read_unique_corpus(folder / CORPUS_FILE)
     all_queries = load_queries(folder / QUERIES_FILE)
     raw_qrels = load_qrels(qrels_path)
-    qrels, qrels_warnings = _known_judgements(raw_qrels, all_queries, set(ids), qrels_path)
+    qrels, qrels_warnings = known_judgements(raw_qrels, all_queries, set(ids), qrels_path)
     warnings.extend(qrels_warnings)
     queries = {query_id: text for query_id, text in all_queries.items() if query_id in qrels}
     if not queries:
@@ -89,27 +80,24 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     return BeirDataset(folder, split, ids, titles, texts, queries, qrels, warnings)
 
 
-def iter_corpus(path: str | Path, batch_size: int = 10_000) -> Iterator[CorpusBatch]:
-    """Read a BEIR ``corpus.jsonl`` lazily, ``batch_size`` documents at a time, in file order.
-
-    ``_id`` and ``text`` are required (a numeric ``_id`` is read as its string); ``title`` may be
-    missing or null and then reads as "". Ids are not checked for repeats here (``load_beir``
-    does). Raises InputError naming the line of a malformed object, and when the file holds no
-    document.
-    """
-    for batch in _iter_numbered_corpus(Path(path), batch_size):
-        yield CorpusBatch(batch.ids, batch.titles, batch.texts)
-
-
 @dataclass(frozen=True)
-class _NumberedBatch(CorpusBatch):
-    """A corpus batch that also knows each document's line, for messages about repeats."""
+class _NumberedBatch:
+    """A slice of ``corpus.jsonl`` with each document's line, for messages about repeats."""
 
+    ids: list[str]
+    titles: list[str]
+    texts: list[str]
     lines: list[int]
 
 
 def _iter_numbered_corpus(file: Path, batch_size: int) -> Iterator[_NumberedBatch]:
-    """The corpus reader behind ``iter_corpus``, keeping line numbers."""
+    """Read ``corpus.jsonl`` in batches, keeping line numbers.
+
+    ``_id`` and ``text`` are required (a numeric ``_id`` is read as its string); ``title`` may be
+    missing or null and then reads as "". Indexing does not use this reader: it goes through
+    :func:`funnel.corpus.open_corpus`, which also validates texts; this one only serves the ids and
+    texts of an evaluation, keeping rows that indexing would skip so their judgements still count.
+    """
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: read at least 1 document per batch")
     batch = _NumberedBatch([], [], [], [])
@@ -233,10 +221,13 @@ def _qrels_path(folder: Path, split: str) -> Path:
     return path
 
 
-def _known_judgements(
-    qrels: Qrels, queries: dict[str, str], doc_ids: set[str], qrels_path: Path
+def known_judgements(
+    qrels: Qrels, queries: dict[str, str], doc_ids: set[str], qrels_path: Path, documents: str = CORPUS_FILE
 ) -> tuple[Qrels, list[str]]:
-    """Keep judgements whose query and document exist; say what was dropped and how much."""
+    """Keep judgements whose query and document exist; say what was dropped and how much.
+
+    ``documents`` names where ``doc_ids`` come from in the warnings (the corpus file, an index).
+    """
     kept: Qrels = {}
     unknown_queries: dict[str, int] = {}
     unknown_docs: dict[str, int] = {}
@@ -259,7 +250,7 @@ def _known_judgements(
     if unknown_docs:
         warnings.append(
             f"{qrels_path}: skipped {sum(unknown_docs.values())} judgements of "
-            f"{len(unknown_docs)} document ids not in {CORPUS_FILE} "
+            f"{len(unknown_docs)} document ids not in {documents} "
             f"(such as {_examples(unknown_docs)})"
         )
     lost = [query_id for query_id in qrels if query_id in queries and query_id not in kept]
@@ -383,8 +374,7 @@ def _examples(ids: Iterable[str], limit: int = 3) -> str:
 
 __all__ = [
     "BeirDataset",
-    "CorpusBatch",
-    "iter_corpus",
+    "known_judgements",
     "load_beir",
     "load_qrels",
     "load_queries",

@@ -9,7 +9,6 @@ import pytest
 from funnel.errors import InputError
 from funnel.evaluation.datasets import (
     BeirDataset,
-    iter_corpus,
     load_beir,
     load_qrels,
     load_queries,
@@ -77,13 +76,6 @@ def test_small_folder_loads_in_file_order(tmp_path: Path) -> None:
     assert dataset.queries == {"q1": "wing lift", "q2": "drag"}
     assert dataset.qrels == {"q1": {"d1": 2}, "q2": {"d2": 1}}
     assert dataset.warnings == [] and dataset.split == "test"
-
-
-def test_iter_corpus_reads_in_batches(tmp_path: Path) -> None:
-    folder = write_beir(tmp_path / "tiny")
-    batches = list(iter_corpus(folder / "corpus.jsonl", batch_size=2))
-    assert [batch.ids for batch in batches] == [["d1", "d2"], ["d3"]]
-    assert batches[1].titles == [""] and batches[1].texts == ["no title field"]
 
 
 def test_numeric_ids_read_as_strings(tmp_path: Path) -> None:
@@ -208,9 +200,3 @@ def test_no_judged_query_in_the_split_is_an_error(tmp_path: Path) -> None:
                                          r"'test' \(qrels name queries such as '1', '2', queries.jsonl has "
                                          r"'q1', 'q2', 'q3'\); check the split and the query ids"):
         load_beir(folder)
-
-
-def test_batch_size_must_be_positive(tmp_path: Path) -> None:
-    folder = write_beir(tmp_path / "tiny")
-    with pytest.raises(InputError, match=r"batch_size=0: read at least 1 document per batch"):
-        next(iter_corpus(folder / "corpus.jsonl", batch_size=0))

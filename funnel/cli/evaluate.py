@@ -1,0 +1,63 @@
+"""`funnel eval DATASET`: quality, compute and speed of funnel configurations against exact search."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from funnel.cli.output import emit_json
+
+
+def eval_command(
+    dataset: Optional[Path] = typer.Argument(None, help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Evaluate an existing index instead (with --queries and --qrels)."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Queries JSONL ({\"_id\", \"text\"}) for --index."),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="Qrels TSV (query-id, corpus-id, score) or TREC qrels for --index."),
+    split: str = typer.Option("test", help="Qrels split of the dataset (qrels/<split>.tsv)."),
+    model: Optional[str] = typer.Option(None, help="Model folder (default: the index's, else the offline all-MiniLM-L6-v2)."),
+    dims: Optional[str] = typer.Option(None, "--dims", help="Shortlist dims to sweep (default: 16,32,64,128,256)."),
+    shortlist: Optional[str] = typer.Option(None, "--shortlist", help="Shortlist sizes to sweep (default: 50,100,200,500)."),
+    stages: list[str] = typer.Option([], "--stages", help="A stage chain to add, e.g. 32:500,128:100,full:100 (repeat for several; alone: no grid)."),
+    k: Optional[int] = typer.Option(None, "-k", help="Ranking depth (default: the largest metric cutoff)."),
+    metrics: str = typer.Option("ndcg@10,mrr@10,recall@10,recall@100,map@100", help="Metrics; the first one ranks the Pareto frontier."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for report.json, per_query.json, report.md, report.png (default: evaluations/<dataset>)."),
+    shortlist_kind: str = typer.Option("flat", help="Kind of the shortlists built in memory for swept dims: flat, hnsw, ivf or binary."),
+    repeats: int = typer.Option(3, help="Times each query is searched for timing (its median is kept)."),
+    encode_sample: int = typer.Option(50, help="Queries whose encoding is timed (a seeded sample)."),
+    embeddings_cache: Optional[Path] = typer.Option(None, "--embeddings-cache", help="Folder of precomputed embeddings (benchmarks/embed_cache.py); a sample is re-encoded to check them."),
+    index_dir: Path = typer.Option(Path("indexes"), "--index-dir", help="Where the dataset's index is built once and reused."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the dataset's index even if one exists."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG (no matplotlib needed)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON (without per-query values) instead of the table."),
+) -> None:
+    """Evaluate funnel configurations on a dataset: NDCG, MRR, recall and MAP against the compute spent."""
+    from funnel.evaluation.harness import evaluate
+    from funnel.evaluation.sweep import parse_sizes
+
+    report = evaluate(
+        dataset, index=index, queries=queries, qrels=qrels, split=split, model=model,
+        dims=parse_sizes(dims, "--dims") if dims else None,
+        shortlists=parse_sizes(shortlist, "--shortlist") if shortlist else None,
+        stages=stages, k=k, metrics=[m for m in metrics.split(",") if m.strip()],
+        index_dir=index_dir, rebuild=rebuild, embeddings_cache=embeddings_cache, shortlist_kind=shortlist_kind,
+        repeats=repeats, encode_sample=encode_sample, command="funnel " + shlex.join(sys.argv[1:]),
+        progress=None if quiet or json_output else (lambda line: typer.echo(line, err=True)),
+    )
+    folder = output or Path("evaluations") / report.dataset["name"]
+    paths = report.write(folder, plot=not no_plot)
+    if json_output:
+        emit_json(report.to_json(per_query=False) | {"files": {kind: str(path) for kind, path in paths.items()}})
+        return
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(report.table(), nl=False)
+    if not quiet:
+        typer.echo(f"wrote {', '.join(str(path) for path in paths.values())}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

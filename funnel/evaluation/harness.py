@@ -1,0 +1,205 @@
+"""``evaluate``: run funnel configurations on a dataset, against exact search, and report it all.
+
+For each configuration: the run (one batched search of every query) scored with
+:func:`~funnel.evaluation.metrics.evaluate_run`; the compute per query and stage
+(:mod:`~funnel.evaluation.compute`); wall time per query and stage (:mod:`~funnel.evaluation.timing`).
+Exact full-dimension search always runs in the same call, as the first row, and every other row
+reports quality kept (%) and speed-up (×) against it.
+
+Judged documents that are not in the index (a corpus row skipped as empty, say) stay in the qrels:
+they count as relevant and never retrieved, as in trec_eval.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from funnel.errors import InputError
+from funnel.evaluation.compute import EncoderShape, count_tokens, funnel_costs, shortlist_bytes, visited_per_query
+from funnel.evaluation.metrics import Metric, Qrels, evaluate_run, parse_metrics, run_from_arrays
+from funnel.evaluation.report import ConfigurationResult, EncodingCost, EvaluationReport, environment
+from funnel.evaluation.sweep import DEFAULT_DIMS, DEFAULT_SHORTLISTS, Configuration, chain, grid, pareto_frontier, reference
+from funnel.evaluation.timing import TIMING_THREADS, Timing, sample, time_each, time_funnel, torch_threads
+from funnel.stages import Stage, parse_stages
+
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index
+    from funnel.models import Encoder
+
+DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100")
+DEFAULT_INDEX_DIR = Path("indexes")
+Progress = Callable[[str], None]
+
+
+def evaluate(
+    dataset: str | Path | None = None,
+    *,
+    dims: Sequence[int] | None = None,
+    shortlists: Sequence[int] | None = None,
+    stages: Sequence[str | Sequence[Stage]] = (),
+    index: "str | Path | Index | None" = None,
+    queries: str | Path | None = None,
+    qrels: str | Path | None = None,
+    split: str = "test",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    k: int | None = None,
+    model: "str | Encoder | None" = None,
+    index_dir: str | Path = DEFAULT_INDEX_DIR,
+    rebuild: bool = False,
+    embeddings_cache: str | Path | None = None,
+    shortlist_kind: str = "flat",
+    repeats: int = 3,
+    encode_sample: int = 50,
+    command: str = "",
+    progress: Progress | None = None,
+) -> EvaluationReport:
+    """Evaluate funnel configurations against exact search.
+
+    Give a BEIR folder as ``dataset`` (an index is built there once, or reused, under
+    ``index_dir/<dataset>-<model>``), or an existing ``index`` with BEIR ``queries`` (JSONL) and
+    ``qrels`` (TSV) files. Configurations: the grid of shortlist ``dims`` × ``shortlists`` sizes
+    (each: shortlist, then rescore at full dims; defaults :data:`DEFAULT_DIMS` ×
+    :data:`DEFAULT_SHORTLISTS`) plus each chain in ``stages`` (e.g. ``"32:500,128:100,full:100"``);
+    given only ``stages``, no grid. ``k`` (default: the largest metric cutoff, else 100) is the depth
+    of the reference ranking. Shortlist dims the index lacks are built in memory (``shortlist_kind``;
+    a given ``Index`` object keeps them, nothing is written to disk).
+    ``embeddings_cache`` supplies precomputed vectors (see :mod:`funnel.evaluation.embeddings`).
+    Encoding is timed on a seeded sample of ``encode_sample`` queries; tokens and FLOPs count all.
+    ``progress`` receives a line before each slow step.
+    """
+    say = progress or (lambda message: None)
+    parsed = parse_metrics(metrics)
+    depth = k or max((metric.k for metric in parsed if metric.k is not None), default=100)
+    if repeats < 1:
+        raise InputError(f"repeats={repeats}: time each query at least once")
+    if depth < 1:
+        raise InputError(f"k={depth}: rank at least 1 document per query")
+    chains = [parse_stages(text) if isinstance(text, str) else tuple(text) for text in stages]  # fail before the slow part
+    from funnel.evaluation import inputs
+    from funnel.models import Encoder
+
+    if (dataset is None) == (index is None):
+        raise InputError("give a BEIR dataset folder, or an existing index with --queries and --qrels, not both")
+    # Read and check the queries and judgements first: a bad file fails before a model loads.
+    if dataset is not None:
+        data = inputs.dataset_data(dataset, split)
+        say("loading the model")
+        encoder = model if isinstance(model, Encoder) else Encoder.load(model)
+        loaded, notes = inputs.dataset_index(dataset, encoder, Path(index_dir), embeddings_cache, rebuild, say)
+    else:
+        loaded, notes = inputs.open_index(index), []
+        data = inputs.index_data(loaded, queries, qrels)
+        say("loading the model")
+        encoder = model if isinstance(model, Encoder) else Encoder.load(model or loaded.manifest.model)
+    if encoder.dim != loaded.dim:
+        raise InputError(f"the model gives {encoder.dim}-dim vectors but the index holds {loaded.dim}-dim ones")
+    index_ids = loaded.ids()
+    warnings = data.warnings + notes + inputs.missing_judged_documents(data.qrels, index_ids)
+
+    query_ids = list(data.queries)
+    texts = [data.queries[query_id] for query_id in query_ids]
+    vectors = inputs.query_vectors(encoder, query_ids, texts, embeddings_cache, dataset, say)
+    configs = [reference(depth), *_configurations(dims, shortlists, chains, depth, loaded.dim)]
+    _prepare_shortlists(loaded, configs, shortlist_kind)
+
+    timed = sample(texts, encode_sample)
+    say(f"timing query encoding ({len(timed)} queries, one at a time)")
+    encoding = _encoding_cost(encoder, query_ids, texts, timed)
+    rows = []
+    for number, config in enumerate(configs, start=1):
+        say(f"[{number}/{len(configs)}] {config.name}")
+        rows.append(_evaluate_configuration(loaded, index_ids, config, vectors, query_ids, data.qrels, parsed, repeats))
+    rows = _compare(rows, str(parsed[0]))
+    return EvaluationReport(
+        dataset={"name": data.name, "path": data.path, "split": data.split, "queries": len(query_ids),
+                 "judgements": sum(len(j) for j in data.qrels.values())},
+        model={"name": encoder.name, "dim": encoder.dim, **_shape_dict(encoder)},
+        index=inputs.index_summary(loaded),
+        metrics=[str(metric) for metric in parsed],
+        encoding=encoding,
+        rows=rows,
+        environment=environment(repeats, TIMING_THREADS),
+        command=command,
+        warnings=warnings,
+    )
+
+
+def _configurations(
+    dims: Sequence[int] | None, shortlists: Sequence[int] | None, chains: Sequence[tuple[Stage, ...]], k: int, full_dim: int
+) -> list[Configuration]:
+    configs = [] if chains and dims is None and shortlists is None else grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim)
+    configs += [chain(stages, k) for stages in chains]
+    names = [config.name for config in configs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"configuration {repeated[0]} is asked for twice: drop the repeat")
+    return configs
+
+
+def _prepare_shortlists(index: "Index", configs: Sequence[Configuration], kind: str) -> None:
+    """Build in memory the shortlists the configurations start from; exact search needs a flat full-dim one."""
+    full_spec = index.segments[0].shortlists.get(index.dim) if index.segments else None
+    if full_spec is None or full_spec[0].kind != "flat":
+        index.add_shortlist(index.dim, "flat")
+    for dim in sorted({config.stages[0].resolved_dim(index.dim) for config in configs}):
+        if dim not in index.shortlist_dims:
+            index.add_shortlist(dim, kind)
+
+
+def _evaluate_configuration(
+    index: "Index", index_ids: list[str], config: Configuration, vectors: np.ndarray, query_ids: list[str], qrels: Qrels,
+    metrics: Sequence[Metric], repeats: int,
+) -> ConfigurationResult:
+    from funnel.stages import run_funnel
+
+    result = run_funnel(index, vectors, config.stages, config.k)
+    run = run_from_arrays(query_ids, result.positions, result.scores, corpus_ids=index_ids)
+    scored = evaluate_run(run, qrels, metrics)
+    first_dim = config.stages[0].resolved_dim(index.dim)
+    costs = funnel_costs(index, result.trace, visited_per_query(index, vectors, first_dim, config.stages[0].candidates))
+    timing = time_funnel(index, vectors, config.stages, config.k, repeats)
+    return ConfigurationResult(
+        name=config.name, stages=",".join(map(str, config.stages)), k=config.k,
+        means=scored.means, per_query=scored.per_query, costs=costs,
+        stage_timings=list(timing.stages), search=timing.total,
+        search_flops=sum(cost.flops for cost in costs), bytes_read=sum(cost.bytes_read for cost in costs),
+        shortlist_bytes=shortlist_bytes(index, first_dim),
+    )
+
+
+def _compare(rows: list[ConfigurationResult], primary: str) -> list[ConfigurationResult]:
+    """Fill in quality kept, speed-up and the Pareto frontier against the reference (rows[0])."""
+    from dataclasses import replace
+
+    exact = rows[0]
+    compared = []
+    for row in rows:
+        retained = {name: (100.0 * value / exact.means[name] if exact.means[name] else 100.0) for name, value in row.means.items()}
+        compared.append(replace(
+            row, retained=retained,
+            speedup=exact.search.median_ms / row.search.median_ms if row.search.median_ms else float("inf"),
+            flops_reduction=exact.search_flops / row.search_flops if row.search_flops else float("inf"),
+        ))
+    frontier = set(pareto_frontier([row.search.median_ms for row in compared], [row.means[primary] for row in compared]))
+    return [replace(row, pareto=number in frontier) for number, row in enumerate(compared)]
+
+
+def _encoding_cost(encoder: "Encoder", query_ids: list[str], texts: list[str], timed: list[str]) -> EncodingCost:
+    shape = EncoderShape.of(encoder)
+    tokens = count_tokens(encoder, texts) if shape is not None else np.zeros(len(texts), dtype=np.int64)
+    flops = float(np.mean([shape.flops(int(n)) for n in tokens])) if shape is not None and len(tokens) else None
+    with torch_threads(TIMING_THREADS):
+        wall = Timing.of(time_each(lambda text: encoder.encode([text]), timed))
+    return EncodingCost(
+        model=encoder.name, layers=shape.layers if shape else None, hidden=shape.hidden if shape else None,
+        ffn=shape.ffn if shape else None, tokens_mean=float(np.mean(tokens)) if len(tokens) else 0.0,
+        tokens_max=int(np.max(tokens)) if len(tokens) else 0, flops_mean=flops, wall=wall, timed_queries=len(timed),
+        tokens=dict(zip(query_ids, map(int, tokens))),
+    )
+
+
+def _shape_dict(encoder: "Encoder") -> dict[str, int]:
+    shape = EncoderShape.of(encoder)
+    return {} if shape is None else {"layers": shape.layers, "hidden": shape.hidden, "ffn": shape.ffn, "max_tokens": shape.max_tokens}

@@ -1,0 +1,206 @@
+"""An evaluation's results, and how they are written: JSON for machines, a markdown table for people.
+
+Every report records what is needed to reproduce it: the dataset and split, the model, the index
+settings, package versions, the machine (cores) and the exact command.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from funnel.evaluation.compute import StageCost
+from funnel.evaluation.timing import Timing
+
+PACKAGES = ("funnel", "numpy", "faiss-cpu", "faiss-gpu", "torch", "sentence-transformers", "transformers", "pyarrow", "pytrec-eval-terrier")
+
+
+@dataclass(frozen=True)
+class EncodingCost:
+    """Query encoding, the same for every configuration that uses the full model."""
+
+    model: str
+    layers: int | None
+    hidden: int | None
+    ffn: int | None
+    tokens_mean: float
+    tokens_max: int
+    flops_mean: float | None  # None: the model is not a transformer the formula covers
+    wall: Timing
+    timed_queries: int = 0  # how many queries the wall time was measured on
+    tokens: dict[str, int] = field(default_factory=dict)  # per query id (in per_query.json)
+
+
+@dataclass(frozen=True)
+class ConfigurationResult:
+    """One configuration's quality, cost and speed, with ratios against the exact reference."""
+
+    name: str
+    stages: str
+    k: int
+    means: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    costs: list[StageCost]
+    stage_timings: list[Timing]
+    search: Timing
+    search_flops: float
+    bytes_read: float
+    shortlist_bytes: int
+    retained: dict[str, float] = field(default_factory=dict)  # % of the reference, per metric
+    speedup: float = 1.0  # reference median search ms / this median search ms
+    flops_reduction: float = 1.0  # reference search FLOPs / this search FLOPs
+    pareto: bool = False
+
+
+@dataclass
+class EvaluationReport:
+    """What ``funnel.evaluation.evaluate`` returns: the reference row first, then every configuration."""
+
+    dataset: dict[str, Any]
+    model: dict[str, Any]
+    index: dict[str, Any]
+    metrics: list[str]
+    encoding: EncodingCost
+    rows: list[ConfigurationResult]
+    environment: dict[str, Any]
+    command: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def reference(self) -> ConfigurationResult:
+        return self.rows[0]
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0]
+
+    def to_json(self, per_query: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        if not per_query:
+            data["encoding"].pop("tokens")
+            for row in data["rows"]:
+                row.pop("per_query")
+        return data
+
+    def write(self, folder: str | Path, plot: bool = True) -> dict[str, Path]:
+        """Write into ``folder``: ``report.json`` (everything but per-query values), ``per_query.json``
+        (each configuration's value of each metric for each query), ``report.md`` and, unless
+        ``plot`` is False, ``report.png`` (needs matplotlib)."""
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        paths = {"json": target / "report.json", "per_query": target / "per_query.json", "markdown": target / "report.md"}
+        paths["json"].write_text(json.dumps(self.to_json(per_query=False), indent=1, default=str) + "\n")
+        per_query = {
+            "dataset": self.dataset, "model": self.model, "index": self.index, "environment": self.environment,
+            "command": self.command, "metrics": self.metrics, "encoding_tokens": self.encoding.tokens,
+            "rows": {row.name: {q: {m: round(v, 6) for m, v in values.items()} for q, values in row.per_query.items()} for row in self.rows},
+        }
+        paths["per_query"].write_text(json.dumps(per_query, separators=(",", ":")) + "\n")
+        paths["markdown"].write_text(self.markdown())
+        if plot:
+            from funnel.evaluation.plot import plot_report
+
+            paths["png"] = plot_report(self, target / "report.png")
+        return paths
+
+    def table(self) -> str:
+        """The results as a markdown table, reference row first; * marks the Pareto frontier."""
+        metric_names = [_label(name) for name in self.metrics]
+        header = ["config", *metric_names, f"{_label(self.primary_metric)} kept", "search ms (p50 / p95)", "speed-up", "search MFLOPs", "FLOPs cut", "bytes read"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        for row in self.rows:
+            cells = [
+                f"{row.name}{' *' if row.pareto else ''}",
+                *(f"{row.means[name]:.4f}" for name in self.metrics),
+                f"{row.retained[self.primary_metric]:.1f}%",
+                f"{row.search.median_ms:.3f} / {row.search.p95_ms:.3f}",
+                f"{row.speedup:.2f}×",
+                f"{row.search_flops / 1e6:.3f}",
+                f"{row.flops_reduction:.1f}×",
+                _bytes(row.bytes_read),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def stage_table(self) -> str:
+        """Per configuration and stage: what was scored, its cost per query and its wall time."""
+        lines = [
+            "| config | stage | role | kind | dims | vectors / query | MFLOPs / query | bytes read / query | ms (p50 / p95) |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in self.rows:
+            for cost, timing in zip(row.costs, row.stage_timings):
+                lines.append(
+                    f"| {row.name} | {cost.stage} | {cost.role} | {cost.kind} | {cost.dim} | {cost.vectors:,.0f} | "
+                    f"{cost.flops / 1e6:.3f} | {_bytes(cost.bytes_read)} | {timing.median_ms:.3f} / {timing.p95_ms:.3f} |"
+                )
+        return "\n".join(lines) + "\n"
+
+    def markdown(self) -> str:
+        dataset, index, encoding = self.dataset, self.index, self.encoding
+        flops = f"{encoding.flops_mean / 1e6:.1f} MFLOPs" if encoding.flops_mean is not None else "FLOPs not modelled"
+        lines = [
+            f"# {dataset['name']} ({dataset['split']}): {len(self.rows) - 1} funnel configurations against exact search",
+            "",
+            f"- dataset: `{dataset['path']}`, {dataset['queries']} queries, {dataset['judgements']} judgements",
+            f"- model: {self.model['name']} ({self.model['dim']} dims); index: {index['count']} documents, "
+            f"vectors stored as {index['vector_dtype']}, {_bytes(index['disk_bytes'])} on disk",
+            f"- query encoding (every row): {encoding.tokens_mean:.1f} tokens, {flops}, "
+            f"{encoding.wall.median_ms:.2f} ms median / {encoding.wall.p95_ms:.2f} ms p95 "
+            f"(one thread, {encoding.timed_queries} queries)",
+            f"- search times: each query alone, FAISS on 1 thread, median of {self.environment.get('repeats', 1)} repeats per query; "
+            f"machine: {self.environment['cores']} cores ({self.environment.get('processor', '')})",
+            "- kept, speed-up (wall time) and FLOPs cut are against the exact row; * marks the Pareto frontier of "
+            f"{_label(self.primary_metric)} against search time; FLOPs and bytes read are per query (see "
+            "funnel/evaluation/compute.py for the formulas)",
+            *(f"- note: {warning}" for warning in self.warnings),
+            "",
+            self.table(),
+            f"Command: `{self.command}`",
+            "",
+            "## Per stage",
+            "",
+            self.stage_table(),
+        ]
+        return "\n".join(lines)
+
+
+def environment(repeats: int, threads: int) -> dict[str, Any]:
+    """Machine and package versions for a report."""
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    cores = os.cpu_count()
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:
+        physical = None
+    return {
+        "python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cores": cores, "physical_cores": physical, "timing_threads": threads, "repeats": repeats, "versions": versions,
+    }
+
+
+def _label(metric: str) -> str:
+    name, _, k = metric.partition("@")
+    pretty = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "recall": "R", "precision": "P", "hit_rate": "Hit"}.get(name, name)
+    return f"{pretty}@{k}" if k else pretty
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"

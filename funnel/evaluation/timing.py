@@ -1,0 +1,117 @@
+"""Wall time per query and per stage: each query searched alone, repeated, summarized as median and p95.
+
+Each query runs ``repeats`` times on its own (a batch of one, as a live search would); a query's
+time is the median of its repeats, which drops one-off stalls from a busy machine; the set is then
+summarized by the median and the 95th percentile over queries. FAISS (and torch, for query
+encoding) runs on one thread while timing, so a measurement depends less on how many cores happen
+to be free on a shared machine. Encoding is timed on a seeded sample of queries (50 by default):
+a model call costs milliseconds where a search costs microseconds.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index
+    from funnel.stages import Stage
+
+TIMING_THREADS = 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds per query over a query set."""
+
+    median_ms: float
+    p95_ms: float
+
+    @classmethod
+    def of(cls, seconds: np.ndarray) -> "Timing":
+        """Summarize per-query seconds (shape (q,))."""
+        if len(seconds) == 0:
+            return cls(0.0, 0.0)
+        ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+        return cls(float(np.median(ms)), float(np.percentile(ms, 95)))
+
+
+@dataclass(frozen=True)
+class FunnelTiming:
+    """Per-stage and whole-search timings of one configuration."""
+
+    stages: tuple[Timing, ...]
+    total: Timing
+
+
+@contextmanager
+def faiss_threads(count: int) -> Iterator[None]:
+    """Run FAISS on ``count`` threads inside the block, restoring the setting after."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def time_funnel(index: "Index", queries: np.ndarray, stages: Sequence["Stage"], k: int, repeats: int = 3) -> FunnelTiming:
+    """Time ``run_funnel`` for each query (q, dim) alone, ``repeats`` times."""
+    from funnel.stages import run_funnel
+
+    repeats = max(1, repeats)
+    per_stage = np.zeros((len(queries), repeats, len(stages)))
+    total = np.zeros((len(queries), repeats))
+    with faiss_threads(TIMING_THREADS):
+        run_funnel(index, queries[:1], stages, k)  # warm caches and lazy allocations
+        for row in range(len(queries)):
+            query = queries[row : row + 1]
+            for repeat in range(repeats):
+                started = time.perf_counter()
+                result = run_funnel(index, query, stages, k)
+                total[row, repeat] = time.perf_counter() - started
+                per_stage[row, repeat] = [step.seconds for step in result.trace]
+    medians = np.median(per_stage, axis=1)
+    return FunnelTiming(tuple(Timing.of(medians[:, s]) for s in range(len(stages))), Timing.of(np.median(total, axis=1)))
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run torch on ``count`` threads inside the block (no-op without torch)."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def sample(texts: Sequence[str], size: int, seed: int = 0) -> list[str]:
+    """A seeded sample of ``size`` texts (all of them when there are fewer), in their order."""
+    if len(texts) <= size:
+        return list(texts)
+    picks = np.sort(np.random.default_rng(seed).choice(len(texts), size=size, replace=False))
+    return [texts[i] for i in picks]
+
+
+def time_each(function: Callable[[str], object], texts: Sequence[str], repeats: int = 1) -> np.ndarray:
+    """Seconds ``function(text)`` takes for each text (median of ``repeats``), shape (len(texts),)."""
+    if texts:
+        function(texts[0])  # the first call pays for lazy setup
+    seconds = np.zeros((len(texts), max(1, repeats)))
+    for row, text in enumerate(texts):
+        for repeat in range(seconds.shape[1]):
+            started = time.perf_counter()
+            function(text)
+            seconds[row, repeat] = time.perf_counter() - started
+    return np.median(seconds, axis=1)

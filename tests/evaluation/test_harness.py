@@ -1,0 +1,101 @@
+"""The harness on a real index: exact search scored by funnel equals pytrec_eval on the same run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytrec_eval
+
+from funnel.evaluation.datasets import load_qrels, load_queries
+from funnel.evaluation.harness import evaluate
+from funnel.evaluation.report import EvaluationReport
+from funnel.indexes.index import Index
+from funnel.stages import exact_search
+
+METRICS = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"]
+TREC = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@100": "recall_100", "map@100": "map_cut_100"}
+
+
+@pytest.fixture(scope="module")
+def cranfield_files(data_dir: Path) -> tuple[Path, Path]:
+    folder = data_dir / "cranfield"
+    return folder / "queries.jsonl", folder / "qrels" / "test.tsv"
+
+
+@pytest.fixture(scope="module")
+def report(cranfield_index: Path, cranfield_files: tuple[Path, Path], encoder) -> EvaluationReport:
+    """150 Cranfield documents; a shortlist of all 150 at 64 dims, and a three-stage chain."""
+    queries, qrels = cranfield_files
+    return evaluate(
+        index=cranfield_index, queries=queries, qrels=qrels, model=encoder, metrics=METRICS,
+        dims=[64], shortlists=[150], stages=["32:150,128:120,full:100"], repeats=1, encode_sample=3,
+        command="pytest",
+    )
+
+
+def test_exact_search_matches_pytrec_eval_on_the_same_run(report, cranfield_index, cranfield_files, encoder) -> None:
+    queries_file, qrels_file = cranfield_files
+    queries = load_queries(queries_file)
+    query_ids = list(report.reference.per_query)
+    # An independent run: FAISS exact search over the stored vectors, ids resolved by hand; with an
+    # existing index, judgements of documents it does not hold are skipped (and warned about).
+    index = Index.load(cranfield_index)
+    ids = index.ids()
+    all_qrels = load_qrels(qrels_file)
+    qrels = {q: {d: level for d, level in all_qrels[q].items() if d in set(ids)} for q in query_ids}
+    scores, positions = exact_search(index, encoder.encode([queries[q] for q in query_ids]), k=100)
+    run = {q: {ids[p]: float(s) for s, p in zip(row_s, row_p)} for q, row_s, row_p in zip(query_ids, scores, positions)}
+    expected = pytrec_eval.RelevanceEvaluator(qrels, set(TREC.values())).evaluate(run)
+    top10 = {q: dict(sorted(r.items(), key=lambda item: (np.float32(item[1]), item[0]), reverse=True)[:10]) for q, r in run.items()}
+    reciprocal = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    assert len(query_ids) > 50  # queries judged on the 150 indexed documents
+    for query_id in query_ids:
+        got = report.reference.per_query[query_id]
+        for metric, trec in TREC.items():
+            assert got[metric] == pytest.approx(expected[query_id][trec], abs=1e-6), (query_id, metric)
+        assert got["mrr@10"] == pytest.approx(reciprocal[query_id]["recip_rank"], abs=1e-6)
+    mean = np.mean([expected[q]["ndcg_cut_10"] for q in query_ids])
+    assert report.reference.means["ndcg@10"] == pytest.approx(mean, abs=1e-6)
+
+
+def test_a_shortlist_of_the_whole_corpus_equals_exact_search(report) -> None:
+    whole = next(row for row in report.rows if row.name == "64:150,full:100")
+    for metric in METRICS:
+        assert whole.means[metric] == pytest.approx(report.reference.means[metric], abs=1e-6)
+        assert whole.retained[metric] == pytest.approx(100.0, abs=1e-4)
+
+
+def test_rows_carry_costs_timings_and_ratios(report) -> None:
+    assert [row.name for row in report.rows] == ["exact", "64:150,full:100", "32:150,128:120,full:100"]
+    exact, whole, chain = report.rows
+    assert exact.search_flops == 2 * 150 * 384 and exact.bytes_read == 150 * 384 * 4
+    # 150 vectors at 64 dims, then 150 candidates at 384 dims read as float16 rows.
+    assert whole.search_flops == 2 * (150 * 64 + 150 * 384)
+    assert whole.bytes_read == 150 * 64 * 4 + 150 * 384 * 2
+    assert [cost.dim for cost in chain.costs] == [32, 128, 384]
+    assert [cost.vectors for cost in chain.costs] == [150, 150, 120]
+    assert all(t.median_ms > 0 and t.p95_ms >= t.median_ms for row in report.rows for t in [row.search, *row.stage_timings])
+    assert exact.speedup == 1.0 and whole.speedup > 0 and exact.shortlist_bytes >= 150 * 384 * 4
+    assert report.encoding.layers == 6 and report.encoding.tokens_mean > 5 and report.encoding.flops_mean > 1e7
+    assert any(row.pareto for row in report.rows)
+
+
+def test_report_records_what_reproduces_it(report, tmp_path: Path) -> None:
+    paths = report.write(tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert {"dataset", "model", "index", "metrics", "encoding", "rows", "environment", "command", "warnings"} <= set(data)
+    assert data["command"] == "pytest" and data["model"]["name"] == "all-MiniLM-L6-v2"
+    assert data["environment"]["cores"] >= 1 and "numpy" in data["environment"]["versions"]
+    assert data["index"]["count"] == 150 and data["index"]["vector_dtype"] == "float16"
+    assert data["rows"][0]["costs"][0]["role"] == "shortlist" and "per_query" not in data["rows"][0]
+    per_query = json.loads(paths["per_query"].read_text())
+    assert per_query["command"] == "pytest" and per_query["environment"]["versions"] and per_query["index"]["count"] == 150
+    assert per_query["rows"]["exact"] == {q: {m: round(v, 6) for m, v in values.items()} for q, values in report.reference.per_query.items()}
+    # Judgements of Cranfield documents beyond the first 150 are skipped, and said so with counts.
+    assert any("judgements of" in warning and "not in the index" in warning for warning in data["warnings"])
+    markdown = paths["markdown"].read_text()
+    assert "| exact" in markdown and "Command: `pytest`" in markdown
+    assert "| 32:150,128:120,full:100 | 128:120 | rescore | full vectors | 128 | 150 |" in markdown
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
