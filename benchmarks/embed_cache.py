@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model path (default: the offline MiniLM)")
     parser.add_argument("--model-tag", default="all-MiniLM-L6-v2")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--part-size", type=int, default=2048, help="documents per saved part (resume unit)")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,13 +64,29 @@ def main() -> None:
                 continue
             ids, texts = read_jsonl(dataset / f"{part}.jsonl")
             print(f"encoding {len(texts)} {part} of {dataset.name}", flush=True)
-            vectors = model.encode(
-                texts, batch_size=args.batch_size, normalize_embeddings=True,
-                show_progress_bar=True, convert_to_numpy=True,
-            ).astype(np.float32)
+            vectors = encode_in_parts(model, texts, out / f"{part}.parts", args.batch_size, args.part_size)
             (out / f"{part}_ids.json").write_text(json.dumps(ids))
             np.save(out / f"{part}.tmp.npy", vectors)
             os.replace(out / f"{part}.tmp.npy", target)
+            shutil.rmtree(out / f"{part}.parts", ignore_errors=True)
+
+
+def encode_in_parts(model, texts: list[str], parts: Path, batch_size: int, part_size: int) -> np.ndarray:
+    """Encode in parts saved as they finish, so an interrupted run resumes where it stopped."""
+    parts.mkdir(exist_ok=True)
+    chunks = []
+    for number, start in enumerate(range(0, len(texts), part_size)):
+        part = parts / f"{number:05d}.npy"
+        if not part.exists():
+            vectors = model.encode(
+                texts[start : start + part_size], batch_size=batch_size, normalize_embeddings=True,
+                show_progress_bar=False, convert_to_numpy=True,
+            ).astype(np.float32)
+            np.save(parts / "tmp.npy", vectors)
+            os.replace(parts / "tmp.npy", part)
+            print(f"  {min(start + part_size, len(texts))}/{len(texts)}", flush=True)
+        chunks.append(np.load(part))
+    return np.concatenate(chunks)
 
 
 if __name__ == "__main__":
