@@ -19,6 +19,20 @@ from funnel.stages import Stage, parse_stages
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # Heavy parts load on first use so that `import funnel` stays fast.
+    if name == "evaluate":
+        from funnel.evaluation import evaluate
+
+        return evaluate
+    if name == "LayeredEncoder":
+        from funnel.layers import LayeredEncoder
+
+        return LayeredEncoder
+    raise AttributeError(f"module 'funnel' has no attribute {name!r}")
+
+
 __all__ = [
     "CorpusColumns",
     "Encoder",
@@ -27,11 +41,13 @@ __all__ = [
     "Index",
     "IndexConfig",
     "IndexFormatError",
+    "LayeredEncoder",
     "InputError",
     "ModelError",
     "Retriever",
     "Stage",
     "build_index",
+    "evaluate",
     "open_corpus",
     "parse_stages",
 ]
