@@ -22,7 +22,8 @@ def index_command(
     dtype: str = typer.Option("float16", help="Storage type of the full vectors: float16 or float32."),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at the output path."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index (or an interrupted build) at the output path."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build of the same corpus from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -42,7 +43,7 @@ def index_command(
         raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
     started = time.perf_counter()
     encoder = Encoder.load(model)
-    path = build_index(source, encoder, target, config, overwrite=overwrite, show_progress=not quiet and not json_output)
+    path = build_index(source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output)
     index = Index.load(path)
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     summary = {
