@@ -105,7 +105,7 @@ def _check_norms(path: Path, dtype: str, dim: int, count: int, report: VerifyRep
     start = 0
     try:
         for chunk in read_vector_chunks(path, dtype, dim, count):
-            norms = np.linalg.norm(chunk, axis=1)
+            norms = np.linalg.norm(chunk.astype(np.float32), axis=1)
             off = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1) > NORM_TOLERANCE))
             if len(off):
                 report.problems.append(f"{path} row {start + off[0]} has norm {norms[off[0]]:.4f}, not 1: the vectors are altered")
