@@ -37,10 +37,13 @@ def index_command(
     source = open_corpus(corpus, CorpusColumns(id=id_column, text=text_column, title=title_column), skip_invalid=skip_invalid)
     target = output or Path("indexes") / (corpus.stem if corpus.is_file() else corpus.resolve().name)
     config = IndexConfig(shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim), vector_dtype=dtype, encode_batch_size=batch_size)
-    if target.exists() and not overwrite:
-        from funnel.errors import InputError
+    from funnel.errors import InputError
+    from funnel.indexes.builder import partial_path
 
+    if target.exists() and not overwrite:
         raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
+    if partial_path(target).exists() and not (resume or overwrite):  # before the slow model load
+        raise InputError(f"an interrupted build exists at {partial_path(target)}: pass --resume to continue it or --overwrite to start over")
     started = time.perf_counter()
     encoder = Encoder.load(model)
     path = build_index(source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output)

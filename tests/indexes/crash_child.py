@@ -60,7 +60,7 @@ def main() -> None:
     elif point == "mid-documents":
         patch(segment.SegmentWriter, "append", number, before=half_documents)
     elif point == "finishing":
-        patch(shortlist, "write", number)
+        patch(shortlist, "build_file", number)
     elif point == "before-manifest":
         patch(builder, "write_manifest_atomically", number)
     elif point == "before-swap":

@@ -102,25 +102,37 @@ def test_bad_input_leaves_no_partial(tmp_path, crash_workdir):
 
 
 @pytest.mark.slow
-def test_cli_build_killed_while_finishing_resumes_without_encoding_again(tmp_path, cranfield_parquet, cranfield_index):
+def test_cli_build_killed_while_finishing_resumes_without_encoding_again(tmp_path, cranfield_docs, encoder):
     """The CLI path with a real model: killed while writing shortlists, then `funnel index --resume`."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    from funnel.corpus import open_corpus
+    from funnel.indexes.builder import IndexConfig, build_index
+    from funnel.indexes.shortlist import make_spec
+
+    corpus = tmp_path / "cranfield-40.parquet"
+    rows = cranfield_docs[:40]
+    pq.write_table(pa.table({"id": [r["_id"] for r in rows], "title": [r["title"] for r in rows], "text": [r["text"] for r in rows]}), corpus)
+    reference = build_index(open_corpus(corpus), encoder, tmp_path / "reference", IndexConfig(shortlists=(make_spec(64), make_spec(128))))
     target = tmp_path / "cli-index"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"}
-    base = ["index", str(cranfield_parquet), "-o", str(target), "-d", "64", "-d", "128", "--quiet"]
+    base = ["index", str(corpus), "-o", str(target), "-d", "64", "-d", "128", "--quiet"]
     kill = (
         "import os, signal, sys; from funnel.indexes import shortlist; "
-        "shortlist.write = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL); "
+        "shortlist.build_file = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL); "
         "from funnel.cli import main; sys.argv = ['funnel'] + sys.argv[1:]; main()"
     )
     result = subprocess.run([sys.executable, "-c", kill, *base], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     assert not target.exists()
+    refused = subprocess.run([sys.executable, "-m", "funnel", *base], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "pass --resume to continue it or --overwrite to start over" in refused.stderr
     resumed = subprocess.run([sys.executable, "-m", "funnel", *base, "--resume", "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert '"documents": 150' in resumed.stdout
-    mine, reference = Index.load(target), Index.load(cranfield_index)
-    assert mine.ids() == reference.ids()
-    assert mine.segments[0].documents.equals(reference.segments[0].documents)
-    np.testing.assert_allclose(mine.all_vectors(), reference.all_vectors(), atol=2e-3)
+    assert '"documents": 40' in resumed.stdout
+    mine, expected = Index.load(target), Index.load(reference)
+    assert mine.segments[0].documents.equals(expected.segments[0].documents)
+    np.testing.assert_allclose(mine.all_vectors(), expected.all_vectors(), atol=2e-3)
+    assert mine.manifest.shortlists == expected.manifest.shortlists
