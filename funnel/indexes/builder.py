@@ -146,7 +146,7 @@ def _build(
         try:
             if not resume:
                 _clear(partial)
-            if not (resume and _complete(partial)):
+            if not (resume and _complete(partial, template)):
                 _write_rows_and_finish(make_batches, partial, template, fingerprint, resume)
             _swap_into_place(partial, target)
         except FunnelError:
@@ -175,17 +175,20 @@ def _write_rows_and_finish(make_batches: Callable[[int], Batches], partial: Path
     writer.cleanup()
 
 
-def _complete(partial: Path) -> bool:
+def _complete(partial: Path, template: Manifest) -> bool:
     """An interrupted build that had written its manifest: only the rename was left to do."""
     if not (partial / MANIFEST_FILE).exists():
         return False
     from funnel.indexes.index import Index
 
     try:
-        Index.load(partial, use_gpu=False)
+        manifest = Index.load(partial, use_gpu=False).manifest
     except IndexFormatError:
         return False
-    for segment in read_manifest(partial).segments:
+    settings = ("model", "dim", "vector_dtype", "shortlists")
+    if any(getattr(manifest, name) != getattr(template, name) for name in settings):
+        raise InputError(f"the interrupted build in {partial} was started with other settings: pass --overwrite to start over")
+    for segment in manifest.segments:
         for working in (partial / segment.name).glob(".*"):
             working.unlink()
     return True
