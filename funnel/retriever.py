@@ -1,6 +1,7 @@
 """Retriever: load an index with its model and search it with a funnel of stages."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,7 +31,10 @@ class Hit:
 class Retriever:
     """Search an index: ``Retriever.load("indexes/docs").search("query", k=10)``.
 
-    Thread-safe: searches may run concurrently from many threads.
+    Thread-safe: searches may run concurrently from many threads, and each search answers from
+    one version of the index. A retriever keeps the version it loaded while writers add, delete
+    or compact; :meth:`reload_if_changed` (or :meth:`refresh`) moves it to the newest version,
+    and searches already running finish on the version they started with.
     """
 
     def __init__(self, index: Index, encoder: Encoder, stages: Sequence[Stage] | str | None = None) -> None:
@@ -39,6 +43,30 @@ class Retriever:
         self.index = index
         self.encoder = encoder
         self.stages = parse_stages(stages) if isinstance(stages, str) else (tuple(stages) if stages else None)
+        self._reload_lock = threading.Lock()
+
+    def refresh(self) -> Index:
+        """Load the index folder's current version and search it from now on; returns it."""
+        with self._reload_lock:
+            self.index = self._load_current()
+            return self.index
+
+    def reload_if_changed(self) -> bool:
+        """Load the newest version if a writer changed the index since it was loaded (a cheap stat
+        otherwise); returns whether it reloaded."""
+        if not self.index.changed_on_disk():
+            return False
+        with self._reload_lock:
+            if not self.index.changed_on_disk():  # another thread reloaded meanwhile
+                return False
+            self.index = self._load_current()
+            return True
+
+    def _load_current(self) -> Index:
+        index = Index.load(self.index.path)
+        if index.dim != self.encoder.dim:
+            raise InputError(f"the index at {index.path} now holds {index.dim}-dim vectors but the model gives {self.encoder.dim}")
+        return index
 
     @classmethod
     def load(
@@ -48,17 +76,18 @@ class Retriever:
         index = Index.load(path)
         return cls(index, Encoder.load(model or index.manifest.model, device=device), stages)
 
-    def plan(self, k: int, stages: Sequence[Stage] | str | None = None) -> tuple[Stage, ...]:
+    def plan(self, k: int, stages: Sequence[Stage] | str | None = None, index: Index | None = None) -> tuple[Stage, ...]:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the index's default."""
+        index = index or self.index
         chosen = stages if stages is not None else self.stages
         if isinstance(chosen, str):
             return parse_stages(chosen)
         if chosen:
             return tuple(chosen)
-        stored = self.index.manifest.plan
+        stored = index.manifest.plan
         if stored and stored.get("k", 0) >= k:
             return parse_stages(stored["stages"])
-        return two_stage(self.index.shortlist_dims[0], min(max(DEFAULT_SHORTLIST, 20 * k), self.index.count), k)
+        return two_stage(index.shortlist_dims[0], min(max(DEFAULT_SHORTLIST, 20 * k), max(index.count, 1)), k)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Normalized full-dimension query vectors, shape (len(queries), dim)."""
@@ -68,8 +97,10 @@ class Retriever:
         return self.encoder.encode(list(queries), batch_size=64)
 
     def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: Sequence[Stage] | str | None = None) -> FunnelResult:
-        """Run the funnel for ready query vectors (q, dim); arrays for machines."""
-        return run_funnel(self.index, query_vectors, self.plan(k, stages), k)
+        """Run the funnel for ready query vectors (q, dim); arrays for machines. Positions refer to
+        ``self.index`` as it was when the call started (see :meth:`reload_if_changed`)."""
+        index = self.index
+        return run_funnel(index, query_vectors, self.plan(k, stages, index), k)
 
     def search(self, query: str, k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[Hit]:
         """Top-``k`` hits for one query, best first."""
@@ -81,12 +112,14 @@ class Retriever:
             raise InputError("search_batch takes a list of queries; use search() for one")
         if not queries:
             return []
-        result = self.search_vectors(self.encode_queries(queries), k, stages)
-        return [self._hits(scores, positions) for scores, positions in zip(result.scores, result.positions)]
+        index = self.index  # one version for the whole call, even if another thread reloads
+        result = run_funnel(index, self.encode_queries(queries), self.plan(k, stages, index), k)
+        return [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
 
-    def _hits(self, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:
+    @staticmethod
+    def _hits(index: Index, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:
         keep = positions >= 0
-        documents = self.index.documents([int(p) for p in positions[keep]])
+        documents = index.documents([int(p) for p in positions[keep]])
         return [
             Hit(id=doc["id"], score=float(score), rank=rank, text=doc["text"], title=doc["title"], metadata=doc["metadata"])
             for rank, (score, doc) in enumerate(zip(scores[keep], documents), start=1)

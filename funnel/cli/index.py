@@ -22,7 +22,8 @@ def index_command(
     dtype: str = typer.Option("float16", help="Storage type of the full vectors: float16 or float32."),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at the output path."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index (or an interrupted build) at the output path."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build of the same corpus from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -36,14 +37,17 @@ def index_command(
     source = open_corpus(corpus, CorpusColumns(id=id_column, text=text_column, title=title_column), skip_invalid=skip_invalid)
     target = output or Path("indexes") / (corpus.stem if corpus.is_file() else corpus.resolve().name)
     config = IndexConfig(shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim), vector_dtype=dtype, encode_batch_size=batch_size)
-    if target.exists() and not overwrite:
-        from funnel.errors import InputError
+    from funnel.errors import InputError
+    from funnel.indexes.builder import partial_path
 
+    if target.exists() and not overwrite:
         raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
+    if partial_path(target).exists() and not (resume or overwrite):  # before the slow model load
+        raise InputError(f"an interrupted build exists at {partial_path(target)}: pass --resume to continue it or --overwrite to start over")
     started = time.perf_counter()
     source.validate()  # before the model loads: a bad row costs a second, not an encoding run
     encoder = Encoder.load(model)
-    path = build_index(source, encoder, target, config, overwrite=overwrite, show_progress=not quiet and not json_output)
+    path = build_index(source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output)
     index = Index.load(path)
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     summary = {

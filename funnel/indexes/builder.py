@@ -1,23 +1,27 @@
 """Build an index folder from a corpus: encode once, write everything, rename into place.
 
-Nothing is ever written into the final folder: the build happens in ``.NAME.tmp-XXXX`` beside it
-and is renamed with ``os.replace`` at the end, so an interrupted build leaves nothing that loads.
+Nothing is ever written into the final folder: the build happens in ``.NAME.partial`` beside it
+and is renamed into place at the end, so an interrupted build leaves nothing that loads. The
+partial folder keeps a checkpoint after every batch, so ``resume=True`` (``funnel index
+--resume``) continues an interrupted build where it stopped and gives the same index as a build
+that was never interrupted.
 """
 from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from funnel.corpus import Corpus, document_text
-from funnel.errors import InputError
+from funnel.errors import FunnelError, IndexFormatError, InputError
 from funnel.indexes import shortlist
-from funnel.indexes.manifest import Manifest, ShortlistSpec, write_manifest_atomically
+from funnel.indexes.lock import LOCK_FILE, writer_lock
+from funnel.indexes.manifest import MANIFEST_FILE, Manifest, ShortlistSpec, read_manifest, write_manifest_atomically
 from funnel.indexes.segment import SegmentWriter
 
 if TYPE_CHECKING:
@@ -55,6 +59,9 @@ def default_shortlist_dim(full_dim: int, model_metadata: dict[str, Any], fallbac
     return trained[0] if trained else min(fallback, full_dim)
 
 
+Batches = Iterable[tuple[pa.RecordBatch, np.ndarray]]
+
+
 def build_index(
     corpus: Corpus,
     encoder: "Encoder",
@@ -62,27 +69,35 @@ def build_index(
     config: IndexConfig = IndexConfig(),
     *,
     overwrite: bool = False,
+    resume: bool = False,
     show_progress: bool = False,
 ) -> Path:
     """Encode ``corpus`` with ``encoder`` and write an index folder at ``path``; returns the path.
 
+    ``resume``: continue an interrupted build of the same corpus with the same settings (rows
+    already written are read but not encoded again).
+
     The corpus is validated in a first, cheap pass: a bad row stops the build before encoding.
     """
     corpus.validate()
-    return write_index(
-        _encoded_batches(corpus, encoder, config, show_progress),
-        path,
-        model=encoder.name,
-        dim=encoder.dim,
-        config=config,
-        model_metadata=encoder.metadata,
-        source={"path": str(corpus.path), "format": corpus.format, "skipped": corpus.skipped},
-        overwrite=overwrite,
+    stat = corpus.path.stat()
+    fingerprint = {
+        "path": str(corpus.path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+        "columns": asdict(corpus.columns), "skip_invalid": corpus.skip_invalid,
+    }
+    source = {"path": str(corpus.path), "format": corpus.format, "skipped": corpus.skipped}
+    return _build(
+        lambda done: _encoded_batches(corpus, encoder, config, show_progress, done),
+        Path(path).expanduser(),
+        Manifest(model=encoder.name, dim=encoder.dim, vector_dtype=config.vector_dtype,
+                 shortlists=config.resolved_shortlists(encoder.dim, encoder.metadata), segments=(),
+                 model_metadata=encoder.metadata, source=source),
+        fingerprint, overwrite=overwrite, resume=resume,
     )
 
 
 def write_index(
-    batches: Iterable[tuple[pa.RecordBatch, np.ndarray]],
+    batches: Batches,
     path: str | Path,
     *,
     model: str,
@@ -91,63 +106,139 @@ def write_index(
     model_metadata: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> Path:
     """Write an index from documents (in :data:`~funnel.corpus.DOCUMENT_SCHEMA`) with their
-    normalized full vectors, e.g. vectors computed elsewhere; ``model`` names what made them."""
-    target = Path(path).expanduser()
+    normalized full vectors, e.g. vectors computed elsewhere; ``model`` names what made them.
+
+    ``resume``: continue an interrupted build; give the same batches from the start, and the rows
+    already written are skipped.
+    """
+    metadata = model_metadata or {}
+    manifest = Manifest(model=model, dim=dim, vector_dtype=config.vector_dtype,
+                        shortlists=config.resolved_shortlists(dim, metadata), segments=(),
+                        model_metadata=metadata, source=source or {})
+    return _build(lambda done: skip_rows(batches, done), Path(path).expanduser(), manifest, {}, overwrite=overwrite, resume=resume)
+
+
+def partial_path(target: Path) -> Path:
+    """Where a build of ``target`` writes until it is complete (kept after a crash, for resume)."""
+    return target.parent / f".{target.name}.partial"
+
+
+def _build(
+    make_batches: Callable[[int], Batches],
+    target: Path,
+    template: Manifest,
+    source_fingerprint: dict[str, Any],
+    *,
+    overwrite: bool,
+    resume: bool,
+) -> Path:
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
-    metadata = model_metadata or {}
-    specs = config.resolved_shortlists(dim, metadata)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        writer = SegmentWriter(temp / "seg-000000", dim, config.vector_dtype)
+    partial = partial_path(target)
+    if partial.exists() and not (resume or overwrite):
+        raise InputError(f"an interrupted build exists at {partial}: pass --resume to continue it or --overwrite to start over")
+    fingerprint = {
+        "model": template.model, "dim": template.dim, "vector_dtype": template.vector_dtype,
+        "shortlists": [asdict(spec) for spec in template.shortlists], "source": source_fingerprint,
+    }
+    partial.mkdir(parents=True, exist_ok=True)
+    with writer_lock(partial):
         try:
-            for documents, vectors in batches:
-                writer.append(documents, vectors)
-        except BaseException:
-            writer.abort()
+            if not resume:
+                _clear(partial)
+            if not (resume and _complete(partial, template)):
+                _write_rows_and_finish(make_batches, partial, template, fingerprint, resume)
+            _swap_into_place(partial, target)
+        except FunnelError:
+            # Bad input or settings in a fresh build: nothing worth resuming. A crash, Ctrl-C, a
+            # full disk, or a refused --resume keeps the partial folder.
+            if not resume:
+                shutil.rmtree(partial, ignore_errors=True)
             raise
-        if writer.count == 0:
-            raise InputError("no documents to index")
-        manifest = Manifest(
-            model=model,
-            dim=dim,
-            vector_dtype=config.vector_dtype,
-            shortlists=specs,
-            segments=(writer.finish(specs),),
-            model_metadata=metadata,
-            source=source or {},
-        )
-        write_manifest_atomically(temp, manifest)
-        _swap_into_place(temp, target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return target
 
 
+def _write_rows_and_finish(make_batches: Callable[[int], Batches], partial: Path, template: Manifest,
+                           fingerprint: dict[str, Any], resume: bool) -> None:
+    (partial / MANIFEST_FILE).unlink(missing_ok=True)
+    writer = SegmentWriter(partial / "seg-000000", template.dim, template.vector_dtype, checkpoint=fingerprint, resume=resume)
+    try:
+        for documents, vectors in make_batches(writer.count):
+            writer.append(documents, vectors)
+    except BaseException:
+        writer.abort()
+        raise
+    if writer.count == 0:
+        raise InputError("no documents to index")
+    entry = writer.finish(template.shortlists)
+    write_manifest_atomically(partial, replace(template, segments=(entry,)))
+    writer.cleanup()
+
+
+def _complete(partial: Path, template: Manifest) -> bool:
+    """An interrupted build that had written its manifest: only the rename was left to do."""
+    if not (partial / MANIFEST_FILE).exists():
+        return False
+    from funnel.indexes.index import Index
+
+    try:
+        manifest = Index.load(partial, use_gpu=False).manifest
+    except IndexFormatError:
+        return False
+    settings = ("model", "dim", "vector_dtype", "shortlists")
+    if any(getattr(manifest, name) != getattr(template, name) for name in settings):
+        raise InputError(f"the interrupted build in {partial} was started with other settings: pass --overwrite to start over")
+    for segment in manifest.segments:
+        for working in (partial / segment.name).glob(".*"):
+            working.unlink()
+    return True
+
+
+def _clear(partial: Path) -> None:
+    for entry in partial.iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def skip_rows(batches: Batches, skip: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """The batches without their first ``skip`` rows."""
+    for documents, vectors in batches:
+        if skip >= documents.num_rows:
+            skip -= documents.num_rows
+            continue
+        if skip:
+            documents, vectors, skip = documents.slice(skip), vectors[skip:], 0
+        yield documents, vectors
+
+
 def _encoded_batches(
-    corpus: Corpus, encoder: "Encoder", config: IndexConfig, show_progress: bool
-) -> Iterable[tuple[pa.RecordBatch, np.ndarray]]:
+    corpus: Corpus, encoder: "Encoder", config: IndexConfig, show_progress: bool, skip: int = 0
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     from tqdm.auto import tqdm
 
     with tqdm(total=corpus.validate(), unit="doc", desc="encoding", disable=not show_progress) as bar:
         for documents in corpus.batches():
+            bar.update(documents.num_rows)
+            if skip >= documents.num_rows:  # written before the interruption: read (ids are checked) but not encoded
+                skip -= documents.num_rows
+                continue
+            if skip:
+                documents, skip = documents.slice(skip), 0
             titles = documents.column("title").to_pylist()
             texts = documents.column("text").to_pylist()
-            vectors = encoder.encode([document_text(t, x) for t, x in zip(titles, texts)], batch_size=config.encode_batch_size)
-            yield documents, vectors
-            bar.update(documents.num_rows)
+            yield documents, encoder.encode([document_text(t, x) for t, x in zip(titles, texts)], batch_size=config.encode_batch_size)
 
 
 def _swap_into_place(temp: Path, target: Path) -> None:
     if not target.exists():
         temp.rename(target)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    retired.rmdir()
-    target.rename(retired)
-    temp.rename(target)
+    with writer_lock(target):  # not under an add or delete of the index being replaced
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        retired.rmdir()
+        target.rename(retired)
+        temp.rename(target)
     shutil.rmtree(retired, ignore_errors=True)

@@ -8,34 +8,67 @@ from typing import Any
 
 import numpy as np
 
-from funnel.errors import InputError
+from funnel.errors import IndexFormatError, InputError
 from funnel.indexes import shortlist
-from funnel.indexes.manifest import Manifest, ShortlistSpec, read_manifest
-from funnel.indexes.segment import Segment, iter_chunks
+from funnel.indexes.manifest import Manifest, ShortlistSpec, manifest_stamp, read_manifest_stamped
+from funnel.indexes.segment import Segment, iter_chunks, read_tombstone
+
+LOAD_ATTEMPTS = 5
 
 
 @dataclass
 class Index:
-    """Read-only view of an index folder. Safe to share between threads."""
+    """Read-only view of one version of an index folder. Safe to share between threads.
+
+    A writer (add, delete, compact) never changes the files this view uses: it writes new files
+    and replaces the manifest. So a loaded Index keeps answering for the version it loaded, even
+    while the folder moves on; load it again (or ``Retriever.reload_if_changed``) to see changes.
+    Positions number every stored row, deleted ones included; searches never return deleted rows.
+    """
 
     path: Path
     manifest: Manifest
     segments: list[Segment]
+    stamp: tuple[int, ...] = ()
+    """Identity of the manifest file this view was loaded from (see :meth:`changed_on_disk`)."""
 
     @classmethod
-    def load(cls, path: str | Path) -> "Index":
-        """Open an index: memory-maps documents and vectors, reads shortlist indexes; checks sizes."""
+    def load(cls, path: str | Path, *, use_gpu: bool | None = None) -> "Index":
+        """Open an index: memory-maps documents and vectors, reads shortlist indexes and deleted rows.
+
+        Fast integrity checks: every file's size and sampled digest (``funnel verify`` checks all
+        bytes). Shortlists go to the GPU when faiss sees one, unless ``use_gpu=False``.
+        """
         folder = Path(path).expanduser()
-        manifest = read_manifest(folder)
-        segments = [
-            Segment.load(folder / entry.name, entry, manifest.dim, manifest.vector_dtype, manifest.shortlists)
-            for entry in manifest.segments
-        ]
-        return cls(folder, manifest, segments)
+        for attempt in range(LOAD_ATTEMPTS):
+            manifest, stamp = read_manifest_stamped(folder)
+            try:
+                return cls(folder, manifest, _load_segments(folder, manifest, use_gpu), stamp)
+            except IndexFormatError:
+                # A writer may have replaced the manifest and removed files of an older version
+                # while we read it: load the new version instead of reporting damage.
+                if attempt + 1 == LOAD_ATTEMPTS or _current_stamp(folder) == stamp:
+                    raise
+        raise AssertionError("unreachable")
+
+    def changed_on_disk(self) -> bool:
+        """Whether the folder's manifest is no longer the one this view was loaded from."""
+        return _current_stamp(self.path) != self.stamp
 
     @property
     def count(self) -> int:
+        """Live documents (deleted ones not counted)."""
         return self.manifest.count
+
+    @property
+    def rows(self) -> int:
+        """Stored rows, deleted ones included: positions run 0..rows-1."""
+        return self.manifest.rows
+
+    @property
+    def version(self) -> int:
+        """The manifest's generation: bumped by every add, delete and compact."""
+        return self.manifest.generation
 
     @property
     def dim(self) -> int:
@@ -72,7 +105,14 @@ class Index:
         parts_scores, parts_positions = [], []
         for offset, segment in zip(self._offsets(), self.segments):
             spec, index = segment.shortlists[dim]
-            scores, rows = shortlist.search(index, spec, queries, min(n, max(segment.count, 1)))
+            # Ask for as many extra candidates as there are deleted rows, so that deletions never
+            # leave fewer than n live ones (exact for flat indexes).
+            want = min(n + len(segment.deleted), max(segment.count, 1))
+            scores, rows = shortlist.search(index, spec, queries, want)
+            if len(segment.deleted):
+                dead = np.isin(rows, segment.deleted)
+                rows = np.where(dead, -1, rows)
+                scores = np.where(dead, -np.inf, scores).astype(np.float32)
             parts_scores.append(scores)
             parts_positions.append(np.where(rows >= 0, rows + offset, -1))
         scores = np.concatenate(parts_scores, axis=1)
@@ -112,8 +152,44 @@ class Index:
         return out
 
     def ids(self) -> list[str]:
-        """Every document id in position order."""
+        """The id at every position, in position order (``ids()[p]`` names position ``p``); deleted
+        rows keep their place, so an id deleted and added again appears twice."""
         return [i for segment in self.segments for i in segment.documents.column("id").to_pylist()]
+
+    def live_ids(self) -> list[str]:
+        """Ids of the live documents, in position order."""
+        out: list[str] = []
+        for segment in self.segments:
+            ids = segment.documents.column("id")
+            out.extend(ids.filter(segment.live_mask()).to_pylist() if len(segment.deleted) else ids.to_pylist())
+        return out
+
+    def live_positions(self) -> np.ndarray:
+        """Positions of the live documents, ascending (int64)."""
+        parts = [np.flatnonzero(s.live_mask()) + offset for offset, s in zip(self._offsets(), self.segments)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _current_stamp(folder: Path) -> tuple[int, ...]:
+    try:
+        return manifest_stamp(folder)
+    except OSError:
+        return ()
+
+
+def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None) -> list[Segment]:
+    deleted = {}
+    counts = {entry.name: entry.count for entry in manifest.segments}
+    for tomb in manifest.tombstones:
+        if tomb.segment not in counts:
+            raise IndexFormatError(f"{folder / tomb.name} deletes rows of {tomb.segment}, which the manifest does not list")
+        deleted[tomb.segment] = read_tombstone(folder / tomb.name, tomb.file, tomb.count, counts[tomb.segment])
+    return [
+        Segment.load(
+            folder / entry.name, entry, manifest.dim, manifest.vector_dtype, manifest.shortlists, deleted.get(entry.name), use_gpu
+        )
+        for entry in manifest.segments
+    ]
 
 
 def top_n(scores: np.ndarray, positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,13 +4,17 @@ Layout of an index folder::
 
     NAME/
       manifest.json            this file's dataclasses, serialized
+      .lock                    taken (flock) by a writer: add, delete, compact
       seg-000000/              an immutable segment
         documents.arrow        Arrow IPC file: id, title, text, metadata (memory-mapped on load)
         vectors.f16            raw row-major full-dimension vectors (float16 or float32)
         shortlist-d64.faiss    a FAISS index over the first 64 dims, re-normalized
+      seg-000000.deleted-000003.npy   rows of seg-000000 deleted as of generation 3 (int64, sorted)
 
 Segments never change once written; anything that changes the index writes new files and then
-swaps the manifest, so a reader holding the old manifest keeps a consistent view.
+swaps the manifest, so a reader holding the old manifest keeps a consistent view. Every file is
+listed with its size and sha256: loading checks sizes and a sampled digest (head and tail), and
+``funnel verify`` checks the full digests.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from typing import Any
 from funnel.errors import IndexFormatError
 
 FORMAT_NAME = "funnel-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: generation, tombstones (deleted rows), sampled digests; 1 still reads
 MANIFEST_FILE = "manifest.json"
 DOCUMENTS_FILE = "documents.arrow"
 
@@ -38,10 +42,16 @@ def shortlist_file(dim: int) -> str:
     return f"shortlist-d{dim}.faiss"
 
 
+SAMPLE_BYTES = 65_536
+
+
 @dataclass(frozen=True)
 class FileEntry:
+    """A file's size, full sha256 and the sha256 of its first and last 64 KiB (checked on load)."""
+
     bytes: int
     sha256: str
+    sample_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,16 @@ class SegmentEntry:
 
 
 @dataclass(frozen=True)
+class TombstoneEntry:
+    """Deleted rows of one segment: ``name`` is an .npy file of sorted local row numbers."""
+
+    segment: str
+    name: str
+    count: int
+    file: FileEntry
+
+
+@dataclass(frozen=True)
 class Manifest:
     model: str
     dim: int
@@ -71,12 +91,29 @@ class Manifest:
     plan: dict[str, Any] | None = None
     source: dict[str, Any] = field(default_factory=dict)
     normalized: bool = True
+    tombstones: tuple[TombstoneEntry, ...] = ()
+    generation: int = 0
+    """Bumped by every change (add, delete, compact): names new files and tells versions apart."""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
     @property
-    def count(self) -> int:
+    def rows(self) -> int:
+        """Stored rows, deleted ones included: positions run 0..rows-1."""
         return sum(segment.count for segment in self.segments)
+
+    @property
+    def deleted(self) -> int:
+        return sum(entry.count for entry in self.tombstones)
+
+    @property
+    def count(self) -> int:
+        """Live documents: stored rows minus deleted ones."""
+        return self.rows - self.deleted
+
+    def referenced(self) -> set[str]:
+        """Top-level names in the index folder this manifest needs."""
+        return {MANIFEST_FILE} | {s.name for s in self.segments} | {t.name for t in self.tombstones}
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -110,6 +147,11 @@ class Manifest:
                 plan=data.get("plan"),
                 source=data.get("source", {}),
                 normalized=bool(data.get("normalized", True)),
+                tombstones=tuple(
+                    TombstoneEntry(t["segment"], t["name"], int(t["count"]), FileEntry(**t["file"]))
+                    for t in data.get("tombstones", [])
+                ),
+                generation=int(data.get("generation", 0)),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -117,12 +159,30 @@ class Manifest:
 
 
 def read_manifest(index_path: Path) -> Manifest:
+    return read_manifest_stamped(index_path)[0]
+
+
+def read_manifest_stamped(index_path: Path) -> tuple[Manifest, tuple[int, ...]]:
+    """The manifest and the identity (inode, mtime, size) of the very file it was read from."""
     if not index_path.exists():
         raise IndexFormatError(f"{index_path} does not exist: build it with `funnel index CORPUS -o {index_path}`")
     where = index_path / MANIFEST_FILE
-    if not where.exists():
-        raise IndexFormatError(f"{index_path} is not a funnel index (no {MANIFEST_FILE}); build one with `funnel index`")
-    return Manifest.from_json(where.read_text(), where)
+    try:
+        with where.open("rb") as handle:
+            stamp = _stamp(os.fstat(handle.fileno()))
+            text = handle.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        raise IndexFormatError(f"{index_path} is not a funnel index (no {MANIFEST_FILE}); build one with `funnel index`") from None
+    return Manifest.from_json(text, where), stamp
+
+
+def manifest_stamp(index_path: Path) -> tuple[int, ...]:
+    """Changes whenever the manifest is replaced (each write renames a new file into place)."""
+    return _stamp(os.stat(index_path / MANIFEST_FILE))
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def write_manifest_atomically(index_path: Path, manifest: Manifest) -> None:
@@ -133,6 +193,16 @@ def write_manifest_atomically(index_path: Path, manifest: Manifest) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temp, index_path / MANIFEST_FILE)
+    fsync_folder(index_path)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (a crash of the machine, not only of the process)."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def file_entry(path: Path) -> FileEntry:
@@ -140,4 +210,35 @@ def file_entry(path: Path) -> FileEntry:
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return FileEntry(bytes=path.stat().st_size, sha256=digest.hexdigest())
+    return FileEntry(bytes=path.stat().st_size, sha256=digest.hexdigest(), sample_sha256=sample_digest(path))
+
+
+def sample_digest(path: Path) -> str:
+    """sha256 of the first and last 64 KiB (the whole file when smaller): cheap enough for every load."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if size <= 2 * SAMPLE_BYTES:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(SAMPLE_BYTES))
+            handle.seek(size - SAMPLE_BYTES)
+            digest.update(handle.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def check_file(path: Path, expected: FileEntry, *, full: bool = False) -> None:
+    """Raise IndexFormatError naming ``path`` when it is missing, truncated or altered.
+
+    The fast check compares the size and the sampled digest; ``full`` also hashes every byte.
+    """
+    if not path.is_file():
+        raise IndexFormatError(f"{path} is missing; the index is damaged: rebuild it")
+    size = path.stat().st_size
+    if size != expected.bytes:
+        raise IndexFormatError(f"{path} holds {size} bytes but the manifest says {expected.bytes}; the file is truncated or altered: rebuild the index")
+    altered = IndexFormatError(f"{path} does not match its checksum in the manifest; the file is altered or damaged: rebuild the index")
+    if expected.sample_sha256 is not None and sample_digest(path) != expected.sample_sha256:
+        raise altered
+    if full and file_entry(path).sha256 != expected.sha256:
+        raise altered

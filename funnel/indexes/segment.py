@@ -1,10 +1,19 @@
 """One immutable segment: its documents, its full vectors and its shortlist indexes.
 
-Writing streams: documents and vectors are appended batch by batch, so memory stays bounded by
-one batch; the shortlist indexes are then built from the vectors file read back in chunks.
+Writing streams and can resume: each batch of documents is appended to an Arrow IPC stream
+(``.documents-NNNNNN.arrows``) and its vectors to the raw vectors file, both are flushed to disk,
+and then a checkpoint (``.checkpoint.json``) records how many rows are safely written. A writer
+reopened with ``resume=True`` truncates the vectors back to the checkpoint, starts a new stream
+part and continues. :meth:`SegmentWriter.finish` rewrites the parts as ``documents.arrow`` in
+fixed-size record batches (so an interrupted-and-resumed build gives the same bytes as an
+uninterrupted one) and builds the shortlists from the vectors file read back in chunks. Memory
+stays bounded by one batch plus the shortlist indexes.
 """
 from __future__ import annotations
 
+import json
+import mmap
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,56 +22,184 @@ import numpy as np
 import pyarrow as pa
 
 from funnel.corpus import DOCUMENT_SCHEMA
-from funnel.errors import IndexFormatError
+from funnel.errors import IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.manifest import (
     DOCUMENTS_FILE,
+    FileEntry,
     SegmentEntry,
     ShortlistSpec,
+    check_file,
     file_entry,
     shortlist_file,
     vectors_file,
 )
 
 CHUNK_ROWS = 65_536
+READ_ROWS = 16_384  # 12 MiB of 384-dim float16 per read while building shortlists
+DOCUMENT_BATCH_ROWS = 8_192
+CHECKPOINT_FILE = ".checkpoint.json"
+PART_PREFIX = ".documents-"
 
 
 class SegmentWriter:
-    """Append documents and their vectors; :meth:`finish` builds shortlists and checksums."""
+    """Append documents and their vectors; :meth:`finish` writes documents, shortlists, checksums.
 
-    def __init__(self, folder: Path, dim: int, dtype: str) -> None:
+    With ``checkpoint`` (a JSON-able fingerprint of the build), every :meth:`append` is made
+    durable and recorded, so the writer can be reopened with ``resume=True`` after a crash;
+    resuming a build whose fingerprint differs is refused.
+    """
+
+    def __init__(
+        self, folder: Path, dim: int, dtype: str, *, checkpoint: dict[str, Any] | None = None, resume: bool = False
+    ) -> None:
         self.folder = folder
         self.dim = dim
         self.dtype = dtype
-        folder.mkdir(parents=True)
-        self._documents = pa.ipc.new_file(str(folder / DOCUMENTS_FILE), DOCUMENT_SCHEMA)
-        self._vectors = (folder / vectors_file(dtype)).open("wb")
+        self.fingerprint = checkpoint
+        self.row_bytes = dim * np.dtype(dtype).itemsize
+        self.parts: list[list[Any]] = []  # [file name, committed rows]
         self.count = 0
+        folder.mkdir(parents=True, exist_ok=resume)
+        if resume:
+            self._restore()
+        vectors_path = folder / vectors_file(dtype)
+        self._vectors = vectors_path.open("r+b" if vectors_path.exists() else "wb")
+        self._vectors.truncate(self.count * self.row_bytes)
+        self._vectors.seek(self.count * self.row_bytes)
+        self._part: Any = None
+        self._part_writer: Any = None
 
-    def append(self, documents: pa.RecordBatch, vectors: np.ndarray) -> None:
+    def _restore(self) -> None:
+        """Continue from the checkpoint: drop whatever was written after it."""
+        path = self.folder / CHECKPOINT_FILE
+        state = json.loads(path.read_text()) if path.exists() else {"rows": 0, "parts": [], "fingerprint": self.fingerprint}
+        if state.get("fingerprint") != self.fingerprint:
+            raise InputError(
+                f"the interrupted build in {self.folder.parent} was started with other settings or another corpus: "
+                "pass --overwrite to start over"
+            )
+        self.count, self.parts = int(state["rows"]), [list(p) for p in state["parts"]]
+        vectors_path = self.folder / vectors_file(self.dtype)
+        have = vectors_path.stat().st_size if vectors_path.exists() else 0
+        if have < self.count * self.row_bytes:
+            raise IndexFormatError(f"{vectors_path} is shorter than its checkpoint says; pass --overwrite to start over")
+        keep = {name for name, _ in self.parts} | {CHECKPOINT_FILE, vectors_file(self.dtype)}
+        for stale in self.folder.iterdir():
+            if stale.name not in keep:
+                stale.unlink()
+
+    def append(self, documents: pa.RecordBatch | pa.Table, vectors: np.ndarray) -> None:
         """``vectors``: (documents.num_rows, dim), L2-normalized."""
         if vectors.shape != (documents.num_rows, self.dim):
             raise ValueError(f"vectors of shape {vectors.shape} for {documents.num_rows} documents of dim {self.dim}")
-        self._documents.write_batch(documents)
-        self._vectors.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
+        if documents.num_rows == 0:
+            return
+        if self._part_writer is None:
+            name = f"{PART_PREFIX}{len(self.parts):06d}.arrows"
+            self._part = (self.folder / name).open("wb")
+            self._part_writer = pa.ipc.new_stream(self._part, DOCUMENT_SCHEMA)
+            self.parts.append([name, 0])
+        self._part_writer.write(documents)
+        self._append_vectors(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
         self.count += documents.num_rows
+        self.parts[-1][1] += documents.num_rows
+        if self.fingerprint is not None:
+            for handle in (self._part, self._vectors):
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._write_checkpoint()
+
+    def _append_vectors(self, data: bytes) -> None:
+        self._vectors.write(data)
+
+    def _write_checkpoint(self) -> None:
+        temp = self.folder / (CHECKPOINT_FILE + ".tmp")
+        with temp.open("w") as out:
+            json.dump({"rows": self.count, "parts": self.parts, "fingerprint": self.fingerprint}, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, self.folder / CHECKPOINT_FILE)
+
+    def _close(self) -> None:
+        for handle in (self._part_writer, self._part, self._vectors):
+            if handle is not None:
+                handle.close()
+        self._part_writer = self._part = None
 
     def finish(self, specs: tuple[ShortlistSpec, ...]) -> SegmentEntry:
-        self._documents.close()
-        self._vectors.close()
-        vectors = open_vectors(self.folder / vectors_file(self.dtype), self.dtype, self.count, self.dim)
+        """Write documents.arrow and the shortlists; working files stay until :meth:`cleanup`."""
+        self._close()
+        self._write_documents()
+        vectors = self.folder / vectors_file(self.dtype)
         for spec in specs:
-            index = shortlist.build(spec, lambda: iter_chunks(vectors), self.count)
-            shortlist.write(index, spec, self.folder / shortlist_file(spec.dim))
-        files = {path.name: file_entry(path) for path in sorted(self.folder.iterdir())}
+            chunks = lambda: read_vector_chunks(vectors, self.dtype, self.dim, self.count)  # noqa: E731
+            shortlist.build_file(spec, chunks, self.count, self.folder / shortlist_file(spec.dim))
+        files: dict[str, FileEntry] = {}
+        for path in sorted(self.folder.iterdir()):
+            if not path.name.startswith("."):
+                _fsync_file(path)
+                files[path.name] = file_entry(path)
         return SegmentEntry(name=self.folder.name, count=self.count, files=files)
 
+    def _write_documents(self) -> None:
+        with pa.OSFile(str(self.folder / DOCUMENTS_FILE), "wb") as sink, pa.ipc.new_file(sink, DOCUMENT_SCHEMA) as writer:
+            pending: list[pa.RecordBatch] = []
+            pending_rows = 0
+            for batch in self._committed_batches():
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                while pending_rows >= DOCUMENT_BATCH_ROWS:
+                    table = pa.Table.from_batches(pending, DOCUMENT_SCHEMA)
+                    writer.write_table(table.slice(0, DOCUMENT_BATCH_ROWS).combine_chunks())
+                    rest = table.slice(DOCUMENT_BATCH_ROWS)
+                    pending, pending_rows = rest.to_batches(), rest.num_rows
+            if pending_rows:
+                writer.write_table(pa.Table.from_batches(pending, DOCUMENT_SCHEMA).combine_chunks())
+
+    def _committed_batches(self) -> Iterator[pa.RecordBatch]:
+        """Batches of every part up to its checkpointed rows (a crash may have left more)."""
+        for name, rows in self.parts:
+            with pa.OSFile(str(self.folder / name)) as source:
+                reader = pa.ipc.open_stream(source)
+                left = rows
+                while left > 0:
+                    batch = reader.read_next_batch()
+                    batch = batch.slice(0, min(left, batch.num_rows))
+                    left -= batch.num_rows
+                    yield batch
+
+    def cleanup(self) -> None:
+        """Remove the working files (stream parts, checkpoint) once the segment is recorded."""
+        for path in self.folder.iterdir():
+            if path.name.startswith("."):
+                path.unlink()
+
     def abort(self) -> None:
-        for handle in (self._documents, self._vectors):
-            try:
-                handle.close()
-            except Exception:  # closing after a failure: the folder is discarded anyway
-                pass
+        try:
+            self._close()
+        except Exception:  # closing after a failure: the folder is discarded or resumed anyway
+            pass
+
+
+def _fsync_file(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def read_vector_chunks(path: Path, dtype: str, dim: int, count: int, rows: int = READ_ROWS) -> Iterator[np.ndarray]:
+    """Stored vectors in chunks (rows, dim) of their stored dtype, read with plain reads: a build's
+    memory stays bounded (a memory map would leave every page it touched resident)."""
+    with path.open("rb") as handle:
+        for start in range(0, count, rows):
+            size = min(rows, count - start)
+            chunk = np.fromfile(handle, dtype=dtype, count=size * dim)
+            if chunk.size != size * dim:
+                raise IndexFormatError(f"{path} ends before row {start + chunk.size // dim}; the file is truncated")
+            yield chunk.reshape(size, dim)
 
 
 def iter_chunks(vectors: np.ndarray, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
@@ -79,38 +216,81 @@ def open_vectors(path: Path, dtype: str, count: int, dim: int) -> np.ndarray:
         )
     if count == 0:
         return np.zeros((0, dim), dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(count, dim))
+    vectors = np.memmap(path, dtype=dtype, mode="r", shape=(count, dim))
+    # Searches read scattered rows: without this hint each page fault reads ahead ~128 KiB,
+    # which slows cold reads and fills memory with rows nobody asked for.
+    madvise = getattr(getattr(vectors, "_mmap", None), "madvise", None)
+    if madvise is not None and hasattr(mmap, "MADV_RANDOM"):
+        madvise(mmap.MADV_RANDOM)
+    return vectors
+
+
+def read_documents(path: Path) -> pa.Table:
+    """The documents of a segment, memory-mapped (nothing is read until used)."""
+    try:
+        return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise IndexFormatError(f"{path} is not readable ({exc}); rebuild the index") from None
+
+
+def read_tombstone(path: Path, expected: FileEntry, count: int, segment_rows: int) -> np.ndarray:
+    """Sorted local rows deleted from a segment; checked against the manifest in full (it is small)."""
+    check_file(path, expected, full=True)
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise IndexFormatError(f"{path} is not a readable list of deleted rows ({exc}); rebuild the index") from None
+    valid = rows.ndim == 1 and rows.dtype == np.int64 and len(rows) == count
+    if not valid or (count and (rows[0] < 0 or rows[-1] >= segment_rows or np.any(np.diff(rows) <= 0))):
+        raise IndexFormatError(f"{path} does not hold {count} sorted rows below {segment_rows}; the index is damaged: rebuild it")
+    return rows
 
 
 @dataclass
 class Segment:
-    """A loaded segment: documents memory-mapped, vectors memory-mapped, shortlists in memory."""
+    """A loaded segment: documents and vectors memory-mapped, shortlists in memory, deleted rows."""
 
     folder: Path
     count: int
     documents: pa.Table
     vectors: np.ndarray
     shortlists: dict[int, tuple[ShortlistSpec, Any]] = field(default_factory=dict)
+    deleted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Sorted local rows that are deleted: never returned by a search."""
+
+    @property
+    def live_count(self) -> int:
+        return self.count - len(self.deleted)
+
+    def live_mask(self) -> np.ndarray:
+        mask = np.ones(self.count, dtype=bool)
+        mask[self.deleted] = False
+        return mask
 
     @classmethod
-    def load(cls, folder: Path, entry: SegmentEntry, dim: int, dtype: str, specs: tuple[ShortlistSpec, ...]) -> "Segment":
+    def load(
+        cls,
+        folder: Path,
+        entry: SegmentEntry,
+        dim: int,
+        dtype: str,
+        specs: tuple[ShortlistSpec, ...],
+        deleted: np.ndarray | None = None,
+        use_gpu: bool | None = None,
+    ) -> "Segment":
+        """Open a segment after the fast checks: every listed file present, of its size and sampled digest."""
+        needed = [DOCUMENTS_FILE, vectors_file(dtype)] + [shortlist_file(spec.dim) for spec in specs]
+        for name in needed:
+            if name not in entry.files:
+                raise IndexFormatError(f"{folder / name} is not listed in the manifest; the index is damaged: rebuild it")
         for name, expected in entry.files.items():
-            path = folder / name
-            if not path.exists():
-                raise IndexFormatError(f"{path} is missing; the index is damaged: rebuild it")
-            if path.stat().st_size != expected.bytes:
-                raise IndexFormatError(
-                    f"{path} holds {path.stat().st_size} bytes but the manifest says {expected.bytes}; the file is truncated or altered"
-                )
-        try:
-            documents = pa.ipc.open_file(pa.memory_map(str(folder / DOCUMENTS_FILE))).read_all()
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise IndexFormatError(f"{folder / DOCUMENTS_FILE} is not readable ({exc}); rebuild the index") from None
+            check_file(folder / name, expected)
+        documents = read_documents(folder / DOCUMENTS_FILE)
         if documents.num_rows != entry.count:
             raise IndexFormatError(f"{folder / DOCUMENTS_FILE} holds {documents.num_rows} documents, the manifest says {entry.count}")
         vectors = open_vectors(folder / vectors_file(dtype), dtype, entry.count, dim)
-        shortlists = {spec.dim: (spec, shortlist.read(spec, folder / shortlist_file(spec.dim))) for spec in specs}
+        shortlists = {spec.dim: (spec, shortlist.read(spec, folder / shortlist_file(spec.dim), use_gpu)) for spec in specs}
         for spec, index in shortlists.values():
             if index.ntotal != entry.count:
                 raise IndexFormatError(f"{folder / shortlist_file(spec.dim)} holds {index.ntotal} vectors, the manifest says {entry.count}")
-        return cls(folder, entry.count, documents, vectors, shortlists)
+        return cls(folder, entry.count, documents, vectors, shortlists, np.zeros(0, np.int64) if deleted is None else deleted)

@@ -6,6 +6,7 @@ better; for ``binary`` that is ``dim - 2 * hamming``, the inner product of the Â
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -70,6 +71,30 @@ def build(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count
     return index
 
 
+def build_file(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count: int, path: Path) -> None:
+    """Build the index for ``spec`` and write it at ``path``. A flat index is streamed straight to
+    the file in FAISS's own format, so building it needs no memory beyond one chunk."""
+    if spec.kind != "flat":
+        write(build(spec, chunks, count), spec, path)
+        return
+    first = None
+    with path.open("wb") as out:
+        # FAISS's IndexFlatIP layout: fourcc, header (d, ntotal, two unused, is_trained, metric),
+        # then the float32 codes prefixed by their count. A test pins it against faiss.write_index.
+        out.write(b"IxFI" + struct.pack("<iqqq?iQ", spec.dim, count, 1 << 20, 1 << 20, True, 0, count * spec.dim))
+        written = 0
+        for chunk in chunks():
+            rows = truncate(chunk, spec.dim)
+            first = rows[0].copy() if first is None and len(rows) else first
+            out.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+            written += len(rows)
+    if written != count:
+        raise IndexFormatError(f"{path}: wrote {written} vectors, expected {count}")
+    check = read(spec, path, use_gpu=False)
+    if check.ntotal != count or check.d != spec.dim or (first is not None and not np.array_equal(check.reconstruct(0), first)):
+        write(build(spec, chunks, count), spec, path)  # a FAISS whose format moved on: let it write
+
+
 def _training_sample(dim: int, chunks: Callable[[], Iterable[np.ndarray]], nlist: int) -> np.ndarray:
     limit = max(nlist * 64, 10_000)
     parts, total = [], 0
@@ -121,8 +146,11 @@ def read(spec: ShortlistSpec, path: Path, use_gpu: bool | None = None) -> Any:
     """Load a shortlist index; moved to the GPU when faiss sees one (and ``use_gpu`` allows)."""
     import faiss
 
+    # Flat storage (flat, and HNSW's vectors) is memory-mapped rather than read: opening a
+    # 1M-vector shortlist takes ~0.07 s instead of ~0.8 s. Index files are never changed in place.
+    flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if spec.kind in ("flat", "hnsw") else 0
     try:
-        index = faiss.read_index_binary(str(path)) if spec.kind == "binary" else faiss.read_index(str(path))
+        index = faiss.read_index_binary(str(path)) if spec.kind == "binary" else faiss.read_index(str(path), flags)
     except RuntimeError as exc:
         raise IndexFormatError(f"{path} is not a readable FAISS index ({str(exc).splitlines()[0]}); rebuild the index") from None
     configure(index, spec)

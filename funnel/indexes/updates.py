@@ -1,0 +1,222 @@
+"""Change an index in place: add documents, delete documents, compact.
+
+Every change follows one pattern, under the writer lock: write new immutable files (a segment
+folder under a temporary name, then renamed; or a tombstone file), then replace the manifest
+atomically. A reader sees the old version or the new one, never a mix. Files that no manifest
+needs any more are removed lazily, at the change after the one that made them garbage, so a
+reader that has just read the previous manifest can still open its files (and ``Index.load``
+retries with the new manifest if it loses that race).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from funnel.corpus import Corpus, document_text
+from funnel.errors import InputError
+from funnel.indexes.lock import LOCK_FILE, writer_lock
+from funnel.indexes.manifest import (
+    DOCUMENTS_FILE,
+    MANIFEST_FILE,
+    Manifest,
+    SegmentEntry,
+    TombstoneEntry,
+    file_entry,
+    read_manifest,
+    vectors_file,
+    write_manifest_atomically,
+)
+from funnel.indexes.segment import CHUNK_ROWS, SegmentWriter, open_vectors, read_documents, read_tombstone
+
+if TYPE_CHECKING:
+    from funnel.models import Encoder
+
+SEGMENT_NAME = re.compile(r"^seg-(\d{6})$")
+GARBAGE = re.compile(r"^(seg-\d{6}|seg-\d{6}\.deleted-\d{6}\.npy)$")
+
+
+def add_documents(path: str | Path, batches: Iterable[tuple[pa.RecordBatch, np.ndarray]]) -> Manifest:
+    """Add documents with their normalized full vectors (n, dim) as one new segment.
+
+    Ids must be new to the index (a deleted id may come back). Returns the new manifest.
+    """
+    folder = Path(path).expanduser()
+    with writer_lock(folder):
+        old = read_manifest(folder)
+        existing = _live_ids(folder, old)
+        name = _next_segment_name(folder, old)
+        temp = folder / f".{name}.tmp"
+        shutil.rmtree(temp, ignore_errors=True)
+        writer = SegmentWriter(temp, old.dim, old.vector_dtype)
+        try:
+            seen: set[str] = set()
+            for documents, vectors in batches:
+                _check_new_ids(documents.column("id"), existing, seen)
+                writer.append(documents, vectors)
+            if writer.count == 0:
+                raise InputError("no documents to add")
+            entry = writer.finish(old.shortlists)
+            writer.cleanup()
+            temp.rename(folder / name)
+        except BaseException:
+            writer.abort()
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        new = replace(old, segments=old.segments + (replace(entry, name=name),), generation=old.generation + 1)
+        _commit(folder, old, new)
+    return new
+
+
+def add_corpus(path: str | Path, corpus: Corpus, encoder: "Encoder", *, batch_size: int = 64, show_progress: bool = False) -> Manifest:
+    """Encode ``corpus`` with ``encoder`` (which must match the index's model dims) and add it."""
+    manifest = read_manifest(Path(path).expanduser())
+    if encoder.dim != manifest.dim:
+        raise InputError(f"the model gives {encoder.dim}-dim vectors but the index holds {manifest.dim}-dim ones: use the index's model ({manifest.model})")
+    return add_documents(path, _encode(corpus, encoder, batch_size, show_progress))
+
+
+def _encode(corpus: Corpus, encoder: "Encoder", batch_size: int, show_progress: bool) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=corpus.num_rows, unit="doc", desc="encoding", disable=not show_progress) as bar:
+        for documents in corpus.batches():
+            texts = [document_text(t, x) for t, x in zip(documents.column("title").to_pylist(), documents.column("text").to_pylist())]
+            yield documents, encoder.encode(texts, batch_size=batch_size)
+            bar.update(documents.num_rows)
+
+
+def delete_documents(path: str | Path, ids: Sequence[str], *, ignore_missing: bool = False) -> int:
+    """Delete documents by id; returns how many were deleted.
+
+    Ids not in the index raise InputError (nothing is deleted) unless ``ignore_missing``.
+    """
+    folder = Path(path).expanduser()
+    wanted = pa.array(list(dict.fromkeys(str(i) for i in ids)), pa.string())
+    with writer_lock(folder):
+        old = read_manifest(folder)
+        generation = old.generation + 1
+        tombstones = {t.segment: t for t in old.tombstones}
+        changed: dict[str, np.ndarray] = {}
+        found: set[str] = set()
+        for entry in old.segments:
+            segment_ids = read_documents(folder / entry.name / DOCUMENTS_FILE).column("id")
+            rows = np.flatnonzero(pc.is_in(segment_ids, value_set=wanted).to_numpy(zero_copy_only=False))
+            deleted = _deleted_rows(folder, tombstones.get(entry.name), entry.count)
+            rows = np.setdiff1d(rows, deleted)
+            if len(rows):
+                found.update(segment_ids.take(pa.array(rows)).to_pylist())
+                changed[entry.name] = np.union1d(deleted, rows).astype(np.int64)
+        missing = [i for i in wanted.to_pylist() if i not in found]
+        if missing and not ignore_missing:
+            shown = ", ".join(repr(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
+            raise InputError(f"{len(missing)} of the ids are not in the index ({shown}): nothing deleted; check them or pass --ignore-missing")
+        if not changed:
+            return 0
+        for segment, rows in changed.items():
+            name = f"{segment}.deleted-{generation:06d}.npy"
+            with (folder / name).open("wb") as out:
+                np.save(out, rows)
+                out.flush()
+                os.fsync(out.fileno())
+            tombstones[segment] = TombstoneEntry(segment=segment, name=name, count=len(rows), file=file_entry(folder / name))
+        ordered = tuple(tombstones[s.name] for s in old.segments if s.name in tombstones)
+        _commit(folder, old, replace(old, tombstones=ordered, generation=generation))
+    return len(found)
+
+
+def compact_index(path: str | Path) -> Manifest:
+    """Rewrite the live documents into one new segment, dropping deleted rows; returns the manifest.
+
+    Positions change (they number the live documents 0..count-1 afterwards); ids do not.
+    """
+    folder = Path(path).expanduser()
+    with writer_lock(folder):
+        old = read_manifest(folder)
+        if not old.tombstones and len(old.segments) <= 1:
+            return old
+        if old.count == 0:
+            raise InputError("every document is deleted: nothing to compact into (build a new index instead)")
+        tombstones = {t.segment: t for t in old.tombstones}
+        name = _next_segment_name(folder, old)
+        temp = folder / f".{name}.tmp"
+        shutil.rmtree(temp, ignore_errors=True)
+        writer = SegmentWriter(temp, old.dim, old.vector_dtype)
+        try:
+            for entry in old.segments:
+                documents = read_documents(folder / entry.name / DOCUMENTS_FILE)
+                vectors = open_vectors(folder / entry.name / vectors_file(old.vector_dtype), old.vector_dtype, entry.count, old.dim)
+                live = np.ones(entry.count, bool)
+                live[_deleted_rows(folder, tombstones.get(entry.name), entry.count)] = False
+                for start in range(0, entry.count, CHUNK_ROWS):
+                    rows = np.flatnonzero(live[start : start + CHUNK_ROWS]) + start
+                    if len(rows):
+                        writer.append(documents.take(pa.array(rows)), np.asarray(vectors[rows]))
+            entry = writer.finish(old.shortlists)
+            writer.cleanup()
+            temp.rename(folder / name)
+        except BaseException:
+            writer.abort()
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        new = replace(old, segments=(replace(entry, name=name),), tombstones=(), generation=old.generation + 1)
+        _commit(folder, old, new)
+    return new
+
+
+def _deleted_rows(folder: Path, tombstone: TombstoneEntry | None, rows: int) -> np.ndarray:
+    if tombstone is None:
+        return np.zeros(0, np.int64)
+    return read_tombstone(folder / tombstone.name, tombstone.file, tombstone.count, rows)
+
+
+def _live_ids(folder: Path, manifest: Manifest) -> list[pa.ChunkedArray]:
+    tombstones = {t.segment: t for t in manifest.tombstones}
+    out = []
+    for entry in manifest.segments:
+        ids = read_documents(folder / entry.name / DOCUMENTS_FILE).column("id")
+        deleted = _deleted_rows(folder, tombstones.get(entry.name), entry.count)
+        if len(deleted):
+            live = np.ones(entry.count, bool)
+            live[deleted] = False
+            ids = ids.filter(pa.array(live))
+        out.append(ids)
+    return out
+
+
+def _check_new_ids(ids: pa.Array | pa.ChunkedArray, existing: list[pa.ChunkedArray], seen: set[str]) -> None:
+    for column in existing:
+        clash = pc.filter(column, pc.is_in(column, value_set=ids))
+        if len(clash):
+            raise InputError(
+                f"id {clash[0].as_py()!r} is already in the index: ids must be unique "
+                f"(delete it first with `funnel delete INDEX --ids ...` to replace it)"
+            )
+    for doc_id in ids.to_pylist():
+        if doc_id in seen:
+            raise InputError(f"id {doc_id!r} appears twice in the documents to add: ids must be unique")
+        seen.add(doc_id)
+
+
+def _next_segment_name(folder: Path, manifest: Manifest) -> str:
+    """One past every segment number in the manifest or on disk (an orphan of a crashed add included)."""
+    names = [s.name for s in manifest.segments] + [p.name for p in folder.iterdir()]
+    numbers = [int(m.group(1)) for m in map(SEGMENT_NAME.match, names) if m]
+    return f"seg-{max(numbers, default=-1) + 1:06d}"
+
+
+def _commit(folder: Path, old: Manifest, new: Manifest) -> None:
+    """Publish ``new``; then remove what neither it nor ``old`` needs (only files of our own making)."""
+    write_manifest_atomically(folder, new)
+    keep = old.referenced() | new.referenced() | {MANIFEST_FILE, LOCK_FILE}
+    for entry in folder.iterdir():
+        stale_temp = entry.name.startswith((".seg-", ".manifest.")) and entry.name.endswith(".tmp")
+        if stale_temp or (GARBAGE.match(entry.name) and entry.name not in keep):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""build_index resumes from a real corpus without encoding the rows it already wrote, and a
+reader racing a writer loads the newer version instead of reporting damage."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from conftest import folder_files, unit_rows
+from funnel.corpus import open_corpus
+from funnel.errors import InputError
+from funnel.indexes import index as index_module
+from funnel.indexes.builder import IndexConfig, build_index, partial_path
+from funnel.indexes.index import Index
+from funnel.indexes.shortlist import make_spec
+from funnel.indexes.updates import add_documents, compact_index, delete_documents
+from helpers import documents
+
+
+class HashEncoder:
+    """A stand-in model: a text's vector is a function of its text only, so runs are comparable."""
+
+    name, dim, metadata = "hash-encoder", 32, {}
+
+    def __init__(self, fail_on_call: int | None = None) -> None:
+        self.calls, self.texts, self.fail_on_call = 0, 0, fail_on_call
+
+    def encode(self, texts, batch_size=64):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt  # like Ctrl-C: the build stops, its partial folder stays
+        self.texts += len(texts)
+        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
+        vectors = np.stack([np.random.default_rng(s).normal(size=self.dim) for s in seeds]).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_build_index_resumes_where_it_stopped(tmp_path, cranfield_parquet):
+    config = IndexConfig(shortlists=(make_spec(16),))
+    reference = build_index(open_corpus(cranfield_parquet, batch_size=16), HashEncoder(), tmp_path / "reference", config)
+    target = tmp_path / "index"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(open_corpus(cranfield_parquet, batch_size=16), HashEncoder(fail_on_call=5), target, config)
+    assert partial_path(target).exists() and not target.exists()
+    resumed = HashEncoder()
+    build_index(open_corpus(cranfield_parquet, batch_size=16), resumed, target, config, resume=True)
+    assert resumed.texts == 150 - 4 * 16, "rows written before the interruption are not encoded again"
+    assert folder_files(target) == folder_files(reference)
+
+
+def test_resume_of_a_changed_corpus_is_refused(tmp_path, cranfield_parquet):
+    import shutil
+
+    corpus = tmp_path / "corpus.parquet"
+    shutil.copy(cranfield_parquet, corpus)
+    config = IndexConfig(shortlists=(make_spec(16),))
+    with pytest.raises(KeyboardInterrupt):
+        build_index(open_corpus(corpus, batch_size=16), HashEncoder(fail_on_call=3), tmp_path / "index", config)
+    os.utime(corpus, ns=(1, 1))  # the corpus changed since the interrupted build
+    with pytest.raises(InputError, match="started with other settings or another corpus"):
+        build_index(open_corpus(corpus, batch_size=16), HashEncoder(), tmp_path / "index", config, resume=True)
+
+
+def test_reader_racing_a_writer_loads_the_newer_version(index_copy, monkeypatch):
+    original = index_module._load_segments
+    raced = {"done": False}
+
+    def racing(folder, manifest, use_gpu):
+        if not raced["done"]:
+            raced["done"] = True
+            # Between reading the manifest and opening its files, two writes make them garbage.
+            delete_documents(index_copy, ["doc-x"], ignore_missing=True)
+            add_documents(index_copy, [(documents(2, 900), unit_rows(2))])
+            delete_documents(index_copy, [Index.load(index_copy).ids()[0]])
+            compact_index(index_copy)
+            add_documents(index_copy, [(documents(2, 950), unit_rows(2, seed=1))])
+        return original(folder, manifest, use_gpu)
+
+    monkeypatch.setattr(index_module, "_load_segments", racing)
+    index = Index.load(index_copy)
+    assert index.count == 150 + 2 - 1 + 2 and index.version == 4
