@@ -13,6 +13,8 @@ from funnel.corpus import CorpusColumns, open_corpus
 from funnel.errors import FunnelError, IndexFormatError, InputError, ModelError
 from funnel.indexes.builder import IndexConfig, build_index
 from funnel.indexes.index import Index
+from funnel.indexes.updates import add_corpus, add_documents, compact_index, delete_documents
+from funnel.indexes.verify import verify_index
 from funnel.models import Encoder
 from funnel.retriever import Hit, Retriever
 from funnel.stages import Stage, parse_stages
@@ -46,8 +48,13 @@ __all__ = [
     "ModelError",
     "Retriever",
     "Stage",
+    "add_corpus",
+    "add_documents",
     "build_index",
+    "compact_index",
+    "delete_documents",
     "evaluate",
     "open_corpus",
     "parse_stages",
+    "verify_index",
 ]

@@ -151,14 +151,16 @@ def _rescore(index: "Index", queries: np.ndarray, positions: np.ndarray, dim: in
 
 
 def exact_search(index: "Index", queries: np.ndarray, k: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exhaustive inner-product search over stored vectors at ``dim`` dims: the reference ranking."""
+    """Exhaustive inner-product search over the live stored vectors at ``dim`` dims: the reference
+    ranking. Returns (scores (q, k), positions (q, k)); deleted rows never appear."""
     import faiss
 
     dim = dim or index.dim
+    live = index.live_positions()
     flat = faiss.IndexFlatIP(dim)
-    for segment in index.segments:
-        for start in range(0, segment.count, 65_536):
-            flat.add(truncate(np.asarray(segment.vectors[start : start + 65_536], dtype=np.float32), dim))
-    k = min(k, max(index.count, 1))
-    scores, positions = flat.search(np.ascontiguousarray(truncate(np.atleast_2d(queries), dim)), k)
+    for start in range(0, len(live), 65_536):
+        flat.add(truncate(index.vectors(live[start : start + 65_536]), dim))
+    k = min(k, max(len(live), 1))
+    scores, rows = flat.search(np.ascontiguousarray(truncate(np.atleast_2d(queries), dim)), k)
+    positions = np.where(rows >= 0, live[np.maximum(rows, 0)], -1)
     return scores.astype(np.float32), positions.astype(np.int64)

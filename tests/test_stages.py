@@ -97,3 +97,19 @@ def test_fewer_documents_than_candidates_pads_nothing_into_results(tmp_path):
 def test_plans_that_cannot_run(random_index, stages, k, message):
     with pytest.raises(InputError, match=message):
         run_funnel(random_index, np.ones((1, 48), np.float32), stages, k)
+
+
+def test_exact_search_never_returns_deleted_rows(tmp_path):
+    from funnel.indexes.updates import delete_documents
+
+    vectors = np.random.default_rng(5).normal(size=(40, 16))
+    path = vector_index(tmp_path / "idx", vectors, IndexConfig(shortlists=(make_spec(8),)))
+    query = (vectors[:1] / np.linalg.norm(vectors[:1])).astype(np.float32)
+    _, before = exact_search(Index.load(path), query, 5)
+    assert before[0, 0] == 0
+    delete_documents(path, ["doc-0"])
+    index = Index.load(path)
+    scores, after = exact_search(index, query, 5)
+    assert 0 not in after[0] and list(after[0]) == list(before[0, 1:]) + [after[0, -1]]
+    funnel = run_funnel(index, query, two_stage(8, 40, 5), 5)
+    assert list(funnel.positions[0]) == list(after[0])
