@@ -23,11 +23,13 @@ def info_command(
         "segments": len(manifest.segments), "model": manifest.model, "dim": manifest.dim,
         "vector_dtype": manifest.vector_dtype, "shortlists": [s.__dict__ for s in manifest.shortlists],
         "plan": manifest.plan, "disk_bytes": disk, "source": manifest.source,
+        "deleted_rows": manifest.deleted, "generation": manifest.generation,
     }
     if json_output:
         emit_json(summary)
         return
-    typer.echo(f"{index}: {manifest.count} documents in {len(manifest.segments)} segment(s), {human_bytes(disk)}")
+    deleted = f" ({manifest.deleted} deleted rows: `funnel compact` reclaims them)" if manifest.deleted else ""
+    typer.echo(f"{index}: {manifest.count} documents in {len(manifest.segments)} segment(s), {human_bytes(disk)}{deleted}")
     typer.echo(f"  model      {manifest.model} ({manifest.dim} dims, stored as {manifest.vector_dtype})")
     for spec in manifest.shortlists:
         typer.echo(f"  shortlist  {spec.dim} dims, {spec.kind} {json.dumps(spec.params) if spec.params else ''}".rstrip())
