@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from funnel.cli import index, info, search
+from funnel.cli import index, info, search, tune
 from funnel.errors import FunnelError
 
 app = typer.Typer(
@@ -15,7 +15,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (index, search, info):
+for command in (index, search, info, tune):
     command.register(app)
 
 

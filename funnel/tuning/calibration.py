@@ -1,0 +1,104 @@
+"""Calibration queries: the queries a plan is tuned on, from the user or made from the corpus.
+
+Real queries (a file, one per line) are best: their distribution is the one the plan will serve.
+Without them, queries are made from sampled documents: a document's title when it has one, else
+the first sentence of its text (at most :data:`MAX_QUERY_WORDS` words), which reads like a short
+query or summary. The source document stays in the index (it is usually the query's top hit); that
+is harmless here, because what the tuner measures is agreement with exact search over the other
+top-k documents, and for that the query *distribution* is what matters. Without a model (indexes
+built from raw vectors), sampled documents' own vectors are the queries.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from funnel.errors import InputError
+from funnel.vectors import normalize
+
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index
+    from funnel.models import Encoder
+
+MAX_QUERY_WORDS = 24
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n")
+
+
+@dataclass(frozen=True)
+class CalibrationQueries:
+    """Query vectors (q, dim), normalized, and where they came from (``source``, for the report)."""
+
+    vectors: np.ndarray
+    source: str
+    texts: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+def first_sentence(text: str, max_words: int = MAX_QUERY_WORDS) -> str:
+    """The first sentence of ``text``, cut to ``max_words`` words."""
+    for piece in _SENTENCE_END.split(text.strip()):
+        words = piece.split()
+        if words:
+            return " ".join(words[:max_words])
+    return ""
+
+
+def read_query_file(path: str | Path) -> list[str]:
+    """Non-empty lines of a text file, one query each."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"calibration queries file {path} does not exist")
+    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise InputError(f"no queries in {path}: write one query per line")
+    return texts
+
+
+def sample_positions(count: int, size: int, seed: int) -> np.ndarray:
+    """``size`` distinct document positions out of ``count``, sorted; the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(count, size=min(size, count), replace=False))
+
+
+def corpus_queries(index: "Index", encoder: "Encoder | None", size: int, seed: int) -> CalibrationQueries:
+    """Queries made from ``size`` sampled documents (title, else first sentence; see module doc)."""
+    positions = sample_positions(index.count, size, seed)
+    if encoder is None:
+        return CalibrationQueries(index.vectors(positions), "corpus: sampled documents' own vectors (no model)")
+    texts = []
+    for doc in index.documents([int(p) for p in positions]):
+        title = (doc.get("title") or "").strip()
+        texts.append(" ".join(title.split()[:MAX_QUERY_WORDS]) if title else first_sentence(doc["text"]))
+    kept = [text for text in texts if text]
+    if not kept:
+        raise InputError("the sampled documents have no text to make queries from: pass a queries file")
+    return CalibrationQueries(encoder.encode(kept), "corpus: sampled documents' titles or first sentences", tuple(kept))
+
+
+def resolve_queries(
+    index: "Index", encoder: "Encoder | None", queries: "Sequence[str] | np.ndarray | str | Path | None", size: int, seed: int
+) -> CalibrationQueries:
+    """Calibration queries from a file path, a list of texts, ready vectors (q, dim), or the corpus."""
+    if queries is None:
+        return corpus_queries(index, encoder, size, seed)
+    if isinstance(queries, np.ndarray):
+        if queries.ndim != 2 or queries.shape[1] != index.dim or len(queries) == 0:
+            raise InputError(f"calibration vectors must have shape (queries, {index.dim}), not {queries.shape}")
+        return CalibrationQueries(normalize(queries), f"given: {len(queries)} query vectors")
+    source = "given: a list of queries"
+    if isinstance(queries, (str, Path)):
+        source = f"file: {queries}"
+        queries = read_query_file(queries)
+    texts = [q for q in queries if isinstance(q, str) and q.strip()]
+    if not texts:
+        raise InputError("no calibration queries given: pass some text, or None to make them from the corpus")
+    if encoder is None:
+        raise InputError("calibration queries given as text need a model to encode them")
+    return CalibrationQueries(encoder.encode(texts), source, tuple(texts))
