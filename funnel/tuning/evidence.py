@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from funnel.indexes.index import Index
 
 QUERY_CHUNK = 32
+IN_MEMORY_BYTES = 1 << 30  # below this, middle-dim scores come from one matrix product, not gathers
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,13 @@ def true_ranks(shortlist: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def gather_evidence(
     index: "Index", queries: np.ndarray, truth: np.ndarray, dim: int, depth: int,
-    prefixes: Sequence[int], middle_dims: Sequence[int],
+    prefixes: Sequence[int], middle_dims: Sequence[int], corpus: np.ndarray | None = None,
 ) -> DimEvidence:
-    """Run one ``depth``-deep shortlist at ``dim`` for ``queries`` (q, full) and score what it found."""
+    """Run one ``depth``-deep shortlist at ``dim`` for ``queries`` (q, full) and score what it found.
+
+    ``corpus``: every stored vector (count, full) float32, when it fits in memory (see
+    :func:`corpus_in_memory`); middle-dim scores are then a matrix product instead of gathers.
+    """
     _, shortlist = index.shortlist(queries, dim, depth)
     depth = shortlist.shape[1]
     ranks = true_ranks(shortlist, truth)
@@ -69,18 +74,29 @@ def gather_evidence(
     middle = {d: np.full(truth.shape + (len(prefixes),), depth, dtype=np.int64) for d in middle_dims}
     if middle_dims and prefixes:
         cut = np.asarray(prefixes) - 1
+        truncated = {d: truncate(corpus, d) for d in middle_dims} if corpus is not None else {}
         for start in range(0, len(queries), QUERY_CHUNK):
             rows = slice(start, start + QUERY_CHUNK)
             positions = shortlist[rows]
             valid = positions >= 0
-            vectors = index.vectors(np.where(valid, positions, 0))  # (c, D, full)
+            safe = np.where(valid, positions, 0)
+            vectors = index.vectors(safe) if corpus is None else None  # (c, D, full)
             rank = ranks[rows]
             present = rank < depth
             for middle_dim in middle_dims:
-                scores = np.einsum("cnd,cd->cn", truncate(vectors, middle_dim), truncate(queries[rows], middle_dim))
+                query_part = truncate(queries[rows], middle_dim)
+                if corpus is None:
+                    scores = np.einsum("cnd,cd->cn", truncate(vectors, middle_dim), query_part)
+                else:
+                    scores = np.take_along_axis(query_part @ truncated[middle_dim].T, safe, axis=1)
                 scores = np.where(valid, scores, -np.inf)
                 own = np.take_along_axis(scores, np.minimum(rank, depth - 1), axis=1)  # (c, k)
                 beaten = np.cumsum(scores[:, None, :] > own[:, :, None], axis=2)[:, :, cut]  # (c, k, P)
                 inside = rank[:, :, None] < np.asarray(prefixes)[None, None, :]
                 middle[middle_dim][rows] = np.where(present[:, :, None] & inside, beaten, depth)
     return DimEvidence(dim, depth, ranks, prefixes, middle)
+
+
+def corpus_in_memory(index: "Index") -> np.ndarray | None:
+    """Every stored vector as float32 (count, full) when that takes under :data:`IN_MEMORY_BYTES`."""
+    return index.all_vectors() if index.count * index.dim * 4 <= IN_MEMORY_BYTES else None

@@ -28,7 +28,7 @@ import numpy as np
 from funnel.errors import InputError
 from funnel.stages import Stage, format_stages
 from funnel.tuning.calibration import CalibrationQueries, resolve_queries
-from funnel.tuning.evidence import DimEvidence, gather_evidence
+from funnel.tuning.evidence import DimEvidence, corpus_in_memory, gather_evidence
 from funnel.tuning.measure import ExactReference, plan_ms_per_query, recall_against, run_plan
 from funnel.tuning.search_space import Cost, SearchSpace, exact_cost, nice_counts, plan_cost
 
@@ -154,7 +154,7 @@ def tune(
     truth = reference.search(calibration.vectors, k)
     timing = calibration.vectors[holdout[: options.timing_queries]]
     exact = PlanMeasurement("exact flat search", f"flat {index.dim}-d over {index.count}", 1.0, 1.0,
-                            reference.ms_per_query(timing, k), *_cost(exact_cost(index)))
+                            reference.ms_per_query(timing, k) if len(timing) else None, *_cost(exact_cost(index)))
 
     reason = _exact_reason(index, target_recall, k)
     if reason:
@@ -162,11 +162,13 @@ def tune(
 
     space = SearchSpace.for_index(index, k, dims=options.dims, depth=options.depth, max_stages=options.max_stages)
     prefixes = nice_counts(k, space.depth)
+    corpus = corpus_in_memory(index) if space.max_stages == 3 else None
     evidence = [
         gather_evidence(index, calibration.vectors, truth, dim, space.depth, prefixes,
-                        [m for m in space.middle_dims if m > dim] if space.max_stages == 3 else [])
+                        [m for m in space.middle_dims if m > dim] if space.max_stages == 3 else [], corpus)
         for dim in space.shortlist_dims
     ]
+    del corpus
     notes: list[str] = []
     threshold = min(1.0, target_recall + options.margin)
     z = NormalDist().inv_cdf(options.confidence)

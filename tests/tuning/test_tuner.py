@@ -70,11 +70,21 @@ def test_same_seed_same_plan(index, calibration, tuned):
     assert again.chosen.recall_fit == tuned.chosen.recall_fit and again.chosen.recall_holdout == tuned.chosen.recall_holdout
 
 
+def test_select_by_measured_ms_picks_a_timed_candidate(index, calibration):
+    plan = tune(index, None, 0.9, 10, calibration[:60], TuneOptions(select="ms", measure=3, timing_queries=5, max_stages=2))
+    assert plan.stages_text in {c.stages for c in plan.candidates}
+    assert plan.selection.startswith("cheapest by measured ms/query")
+    assert all(len(c.stages.split(",")) == 2 for c in plan.candidates)
+
+
 def test_prefix_recall_matches_running_each_plan(index, calibration):
     queries = calibration[:40] / np.linalg.norm(calibration[:40], axis=1, keepdims=True)
     truth = ExactReference(index).search(queries, 10)
     prefixes = nice_counts(10, 400)
-    evidence = gather_evidence(index, queries, truth, 8, 400, prefixes, [16, 32])
+    gathered = gather_evidence(index, queries, truth, 8, 400, prefixes, [16, 32])
+    evidence = gather_evidence(index, queries, truth, 8, 400, prefixes, [16, 32], corpus=index.all_vectors())
+    for middle in (16, 32):
+        np.testing.assert_array_equal(gathered.middle_rank[middle], evidence.middle_rank[middle])
     for n in (10, 50, 200, 400):
         measured = recall_against(run_plan(index, queries, parse_stages(f"8:{n},full:10"), 10), truth)
         np.testing.assert_allclose(evidence.two_stage(n), measured)
