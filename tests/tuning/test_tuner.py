@@ -125,3 +125,11 @@ def test_bad_options(index):
         tune(index, None, 0.9, 10, options=TuneOptions(dims=(12,), calibration_size=10))
     with pytest.raises(InputError, match="need a model"):
         tune(index, None, 0.9, 10, ["a query"])
+
+
+def test_a_flat_full_dim_shortlist_wins_where_exact_search_is_cheapest(tmp_path, calibration):
+    rng = np.random.default_rng(4)
+    config = IndexConfig(shortlists=(make_spec(8), make_spec(DIM)))
+    with_full = Index.load(vector_index(tmp_path / "full", nested_vectors(rng, 1000), config, batch=500))
+    plan = tune(with_full, None, 0.95, 10, calibration[:80], TuneOptions(timing_queries=5))
+    assert plan.stages_text == "full:10" and plan.chosen.recall_holdout == 1.0
