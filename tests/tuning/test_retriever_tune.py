@@ -72,7 +72,7 @@ def test_cli_rejects_a_bad_target(index_copy):
 def test_first_sentence_and_query_files(tmp_path):
     assert first_sentence("Library for X. It does Y.") == "Library for X."
     assert first_sentence("\n\n  one two three") == "one two three"
-    assert len(first_sentence("word " * 100).split()) == 24
+    assert len(first_sentence("word " * 100).split()) == 10
     with pytest.raises(Exception, match="does not exist"):
         read_query_file(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("\n \n")
