@@ -3,10 +3,10 @@
 Real queries (a file, one per line) are best: their distribution is the one the plan will serve.
 Without them, queries are made from sampled documents: a document's title when it has one, else
 the first sentence of its text (at most :data:`MAX_QUERY_WORDS` words), which reads like a short
-query or summary. The source document stays in the index (it is usually the query's top hit); that
-is harmless here, because what the tuner measures is agreement with exact search over the other
-top-k documents, and for that the query *distribution* is what matters. Without a model (indexes
-built from raw vectors), sampled documents' own vectors are the queries.
+query or summary. The source document stays in the index (it is usually the query's top hit, which
+would make recall too easy), so the tuner leaves each source document out of its own query's
+exact and funnel results, as if it were held out of the index. Without a model (indexes built from
+raw vectors), sampled documents' own vectors are the queries, left out the same way.
 """
 from __future__ import annotations
 
@@ -28,16 +28,19 @@ if TYPE_CHECKING:
 # calibration queries cut to 10 words needed as many candidates as the real queries; 24-word ones
 # were easier and the tuned plan fell short of the target on the real queries (0.983).
 MAX_QUERY_WORDS = 10
+CORPUS_SOURCE = "corpus: sampled documents' (each left out of its own query's results)"
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n")
 
 
 @dataclass(frozen=True)
 class CalibrationQueries:
-    """Query vectors (q, dim), normalized, and where they came from (``source``, for the report)."""
+    """Query vectors (q, dim), normalized, and where they came from (``source``, for the report);
+    for queries made from documents, ``documents`` (q,) holds each one's source position."""
 
     vectors: np.ndarray
     source: str
     texts: tuple[str, ...] = ()
+    documents: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -74,15 +77,16 @@ def corpus_queries(index: "Index", encoder: "Encoder | None", size: int, seed: i
     """Queries made from ``size`` sampled documents (title, else first sentence; see module doc)."""
     positions = sample_positions(index.count, size, seed)
     if encoder is None:
-        return CalibrationQueries(index.vectors(positions), "corpus: sampled documents' own vectors (no model)")
+        return CalibrationQueries(index.vectors(positions), f"{CORPUS_SOURCE} vectors (no model)", documents=positions)
     texts = []
     for doc in index.documents([int(p) for p in positions]):
         title = (doc.get("title") or "").strip()
         texts.append(" ".join(title.split()[:MAX_QUERY_WORDS]) if title else first_sentence(doc["text"]))
-    kept = [text for text in texts if text]
+    kept = [number for number, text in enumerate(texts) if text]
     if not kept:
         raise InputError("the sampled documents have no text to make queries from: pass a queries file")
-    return CalibrationQueries(encoder.encode(kept), "corpus: sampled documents' titles or first sentences", tuple(kept))
+    return CalibrationQueries(encoder.encode([texts[n] for n in kept]), f"{CORPUS_SOURCE} titles or first sentences (≤ {MAX_QUERY_WORDS} words)",
+                              tuple(texts[n] for n in kept), positions[kept])
 
 
 def resolve_queries(

@@ -50,6 +50,17 @@ class DimEvidence:
         return ((ranks if rows is None else ranks[rows]) < kept).mean(axis=1)
 
 
+def without(positions: np.ndarray, sources: np.ndarray | None, width: int) -> np.ndarray:
+    """Rows of ``positions`` (q, n) with each row's source document (``sources`` (q,), -1 for
+    none) removed, cut to ``width`` columns: results as if that document were not in the index."""
+    if sources is None:
+        return positions[:, :width]
+    keep = positions != sources[:, None]
+    # Stable sort moves the (at most one) removed entry to the end of its row.
+    order = np.argsort(~keep, axis=1, kind="stable")
+    return np.take_along_axis(positions, order, axis=1)[:, :width]
+
+
 def true_ranks(shortlist: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Rank (q, k) of each ``truth`` position (q, k) in ``shortlist`` positions (q, D); D if absent."""
     depth = shortlist.shape[1]
@@ -61,13 +72,18 @@ def true_ranks(shortlist: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def gather_evidence(
     index: "Index", queries: np.ndarray, truth: np.ndarray, dim: int, depth: int,
     prefixes: Sequence[int], middle_dims: Sequence[int], corpus: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
 ) -> DimEvidence:
     """Run one ``depth``-deep shortlist at ``dim`` for ``queries`` (q, full) and score what it found.
 
     ``corpus``: every stored vector (count, full) float32, when it fits in memory (see
     :func:`corpus_in_memory`); middle-dim scores are then a matrix product instead of gathers.
+    ``sources``: (q,) a document to leave out per query (see :func:`without`); ``truth`` must
+    already leave it out.
     """
-    _, shortlist = index.shortlist(queries, dim, depth)
+    fetch = min(depth + 1, index.count) if sources is not None else depth
+    _, shortlist = index.shortlist(queries, dim, fetch)
+    shortlist = without(shortlist, sources, fetch - 1 if sources is not None else fetch)
     depth = shortlist.shape[1]
     ranks = true_ranks(shortlist, truth)
     prefixes = tuple(p for p in prefixes if p <= depth)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from funnel.stages import Stage, run_funnel
+from funnel.tuning.evidence import without
 from funnel.vectors import truncate
 
 if TYPE_CHECKING:
@@ -27,10 +28,11 @@ class ExactReference:
                 self.flat.add(truncate(np.asarray(segment.vectors[start : start + 65_536], dtype=np.float32), index.dim))
         self.count = index.count
 
-    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        """Positions (q, min(k, count)) of the exact top-k, best first."""
-        _, positions = self.flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.count))
-        return positions.astype(np.int64)
+    def search(self, queries: np.ndarray, k: int, sources: np.ndarray | None = None) -> np.ndarray:
+        """Positions (q, min(k, count)) of the exact top-k, best first; leaving out ``sources`` (q,)."""
+        extra = 0 if sources is None else 1
+        _, positions = self.flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k + extra, self.count))
+        return without(positions.astype(np.int64), sources, min(k, self.count - extra))
 
     def ms_per_query(self, queries: np.ndarray, k: int) -> float:
         return _per_query_ms(lambda one: self.search(one, k), queries)
@@ -42,8 +44,16 @@ def recall_against(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return hits.mean(axis=1)
 
 
-def run_plan(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: int) -> np.ndarray:
-    """Top-k positions (q, k) of a plan, in batches small enough to keep rescoring memory bounded."""
+def run_plan(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: int, sources: np.ndarray | None = None) -> np.ndarray:
+    """Top-k positions (q, k) of a plan, in batches small enough to keep rescoring memory bounded.
+
+    With ``sources`` (q,), each query's source document is left out, as if it were not indexed:
+    every stage keeps one candidate more and the source is removed from the result.
+    """
+    if sources is not None:
+        wider = tuple(Stage(s.dim, min(s.candidates + 1, index.count), s.layer) for s in stages[:-1])
+        found = run_plan(index, queries, (*wider, Stage(stages[-1].dim, stages[-1].candidates + 1, stages[-1].layer)), k + 1)
+        return without(found, sources, k)
     widest = max(stage.candidates for stage in stages)
     batch = max(1, min(64, RESCORE_BUDGET // max(1, widest * index.dim)))
     parts = [run_funnel(index, queries[start : start + batch], stages, k).positions for start in range(0, len(queries), batch)]

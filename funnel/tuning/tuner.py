@@ -152,7 +152,7 @@ def tune(
     order = rng.permutation(calibration.count)
     fit, holdout = np.sort(order[: calibration.count // 2]), np.sort(order[calibration.count // 2 :])
     about = {"source": calibration.source, "queries": calibration.count, "fit": len(fit), "holdout": len(holdout), "seed": options.seed}
-    truth = reference.search(calibration.vectors, k)
+    truth = reference.search(calibration.vectors, k, calibration.documents)
     timing = calibration.vectors[holdout[: options.timing_queries]]
     exact = PlanMeasurement("exact flat search", f"flat {index.dim}-d over {index.count}", 1.0, 1.0,
                             reference.ms_per_query(timing, k) if len(timing) else None, *_cost(exact_cost(index)))
@@ -166,7 +166,7 @@ def tune(
     corpus = corpus_in_memory(index) if space.max_stages == 3 else None
     evidence = [
         gather_evidence(index, calibration.vectors, truth, dim, space.depth, prefixes,
-                        [m for m in space.middle_dims if m > dim] if space.max_stages == 3 else [], corpus)
+                        [m for m in space.middle_dims if m > dim] if space.max_stages == 3 else [], corpus, calibration.documents)
         for dim in space.shortlist_dims
     ]
     del corpus
@@ -270,7 +270,8 @@ def _feasible(index, evidence, rows, k, threshold, z) -> list[tuple[tuple[Stage,
 
 
 def _measure(index, name, stages, timing, k, calibration: CalibrationQueries, truth, holdout, fit_recall) -> PlanMeasurement:
-    found = run_plan(index, calibration.vectors[holdout], stages, k)
+    sources = calibration.documents[holdout] if calibration.documents is not None else None
+    found = run_plan(index, calibration.vectors[holdout], stages, k, sources)
     recall = float(recall_against(found, truth[holdout]).mean()) if len(holdout) else None
     ms = plan_ms_per_query(index, timing, stages, k) if len(timing) else None
     return PlanMeasurement(name, format_stages(stages), fit_recall, recall, ms, *_cost(plan_cost(index, stages)))

@@ -102,7 +102,7 @@ def test_tiny_index_gets_an_exact_plan_and_says_why(tmp_path):
     assert plan.is_exact and plan.stages_text == "8:20,full:10"
     assert "only 20 documents" in plan.notes[0]
     assert plan.chosen.recall_holdout == 1.0
-    assert plan.calibration["source"].startswith("corpus")
+    assert plan.calibration["source"].startswith("corpus: sampled documents' (each left out")
 
 
 def test_target_one_is_exact(index, calibration):
@@ -133,3 +133,22 @@ def test_a_flat_full_dim_shortlist_wins_where_exact_search_is_cheapest(tmp_path,
     with_full = Index.load(vector_index(tmp_path / "full", nested_vectors(rng, 1000), config, batch=500))
     plan = tune(with_full, None, 0.95, 10, calibration[:80], TuneOptions(timing_queries=5))
     assert plan.stages_text == "full:10" and plan.chosen.recall_holdout == 1.0
+
+
+def test_leaving_a_source_document_out_matches_an_index_without_it(tmp_path, index):
+    from funnel.tuning.evidence import without
+
+    assert without(np.array([[5, 3, 9], [1, 2, 4]]), np.array([3, 7]), 2).tolist() == [[5, 9], [1, 2]]
+    vectors = index.all_vectors()
+    sources = np.array([0, 7, 1999])
+    queries = vectors[sources] + 0.05 * nested_vectors(np.random.default_rng(2), 3)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    stages = parse_stages("8:60,16:20,full:10")
+    left_out = run_plan(index, queries, stages, 10, sources)
+    for row, source in enumerate(sources):
+        rest = np.delete(np.arange(len(vectors)), source)
+        smaller = Index.load(vector_index(tmp_path / f"minus-{source}", vectors[rest], IndexConfig(shortlists=(make_spec(8),)), batch=500))
+        found = run_plan(smaller, queries[row : row + 1], stages, 10)[0]
+        np.testing.assert_array_equal(rest[found], left_out[row])
+    truth = ExactReference(index).search(queries, 10, sources)
+    assert not np.isin(sources, truth).any() and truth.shape == (3, 10)
