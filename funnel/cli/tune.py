@@ -18,7 +18,7 @@ def tune_command(
     seed: int = typer.Option(0, help="Seed for sampling and the fit/held-out split."),
     dims: list[int] = typer.Option([], "--dim", help="Shortlist dims to consider (repeat) [default: every stored one]."),
     stages: int = typer.Option(3, "--max-stages", help="Largest number of stages to consider: 2 or 3."),
-    margin: float = typer.Option(0.0, help="Added to the target before the confidence bound is checked."),
+    margin: Optional[float] = typer.Option(None, help="Safety margin added to the target [default: a quarter of 1 - target]."),
     select: str = typer.Option("flops", help="Pick the cheapest by estimated 'flops' (reproducible) or measured 'ms'."),
     model: Optional[str] = typer.Option(None, help="Model folder [default: the one the index was built with]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the plan without storing it in the index."),

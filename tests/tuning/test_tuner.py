@@ -52,7 +52,8 @@ def test_tuned_plan_meets_the_target_on_unseen_queries(index, tuned, test_querie
     truth = ExactReference(index).search(test_queries.astype(np.float32) / np.linalg.norm(test_queries, axis=1, keepdims=True), 10)
     found = run_plan(index, test_queries / np.linalg.norm(test_queries, axis=1, keepdims=True), tuned.stages, 10)
     assert recall_against(found, truth).mean() >= 0.95
-    assert tuned.chosen.recall_holdout >= 0.95 and tuned.recall_fit_lower >= 0.95
+    assert tuned.chosen.recall_holdout >= 0.95 and tuned.recall_fit_lower >= 0.9625  # target + a quarter of the miss rate
+    assert tuned.selection.endswith("lower bound of fit-half recall ≥ 0.9625")
     assert tuned.calibration == {"source": "given: 300 query vectors", "queries": 300, "fit": 150, "holdout": 150, "seed": 5}
 
 
