@@ -19,7 +19,7 @@ def tune_command(
     dims: list[int] = typer.Option([], "--dim", help="Shortlist dims to consider (repeat) [default: every stored one]."),
     stages: int = typer.Option(3, "--max-stages", help="Largest number of stages to consider: 2 or 3."),
     margin: Optional[float] = typer.Option(None, help="Safety margin added to the target [default: a quarter of 1 - target]."),
-    select: str = typer.Option("flops", help="Pick the cheapest by estimated 'flops' (reproducible) or measured 'ms'."),
+    select: str = typer.Option("estimate", help="Pick the cheapest by the latency 'estimate' (reproducible) or the 'measured' ms of the few cheapest."),
     model: Optional[str] = typer.Option(None, help="Model folder [default: the one the index was built with]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the plan without storing it in the index."),
     json_output: bool = typer.Option(False, "--json", help="Print the full report as JSON."),

@@ -8,9 +8,11 @@ Method (see :mod:`funnel.tuning.evidence` for why prefixes suffice):
 3. One deep shortlist per stored shortlist dim gives the recall of every two- and three-stage plan.
 4. Feasible plans are those whose recall on the fit half has a one-sided lower confidence bound
    (normal approximation over per-query recall, ``confidence`` 0.95 by default) of at least the
-   target plus a safety ``margin`` (default: a quarter of the allowed miss rate, 1 − target). The cheapest by estimated FLOPs (then bytes, then fewer stages) wins; the
-   few cheapest are also timed, and ``select="ms"`` picks the fastest measured one instead (not
-   reproducible run to run, because timings are noisy).
+   target plus a safety ``margin`` (default: a quarter of the allowed miss rate, 1 − target).
+   The cheapest by estimated latency wins (:class:`~funnel.tuning.search_space.Cost`: FLOPs,
+   stored vectors gathered for rescoring, stages; then FLOPs, then fewer stages), which makes the
+   choice reproducible. The few cheapest are also timed, and ``select="measured"`` picks the fastest
+   measured one instead (not reproducible run to run: timings are noisy).
 5. The chosen plan runs on the held-out half; that recall is the one reported and stored. If it
    falls short of the target, the choice is redone on all calibration queries, and the report says so.
 
@@ -43,7 +45,7 @@ SMALL_INDEX = 100
 # corpus-made calibration queries came out about 0.002 easier than the real test queries.
 SAFETY_SHARE = 0.25
 EXACT_PLAN_CHECKS = 20
-SELECTIONS = ("flops", "ms")
+SELECTIONS = ("estimate", "measured")
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class TuneOptions:
     max_stages: int = 3
     confidence: float = 0.95
     margin: float | None = None
-    select: str = "flops"
+    select: str = "estimate"
     measure: int = 4
     timing_queries: int = 50
     baselines: tuple[int, ...] = (4, 10)
@@ -184,8 +186,8 @@ def tune(
                            f"no plan within a {space.depth}-deep shortlist met the target; use exact search or tune with a larger depth")
     considered = _count_plans(index, evidence, k)
     measured = _time_candidates(index, ranked[: max(1, options.measure)], timing, k, calibration, truth, holdout)
-    pick = min(measured, key=lambda m: m[1].ms_per_query) if options.select == "ms" else measured[0]
-    if options.select == "ms":
+    pick = min(measured, key=lambda m: m[1].ms_per_query) if options.select == "measured" else measured[0]
+    if options.select == "measured":
         selection = selection.replace("estimated latency", "measured ms/query")
     stages, chosen, lower = pick[0], pick[1], pick[2]
     if chosen.recall_holdout is not None and chosen.recall_holdout < target_recall:

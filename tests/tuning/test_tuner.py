@@ -72,7 +72,7 @@ def test_same_seed_same_plan(index, calibration, tuned):
 
 
 def test_select_by_measured_ms_picks_a_timed_candidate(index, calibration):
-    plan = tune(index, None, 0.9, 10, calibration[:60], TuneOptions(select="ms", measure=3, timing_queries=5, max_stages=2))
+    plan = tune(index, None, 0.9, 10, calibration[:60], TuneOptions(select="measured", measure=3, timing_queries=5, max_stages=2))
     assert plan.stages_text in {c.stages for c in plan.candidates}
     assert plan.selection.startswith("cheapest by measured ms/query")
     assert all(len(c.stages.split(",")) == 2 for c in plan.candidates)
@@ -120,7 +120,7 @@ def test_bad_targets(index, target):
 
 
 def test_bad_options(index):
-    with pytest.raises(InputError, match="select must be one of flops, ms"):
+    with pytest.raises(InputError, match="select must be one of estimate, measured"):
         TuneOptions(select="fast")
     with pytest.raises(InputError, match="no shortlist index"):
         tune(index, None, 0.9, 10, options=TuneOptions(dims=(12,), calibration_size=10))
