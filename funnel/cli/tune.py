@@ -42,11 +42,13 @@ def tune_command(
     about = plan.calibration
     typer.echo(f"calibration: {about['queries']} queries ({about['source']}); fit {about.get('fit')}, held out {about.get('holdout')}, seed {about['seed']}")
     typer.echo(f"selection:   {plan.selection} ({plan.plans_considered} plans considered)")
-    typer.echo(f"{'':<24} {'stages':<24} {'recall fit':>10} {'held-out':>9} {'ms/query':>9} {'MFLOPs':>8} {'vs exact':>9}")
-    for row in (plan.chosen, *plan.baselines, plan.exact):
+    exact = plan.exact
+    typer.echo(f"{'':<24} {'stages':<22} {'recall fit':>10} {'held-out':>9} {'ms/query':>9} {'× exact':>8} {'MFLOPs':>8} {'× exact':>8}")
+    for row in (plan.chosen, *plan.baselines, exact):
+        ratio = row.ms_per_query / exact.ms_per_query if row.ms_per_query and exact.ms_per_query else None
         typer.echo(
-            f"{row.name:<24.24} {row.stages:<24.24} {_num(row.recall_fit):>10} {_num(row.recall_holdout):>9} "
-            f"{_num(row.ms_per_query, 2):>9} {row.flops / 1e6:>8.2f} {row.flops / max(plan.exact.flops, 1):>9.1%}"
+            f"{row.name:<24.24} {row.stages:<22.22} {_num(row.recall_fit):>10} {_num(row.recall_holdout):>9} "
+            f"{_num(row.ms_per_query, 2):>9} {_num(ratio, 2):>8} {row.flops / 1e6:>8.2f} {row.flops / max(exact.flops, 1):>8.2f}"
         )
     verb = "would store" if dry_run else "stored"
     typer.echo(f"{verb} plan {plan.stages_text} for k ≤ {plan.k} in {index} (used by `funnel search` by default)")

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 # calibration queries cut to 10 words needed as many candidates as the real queries; 24-word ones
 # were easier and the tuned plan fell short of the target on the real queries (0.983).
 MAX_QUERY_WORDS = 10
-CORPUS_SOURCE = "corpus: sampled documents' (each left out of its own query's results)"
+CORPUS_SOURCE = "corpus: sampled documents'"
+LEFT_OUT = "each left out of its own query's results"
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n")
 
 
@@ -77,7 +78,7 @@ def corpus_queries(index: "Index", encoder: "Encoder | None", size: int, seed: i
     """Queries made from ``size`` sampled documents (title, else first sentence; see module doc)."""
     positions = sample_positions(index.count, size, seed)
     if encoder is None:
-        return CalibrationQueries(index.vectors(positions), f"{CORPUS_SOURCE} vectors (no model)", documents=positions)
+        return CalibrationQueries(index.vectors(positions), f"{CORPUS_SOURCE} own vectors (no model), {LEFT_OUT}", documents=positions)
     texts = []
     for doc in index.documents([int(p) for p in positions]):
         title = (doc.get("title") or "").strip()
@@ -85,7 +86,7 @@ def corpus_queries(index: "Index", encoder: "Encoder | None", size: int, seed: i
     kept = [number for number, text in enumerate(texts) if text]
     if not kept:
         raise InputError("the sampled documents have no text to make queries from: pass a queries file")
-    return CalibrationQueries(encoder.encode([texts[n] for n in kept]), f"{CORPUS_SOURCE} titles or first sentences (≤ {MAX_QUERY_WORDS} words)",
+    return CalibrationQueries(encoder.encode([texts[n] for n in kept]), f"{CORPUS_SOURCE} titles or first sentences (≤ {MAX_QUERY_WORDS} words), {LEFT_OUT}",
                               tuple(texts[n] for n in kept), positions[kept])
 
 

@@ -13,7 +13,7 @@ from funnel.indexes.index import Index
 from funnel.indexes.manifest import read_manifest
 from funnel.retriever import Retriever
 from funnel.stages import run_funnel
-from funnel.tuning.calibration import CORPUS_SOURCE, first_sentence, read_query_file
+from funnel.tuning.calibration import first_sentence, read_query_file
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def test_retriever_tune_stores_the_plan_and_search_uses_it(index_copy, encoder, 
     plan = retriever.tune(0.9, k=10, calibration_size=60, seed=1, timing_queries=5)
     stored = read_manifest(index_copy).plan
     assert stored["stages"] == plan.stages_text and stored["k"] == 10 and stored["target_recall"] == 0.9
-    assert stored["calibration"] == {"source": CORPUS_SOURCE + " titles or first sentences (≤ 10 words)", "queries": 60,
+    assert stored["calibration"] == {"source": "corpus: sampled documents' titles or first sentences (≤ 10 words), each left out of its own query's results", "queries": 60,
                                      "fit": 30, "holdout": 30, "seed": 1}
     assert set(stored["measured"]) >= {"recall", "ms_per_query", "flops", "exact_ms_per_query"}
     assert stored["measured"]["recall"] >= 0.9 or stored["notes"]

@@ -103,7 +103,7 @@ def test_tiny_index_gets_an_exact_plan_and_says_why(tmp_path):
     assert plan.is_exact and plan.stages_text == "8:20,full:10"
     assert "only 20 documents" in plan.notes[0]
     assert plan.chosen.recall_holdout == 1.0
-    assert plan.calibration["source"].startswith("corpus: sampled documents' (each left out")
+    assert plan.calibration["source"] == "corpus: sampled documents' own vectors (no model), each left out of its own query's results"
 
 
 def test_target_one_is_exact(index, calibration):
