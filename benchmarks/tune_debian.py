@@ -52,8 +52,8 @@ def build_index(data: Path, embeddings: Path, target: Path, dims: list[int]) -> 
     from funnel.indexes.shortlist import make_spec
     from funnel.models import DEFAULT_MODEL
 
-    cached_ids = json.loads((embeddings / "corpus_ids.json").read_text())
-    vectors = np.load(embeddings / "corpus.npy", mmap_mode="r")
+    vectors = cached_corpus(embeddings)
+    cached_ids = corpus_line_ids(data)
     corpus = open_corpus(data / "corpus.jsonl", skip_invalid=True, batch_size=4096)
 
     def batches():
@@ -61,15 +61,36 @@ def build_index(data: Path, embeddings: Path, target: Path, dims: list[int]) -> 
         for documents in corpus.batches():
             rows = []
             for doc_id in documents.column("id").to_pylist():
-                while cached_ids[pointer] != doc_id:  # skipped rows (repeated ids, empty texts) have no place
+                while pointer < len(vectors) and cached_ids[pointer] != doc_id:  # skipped rows (repeated ids) have no vector
                     pointer += 1
+                if pointer >= len(vectors):  # a partial cache: index the documents encoded so far
+                    break
                 rows.append(pointer)
                 pointer += 1
-            yield documents, np.asarray(vectors[rows], dtype=np.float32)
+            if rows:
+                yield documents.slice(0, len(rows)), np.asarray(vectors[rows], dtype=np.float32)
+            if pointer >= len(vectors):
+                return
 
     config = IndexConfig(shortlists=tuple(make_spec(d) for d in dims))
     write_index(batches(), target, model=DEFAULT_MODEL, dim=vectors.shape[1], config=config,
                 source={"path": str(data / "corpus.jsonl"), "embeddings": str(embeddings), "skipped": corpus.skipped})
+
+
+def cached_corpus(embeddings: Path) -> np.ndarray:
+    """The cached corpus vectors, or, while the cache is still being encoded, its finished parts
+    (the first documents of the corpus, in file order)."""
+    if (embeddings / "corpus.npy").exists():
+        return np.load(embeddings / "corpus.npy", mmap_mode="r")
+    parts = sorted((embeddings / "corpus.parts").glob("[0-9]*.npy"))
+    if not parts:
+        raise SystemExit(f"no cached corpus embeddings in {embeddings}: run benchmarks/embed_cache.py first")
+    return np.concatenate([np.load(part) for part in parts])
+
+
+def corpus_line_ids(data: Path) -> list[str]:
+    with (data / "corpus.jsonl").open() as handle:
+        return [str(json.loads(line)["_id"]) for line in handle if line.strip()]
 
 
 def timed(index, queries, plans: dict, reference, k: int, rounds: int) -> dict[str, float]:
@@ -123,7 +144,9 @@ def main() -> None:
 
     name = args.data.resolve().name
     embeddings = args.embeddings or CACHE / "embeddings" / "all-MiniLM-L6-v2" / name
-    index_path = args.index or CACHE / "indexes" / f"{name}-minilm"
+    vectors_available = len(cached_corpus(embeddings))
+    subset = not (embeddings / "corpus.npy").exists()
+    index_path = args.index or CACHE / "indexes" / (f"{name}-minilm-first{vectors_available}" if subset else f"{name}-minilm")
     if not (index_path / "manifest.json").exists():
         started = time.perf_counter()
         build_index(args.data, embeddings, index_path, args.shortlist_dims)
@@ -187,7 +210,8 @@ def main() -> None:
 
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "dataset": str(args.data), "documents": index.count, "test_queries": len(test), "k": args.k,
+        "dataset": str(args.data), "documents": index.count,
+        "subset": f"the first {vectors_available} corpus lines (the cache was still being encoded)" if subset else None, "test_queries": len(test), "k": args.k,
         "target_recall": args.recall, "shortlist_dims": index.shortlist_dims,
         "tuned": plan.to_manifest(), "tuning_runs_same_seed": runs, "calibration_encoding_seconds": encode_seconds, "tuned_with_seed_plus_1": other.stages_text,
         "candidates_timed_while_tuning": [m.__dict__ for m in plan.candidates],
@@ -209,6 +233,8 @@ def markdown(r: dict) -> str:
         "",
         f"`{r['command']}`",
         "",
+        *([f"- **Subset:** {r['subset']}; recall is against exact search over this subset, and nDCG@10 counts "
+            "relevant documents outside it as missed."] if r.get("subset") else []),
         f"- {r['documents']} documents, all-MiniLM-L6-v2 (384 dims, float16 vectors), flat shortlists at {r['shortlist_dims']} dims.",
         f"- Calibration: {t['calibration']['queries']} queries, {t['calibration']['source']} "
         f"(fit {t['calibration']['fit']}, held out {t['calibration']['holdout']}, seed {t['calibration']['seed']}); "
