@@ -192,9 +192,10 @@ def tune(
     stages, chosen, lower = pick[0], pick[1], pick[2]
     if chosen.recall_holdout is not None and chosen.recall_holdout < target_recall:
         notes.append(f"held-out recall {chosen.recall_holdout:.4f} fell short of {target_recall:g} for {format_stages(stages)}: "
-                     f"reselected on all {calibration.count} calibration queries (so no held-out check remains)")
+                     f"reselected on all {calibration.count} calibration queries, "
+                     f"keeping only plans that reach the target on the held-out half too (so that check is no longer independent)")
         everyone = np.arange(calibration.count)
-        ranked = _feasible(index, evidence, everyone, k, threshold, z) or ranked
+        ranked = _feasible(index, evidence, everyone, k, threshold, z, also=(holdout, target_recall)) or ranked
         stages, lower, _ = ranked[0]
         chosen = _measure(index, "tuned", stages, timing, k, calibration, truth, holdout, fit_recall=ranked[0][2])
     candidates = tuple(m[1] for m in measured)
@@ -261,10 +262,13 @@ def _count_plans(index: "Index", evidence: Sequence[DimEvidence], k: int) -> int
     return sum(1 for _ in _plans(index, evidence, k))
 
 
-def _feasible(index, evidence, rows, k, threshold, z) -> list[tuple[tuple[Stage, ...], float, float]]:
-    """Plans meeting the threshold on ``rows``, cheapest first: (stages, lower bound, mean recall)."""
+def _feasible(index, evidence, rows, k, threshold, z, also=None) -> list[tuple[tuple[Stage, ...], float, float]]:
+    """Plans meeting the threshold on ``rows``, cheapest first: (stages, lower bound, mean recall).
+    ``also`` (rows, recall): a mean recall those rows must reach too."""
     found = []
     for stages, recall in _plans(index, evidence, k):
+        if also is not None and recall(also[0]).mean() < also[1]:
+            continue
         per_query = recall(rows)
         mean = float(per_query.mean())
         lower = mean - z * float(per_query.std(ddof=1)) / np.sqrt(len(per_query)) if len(per_query) > 1 else mean
