@@ -1,22 +1,25 @@
 """Calibration queries: the queries a plan is tuned on, from the user or made from the corpus.
 
 Real queries (a file, one per line) are best: their distribution is the one the plan will serve.
-Without them, queries are made from sampled documents: a document's title when it has one, else
-the first sentence of its text (at most :data:`MAX_QUERY_WORDS` words), which reads like a short
-query or summary. The source document stays in the index (it is usually the query's top hit, which
-would make recall too easy), so the tuner leaves each source document out of its own query's
-exact and funnel results, as if it were held out of the index. Without a model (indexes built from
-raw vectors), sampled documents' own vectors are the queries, left out the same way.
+Without them, queries are made from sampled documents: a random span of
+:data:`SPAN_WORDS` consecutive words of the document's title and text. Spans are short like real
+queries and harder than a document's first sentence or title, which reads like a summary of it:
+checked against real queries on SciFact and on Debian (with its training-pair summaries, not its
+test queries), first-sentence queries were easier than real ones and tuned plans fell short of
+the target, while spans were as hard or a little harder. The source document stays in the index
+(it would be its query's easy top hit), so the tuner leaves each source document out of its own
+query's exact and funnel results, as if it were held out of the index. Without a model (indexes
+built from raw vectors), sampled documents' own vectors are the queries, left out the same way.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from funnel.corpus import document_text
 from funnel.errors import InputError
 from funnel.vectors import normalize
 
@@ -24,13 +27,9 @@ if TYPE_CHECKING:
     from funnel.indexes.index import Index
     from funnel.models import Encoder
 
-# Real queries are short. On SciFact (tuning at 0.99, checked against its real test queries),
-# calibration queries cut to 10 words needed as many candidates as the real queries; 24-word ones
-# were easier and the tuned plan fell short of the target on the real queries (0.983).
-MAX_QUERY_WORDS = 10
+SPAN_WORDS = (5, 10)  # fewest and most words of a corpus-made query
 CORPUS_SOURCE = "corpus: sampled documents'"
 LEFT_OUT = "each left out of its own query's results"
-_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n")
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,14 @@ class CalibrationQueries:
         return int(self.vectors.shape[0])
 
 
-def first_sentence(text: str, max_words: int = MAX_QUERY_WORDS) -> str:
-    """The first sentence of ``text``, cut to ``max_words`` words."""
-    for piece in _SENTENCE_END.split(text.strip()):
-        words = piece.split()
-        if words:
-            return " ".join(words[:max_words])
-    return ""
+def random_span(text: str, rng: np.random.Generator, words: tuple[int, int] = SPAN_WORDS) -> str:
+    """A span of between ``words[0]`` and ``words[1]`` consecutive words of ``text``, at a random place."""
+    tokens = text.split()
+    length = int(rng.integers(words[0], words[1] + 1))
+    if len(tokens) <= length:
+        return " ".join(tokens)
+    start = int(rng.integers(0, len(tokens) - length + 1))
+    return " ".join(tokens[start : start + length])
 
 
 def read_query_file(path: str | Path) -> list[str]:
@@ -75,18 +75,16 @@ def sample_positions(count: int, size: int, seed: int) -> np.ndarray:
 
 
 def corpus_queries(index: "Index", encoder: "Encoder | None", size: int, seed: int) -> CalibrationQueries:
-    """Queries made from ``size`` sampled documents (title, else first sentence; see module doc)."""
+    """Queries made from ``size`` sampled documents (random word spans; see module doc)."""
     positions = sample_positions(index.count, size, seed)
+    rng = np.random.default_rng([seed, 1])
     if encoder is None:
         return CalibrationQueries(index.vectors(positions), f"{CORPUS_SOURCE} own vectors (no model), {LEFT_OUT}", documents=positions)
-    texts = []
-    for doc in index.documents([int(p) for p in positions]):
-        title = (doc.get("title") or "").strip()
-        texts.append(" ".join(title.split()[:MAX_QUERY_WORDS]) if title else first_sentence(doc["text"]))
+    texts = [random_span(document_text(doc["title"], doc["text"]), rng) for doc in index.documents([int(p) for p in positions])]
     kept = [number for number, text in enumerate(texts) if text]
     if not kept:
         raise InputError("the sampled documents have no text to make queries from: pass a queries file")
-    return CalibrationQueries(encoder.encode([texts[n] for n in kept]), f"{CORPUS_SOURCE} titles or first sentences (≤ {MAX_QUERY_WORDS} words), {LEFT_OUT}",
+    return CalibrationQueries(encoder.encode([texts[n] for n in kept]), f"{CORPUS_SOURCE} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans, {LEFT_OUT}",
                               tuple(texts[n] for n in kept), positions[kept])
 
 

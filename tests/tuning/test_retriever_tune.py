@@ -13,7 +13,7 @@ from funnel.indexes.index import Index
 from funnel.indexes.manifest import read_manifest
 from funnel.retriever import Retriever
 from funnel.stages import run_funnel
-from funnel.tuning.calibration import first_sentence, read_query_file
+from funnel.tuning.calibration import random_span, read_query_file
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def test_retriever_tune_stores_the_plan_and_search_uses_it(index_copy, encoder, 
     plan = retriever.tune(0.9, k=10, calibration_size=60, seed=1, timing_queries=5)
     stored = read_manifest(index_copy).plan
     assert stored["stages"] == plan.stages_text and stored["k"] == 10 and stored["target_recall"] == 0.9
-    assert stored["calibration"] == {"source": "corpus: sampled documents' titles or first sentences (≤ 10 words), each left out of its own query's results", "queries": 60,
+    assert stored["calibration"] == {"source": "corpus: sampled documents' random 5-10 word spans, each left out of its own query's results", "queries": 60,
                                      "fit": 30, "holdout": 30, "seed": 1}
     assert set(stored["measured"]) >= {"recall", "ms_per_query", "flops", "exact_ms_per_query"}
     assert stored["measured"]["recall"] >= 0.9 or stored["notes"]
@@ -69,10 +69,12 @@ def test_cli_rejects_a_bad_target(index_copy):
     assert "target recall must be above 0 and at most 1" in str(result.exception)
 
 
-def test_first_sentence_and_query_files(tmp_path):
-    assert first_sentence("Library for X. It does Y.") == "Library for X."
-    assert first_sentence("\n\n  one two three") == "one two three"
-    assert len(first_sentence("word " * 100).split()) == 10
+def test_random_spans_and_query_files(tmp_path):
+    rng = np.random.default_rng(0)
+    text = " ".join(f"w{i}" for i in range(100))
+    spans = [random_span(text, rng) for _ in range(50)]
+    assert all(5 <= len(span.split()) <= 10 and span in text for span in spans) and len(set(spans)) > 40
+    assert random_span("just three words", rng) == "just three words"
     with pytest.raises(Exception, match="does not exist"):
         read_query_file(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("\n \n")
