@@ -41,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads while timing")
     parser.add_argument("--timing-queries", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
+    parser.add_argument("--user-queries", type=Path, default=None,
+                        help="also tune on real-style queries from this JSONL ('query' field), e.g. training pairs disjoint from the test queries")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tune-debian")
     return parser.parse_args()
 
@@ -166,6 +168,14 @@ def main() -> None:
         runs.append({"stages": plan.stages_text, "seconds": round(time.perf_counter() - started, 1)})
         print(f"tuning run {attempt + 1}: {runs[-1]} (+{encode_seconds} s encoding the calibration queries)", flush=True)
     other = tune(index, encoder, args.recall, args.k, None, TuneOptions(**{**options.__dict__, "seed": args.seed + 1}))
+    user_plan = None
+    if args.user_queries:
+        args.out.mkdir(parents=True, exist_ok=True)
+        lines = [json.loads(line)["query"] for line in args.user_queries.open() if line.strip()]
+        picked = np.random.default_rng(args.seed).choice(len(lines), min(args.calibration_size, len(lines)), replace=False)
+        query_file = args.out / "user-calibration-queries.txt"
+        query_file.write_text("".join(" ".join(lines[i].split()) + "\n" for i in sorted(picked)))
+        user_plan = tune(index, encoder, args.recall, args.k, query_file, options)
 
     test = np.load(embeddings / "queries.npy").astype(np.float32)
     test_ids = json.loads((embeddings / "queries_ids.json").read_text())
@@ -178,6 +188,8 @@ def main() -> None:
 
     first_dim = plan.stages[0].resolved_dim(index.dim)
     plans: dict[str, tuple | None] = {"exact flat search": None, f"tuned ({plan.stages_text})": plan.stages}
+    if user_plan is not None:
+        plans[f"tuned on user queries ({user_plan.stages_text})"] = user_plan.stages
     for dim in sorted({first_dim, 64} & set(index.shortlist_dims)):
         for multiplier in (4, 10):
             plans[f"×{multiplier} at {dim} dims ({dim}:{multiplier * args.k},full:{args.k})"] = (Stage(dim, multiplier * args.k), Stage(None, args.k))
@@ -213,7 +225,7 @@ def main() -> None:
         "dataset": str(args.data), "documents": index.count,
         "subset": f"the first {vectors_available} corpus lines (the cache was still being encoded)" if subset else None, "test_queries": len(test), "k": args.k,
         "target_recall": args.recall, "shortlist_dims": index.shortlist_dims,
-        "tuned": plan.to_manifest(), "tuning_runs_same_seed": runs, "calibration_encoding_seconds": encode_seconds, "tuned_with_seed_plus_1": other.stages_text,
+        "tuned": plan.to_manifest(), "tuned_on_user_queries": user_plan.to_manifest() if user_plan else None, "tuning_runs_same_seed": runs, "calibration_encoding_seconds": encode_seconds, "tuned_with_seed_plus_1": other.stages_text,
         "candidates_timed_while_tuning": [m.__dict__ for m in plan.candidates],
         "plans_considered": plan.plans_considered, "test": rows, "adaptive_widening": adaptive,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
@@ -246,6 +258,10 @@ def markdown(r: dict) -> str:
         f"seed + 1: {r['tuned_with_seed_plus_1']}; encoding the calibration queries took {r['calibration_encoding_seconds']} s more.",
     ]
     lines += [f"- Note: {note}" for note in t.get("notes", [])]
+    u = r.get("tuned_on_user_queries")
+    if u:
+        lines.append(f"- Also tuned on user queries: {u['calibration']['queries']} queries ({u['calibration']['source']}) → "
+                     f"`{u['stages']}` (held-out calibration recall {u['measured']['recall']:.4f}).")
     lines += [
         "",
         f"## On the {r['test_queries']} real test queries",
