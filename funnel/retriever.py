@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.models import Encoder
 from funnel.stages import FunnelResult, Stage, parse_stages, run_funnel, two_stage
+
+if TYPE_CHECKING:
+    from funnel.tuning.tuner import TunedPlan
 
 DEFAULT_SHORTLIST = 200
 
@@ -88,6 +91,23 @@ class Retriever:
         if stored and stored.get("k", 0) >= k:
             return parse_stages(stored["stages"])
         return two_stage(index.shortlist_dims[0], min(max(DEFAULT_SHORTLIST, 20 * k), max(index.count, 1)), k)
+
+    def tune(
+        self, target_recall: float = 0.99, k: int = 10, queries: Sequence[str] | np.ndarray | str | Path | None = None,
+        *, save: bool = True, **options: Any,
+    ) -> "TunedPlan":
+        """Choose the cheapest plan whose top-``k`` agrees with exact search at ``target_recall``
+        (see :func:`funnel.tuning.tune`; ``options`` are :class:`~funnel.tuning.TuneOptions` fields),
+        and with ``save`` store it in the index manifest as the default plan for searches."""
+        from funnel.tuning import TuneOptions, tune
+        from funnel.tuning.store import save_plan
+
+        if "dims" in options and options["dims"] is not None:
+            options["dims"] = tuple(options["dims"])
+        result = tune(self.index, self.encoder, target_recall, k, queries, TuneOptions(**options))
+        if save:
+            self.index.manifest = save_plan(self.index.path, result.to_manifest())
+        return result
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Normalized full-dimension query vectors, shape (len(queries), dim)."""

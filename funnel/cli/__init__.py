@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from funnel.cli import add, compact, delete, evaluate, index, info, search, verify
+from funnel.cli import add, compact, delete, evaluate, index, info, search, tune, verify
 from funnel.errors import FunnelError
 
 app = typer.Typer(
@@ -15,7 +15,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (index, search, info, add, delete, compact, verify, evaluate):
+for command in (index, search, info, tune, evaluate, add, delete, compact, verify):
     command.register(app)
 
 

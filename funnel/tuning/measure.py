@@ -1,0 +1,73 @@
+"""Measurements for the tuner: exact truth, a plan's recall against it, and its ms per query."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from funnel.stages import Stage, run_funnel
+from funnel.tuning.evidence import without
+from funnel.vectors import truncate
+
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index
+
+RESCORE_BUDGET = 4_000_000  # floats gathered per batch of queries when rescoring (16 MB)
+
+
+class ExactReference:
+    """Exhaustive full-dimension inner-product search, built once: the truth and the exact baseline."""
+
+    def __init__(self, index: "Index") -> None:
+        import faiss
+
+        self.flat: Any = faiss.IndexFlatIP(index.dim)
+        for segment in index.segments:
+            for start in range(0, segment.count, 65_536):
+                self.flat.add(truncate(np.asarray(segment.vectors[start : start + 65_536], dtype=np.float32), index.dim))
+        self.count = index.count
+
+    def search(self, queries: np.ndarray, k: int, sources: np.ndarray | None = None) -> np.ndarray:
+        """Positions (q, min(k, count)) of the exact top-k, best first; leaving out ``sources`` (q,)."""
+        extra = 0 if sources is None else 1
+        _, positions = self.flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k + extra, self.count))
+        return without(positions.astype(np.int64), sources, min(k, self.count - extra))
+
+    def ms_per_query(self, queries: np.ndarray, k: int) -> float:
+        return _per_query_ms(lambda one: self.search(one, k), queries)
+
+
+def recall_against(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-query recall (q,): the share of each row of ``truth`` (q, k) found in ``found`` (q, ≥k)."""
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=1)
+    return hits.mean(axis=1)
+
+
+def run_plan(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: int, sources: np.ndarray | None = None) -> np.ndarray:
+    """Top-k positions (q, k) of a plan, in batches small enough to keep rescoring memory bounded.
+
+    With ``sources`` (q,), each query's source document is left out, as if it were not indexed:
+    every stage keeps one candidate more and the source is removed from the result.
+    """
+    if sources is not None:
+        wider = tuple(Stage(s.dim, min(s.candidates + 1, index.count), s.layer) for s in stages[:-1])
+        found = run_plan(index, queries, (*wider, Stage(stages[-1].dim, stages[-1].candidates + 1, stages[-1].layer)), k + 1)
+        return without(found, sources, k)
+    widest = max(stage.candidates for stage in stages)
+    batch = max(1, min(64, RESCORE_BUDGET // max(1, widest * index.dim)))
+    parts = [run_funnel(index, queries[start : start + batch], stages, k).positions for start in range(0, len(queries), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
+
+
+def plan_ms_per_query(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: int) -> float:
+    """Mean wall-clock ms of one search, queries sent one at a time (as a service would)."""
+    return _per_query_ms(lambda one: run_funnel(index, one, stages, k), queries)
+
+
+def _per_query_ms(search, queries: np.ndarray) -> float:
+    search(queries[:1])  # warm caches and lazy imports
+    started = time.perf_counter()
+    for row in range(len(queries)):
+        search(queries[row : row + 1])
+    return 1000.0 * (time.perf_counter() - started) / max(1, len(queries))

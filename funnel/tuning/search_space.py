@@ -1,0 +1,130 @@
+"""What the tuner may choose from, and what each choice costs by estimate (FLOPs and bytes read).
+
+A plan is two stages (shortlist N at a stored shortlist dim, rescore at full dims) or three
+(shortlist N1, rescore at a middle dim keeping N2, rescore at full dims). Candidate counts come
+from a "nice number" ladder (10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, …) so plans read well.
+Layers are not searched: indexes store full-depth vectors only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from funnel.errors import InputError
+from funnel.stages import Stage
+
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index
+
+NICE_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+MIDDLE_DIMS = (64, 96, 128, 192, 256)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """First-stage dims (must be shortlist indexes the index stores), middle-stage dims, the
+    deepest shortlist examined (``depth``; plans keep at most that many), and at most 2 or 3 stages."""
+
+    shortlist_dims: tuple[int, ...]
+    middle_dims: tuple[int, ...] = MIDDLE_DIMS
+    depth: int = 2000
+    max_stages: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.shortlist_dims:
+            raise InputError("the search space needs at least one shortlist dim")
+        if self.depth < 1:
+            raise InputError(f"the shortlist depth must be at least 1, not {self.depth}")
+        if self.max_stages not in (2, 3):
+            raise InputError(f"plans have 2 or 3 stages; max_stages={self.max_stages} is not supported")
+
+    @classmethod
+    def for_index(cls, index: "Index", k: int, *, dims: Sequence[int] | None = None, depth: int | None = None, max_stages: int = 3) -> "SearchSpace":
+        """Stored shortlist dims (or ``dims``, which must be stored), depth max(2000, 200k) capped at the index size."""
+        stored = index.shortlist_dims
+        chosen = tuple(sorted(set(dims))) if dims else tuple(d for d in stored if d < index.dim) or tuple(stored)
+        missing = [d for d in chosen if d not in stored]
+        if missing:
+            have = ", ".join(map(str, stored))
+            raise InputError(f"dims {missing} have no shortlist index in this index (it has: {have}); rebuild with --shortlist-dim to tune them")
+        wanted = depth if depth is not None else max(2000, 200 * k)
+        middle = tuple(d for d in MIDDLE_DIMS if d < index.dim)
+        return cls(chosen, middle, max(1, min(wanted, index.count)), max_stages)
+
+
+def nice_counts(low: int, high: int) -> list[int]:
+    """Ladder of round candidate counts from ``low`` to ``high``, both included."""
+    if high <= low:
+        return [high]
+    counts = {low, high}
+    for exponent in range(int(math.log10(max(low, 1))), int(math.log10(high)) + 2):
+        for step in NICE_STEPS:
+            value = int(round(step * 10**exponent))
+            if low < value < high:
+                counts.add(value)
+    return sorted(counts)
+
+
+# A latency model with fixed constants, so that choosing by it is reproducible. Measured single-
+# threaded on the project's 2-core machine (NOTES.md): a FAISS flat scan runs at ~2.5 GMAC/s
+# (0.4 ns per multiply-add); gathering one stored float16 vector from a warm memory map, converting
+# and normalizing it costs ~4 µs, i.e. as much as ~10,000 multiply-adds; each stage adds Python
+# and sorting overhead. Only the ratios matter for the choice; measured ms are reported beside it.
+NS_PER_FLOP = 0.2
+US_PER_GATHERED_ROW = 4.0
+US_PER_STAGE = 40.0
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Estimated work per query: floating-point operations, bytes read, stored vectors gathered
+    for rescoring, and stages run; ``estimated_us`` weighs them into one latency estimate."""
+
+    flops: int
+    bytes: int
+    gathered: int = 0
+    stages: int = 1
+
+    @property
+    def estimated_us(self) -> float:
+        return self.flops * NS_PER_FLOP / 1000 + self.gathered * US_PER_GATHERED_ROW + self.stages * US_PER_STAGE
+
+
+def first_stage_cost(index: "Index", dim: int, candidates: int) -> Cost:
+    """The shortlist search at ``dim``, by the kind of FAISS index stored for it."""
+    spec = index.segments[0].shortlists[dim][0] if index.segments else None
+    kind = spec.kind if spec else "flat"
+    count = index.count
+    if kind == "hnsw":
+        visited = max(spec.params.get("ef_search", 128), candidates) * spec.params.get("m", 32)
+        return Cost(2 * visited * dim, 4 * visited * dim)
+    if kind == "ivf":
+        nlist = spec.params.get("nlist") or max(1, int(4 * math.sqrt(count)))
+        scanned = nlist + min(count, spec.params.get("nprobe", 16) * count // nlist)
+        return Cost(2 * scanned * dim, 4 * scanned * dim)
+    if kind == "binary":
+        return Cost(count * dim // 32, count * dim // 8)  # popcounts of 64-bit words, roughly
+    return Cost(2 * count * dim, 4 * count * dim)
+
+
+def plan_cost(index: "Index", stages: Sequence[Stage]) -> Cost:
+    """Estimated cost of a plan: the first stage's search plus, per later stage, gathering the
+    full stored vectors of its input candidates (as :func:`funnel.stages.run_funnel` does) and
+    scoring them at its dims."""
+    first = stages[0]
+    total = first_stage_cost(index, first.resolved_dim(index.dim), first.candidates)
+    flops, read, gathered = total.flops, total.bytes, 0
+    itemsize = 2 if index.manifest.vector_dtype == "float16" else 4
+    incoming = min(first.candidates, index.count)
+    for stage in stages[1:]:
+        flops += 2 * incoming * stage.resolved_dim(index.dim)
+        read += incoming * index.dim * itemsize
+        gathered += incoming
+        incoming = min(stage.candidates, incoming)
+    return Cost(flops, read, gathered, len(stages))
+
+
+def exact_cost(index: "Index") -> Cost:
+    """Exhaustive search over every full vector (float32 flat index)."""
+    return Cost(2 * index.count * index.dim, 4 * index.count * index.dim)

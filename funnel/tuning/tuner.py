@@ -1,0 +1,306 @@
+"""Choose a funnel plan for a recall target: the cheapest plan whose top-k agrees with exact search.
+
+Method (see :mod:`funnel.tuning.evidence` for why prefixes suffice):
+
+1. Calibration queries (a file, a list, vectors, or made from the corpus) are split by ``seed``
+   into a *fit* half and a *held-out* half.
+2. Exact full-dimension search gives each query's true top-k.
+3. One deep shortlist per stored shortlist dim gives the recall of every two- and three-stage plan.
+4. Feasible plans are those whose recall on the fit half has a one-sided lower confidence bound
+   (normal approximation over per-query recall, ``confidence`` 0.95 by default) of at least the
+   target plus a safety ``margin`` (default: a quarter of the allowed miss rate, 1 − target).
+   The cheapest by estimated latency wins (:class:`~funnel.tuning.search_space.Cost`: FLOPs,
+   stored vectors gathered for rescoring, stages; then FLOPs, then fewer stages), which makes the
+   choice reproducible. The few cheapest are also timed, and ``select="measured"`` picks the fastest
+   measured one instead (not reproducible run to run: timings are noisy).
+5. The chosen plan runs on the held-out half; that recall is the one reported and stored. If it
+   falls short of the target, the choice is redone on all calibration queries, and the report says so.
+
+A target of 1.0, an index smaller than :data:`SMALL_INDEX`, or k at least the index size gives an
+exact plan, because no measured sample can promise more than exact search does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from funnel.errors import InputError
+from funnel.stages import Stage, format_stages
+from funnel.tuning.calibration import CalibrationQueries, resolve_queries
+from funnel.tuning.evidence import DimEvidence, corpus_in_memory, gather_evidence
+from funnel.tuning.measure import ExactReference, plan_ms_per_query, recall_against, run_plan
+from funnel.tuning.search_space import Cost, SearchSpace, exact_cost, nice_counts, plan_cost
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from funnel.indexes.index import Index
+    from funnel.models import Encoder
+
+SMALL_INDEX = 100
+# Default safety margin: a quarter of the allowed miss rate (0.0025 at a 0.99 target). On SciFact,
+# corpus-made calibration queries came out about 0.002 easier than the real test queries.
+SAFETY_SHARE = 0.25
+EXACT_PLAN_CHECKS = 20
+SELECTIONS = ("estimate", "measured")
+
+
+@dataclass(frozen=True)
+class PlanMeasurement:
+    """One plan's figures: recall predicted on the fit half, recall measured on the held-out half
+    (None where not run), mean ms per single-query search (None where not timed) and estimated cost."""
+
+    name: str
+    stages: str
+    recall_fit: float | None
+    recall_holdout: float | None
+    ms_per_query: float | None
+    flops: int
+    bytes: int
+    estimated_us: float
+
+
+@dataclass(frozen=True)
+class TunedPlan:
+    """The chosen plan with the evidence for it; :meth:`to_manifest` is what an index stores."""
+
+    stages: tuple[Stage, ...]
+    k: int
+    target_recall: float
+    calibration: dict[str, Any]
+    selection: str
+    chosen: PlanMeasurement
+    recall_fit_lower: float
+    exact: PlanMeasurement
+    baselines: tuple[PlanMeasurement, ...] = ()
+    candidates: tuple[PlanMeasurement, ...] = ()
+    notes: tuple[str, ...] = ()
+    is_exact: bool = False
+    plans_considered: int = 0
+
+    @property
+    def stages_text(self) -> str:
+        return format_stages(self.stages)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The ``plan`` entry of an index manifest."""
+        measured = {
+            "recall": self.chosen.recall_holdout,
+            "recall_fit": self.chosen.recall_fit,
+            "recall_fit_lower": self.recall_fit_lower,
+            "ms_per_query": self.chosen.ms_per_query,
+            "flops": self.chosen.flops,
+            "bytes": self.chosen.bytes,
+            "estimated_us": round(self.chosen.estimated_us, 1),
+            "exact_ms_per_query": self.exact.ms_per_query,
+            "exact_flops": self.exact.flops,
+        }
+        return {
+            "stages": self.stages_text, "k": self.k, "target_recall": self.target_recall,
+            "calibration": self.calibration, "selection": self.selection, "measured": measured,
+            "exact": self.is_exact, "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """Knobs of :func:`tune`; the defaults suit indexes from thousands to millions of documents."""
+
+    seed: int = 0
+    calibration_size: int = 400
+    dims: tuple[int, ...] | None = None
+    depth: int | None = None
+    max_stages: int = 3
+    confidence: float = 0.95
+    margin: float | None = None
+    select: str = "estimate"
+    measure: int = 4
+    timing_queries: int = 50
+    baselines: tuple[int, ...] = (4, 10)
+
+    def __post_init__(self) -> None:
+        if self.calibration_size < 2:
+            raise InputError(f"tuning needs at least 2 calibration queries, not {self.calibration_size}")
+        if not 0.5 <= self.confidence < 1:
+            raise InputError(f"confidence must be in [0.5, 1), not {self.confidence}")
+        if self.margin is not None and not 0 <= self.margin < 1:
+            raise InputError(f"margin must be in [0, 1), not {self.margin}")
+        if self.select not in SELECTIONS:
+            raise InputError(f"select must be one of {', '.join(SELECTIONS)}, not {self.select!r}")
+
+
+def check_target(target_recall: float, k: int) -> None:
+    if not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+        raise InputError(f"target recall must be above 0 and at most 1 (e.g. 0.99), not {target_recall}")
+    if k < 1:
+        raise InputError(f"k must be at least 1, not {k}")
+
+
+def tune(
+    index: "Index",
+    encoder: "Encoder | None",
+    target_recall: float = 0.99,
+    k: int = 10,
+    queries: "Sequence[str] | np.ndarray | str | Path | None" = None,
+    options: TuneOptions = TuneOptions(),
+) -> TunedPlan:
+    """Calibrate a plan for ``index`` so its top-``k`` matches exact search at ``target_recall``."""
+    check_target(target_recall, k)
+    if index.count == 0:
+        raise InputError("the index is empty: there is nothing to tune")
+    calibration = resolve_queries(index, encoder, queries, options.calibration_size, options.seed)
+    reference = ExactReference(index)
+    rng = np.random.default_rng(options.seed)
+    order = rng.permutation(calibration.count)
+    fit, holdout = np.sort(order[: calibration.count // 2]), np.sort(order[calibration.count // 2 :])
+    about = {"source": calibration.source, "queries": calibration.count, "fit": len(fit), "holdout": len(holdout), "seed": options.seed}
+    truth = reference.search(calibration.vectors, k, calibration.documents)
+    timing = calibration.vectors[holdout[: options.timing_queries]]
+    exact = PlanMeasurement("exact flat search", f"flat {index.dim}-d over {index.count}", 1.0, 1.0,
+                            reference.ms_per_query(timing, k) if len(timing) else None, *_cost(exact_cost(index)))
+
+    reason = _exact_reason(index, target_recall, k)
+    if reason:
+        return _exact_plan(index, calibration, truth, holdout, timing, k, target_recall, about, exact, reason)
+
+    space = SearchSpace.for_index(index, k, dims=options.dims, depth=options.depth, max_stages=options.max_stages)
+    prefixes = nice_counts(k, space.depth)
+    corpus = corpus_in_memory(index) if space.max_stages == 3 else None
+    evidence = [
+        gather_evidence(index, calibration.vectors, truth, dim, space.depth, prefixes,
+                        [m for m in space.middle_dims if m > dim] if space.max_stages == 3 else [], corpus, calibration.documents)
+        for dim in space.shortlist_dims
+    ]
+    del corpus
+    notes: list[str] = []
+    margin = SAFETY_SHARE * (1 - target_recall) if options.margin is None else options.margin
+    threshold = min(1.0, target_recall + margin)
+    z = NormalDist().inv_cdf(options.confidence)
+    ranked = _feasible(index, evidence, fit, k, threshold, z)
+    selection = f"cheapest by estimated latency whose {options.confidence:.0%} lower bound of fit-half recall ≥ {threshold:g}"
+    if not ranked:
+        return _exact_plan(index, calibration, truth, holdout, timing, k, target_recall, about, exact,
+                           f"no plan within a {space.depth}-deep shortlist met the target; use exact search or tune with a larger depth")
+    considered = _count_plans(index, evidence, k)
+    measured = _time_candidates(index, ranked[: max(1, options.measure)], timing, k, calibration, truth, holdout)
+    pick = min(measured, key=lambda m: m[1].ms_per_query) if options.select == "measured" else measured[0]
+    if options.select == "measured":
+        selection = selection.replace("estimated latency", "measured ms/query")
+    stages, chosen, lower = pick[0], pick[1], pick[2]
+    if chosen.recall_holdout is not None and chosen.recall_holdout < target_recall:
+        notes.append(f"held-out recall {chosen.recall_holdout:.4f} fell short of {target_recall:g} for {format_stages(stages)}: "
+                     f"reselected on all {calibration.count} calibration queries, "
+                     f"keeping only plans that reach the target on the held-out half too (so that check is no longer independent)")
+        everyone = np.arange(calibration.count)
+        ranked = _feasible(index, evidence, everyone, k, threshold, z, also=(holdout, target_recall)) or ranked
+        stages, lower, _ = ranked[0]
+        chosen = _measure(index, "tuned", stages, timing, k, calibration, truth, holdout, fit_recall=ranked[0][2])
+    candidates = tuple(m[1] for m in measured)
+    baselines = _baselines(index, stages[0].resolved_dim(index.dim), options.baselines, k, evidence, fit, timing, calibration, truth, holdout)
+    chosen = replace(chosen, name="tuned")
+    if exact.estimated_us < chosen.estimated_us and index.dim not in index.shortlist_dims:
+        notes.append(f"exact flat search is estimated faster than any funnel meeting the target on {index.count} documents "
+                     f"({exact.estimated_us:.0f} vs {chosen.estimated_us:.0f} µs): rebuild with --shortlist-dim {index.dim} to make it a plan")
+    return TunedPlan(tuple(stages), k, target_recall, about, selection, chosen, lower, exact, baselines, candidates, tuple(notes),
+                     plans_considered=considered)
+
+
+def _cost(cost: Cost) -> tuple[int, int, float]:
+    return cost.flops, cost.bytes, cost.estimated_us
+
+
+def _exact_reason(index: "Index", target_recall: float, k: int) -> str | None:
+    if target_recall >= 1.0:
+        return "a target of 1.0 can only be promised by exact search, so the plan is exact"
+    if k >= index.count:
+        return f"k={k} reaches the index's {index.count} documents, so the plan is exact"
+    if index.count < SMALL_INDEX:
+        return (f"the index holds only {index.count} documents (fewer than {SMALL_INDEX}): a funnel saves nothing "
+                f"at this size, so the plan is exact")
+    return None
+
+
+def exact_stages(index: "Index", k: int) -> tuple[Stage, ...]:
+    """A plan equal to exact search: a full-dim shortlist if stored, else shortlist every document."""
+    kinds = {dim: spec.kind for dim, (spec, _) in index.segments[0].shortlists.items()} if index.segments else {}
+    if kinds.get(index.dim) == "flat":
+        return (Stage(None, k),)
+    flat = [dim for dim in index.shortlist_dims if kinds.get(dim) == "flat"]
+    # Only a flat shortlist returns every document when asked for all of them.
+    return (Stage((flat or index.shortlist_dims)[0], max(index.count, k)), Stage(None, k))
+
+
+def _exact_plan(index, calibration, truth, holdout, timing, k, target, about, exact, reason) -> TunedPlan:
+    stages = exact_stages(index, k)
+    # Rescoring every document is slow on a big index: a few queries confirm exactness and time it.
+    few = holdout[:EXACT_PLAN_CHECKS]
+    chosen = _measure(index, "tuned", stages, timing[:EXACT_PLAN_CHECKS], k, calibration, truth, few, fit_recall=1.0)
+    notes = (reason,) if chosen.recall_holdout in (None, 1.0) else (
+        reason, f"the first stage's {stages[0].dim}-dim shortlist is not flat, so this plan is not quite exact")
+    return TunedPlan(stages, k, target, about, "exact (see notes)", chosen, 1.0, exact, notes=notes, is_exact=True, plans_considered=1)
+
+
+def _plans(index: "Index", evidence: Sequence[DimEvidence], k: int):
+    """Every (stages, per-query recall function) in the space, as (stages, lambda rows -> recall)."""
+    if exact_stages(index, k) == (Stage(None, k),):  # a flat full-dim shortlist is exact search by itself
+        yield (Stage(None, k),), (lambda rows: np.ones(len(rows)))
+    for ev in evidence:
+        for n in ev.prefixes:
+            yield (Stage(ev.dim, n), Stage(None, k)), (lambda rows, ev=ev, n=n: ev.two_stage(n, rows))
+        for middle_dim in ev.middle_rank:
+            for p, n1 in enumerate(ev.prefixes):
+                for n2 in ev.prefixes:
+                    if k < n2 < n1:
+                        yield ((Stage(ev.dim, n1), Stage(middle_dim, n2), Stage(None, k)),
+                               (lambda rows, ev=ev, p=p, m=middle_dim, n2=n2: ev.three_stage(p, m, n2, rows)))
+
+
+def _count_plans(index: "Index", evidence: Sequence[DimEvidence], k: int) -> int:
+    return sum(1 for _ in _plans(index, evidence, k))
+
+
+def _feasible(index, evidence, rows, k, threshold, z, also=None) -> list[tuple[tuple[Stage, ...], float, float]]:
+    """Plans meeting the threshold on ``rows``, cheapest first: (stages, lower bound, mean recall).
+    ``also`` (rows, recall): a mean recall those rows must reach too."""
+    found = []
+    for stages, recall in _plans(index, evidence, k):
+        if also is not None and recall(also[0]).mean() < also[1]:
+            continue
+        per_query = recall(rows)
+        mean = float(per_query.mean())
+        lower = mean - z * float(per_query.std(ddof=1)) / np.sqrt(len(per_query)) if len(per_query) > 1 else mean
+        if lower >= threshold:
+            cost = plan_cost(index, stages)
+            found.append(((round(cost.estimated_us, 3), cost.flops, len(stages), format_stages(stages)), stages, lower, mean))
+    found.sort(key=lambda item: item[0])
+    return [(stages, lower, mean) for _, stages, lower, mean in found]
+
+
+def _measure(index, name, stages, timing, k, calibration: CalibrationQueries, truth, holdout, fit_recall) -> PlanMeasurement:
+    sources = calibration.documents[holdout] if calibration.documents is not None else None
+    found = run_plan(index, calibration.vectors[holdout], stages, k, sources)
+    recall = float(recall_against(found, truth[holdout]).mean()) if len(holdout) else None
+    ms = plan_ms_per_query(index, timing, stages, k) if len(timing) else None
+    return PlanMeasurement(name, format_stages(stages), fit_recall, recall, ms, *_cost(plan_cost(index, stages)))
+
+
+def _time_candidates(index, ranked, timing, k, calibration, truth, holdout):
+    out = []
+    for number, (stages, lower, mean) in enumerate(ranked):
+        out.append((stages, _measure(index, f"candidate {number + 1}", stages, timing, k, calibration, truth, holdout, mean), lower))
+    return out
+
+
+def _baselines(index, dim, multipliers, k, evidence, fit, timing, calibration, truth, holdout) -> tuple[PlanMeasurement, ...]:
+    """Fixed rescore multipliers (shortlist m·k at the tuned plan's first dim, rescore at full dims)."""
+    ev = next((e for e in evidence if e.dim == dim), None)
+    out = []
+    for multiplier in multipliers:
+        n = min(multiplier * k, index.count)
+        stages = (Stage(dim, n), Stage(None, k))
+        fit_recall = float(ev.two_stage(n, fit).mean()) if ev is not None and n <= ev.depth else None
+        out.append(_measure(index, f"×{multiplier} rescore multiplier", stages, timing, k, calibration, truth, holdout, fit_recall))
+    return tuple(out)
