@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--frozen-layers", type=int, default=0)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--max-pairs", type=int)
@@ -164,7 +165,7 @@ def main() -> None:
             dims=ints(args.dims), dim_weights=floats(args.dim_weights),
             layer_dim_pairs=tuple(tuple(int(x) for x in p.split(":")) for p in args.pairs.split(",")) if args.pairs else None,
             pair_weights=floats(args.pair_weights), loss=args.loss, batch_size=args.batch_size, learning_rate=args.lr,
-            max_seq_length=args.seq_len, epochs=args.epochs, max_steps=args.max_steps, max_pairs=args.max_pairs,
+            max_seq_length=args.seq_len, frozen_layers=args.frozen_layers, epochs=args.epochs, max_steps=args.max_steps, max_pairs=args.max_pairs,
             max_minutes=args.max_minutes, seed=args.seed, show_progress=False, extra={"log_every": 10},
         )
         train(config)

@@ -57,6 +57,7 @@ def train_command(
     max_minutes: Optional[float] = typer.Option(None, help="Stop cleanly after this many minutes."),
     max_pairs: Optional[int] = typer.Option(None, help="Train on a shuffled subset of this many examples."),
     max_seq_length: Optional[int] = typer.Option(128, help="Token limit while training."),
+    frozen_layers: int = typer.Option(0, help="Keep word embeddings and the first N layers fixed (faster on CPU)."),
     hard_negatives: int = typer.Option(0, help="Negatives per pair mined with the starting model."),
     remine_every: int = typer.Option(0, help="Re-mine easy negatives every N steps (Conan)."),
     remine_factor: float = typer.Option(1.15),
@@ -74,7 +75,8 @@ def train_command(
         dims=_ints(dims, "--dims"), dim_weights=_floats(dim_weights, "--dim-weights"), layer_dim_pairs=_pairs(pairs),
         pair_weights=_floats(pair_weights, "--pair-weights"), loss=loss, guide_model=guide_model,
         batch_size=batch_size, mini_batch_size=mini_batch_size, learning_rate=lr, epochs=epochs, max_steps=max_steps,
-        max_minutes=max_minutes, max_pairs=max_pairs, max_seq_length=max_seq_length, hard_negatives=hard_negatives,
+        max_minutes=max_minutes, max_pairs=max_pairs, max_seq_length=max_seq_length, frozen_layers=frozen_layers,
+        hard_negatives=hard_negatives,
         remine_every=remine_every, remine_factor=remine_factor, remine_floor=remine_floor,
         checkpoint_every=checkpoint_every, resume=resume, seed=seed, show_progress=not quiet,
     )

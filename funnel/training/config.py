@@ -30,6 +30,8 @@ class TrainConfig:
     Nesting: ``scheme`` "matryoshka" trains every dim in ``dims`` (weights ``dim_weights``);
     "2d" adds a random sub-layer per step (Matryoshka2dLoss); "starbucks" trains every
     (layer, dim) in ``layer_dim_pairs`` at every step, summed with ``pair_weights``.
+    ``frozen_layers`` > 0 keeps the word embeddings and the first that many transformer layers
+    fixed: on a CPU the backward pass then stops early, so a step costs much less.
     Defaults (None) are derived from the model: dims halve from full down to 32, Starbucks pairs
     scale STARBUCKS_REFERENCE to the model's depth and width.
     """
@@ -55,6 +57,7 @@ class TrainConfig:
     max_minutes: float | None = None
     max_pairs: int | None = None
     max_seq_length: int | None = 128
+    frozen_layers: int = 0
     seed: int = 12
     hard_negatives: int = 0
     mining_margin: float | None = 0.05
@@ -104,6 +107,10 @@ class TrainConfig:
                 raise InputError(f"layer:dim pairs must be positive, got {[list(p) for p in pairs]}")
             if self.pair_weights is not None and len(self.pair_weights) != len(pairs):
                 raise InputError(f"{len(self.pair_weights)} pair weights for {len(pairs)} layer:dim pairs")
+        if self.frozen_layers < 0:
+            raise InputError(f"frozen_layers must be 0 or more, got {self.frozen_layers}")
+        if self.frozen_layers and self.scheme in ("2d", "starbucks"):
+            raise InputError(f"scheme {self.scheme!r} trains the first layers: do not freeze them (frozen_layers=0)")
         if self.hard_negatives < 0 or self.remine_every < 0 or self.checkpoint_every < 0:
             raise InputError("hard_negatives, remine_every and checkpoint_every must be 0 or more")
         if self.remine_every and not self.hard_negatives:

@@ -47,6 +47,18 @@ def build_model(config: TrainConfig) -> tuple["SentenceTransformer", str]:
     return load_model(source, device="cpu"), base_name
 
 
+def freeze(model: "SentenceTransformer", layers: int) -> None:
+    """Stop training the word embeddings and the first ``layers`` transformer layers."""
+    from funnel.training.losses import num_layers
+
+    depth = num_layers(model)
+    if not 0 < layers < depth:
+        raise InputError(f"frozen_layers must leave a layer to train: choose 1..{depth - 1}, got {layers}")
+    encoder = model[0].auto_model
+    for module in (encoder.embeddings, *encoder.encoder.layer[:layers]):
+        module.requires_grad_(False)
+
+
 def nesting(config: TrainConfig, model: "SentenceTransformer") -> tuple[list[int], list[tuple[int, int]]]:
     """The dims and (layer, dim) pairs this run trains, from the config or the model's shape."""
     from funnel.training.losses import num_layers
@@ -65,18 +77,32 @@ def nesting(config: TrainConfig, model: "SentenceTransformer") -> tuple[list[int
     return dims, [(depth, d) for d in sorted(dims)] if depth else []
 
 
-def _callbacks(config: TrainConfig, started: float, log: list[dict[str, float]]) -> list[Any]:
+def _callbacks(config: TrainConfig, log: list[dict[str, float]]) -> list[Any]:
     from transformers import TrainerCallback
 
     class Budget(TrainerCallback):
-        """Records the loss and stops cleanly once ``max_minutes`` have passed."""
+        """Records the loss; with ``max_minutes``, schedules the learning rate by elapsed time
+        (linear warm-up over the first ``warmup_ratio`` of the budget, then linear decay to 0)
+        and stops cleanly when the time is up, so a time-boxed run still anneals."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.begin = time.monotonic()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 log.append({"step": state.global_step, "loss": float(logs["loss"])})
 
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            if config.max_minutes is None or optimizer is None:
+                return
+            # Runs after the (constant) scheduler has set the rate and before the optimizer uses it.
+            done = min(1.0, (time.monotonic() - self.begin) / (60 * config.max_minutes))
+            warm = min(1.0, done / config.warmup_ratio) if config.warmup_ratio > 0 else 1.0
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * warm * max(0.0, 1.0 - done)
+
         def on_step_end(self, args, state, control, **kwargs):
-            if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
+            if config.max_minutes is not None and time.monotonic() - self.begin > 60 * config.max_minutes:
                 control.should_training_stop = True
 
     return [Budget()]
@@ -106,12 +132,14 @@ def run_training(config: TrainConfig) -> Path:
     kind = kind_of(dataset)
     model, base_name = build_model(config)
     dims, pairs = nesting(config, model)
+    if config.frozen_layers:
+        freeze(model, config.frozen_layers)
     # Train on shorter sequences for speed, but save the model with its own limit for inference.
-    inference_length = model.max_seq_length
+    inference_length = None if config.static else model.max_seq_length
     if config.max_seq_length is not None and inference_length is not None:
         model.max_seq_length = config.max_seq_length
 
-    callbacks = _callbacks(config, started, log := [])
+    callbacks = _callbacks(config, log := [])
     if config.hard_negatives:
         if kind != PAIR_KIND:
             raise InputError("hard negatives are mined for (query, positive) pairs, not scored pairs")
@@ -129,7 +157,8 @@ def run_training(config: TrainConfig) -> Path:
         output_dir=str(checkpoint_dir(output)),
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio in transformers 5
+        warmup_steps=0 if config.max_minutes else config.warmup_ratio,  # a float below 1 is a ratio in transformers 5
+        lr_scheduler_type="constant" if config.max_minutes else "linear",
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         seed=config.seed,
@@ -164,6 +193,7 @@ def run_training(config: TrainConfig) -> Path:
         "steps": trainer.state.global_step,
         "train_seconds": round(time.monotonic() - started, 1),
         "seed": config.seed,
+        "frozen_layers": config.frozen_layers,
         "loss_log": log,
     }
     _save(model, metadata, output)
