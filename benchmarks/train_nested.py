@@ -147,6 +147,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--eval-only", action="store_true", help="evaluate an existing --tag model")
     parser.add_argument("--eval-dims", default="32,64,128,384")
+    parser.add_argument("--grid", help="layer:dim pairs to evaluate (default: the trained ones plus --eval-dims)")
+    parser.add_argument("--no-base", action="store_true", help="skip the base model's figures")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -183,8 +185,10 @@ def main() -> None:
     base_grid = [(6, d) for d, in [(d,) for d in eval_dims]]
     if metadata.get("scheme") in ("2d", "starbucks"):
         base_grid = grid  # base model with layers cut: the "no nested training" reference
+    if args.grid:
+        grid = base_grid = [tuple(int(x) for x in p.split(":")) for p in args.grid.split(",")]
     cached = base_cache(data[0], data[2]) if all(layer == 6 for layer, _ in base_grid) else None
-    results = {"base": evaluate(base, base_grid, data, cached), "trained": evaluate(trained, grid, data)}
+    results = {"base": {} if args.no_base else evaluate(base, base_grid, data, cached), "trained": evaluate(trained, grid, data)}
     speed = None
     if depth == 0:
         docs = data[1]
