@@ -182,7 +182,7 @@ def main() -> None:
         grid = sorted({tuple(p) for p in metadata["layer_dim_pairs"]} | {(depth, d) for d in eval_dims})
     else:
         grid = [(depth, d) for d in eval_dims if d <= width] + ([(depth, width)] if width not in eval_dims else [])
-    base_grid = [(6, d) for d, in [(d,) for d in eval_dims]]
+    base_grid = [(6, d) for d in eval_dims if d <= base.get_embedding_dimension()]
     if metadata.get("scheme") in ("2d", "starbucks"):
         base_grid = grid  # base model with layers cut: the "no nested training" reference
     if args.grid:
