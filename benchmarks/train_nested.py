@@ -192,7 +192,6 @@ def main() -> None:
     speed = None
     if depth == 0:
         docs = data[1]
-        torch.set_num_threads(torch.get_num_threads())
         speed = {
             "static_passages_per_s": round(encode_speed(trained, docs, 2048), 1),
             "minilm_passages_per_s": round(encode_speed(base, docs, 64, repeats=1), 1),
