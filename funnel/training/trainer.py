@@ -211,6 +211,7 @@ def _save(model: "SentenceTransformer", metadata: dict[str, Any], output: Path) 
     """Write the model and funnel.json to a temporary sibling folder, then move it into place."""
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=output.name + ".tmp-", dir=output.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
     model.save(str(staging))
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     if output.exists():
