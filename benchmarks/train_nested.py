@@ -1,0 +1,258 @@
+"""Train a nested-embedding model with funnel and measure it on Cranfield at every (layer, dim).
+
+Writes benchmarks/results/training/TAG.json (figures, config, machine, versions, command) and
+TAG.md (the table). NDCG@10 by exact cosine search over title + " " + text, pytrec_eval
+``ndcg_cut_10``; the base all-MiniLM-L6-v2 scores 0.3817 at 384 dims.
+
+    python benchmarks/train_nested.py --tag matryoshka --scheme matryoshka --max-minutes 25
+    python benchmarks/train_nested.py --tag starbucks --scheme starbucks --max-minutes 11
+    python benchmarks/train_nested.py --tag static --static distill --static-dim 256 --batch-size 2048 --lr 0.2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+if not SHARED.exists():
+    SHARED = Path("/work/shared/data")
+CACHE = Path(os.environ.get("FUNNEL_CACHE", Path.home() / ".cache" / "funnel")) / "embeddings"
+RESULTS = ROOT / "benchmarks" / "results" / "training"
+
+
+def read_beir(folder: Path) -> tuple[list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]:
+    def rows(name):
+        return [json.loads(line) for line in (folder / name).open()]
+
+    corpus = rows("corpus.jsonl")
+    queries = rows("queries.jsonl")
+    qrels: dict[str, dict[str, int]] = {}
+    for number, line in enumerate((folder / "qrels" / "test.tsv").open()):
+        if number == 0:
+            continue
+        query_id, doc_id, score = line.rstrip("\n").split("\t")
+        qrels.setdefault(query_id, {})[doc_id] = int(score)
+    doc_ids = [str(r["_id"]) for r in corpus]
+    docs = [f"{(r.get('title') or '').strip()} {(r.get('text') or '').strip()}".strip() for r in corpus]
+    return doc_ids, docs, [str(r["_id"]) for r in queries], [r["text"] for r in queries], qrels
+
+
+def ndcg_at_10(query_vectors, query_ids, doc_vectors, doc_ids, qrels) -> float:
+    """Mean NDCG@10 over judged queries; rows L2-normalized, exact cosine, top 100 kept."""
+    import pytrec_eval
+
+    scores = query_vectors @ doc_vectors.T
+    run = {}
+    for row, query_id in enumerate(query_ids):
+        if query_id in qrels:
+            top = np.argpartition(-scores[row], 100)[:100]
+            run[query_id] = {doc_ids[j]: float(scores[row, j]) for j in top}
+    evaluator = pytrec_eval.RelevanceEvaluator({q: qrels[q] for q in run}, {"ndcg_cut_10"})
+    return float(np.mean([m["ndcg_cut_10"] for m in evaluator.evaluate(run).values()]))
+
+
+def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
+    prefix = vectors[:, :dim]
+    return prefix / np.maximum(np.linalg.norm(prefix, axis=1, keepdims=True), 1e-12)
+
+
+def encode_layers(model, texts: list[str], layers: list[int], batch_size: int = 64) -> dict[int, np.ndarray]:
+    """Embeddings of the first L layers for each L in ``layers``, one transformer pass per batch.
+
+    Static models (no layers) return {0: model.encode(texts)}.
+    """
+    import torch
+
+    from funnel.training.losses import layer_features, num_layers, pool_layer
+
+    if num_layers(model) == 0:
+        return {0: model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)}
+    model.eval()
+    order = np.argsort([-len(t) for t in texts])  # length-sorted batches pad less
+    out = {layer: np.zeros((len(texts), model.get_embedding_dimension()), dtype=np.float32) for layer in layers}
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            index = order[start:start + batch_size]
+            features = model.preprocess([texts[i] for i in index])
+            hidden = layer_features(model, features)
+            for layer in layers:
+                out[layer][index] = pool_layer(model, hidden, layer).float().numpy()
+    return {layer: truncate(v, v.shape[1]) for layer, v in out.items()}
+
+
+def evaluate(model, grid: list[tuple[int, int]], data, cached: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """NDCG@10 at each (layer, dim) of ``grid``; ``cached`` full-model (query, doc) vectors skip encoding."""
+    doc_ids, docs, query_ids, queries, qrels = data
+    layers = sorted({layer for layer, _ in grid})
+    if cached is not None:
+        q_by_layer, d_by_layer = {layers[-1]: cached[0]}, {layers[-1]: cached[1]}
+    else:
+        q_by_layer, d_by_layer = encode_layers(model, queries, layers), encode_layers(model, docs, layers)
+    return {
+        f"{layer}:{dim}": round(ndcg_at_10(truncate(q_by_layer[layer], dim), query_ids, truncate(d_by_layer[layer], dim), doc_ids, qrels), 4)
+        for layer, dim in grid
+    }
+
+
+def base_cache(doc_ids: list[str], query_ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    folder = CACHE / "all-MiniLM-L6-v2" / "cranfield"
+    try:
+        if json.loads((folder / "corpus_ids.json").read_text()) == doc_ids and json.loads((folder / "queries_ids.json").read_text()) == query_ids:
+            return np.load(folder / "queries.npy"), np.load(folder / "corpus.npy")
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def encode_speed(model, texts: list[str], batch_size: int, repeats: int = 3) -> float:
+    """Passages per second (best of ``repeats``) encoding ``texts``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+        best = min(best, time.perf_counter() - start)
+    return len(texts) / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tag", required=True, help="results file name and model folder name")
+    parser.add_argument("--models-dir", type=Path, default=Path("/work/models"))
+    parser.add_argument("--data", type=Path, nargs="+", default=[SHARED / "train" / "debian-pairs.jsonl", SHARED / "train" / "scifact-train-pairs.jsonl"])
+    parser.add_argument("--scheme", default="matryoshka", choices=["matryoshka", "2d", "starbucks", "none"])
+    parser.add_argument("--static", choices=["tokenizer", "distill"])
+    parser.add_argument("--static-dim", type=int, default=1024)
+    parser.add_argument("--dims", help="comma-separated, e.g. 384,256,128,64,32")
+    parser.add_argument("--dim-weights", help="comma-separated, one per dim")
+    parser.add_argument("--pairs", help="layer:dim list, e.g. 1:16,2:32,3:64,4:128,5:256,6:384")
+    parser.add_argument("--pair-weights")
+    parser.add_argument("--loss", default="mnrl")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--frozen-layers", type=int, default=0)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--max-pairs", type=int)
+    parser.add_argument("--max-minutes", type=float, help="training wall-clock budget (stops cleanly)")
+    parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--eval-only", action="store_true", help="evaluate an existing --tag model")
+    parser.add_argument("--eval-dims", default="32,64,128,384")
+    parser.add_argument("--grid", help="layer:dim pairs to evaluate (default: the trained ones plus --eval-dims)")
+    parser.add_argument("--no-base", action="store_true", help="skip the base model's figures")
+    args = parser.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from funnel.models import default_model_path, load_model, read_model_metadata
+    from funnel.training import TrainConfig, train
+    from funnel.training.losses import num_layers
+
+    ints = lambda s: tuple(int(x) for x in s.split(",")) if s else None  # noqa: E731
+    floats = lambda s: tuple(float(x) for x in s.split(",")) if s else None  # noqa: E731
+    output = args.models_dir / args.tag
+    started = time.time()
+    if not args.eval_only:
+        config = TrainConfig(
+            data=tuple(args.data), output=output, static=args.static, static_dim=args.static_dim, scheme=args.scheme,
+            dims=ints(args.dims), dim_weights=floats(args.dim_weights),
+            layer_dim_pairs=tuple(tuple(int(x) for x in p.split(":")) for p in args.pairs.split(",")) if args.pairs else None,
+            pair_weights=floats(args.pair_weights), loss=args.loss, batch_size=args.batch_size, learning_rate=args.lr,
+            max_seq_length=args.seq_len, frozen_layers=args.frozen_layers, epochs=args.epochs, max_steps=args.max_steps, max_pairs=args.max_pairs,
+            max_minutes=args.max_minutes, seed=args.seed, show_progress=False, extra={"log_every": 10},
+        )
+        train(config)
+    metadata = read_model_metadata(output)
+
+    data = read_beir(SHARED / "cranfield")
+    eval_dims = ints(args.eval_dims)
+    base = load_model(default_model_path(), device="cpu")
+    trained = load_model(output, device="cpu")
+    depth, width = num_layers(trained), trained.get_embedding_dimension()
+    if metadata.get("scheme") in ("2d", "starbucks"):
+        grid = sorted({tuple(p) for p in metadata["layer_dim_pairs"]} | {(depth, d) for d in eval_dims})
+    else:
+        grid = [(depth, d) for d in eval_dims if d <= width] + ([(depth, width)] if width not in eval_dims else [])
+    base_grid = [(6, d) for d in eval_dims if d <= base.get_embedding_dimension()]
+    if metadata.get("scheme") in ("2d", "starbucks"):
+        base_grid = grid  # base model with layers cut: the "no nested training" reference
+    if args.grid:
+        grid = base_grid = [tuple(int(x) for x in p.split(":")) for p in args.grid.split(",")]
+    cached = base_cache(data[0], data[2]) if all(layer == 6 for layer, _ in base_grid) else None
+    results = {"base": {} if args.no_base else evaluate(base, base_grid, data, cached), "trained": evaluate(trained, grid, data)}
+    speed = None
+    if depth == 0:
+        docs = data[1]
+        speed = {
+            "static_passages_per_s": round(encode_speed(trained, docs, 2048), 1),
+            "minilm_passages_per_s": round(encode_speed(base, docs, 64, repeats=1), 1),
+            "passages": len(docs),
+        }
+        speed["ratio"] = round(speed["static_passages_per_s"] / speed["minilm_passages_per_s"], 1)
+
+    record = {
+        "tag": args.tag,
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "model_folder": str(output),
+        "metadata": {k: v for k, v in metadata.items() if k != "loss_log"},
+        "loss_first_last": [metadata["loss_log"][0], metadata["loss_log"][-1]] if metadata.get("loss_log") else None,
+        "ndcg@10": results,
+        "encode_speed": speed,
+        "seconds_total": round(time.time() - started, 1),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "versions": _versions(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"{args.tag}.md").write_text(_markdown(record))
+    print(_markdown(record))
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("torch", "sentence-transformers", "transformers", "model2vec") if _has(p)}
+
+
+def _has(package: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(package)
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+def _markdown(record: dict) -> str:
+    base, trained = record["ndcg@10"]["base"], record["ndcg@10"]["trained"]
+    full_key = max(trained, key=lambda k: tuple(int(x) for x in k.split(":")))
+    lines = [
+        f"# {record['tag']}: NDCG@10 on Cranfield by (layer, dim)", "",
+        f"`{record['command']}`", "",
+        f"scheme {record['metadata'].get('scheme')}, {record['metadata'].get('steps')} steps, "
+        f"{record['metadata'].get('train_pairs')} pairs, {record['metadata'].get('train_seconds')} s training", "",
+        "| layer:dim | base all-MiniLM-L6-v2 | trained | trained / trained full |", "|---|---|---|---|",
+    ]
+    for key in sorted(set(base) | set(trained), key=lambda k: tuple(int(x) for x in k.split(":"))):
+        b, t = base.get(key), trained.get(key)
+        share = f"{t / trained[full_key]:.1%}" if t is not None else ""
+        lines.append(f"| {key} | {b if b is not None else ''} | {t if t is not None else ''} | {share} |")
+    if record["encode_speed"]:
+        s = record["encode_speed"]
+        lines += ["", f"Encode speed, {s['passages']} Cranfield passages, same run: static {s['static_passages_per_s']}/s, "
+                  f"MiniLM {s['minilm_passages_per_s']}/s ({s['ratio']}x)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from funnel.errors import InputError
+from funnel.training.losses import StarbucksLoss, layer_features, pool_layer, shrink
+
+
+def test_starbucks_loss_is_the_weighted_sum_over_pairs(tiny_model):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    anchors = ["fast image viewer", "tool to compress files", "python web framework", "music player"]
+    positives = ["a small program showing pictures", "zip and unzip archives", "build sites in python", "play mp3 songs"]
+    features = [tiny_model.preprocess(anchors), tiny_model.preprocess(positives)]
+    base = MultipleNegativesRankingLoss(tiny_model)
+    pairs, weights = [(1, 16), (2, 32), (2, 64)], [2.0, 1.0, 0.5]
+    tiny_model.eval()  # no dropout, so both computations see the same network
+    with torch.no_grad():
+        loss = StarbucksLoss(tiny_model, base, pairs, weights)(features, torch.tensor([]))
+        hidden = [layer_features(tiny_model, f) for f in features]
+        manual = sum(
+            w * base.compute_loss_from_embeddings([shrink(pool_layer(tiny_model, h, layer), dim) for h in hidden], None)
+            for (layer, dim), w in zip(pairs, weights)
+        )
+        full = base(features, None)
+    assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
+    assert StarbucksLoss(tiny_model, base, [(2, 64)])(features, torch.tensor([])).item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_starbucks_rejects_pairs_the_model_lacks(tiny_model):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    base = MultipleNegativesRankingLoss(tiny_model)
+    with pytest.raises(InputError, match=r"pairs \[\(3, 32\)\] do not fit a model of 2 layers and 64 dims"):
+        StarbucksLoss(tiny_model, base, [(1, 16), (3, 32)])
+    with pytest.raises(InputError, match="2 weights for 1 layer:dim pairs"):
+        StarbucksLoss(tiny_model, base, [(1, 16)], [1.0, 2.0])
