@@ -10,6 +10,8 @@ from funnel.corpus import DOCUMENT_SCHEMA
 from funnel.indexes.builder import IndexConfig, write_index
 from funnel.vectors import normalize
 
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "debian-300.parquet"
+
 
 def documents(count: int, start: int = 0) -> pa.RecordBatch:
     ids = [f"doc-{i}" for i in range(start, start + count)]

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SAMPLE
+from helpers import SAMPLE
 
 
 def funnel(*args, stdin=None, cwd=None):

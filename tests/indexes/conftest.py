@@ -5,7 +5,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,13 +37,3 @@ def index_copy(tmp_path, reference_build) -> Path:
     path = tmp_path / "index"
     shutil.copytree(reference_build, path)
     return path
-
-
-def folder_files(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".lock"}
-
-
-def unit_rows(count: int, dim: int = 384, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(count, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import folder_files, unit_rows
+from index_helpers import folder_files, unit_rows
 from funnel.corpus import open_corpus
 from funnel.errors import InputError
 from funnel.indexes import index as index_module

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import unit_rows
+from index_helpers import unit_rows
 from funnel.errors import IndexFormatError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import crash_data
-from conftest import folder_files
+from index_helpers import folder_files
 from funnel.errors import IndexFormatError, InputError
 from funnel.indexes.builder import partial_path, write_index
 from funnel.indexes.index import Index

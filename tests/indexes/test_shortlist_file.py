@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from funnel.indexes import shortlist
-from conftest import unit_rows
+from index_helpers import unit_rows
 
 
 def chunked(vectors: np.ndarray, size: int = 70):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import unit_rows
+from index_helpers import unit_rows
 from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.indexes.lock import IndexBusyError, writer_lock
