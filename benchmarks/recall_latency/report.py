@@ -1,0 +1,168 @@
+"""Plots and markdown tables from the JSON files that ``run.py`` writes.
+
+    python -m benchmarks.recall_latency.report            # every JSON in results/recall-latency/
+
+Per run: ``<run>.png`` (recall@10 against single-query and batch-64 latency, every method) and
+``<run>.md`` (equal-recall and equal-latency comparisons, then every configuration measured).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.recall_latency.run import OUT
+
+RECALL_TARGETS = (0.90, 0.95, 0.99)
+LATENCY_BUDGETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def latency(row: dict, timing: str = "batch1") -> float:
+    """The latency the comparisons use: CPU ms per query (see ``measure.Timing``)."""
+    return row[timing]["cpu_median_ms"]
+
+
+def _funnel(method: dict) -> bool:
+    return method["method"] == "funnel"
+
+
+def fastest_at(method: dict, target: float, key: str = "recall@10") -> dict | None:
+    rows = [row for row in method["configs"] if row[key] >= target]
+    return min(rows, key=latency) if rows else None
+
+
+def best_within(method: dict, budget_ms: float, key: str = "recall@10") -> dict | None:
+    rows = [row for row in method["configs"] if latency(row) <= budget_ms]
+    return max(rows, key=lambda row: row[key]) if rows else None
+
+
+def title(run: dict) -> str:
+    scale = f"{run['scale'] // 1000}k" if run["scale"] < 1_000_000 else f"{run['scale'] // 1_000_000}M"
+    gpu = ", GPU" if run.get("gpu") else ""
+    return f"{scale} documents, {run['source']['vectors']}{gpu}"
+
+
+def plot(run: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
+    styles = {"funnel": "-", "exact": "", "faiss-refine": "--", "st-quantized": ":", "hnsw-full": "-."}
+    colours = plt.get_cmap("tab20").colors
+    for axis, timing in zip(axes, ("batch1", "batch64")):
+        for number, method in enumerate(run["methods"]):
+            rows = sorted((row for row in method["configs"] if row.get(timing)), key=lambda row: latency(row, timing))
+            if not rows:
+                continue
+            x = [latency(row, timing) for row in rows]
+            y = [row["recall@10"] for row in rows]
+            if method["method"] == "exact":
+                axis.scatter(x, y, marker="*", s=220, color="black", zorder=5, label=method["family"])
+                continue
+            axis.plot(x, y, styles[method["method"]], marker="o", markersize=4, linewidth=2.2 if _funnel(method) else 1.4,
+                      color=colours[number % len(colours)], label=method["family"])
+        axis.set_xscale("log")
+        axis.set_xlabel("CPU ms per query, one query per call, one thread (median)" if timing == "batch1" else "CPU ms per query in batches of 64, all threads (median)")
+        axis.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.set_ylim(max(0.0, min(min(r["recall@10"] for m in run["methods"] for r in m["configs"]) - 0.02, 0.8)), 1.005)
+    axes[0].set_ylabel("recall@10 against exact 384-dim search")
+    axes[1].legend(fontsize=7.5, loc="lower right")
+    figure.suptitle(f"recall@10 vs latency — {title(run)} ({run['machine']['cores']} cores, {run['machine']['cpu']})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _ms(row: dict | None) -> str:
+    return f"{latency(row):.3g}" if row else "—"
+
+
+def markdown(run: dict, name: str) -> str:
+    exact = next(m for m in run["methods"] if m["method"] == "exact")
+    exact_ms = latency(exact["configs"][0])
+    exact_wall = exact["configs"][0]["batch1"]["median_ms"]
+    funnels = [m for m in run["methods"] if _funnel(m)]
+    others = [m for m in run["methods"] if not _funnel(m)]
+    lines = [f"## {title(run)}", ""]
+    lines.append(f"{run['queries']} queries for recall, {run['latency_queries']} timed one at a time, k=10. "
+                 f"Latency here is CPU time per query (single-query calls on one thread: what the call takes on an idle core); "
+                 f"wall-clock figures are in the last table. Exact flat search: {exact_ms:.2f} ms CPU ({exact_wall:.2f} ms wall) per query at the start of the run, "
+                 f"{run['exact_batch1_cpu_ms_start_end'][1]:.2f} ms CPU ({run['exact_batch1_ms_start_end'][1]:.2f} ms wall) at the end. Load average at start/end: "
+                 f"{run['load_average_start_end'][0][0]:.1f} / {run['load_average_start_end'][1][0]:.1f} on {run['machine']['cores']} cores. "
+                 f"Run took {run['seconds_total'] / 60:.1f} min. Command: `{run['command']}`.")
+    lines.append("")
+
+    def best_funnel_at(target: float) -> tuple[dict | None, dict | None]:
+        found = [(fastest_at(m, target), m) for m in funnels]
+        found = [pair for pair in found if pair[0]]
+        return min(found, key=lambda pair: latency(pair[0])) if found else (None, None)
+
+    lines += ["### Equal recall: lowest single-query CPU ms (median) reaching recall@10 ≥ target", ""]
+    header = "| method | " + " | ".join(f"≥ {t:.2f}" for t in RECALL_TARGETS) + " |"
+    lines += [header, "|---|" + "---:|" * len(RECALL_TARGETS)]
+    for method in funnels + others:
+        cells = []
+        for target in RECALL_TARGETS:
+            row = fastest_at(method, target)
+            best, _ = best_funnel_at(target)
+            ratio = f" ({latency(row) / latency(best):.1f}× funnel's)" if row and best and not _funnel(method) else ""
+            speed = f", {exact_ms / latency(row):.0f}× faster than exact" if row else ""
+            cells.append(f"{_ms(row)}{speed}{ratio}" if row else "—")
+        lines.append(f"| {method['family']} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["### Equal latency: best recall@10 within a single-query CPU budget (median ms)", ""]
+    budgets = LATENCY_BUDGETS_MS + (float(f"{exact_ms / 30:.3g}"),)
+    lines += ["| method | " + " | ".join(f"≤ {b:g} ms" + (" (exact/30)" if b == budgets[-1] else "") for b in budgets) + " |",
+              "|---|" + "---:|" * len(budgets)]
+    for method in funnels + others:
+        cells = []
+        for budget in budgets:
+            row = best_within(method, budget)
+            cells.append(f"{row['recall@10']:.3f}" if row else "—")
+        lines.append(f"| {method['family']} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["### Cost of each index", "", "| method | build s | RAM MB | memory-mapped MB | disk MB | notes |", "|---|---:|---:|---:|---:|---|"]
+    for method in run["methods"]:
+        lines.append(f"| {method['family']} | {method['build_seconds']:.1f} | {method['ram_bytes'] / 2**20:.1f} | "
+                     f"{method['mapped_bytes'] / 2**20:.1f} | {method['disk_bytes'] / 2**20:.1f} | {method['notes']} |")
+    for skipped in run.get("skipped", []):
+        lines.append(f"| {skipped['method']} | not run | | | | {skipped['why']} |")
+    lines.append("")
+
+    lines += ["### Every configuration", "",
+              "| method | setting | recall@10 | recall@100 | batch 1: CPU ms | × exact (CPU) | wall median ms | wall p95 ms | wall QPS | batch 64: CPU ms/query | wall ms/query | wall p95 | wall QPS |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for method in run["methods"]:
+        for row in method["configs"]:
+            one, many = row["batch1"], row.get("batch64")
+            many_cells = f"{many['cpu_median_ms']:.3f} | {many['median_ms']:.3f} | {many['p95_ms']:.3f} | {many['qps']:.0f}" if many else "— | — | — | —"
+            lines.append(f"| {method['family']} | {row['label']} | {row['recall@10']:.4f} | {row['recall@100']:.4f} | "
+                         f"{one['cpu_median_ms']:.3f} | {exact_ms / one['cpu_median_ms']:.1f} | {one['median_ms']:.3f} | {one['p95_ms']:.3f} | {one['qps']:.0f} | {many_cells} |")
+    lines.append("")
+    lines.append(f"![recall vs latency]({name}.png)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=OUT)
+    args = parser.parse_args()
+    runs = sorted(args.dir.glob("*.json"), key=lambda p: (json.loads(p.read_text())["scale"], p.name))
+    sections = []
+    for path in runs:
+        run = json.loads(path.read_text())
+        plot(run, path.with_suffix(".png"))
+        text = markdown(run, path.stem)
+        path.with_suffix(".md").write_text(text)
+        sections.append(text.split("### Cost of each index")[0] + f"Details: [{path.stem}.md]({path.stem}.md)\n\n![{path.stem}]({path.stem}.png)\n")
+    (args.dir / "summary.md").write_text("# Recall against latency: every run\n\n" + "\n".join(sections))
+    print(f"wrote {len(runs)} plots and tables under {args.dir}")
+
+
+if __name__ == "__main__":
+    main()
