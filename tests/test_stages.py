@@ -7,7 +7,7 @@ from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.vectors import truncate
-from funnel.stages import Stage, exact_search, format_stages, parse_stages, run_funnel, two_stage
+from funnel.stages import Stage, _rescore, exact_search, format_stages, parse_stages, run_funnel, two_stage
 
 from helpers import assert_same_ranking, vector_index
 
@@ -97,3 +97,16 @@ def test_fewer_documents_than_candidates_pads_nothing_into_results(tmp_path):
 def test_plans_that_cannot_run(random_index, stages, k, message):
     with pytest.raises(InputError, match=message):
         run_funnel(random_index, np.ones((1, 48), np.float32), stages, k)
+
+
+def test_rescoring_reads_prefixes_and_matches_truncated_cosine(random_index):
+    rng = np.random.default_rng(11)
+    positions = rng.integers(0, random_index.count, size=(3, 40))
+    full = random_index.vectors(positions)
+    np.testing.assert_array_equal(random_index.vectors(positions, 24), full[..., :24])
+    queries = truncate(rng.normal(size=(3, 48)), 48)
+    padded = np.where(np.arange(40) < 35, positions, -1)  # a short shortlist is padded with -1
+    scores, _ = _rescore(random_index, queries, padded, 24)
+    expected = np.einsum("qnd,qd->qn", truncate(full, 24), truncate(queries, 24))
+    np.testing.assert_allclose(scores[:, :35], expected[:, :35], atol=1e-6)
+    assert np.all(scores[:, 35:] == -np.inf)
