@@ -189,6 +189,30 @@ def surrogate_vectors(count: int) -> tuple[np.ndarray, np.ndarray, dict]:
     return documents, np.load(queries_path), json.loads(facts_path.read_text())
 
 
+def pca_rotation() -> np.ndarray:
+    """(384, 384) orthonormal: the principal axes of the 10k real MiniLM documents, largest first."""
+    real, _ = minilm_vectors()
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(real.astype(np.float64).T))
+    return eigenvectors[:, ::-1].astype(np.float32)
+
+
+def rotated(kind: str, documents: np.ndarray, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same vectors in PCA order: inner products (so the exact ranking) are unchanged; only
+    which dims come first changes, so that prefixes carry the most variance, as in a nested model."""
+    rotation = pca_rotation()
+    path = CACHE / f"{kind}-pca-docs-{len(documents)}.npy"
+    if not path.exists():
+        out = np.lib.format.open_memmap(str(path) + ".tmp.npy", mode="w+", dtype=np.float16, shape=documents.shape)
+        for start in range(0, len(documents), 65_536):
+            chunk = np.asarray(documents[start : start + 65_536], dtype=np.float32) @ rotation
+            out[start : start + 65_536] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+        out.flush()
+        del out
+        os.replace(str(path) + ".tmp.npy", path)
+    query_vectors = np.asarray(queries, dtype=np.float32) @ rotation
+    return np.load(path, mmap_mode="r")[:count], (query_vectors / np.linalg.norm(query_vectors, axis=1, keepdims=True)).astype(np.float16)
+
+
 def load(kind: str, count: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Documents (count, 384) and queries (q, 384), float16, and a description of where they come from."""
     if kind == "minilm":
@@ -199,7 +223,14 @@ def load(kind: str, count: int) -> tuple[np.ndarray, np.ndarray, dict]:
     if kind == "surrogate":
         documents, queries, facts = surrogate_vectors(count)
         return documents, queries, {"vectors": "MiniLM-space surrogate (see corpus.py)", "texts": "PyPI+npm package summaries", "queries": "real query texts of cranfield, scifact (test), debian", **facts}
-    raise SystemExit(f"unknown vectors {kind!r}: minilm or surrogate")
+    if kind in ("minilm-pca", "surrogate-pca"):
+        base = kind.removesuffix("-pca")
+        documents, queries, source = load(base, MINILM_DOCS if base == "minilm" else 1_000_000)
+        documents, queries = rotated(base, documents, queries, count)
+        label = "real MiniLM" if base == "minilm" else "MiniLM-space surrogate"
+        return documents, queries, {**source, "vectors": f"{label}, rotated to PCA order (nested-like prefixes)",
+                                    "rotation": "principal axes of the 10k real MiniLM documents, largest variance first; inner products unchanged"}
+    raise SystemExit(f"unknown vectors {kind!r}: minilm, surrogate, minilm-pca or surrogate-pca")
 
 
 if __name__ == "__main__":

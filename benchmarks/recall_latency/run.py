@@ -91,7 +91,7 @@ def measure_built(built: methods.Built, queries: np.ndarray, latency_queries: np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=SCALES, required=True)
-    parser.add_argument("--vectors", choices=("minilm", "surrogate"), required=True)
+    parser.add_argument("--vectors", choices=("minilm", "surrogate", "minilm-pca", "surrogate-pca"), required=True)
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall (and batch-64 timing)")
     parser.add_argument("--latency-queries", type=int, default=100, help="queries timed one at a time")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="repeat single-query rounds at least this long")
