@@ -142,17 +142,19 @@ def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[st
 
     def hnsw() -> list[Built]:
         # efSearch follows the shortlist size (funnel sets efSearch = max(ef_search, n)).
-        spec = make_spec(64, "hnsw", m=32, ef_construction=40, ef_search=16)
+        # At 1M a lighter graph keeps the build inside the budget on 2 shared cores.
+        m, ef_construction = (16, 32) if large else (32, 40)
+        spec = make_spec(64, "hnsw", m=m, ef_construction=ef_construction, ef_search=16)
         index, seconds, path = funnel_index(docs, workdir, "funnel-hnsw", (spec,))
         two_stage = [(f"n=ef={n}", two(64, n)) for n in (100, 200, 400, 800, 1600, 3200)]
         three = [(f"64:{n}→128:{m}", {"stages": f"64:{n},128:{m},full:K"}) for n, m in ((1600, 200), (3200, 300))]
         return [
-            _funnel_built("funnel hnsw-64 → 384", index, path, seconds, two_stage, [64], "HNSW M=32, efConstruction=40"),
-            _funnel_built("funnel 3-stage hnsw-64 → 128 → 384", index, path, seconds, three, [64], "HNSW M=32, efConstruction=40"),
+            _funnel_built("funnel hnsw-64 → 384", index, path, seconds, two_stage, [64], f"HNSW M={m}, efConstruction={ef_construction}"),
+            _funnel_built("funnel 3-stage hnsw-64 → 128 → 384", index, path, seconds, three, [64], f"HNSW M={m}, efConstruction={ef_construction}"),
         ]
 
     def ivf() -> list[Built]:
-        spec = make_spec(64, "ivf")
+        spec = make_spec(64, "ivf", **({"nlist": 1024} if large else {}))  # default 4·sqrt(n) = 4000 at 1M: too slow to train here
         index, seconds, path = funnel_index(docs, workdir, "funnel-ivf", (spec,))
         nlist = index.segments[0].shortlists[64][1].nlist
         configs = [(f"nprobe={p} n={n}", {**two(64, n), "nprobe": p}) for p in (16, 64) for n in (500, 2000)]

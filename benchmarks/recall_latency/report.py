@@ -71,7 +71,7 @@ def plot(run: dict, path: Path) -> None:
             axis.plot(*zip(*front), styles[method["method"]], marker="o", markersize=4, linewidth=2.2 if _funnel(method) else 1.4,
                       color=colour, label=method["family"])
         axis.set_xscale("log")
-        axis.set_xlabel("CPU ms per query, one query per call, one thread (median)" if timing == "batch1" else "CPU ms per query in batches of 64, all threads (median)")
+        axis.set_xlabel("CPU ms per query, one query per call, one thread (median)" if timing == "batch1" else "CPU ms per query in batches of 64, all threads of the process (median)")
         axis.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
         axis.grid(True, which="both", alpha=0.3)
         axis.set_ylim(max(0.0, min(min(r["recall@10"] for m in run["methods"] for r in m["configs"]) - 0.02, 0.8)), 1.005)
@@ -99,7 +99,9 @@ def markdown(run: dict, name: str) -> str:
                  f"wall-clock figures are in the last table. Exact flat search: {exact_ms:.2f} ms CPU ({exact_wall:.2f} ms wall) per query at the start of the run, "
                  f"{run['exact_batch1_cpu_ms_start_end'][1]:.2f} ms CPU ({run['exact_batch1_ms_start_end'][1]:.2f} ms wall) at the end. Load average at start/end: "
                  f"{run['load_average_start_end'][0][0]:.1f} / {run['load_average_start_end'][1][0]:.1f} on {run['machine']['cores']} cores. "
-                 f"Run took {run['seconds_total'] / 60:.1f} min. Command: `{run['command']}`.")
+                 f"FAISS threads: {run.get('threads', {}).get('faiss_omp', '?')}. "
+                 f"Run took {run['seconds_total'] / 60:.1f} min wall, {run.get('cpu_seconds_total', 0) / 60:.1f} min CPU"
+                 f"{'' if run.get('complete', True) else ' (cut short by the time budget: the methods below are those it finished)'}. Command: `{run['command']}`.")
     lines.append("")
 
     def best_funnel_at(target: float) -> tuple[dict | None, dict | None]:
