@@ -14,6 +14,7 @@ from pathlib import Path
 from benchmarks.recall_latency.run import OUT
 
 RECALL_TARGETS = (0.90, 0.95, 0.99)
+SCALE_NAMES = {10_000: "10k", 100_000: "100k", 1_000_000: "1m"}
 LATENCY_BUDGETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -97,11 +98,15 @@ def markdown(run: dict, name: str) -> str:
     lines.append(f"{run['queries']} queries for recall, {run['latency_queries']} timed one at a time, k=10. "
                  f"Latency here is CPU time per query (single-query calls on one thread: what the call takes on an idle core); "
                  f"wall-clock figures are in the last table. Exact flat search: {exact_ms:.2f} ms CPU ({exact_wall:.2f} ms wall) per query at the start of the run, "
-                 f"{run['exact_batch1_cpu_ms_start_end'][1]:.2f} ms CPU ({run['exact_batch1_ms_start_end'][1]:.2f} ms wall) at the end. Load average at start/end: "
+                 + (f"{run['exact_batch1_cpu_ms_start_end'][1]:.2f} ms CPU ({run['exact_batch1_ms_start_end'][1]:.2f} ms wall) at the end. "
+                    if run["exact_batch1_cpu_ms_start_end"][1] is not None else "not re-measured at the end (run cut short). ")
+                 + f"Load average at start/end: "
                  f"{run['load_average_start_end'][0][0]:.1f} / {run['load_average_start_end'][1][0]:.1f} on {run['machine']['cores']} cores. "
                  f"FAISS threads: {run.get('threads', {}).get('faiss_omp', '?')}. "
                  f"Run took {run['seconds_total'] / 60:.1f} min wall, {run.get('cpu_seconds_total', 0) / 60:.1f} min CPU"
-                 f"{'' if run.get('complete', True) else ' (cut short by the time budget: the methods below are those it finished)'}. Command: `{run['command']}`.")
+                 f"{'' if run.get('complete', True) else ' (cut short by the time budget: the methods below are those it finished)'}. Command: `{run['command']}`."
+                 + (f" Methods come from {len(run['exact_cpu_ms_per_process'])} processes run side by side; exact search in each: "
+                    + ", ".join(f"{ms:.1f}" for ms in run["exact_cpu_ms_per_process"]) + " ms CPU; the first is the reference here." if run.get("exact_cpu_ms_per_process") else ""))
     lines.append("")
 
     def best_funnel_at(target: float) -> tuple[dict | None, dict | None]:
@@ -170,20 +175,40 @@ def markdown(run: dict, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged(paths: list[Path]) -> dict:
+    """Runs of one scale and vectors made by parallel processes (``--tag``) as one: the first run's
+    exact search is the reference for the comparisons; each run's own is listed beside it."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    run = dict(runs[0])
+    run["methods"] = list(runs[0]["methods"]) + [m for other in runs[1:] for m in other["methods"] if m["method"] != "exact"]
+    run["complete"] = all(r.get("complete", True) for r in runs)
+    if len(runs) > 1:
+        run["command"] = "` and `".join(r["command"] for r in runs)
+        run["seconds_total"] = max(r["seconds_total"] for r in runs)
+        run["cpu_seconds_total"] = sum(r.get("cpu_seconds_total", 0) for r in runs)
+        run["exact_cpu_ms_per_process"] = [r["methods"][0]["configs"][0]["batch1"]["cpu_median_ms"] for r in runs]
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=OUT)
     args = parser.parse_args()
-    runs = sorted(args.dir.glob("*.json"), key=lambda p: (json.loads(p.read_text())["scale"], p.name))
-    sections = []
-    for path in runs:
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(args.dir.glob("*.json")):
         run = json.loads(path.read_text())
+        name = f"{run['vectors']}-{SCALE_NAMES.get(run['scale'], run['scale'])}{'-gpu' if run.get('gpu') else ''}"
+        groups.setdefault(name, []).append(path)
+    sections = []
+    for name, paths in sorted(groups.items(), key=lambda item: (json.loads(item[1][0].read_text())["scale"], item[0])):
+        run = merged(sorted(paths, key=lambda p: (len(p.stem), p.name)))
+        path = args.dir / f"{name}.json"
         plot(run, path.with_suffix(".png"))
         text = markdown(run, path.stem)
         path.with_suffix(".md").write_text(text)
         sections.append(text.split("### Cost of each index")[0] + f"Details: [{path.stem}.md]({path.stem}.md)\n\n![{path.stem}]({path.stem}.png)\n")
     (args.dir / "summary.md").write_text("# Recall against latency: every run\n\n" + "\n".join(sections))
-    print(f"wrote {len(runs)} plots and tables under {args.dir}")
+    print(f"wrote {len(groups)} plots and tables under {args.dir}")
 
 
 if __name__ == "__main__":

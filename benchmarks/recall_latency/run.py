@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--hnsw-full", choices=("auto", "yes", "no"), default="auto", help="auto: up to 100k documents")
     parser.add_argument("--gpu", choices=("auto", "no"), default="auto")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--tag", default="", help="suffix for the JSON name, to run methods of one scale in parallel processes")
     parser.add_argument("--workdir", type=Path, default=None, help="where indexes are built (default: a temp folder)")
     args = parser.parse_args()
 
@@ -127,7 +128,7 @@ def main() -> None:
 
     results, skipped = [], []
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.vectors}-{args.scale}{'-gpu' if use_gpu else ''}.json"
+    path = args.out / f"{args.vectors}-{args.scale}{'-gpu' if use_gpu else ''}{'-' + args.tag if args.tag else ''}.json"
 
     def write(exact_end: Timing | None) -> None:
         report = {
