@@ -185,6 +185,10 @@ def faiss_refine(docs: np.ndarray, workdir: Path, base: str, use_gpu: bool) -> B
     started = time.perf_counter()
     train = np.asarray(docs[np.random.default_rng(0).choice(len(docs), min(len(docs), 50_000), replace=False)], dtype=np.float32)
     base_index = faiss.index_factory(d, base, faiss.METRIC_INNER_PRODUCT)
+    # index_factory turns on polysemous training for PQ: a simulated annealing that takes many
+    # minutes on 2 cores and only serves Hamming-filtered search, which is not used here.
+    if hasattr(base_index, "do_polysemous_training"):
+        base_index.do_polysemous_training = False
     base_index.train(train)
     refine = faiss.IndexRefineFlat(base_index)
     for start in range(0, len(docs), 65_536):
