@@ -197,7 +197,7 @@ def faiss_refine(docs: np.ndarray, workdir: Path, base: str, use_gpu: bool) -> B
     ram = faiss_bytes(refine, workdir / "refine.faiss")
     ivf = "IVF" in base
     configs = [
-        (f"nprobe={p} k_factor={f}", {"nprobe": p, "k_factor": f})
+        ((f"nprobe={p} " if p else "") + f"k_factor={f}", {"nprobe": p, "k_factor": f})
         for p in ((16, 64) if ivf else (None,))
         for f in (4, 16, 64)
     ]

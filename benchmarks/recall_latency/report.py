@@ -126,6 +126,22 @@ def markdown(run: dict, name: str) -> str:
         text += (f"; best alternative: {rival_method['family']} ({rival['label']}) {latency(rival):.2f} ms, {exact_ms / latency(rival):.1f}× exact."
                  if rival else "; no alternative reached it.")
         lines.append(text)
+    for divisor in (30, 10):
+        budget = exact_ms / divisor
+        found = [(best_within(m, budget), m) for m in funnels]
+        found = [pair for pair in found if pair[0]]
+        rivals = [(best_within(m, budget), m) for m in others if m["method"] != "exact"]
+        rivals = [pair for pair in rivals if pair[0]]
+        text = f"- within exact/{divisor} ({budget:.2f} ms CPU): "
+        if found:
+            row, method = max(found, key=lambda pair: pair[0]["recall@10"])
+            text += f"funnel's best recall@10 **{row['recall@10']:.3f}** ({method['family']}, {row['label']}, {latency(row):.2f} ms)"
+        else:
+            text += "no funnel setting is that fast"
+        if rivals:
+            row, method = max(rivals, key=lambda pair: pair[0]["recall@10"])
+            text += f"; best alternative {row['recall@10']:.3f} ({method['family']}, {row['label']}, {latency(row):.2f} ms)."
+        lines.append(text)
     lines.append("")
     lines += ["### Equal recall: lowest single-query CPU ms (median) reaching recall@10 ≥ target", ""]
     header = "| method | " + " | ".join(f"≥ {t:.2f}" for t in RECALL_TARGETS) + " |"
