@@ -145,8 +145,12 @@ def run_funnel(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: 
 
 def _rescore(index: "Index", queries: np.ndarray, positions: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     valid = positions >= 0
-    candidates = truncate(index.vectors(np.where(valid, positions, 0)), dim)
-    scores = np.einsum("qnd,qd->qn", candidates, truncate(queries, dim))
+    # Cosine of the truncated vectors, computed as dot / norm over the stored prefix: the same
+    # scores as truncate() then dot, without reading the unused dims or writing a normalized copy.
+    candidates = index.vectors(np.where(valid, positions, 0), dim)
+    dots = np.einsum("qnd,qd->qn", candidates, truncate(queries, dim))
+    norms = np.sqrt(np.einsum("qnd,qnd->qn", candidates, candidates))
+    scores = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
     return np.where(valid, scores, -np.inf).astype(np.float32), positions
 
 

@@ -7,7 +7,7 @@ from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.vectors import truncate
-from funnel.stages import Stage, exact_search, format_stages, parse_stages, run_funnel, two_stage
+from funnel.stages import Stage, _rescore, exact_search, format_stages, parse_stages, run_funnel, two_stage
 
 from helpers import assert_same_ranking, vector_index
 
@@ -113,3 +113,16 @@ def test_exact_search_never_returns_deleted_rows(tmp_path):
     assert 0 not in after[0] and list(after[0]) == list(before[0, 1:]) + [after[0, -1]]
     funnel = run_funnel(index, query, two_stage(8, 40, 5), 5)
     assert list(funnel.positions[0]) == list(after[0])
+
+
+def test_rescoring_reads_prefixes_and_matches_truncated_cosine(random_index):
+    rng = np.random.default_rng(11)
+    positions = rng.integers(0, random_index.count, size=(3, 40))
+    full = random_index.vectors(positions)
+    np.testing.assert_array_equal(random_index.vectors(positions, 24), full[..., :24])
+    queries = truncate(rng.normal(size=(3, 48)), 48)
+    padded = np.where(np.arange(40) < 35, positions, -1)  # a short shortlist is padded with -1
+    scores, _ = _rescore(random_index, queries, padded, 24)
+    expected = np.einsum("qnd,qd->qn", truncate(full, 24), truncate(queries, 24))
+    np.testing.assert_allclose(scores[:, :35], expected[:, :35], atol=1e-6)
+    assert np.all(scores[:, 35:] == -np.inf)

@@ -119,10 +119,14 @@ class Index:
         positions = np.concatenate(parts_positions, axis=1)
         return top_n(scores, positions, n)
 
-    def vectors(self, positions: np.ndarray) -> np.ndarray:
-        """Full vectors for positions of any shape (no -1), as float32 of shape positions.shape + (dim,)."""
+    def vectors(self, positions: np.ndarray, dim: int | None = None) -> np.ndarray:
+        """Stored vectors for positions of any shape (no -1), as float32 of shape positions.shape + (dim,).
+
+        ``dim`` (default: all) reads only the first ``dim`` components, as stored (not re-normalized).
+        """
+        dim = self.dim if dim is None else dim
         flat = positions.reshape(-1)
-        out = np.empty((flat.size, self.dim), dtype=np.float32)
+        out = np.empty((flat.size, dim), dtype=np.float32)
         offsets = self._offsets()
         owner = np.searchsorted(offsets, flat, side="right") - 1
         for number, segment in enumerate(self.segments):
@@ -131,10 +135,13 @@ class Index:
                 local = flat[mask] - offsets[number]
                 # Sorted reads are kinder to a memory map that is not yet in the page cache.
                 order = np.argsort(local)
-                rows = np.empty((local.size, self.dim), dtype=np.float32)
-                rows[order] = segment.vectors[local[order]]
+                if mask.all():  # one segment holds every row: write straight into out, no second copy
+                    out[order] = segment.vectors[local[order], :dim]
+                    break
+                rows = np.empty((local.size, dim), dtype=np.float32)
+                rows[order] = segment.vectors[local[order], :dim]
                 out[mask] = rows
-        return out.reshape(positions.shape + (self.dim,))
+        return out.reshape(positions.shape + (dim,))
 
     def all_vectors(self) -> np.ndarray:
         """Every full vector as one float32 array (count, dim): for exact search on small indexes."""

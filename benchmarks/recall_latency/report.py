@@ -1,0 +1,231 @@
+"""Plots and markdown tables from the JSON files that ``run.py`` writes.
+
+    python -m benchmarks.recall_latency.report            # every JSON in results/recall-latency/
+
+Per run: ``<run>.png`` (recall@10 against single-query and batch-64 latency, every method) and
+``<run>.md`` (equal-recall and equal-latency comparisons, then every configuration measured).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.recall_latency.run import OUT
+
+RECALL_TARGETS = (0.90, 0.95, 0.99)
+SCALE_NAMES = {10_000: "10k", 100_000: "100k", 1_000_000: "1m"}
+LATENCY_BUDGETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def latency(row: dict, timing: str = "batch1") -> float:
+    """The latency the comparisons use: CPU ms per query (see ``measure.Timing``)."""
+    return row[timing]["cpu_median_ms"]
+
+
+def _funnel(method: dict) -> bool:
+    return method["method"] == "funnel"
+
+
+def fastest_at(method: dict, target: float, key: str = "recall@10") -> dict | None:
+    rows = [row for row in method["configs"] if row[key] >= target]
+    return min(rows, key=latency) if rows else None
+
+
+def best_within(method: dict, budget_ms: float, key: str = "recall@10") -> dict | None:
+    rows = [row for row in method["configs"] if latency(row) <= budget_ms]
+    return max(rows, key=lambda row: row[key]) if rows else None
+
+
+def title(run: dict) -> str:
+    scale = f"{run['scale'] // 1000}k" if run["scale"] < 1_000_000 else f"{run['scale'] // 1_000_000}M"
+    gpu = ", GPU" if run.get("gpu") else ""
+    return f"{scale} documents, {run['source']['vectors']}{gpu}"
+
+
+def plot(run: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
+    styles = {"funnel": "-", "exact": "", "faiss-refine": "--", "st-quantized": ":", "hnsw-full": "-."}
+    colours = plt.get_cmap("tab20").colors
+    for axis, timing in zip(axes, ("batch1", "batch64")):
+        for number, method in enumerate(run["methods"]):
+            rows = sorted((row for row in method["configs"] if row.get(timing)), key=lambda row: latency(row, timing))
+            if not rows:
+                continue
+            x = [latency(row, timing) for row in rows]
+            y = [row["recall@10"] for row in rows]
+            if method["method"] == "exact":
+                axis.scatter(x, y, marker="*", s=220, color="black", zorder=5, label=method["family"])
+                continue
+            colour = colours[number % len(colours)]
+            axis.scatter(x, y, s=14, color=colour, alpha=0.6)
+            front, best = [], -1.0  # the Pareto front: each point beats every faster one on recall
+            for xi, yi in zip(x, y):
+                if yi > best:
+                    front.append((xi, yi))
+                    best = yi
+            axis.plot(*zip(*front), styles[method["method"]], marker="o", markersize=4, linewidth=2.2 if _funnel(method) else 1.4,
+                      color=colour, label=method["family"])
+        axis.set_xscale("log")
+        axis.set_xlabel("CPU ms per query, one query per call, one thread (median)" if timing == "batch1" else "CPU ms per query in batches of 64, all threads of the process (median)")
+        axis.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.set_ylim(max(0.0, min(min(r["recall@10"] for m in run["methods"] for r in m["configs"]) - 0.02, 0.8)), 1.005)
+    axes[0].set_ylabel("recall@10 against exact 384-dim search")
+    axes[1].legend(fontsize=7.5, loc="lower right")
+    figure.suptitle(f"recall@10 vs latency — {title(run)} ({run['machine']['cores']} cores, {run['machine']['cpu']})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _ms(row: dict | None) -> str:
+    return f"{latency(row):.3g}" if row else "—"
+
+
+def markdown(run: dict, name: str) -> str:
+    exact = next(m for m in run["methods"] if m["method"] == "exact")
+    exact_ms = latency(exact["configs"][0])
+    exact_wall = exact["configs"][0]["batch1"]["median_ms"]
+    funnels = [m for m in run["methods"] if _funnel(m)]
+    others = [m for m in run["methods"] if not _funnel(m)]
+    lines = [f"## {title(run)}", ""]
+    lines.append(f"{run['queries']} queries for recall, {run['latency_queries']} timed one at a time, k=10. "
+                 f"Latency here is CPU time per query (single-query calls on one thread: what the call takes on an idle core); "
+                 f"wall-clock figures are in the last table. Exact flat search: {exact_ms:.2f} ms CPU ({exact_wall:.2f} ms wall) per query at the start of the run, "
+                 + (f"{run['exact_batch1_cpu_ms_start_end'][1]:.2f} ms CPU ({run['exact_batch1_ms_start_end'][1]:.2f} ms wall) at the end. "
+                    if run["exact_batch1_cpu_ms_start_end"][1] is not None else "not re-measured at the end (run cut short). ")
+                 + f"Load average at start/end: "
+                 f"{run['load_average_start_end'][0][0]:.1f} / {run['load_average_start_end'][1][0]:.1f} on {run['machine']['cores']} cores. "
+                 f"FAISS threads: {run.get('threads', {}).get('faiss_omp', '?')}. "
+                 f"Run took {run['seconds_total'] / 60:.1f} min wall, {run.get('cpu_seconds_total', 0) / 60:.1f} min CPU"
+                 f"{'' if run.get('complete', True) else ' (cut short by the time budget: the methods below are those it finished)'}. Command: `{run['command']}`."
+                 + (f" Methods come from {len(run['exact_cpu_ms_per_process'])} processes run side by side; exact search in each: "
+                    + ", ".join(f"{ms:.1f}" for ms in run["exact_cpu_ms_per_process"]) + " ms CPU; the first is the reference here." if run.get("exact_cpu_ms_per_process") else ""))
+    lines.append("")
+
+    def best_funnel_at(target: float) -> tuple[dict | None, dict | None]:
+        found = [(fastest_at(m, target), m) for m in funnels]
+        found = [pair for pair in found if pair[0]]
+        return min(found, key=lambda pair: latency(pair[0])) if found else (None, None)
+
+    lines += ["### Headline", ""]
+    for target in (0.99, 0.95, 0.90):
+        best, best_method = best_funnel_at(target)
+        rivals = [(fastest_at(m, target), m) for m in others if m["method"] != "exact"]
+        rivals = [pair for pair in rivals if pair[0]]
+        rival, rival_method = min(rivals, key=lambda pair: latency(pair[0])) if rivals else (None, None)
+        text = f"- recall@10 ≥ {target:.2f}: "
+        text += (f"funnel **{latency(best):.2f} ms** CPU per query ({best_method['family']}, {best['label']}, recall@10 {best['recall@10']:.3f}), "
+                 f"**{exact_ms / latency(best):.1f}× faster than exact** search ({exact_ms:.1f} ms)") if best else "no funnel setting reached it"
+        text += (f"; best alternative: {rival_method['family']} ({rival['label']}) {latency(rival):.2f} ms, {exact_ms / latency(rival):.1f}× exact."
+                 if rival else "; no alternative reached it.")
+        lines.append(text)
+    for divisor in (30, 10):
+        budget = exact_ms / divisor
+        found = [(best_within(m, budget), m) for m in funnels]
+        found = [pair for pair in found if pair[0]]
+        rivals = [(best_within(m, budget), m) for m in others if m["method"] != "exact"]
+        rivals = [pair for pair in rivals if pair[0]]
+        text = f"- within exact/{divisor} ({budget:.2f} ms CPU): "
+        if found:
+            row, method = max(found, key=lambda pair: pair[0]["recall@10"])
+            text += f"funnel's best recall@10 **{row['recall@10']:.3f}** ({method['family']}, {row['label']}, {latency(row):.2f} ms)"
+        else:
+            text += "no funnel setting is that fast"
+        if rivals:
+            row, method = max(rivals, key=lambda pair: pair[0]["recall@10"])
+            text += f"; best alternative {row['recall@10']:.3f} ({method['family']}, {row['label']}, {latency(row):.2f} ms)."
+        lines.append(text)
+    lines.append("")
+    lines += ["### Equal recall: lowest single-query CPU ms (median) reaching recall@10 ≥ target", ""]
+    header = "| method | " + " | ".join(f"≥ {t:.2f}" for t in RECALL_TARGETS) + " |"
+    lines += [header, "|---|" + "---:|" * len(RECALL_TARGETS)]
+    for method in funnels + others:
+        cells = []
+        for target in RECALL_TARGETS:
+            row = fastest_at(method, target)
+            best, _ = best_funnel_at(target)
+            ratio = f" ({latency(row) / latency(best):.1f}× funnel's)" if row and best and not _funnel(method) else ""
+            speed = f", {exact_ms / latency(row):.1f}× exact" if row and method["method"] != "exact" else ""
+            cells.append(f"{_ms(row)}{speed}{ratio}" if row else "—")
+        lines.append(f"| {method['family']} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["### Equal latency: best recall@10 within a single-query CPU budget (median ms)", ""]
+    budgets = LATENCY_BUDGETS_MS + (float(f"{exact_ms / 30:.3g}"),)
+    lines += ["| method | " + " | ".join(f"≤ {b:g} ms" + (" (exact/30)" if b == budgets[-1] else "") for b in budgets) + " |",
+              "|---|" + "---:|" * len(budgets)]
+    for method in funnels + others:
+        cells = []
+        for budget in budgets:
+            row = best_within(method, budget)
+            cells.append(f"{row['recall@10']:.3f}" if row else "—")
+        lines.append(f"| {method['family']} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["### Cost of each index", "", "| method | build s | RAM MB | memory-mapped MB | disk MB | notes |", "|---|---:|---:|---:|---:|---|"]
+    for method in run["methods"]:
+        lines.append(f"| {method['family']} | {method['build_seconds']:.1f} | {method['ram_bytes'] / 2**20:.1f} | "
+                     f"{method['mapped_bytes'] / 2**20:.1f} | {method['disk_bytes'] / 2**20:.1f} | {method['notes']} |")
+    for skipped in run.get("skipped", []):
+        lines.append(f"| {skipped['method']} | not run | | | | {skipped['why']} |")
+    lines.append("")
+
+    lines += ["### Every configuration", "",
+              "| method | setting | recall@10 | recall@100 | batch 1: CPU ms | × exact (CPU) | wall median ms | wall p95 ms | wall QPS | batch 64: CPU ms/query | wall ms/query | wall p95 | wall QPS |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for method in run["methods"]:
+        for row in method["configs"]:
+            one, many = row["batch1"], row.get("batch64")
+            many_cells = f"{many['cpu_median_ms']:.3f} | {many['median_ms']:.3f} | {many['p95_ms']:.3f} | {many['qps']:.0f}" if many else "— | — | — | —"
+            lines.append(f"| {method['family']} | {row['label']} | {row['recall@10']:.4f} | {row['recall@100']:.4f} | "
+                         f"{one['cpu_median_ms']:.3f} | {exact_ms / one['cpu_median_ms']:.1f} | {one['median_ms']:.3f} | {one['p95_ms']:.3f} | {one['qps']:.0f} | {many_cells} |")
+    lines.append("")
+    lines.append(f"![recall vs latency]({name}.png)")
+    return "\n".join(lines) + "\n"
+
+
+def merged(paths: list[Path]) -> dict:
+    """Runs of one scale and vectors made by parallel processes (``--tag``) as one: the first run's
+    exact search is the reference for the comparisons; each run's own is listed beside it."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    run = dict(runs[0])
+    run["methods"] = list(runs[0]["methods"]) + [m for other in runs[1:] for m in other["methods"] if m["method"] != "exact"]
+    run["complete"] = all(r.get("complete", True) for r in runs)
+    if len(runs) > 1:
+        run["command"] = "` and `".join(r["command"] for r in runs)
+        run["seconds_total"] = max(r["seconds_total"] for r in runs)
+        run["cpu_seconds_total"] = sum(r.get("cpu_seconds_total", 0) for r in runs)
+        run["exact_cpu_ms_per_process"] = [r["methods"][0]["configs"][0]["batch1"]["cpu_median_ms"] for r in runs]
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=OUT)
+    args = parser.parse_args()
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(args.dir.glob("*.json")):
+        run = json.loads(path.read_text())
+        name = f"{run['vectors']}-{SCALE_NAMES.get(run['scale'], run['scale'])}{'-gpu' if run.get('gpu') else ''}"
+        groups.setdefault(name, []).append(path)
+    sections = []
+    for name, paths in sorted(groups.items(), key=lambda item: (json.loads(item[1][0].read_text())["scale"], item[0])):
+        run = merged(sorted(paths, key=lambda p: (len(p.stem), p.name)))
+        path = args.dir / f"{name}.json"
+        plot(run, path.with_suffix(".png"))
+        text = markdown(run, path.stem)
+        path.with_suffix(".md").write_text(text)
+        sections.append(text.split("### Cost of each index")[0] + f"Details: [{path.stem}.md]({path.stem}.md)\n\n![{path.stem}]({path.stem}.png)\n")
+    (args.dir / "summary.md").write_text("# Recall against latency: every run\n\n" + "\n".join(sections))
+    print(f"wrote {len(groups)} plots and tables under {args.dir}")
+
+
+if __name__ == "__main__":
+    main()

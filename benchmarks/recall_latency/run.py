@@ -1,0 +1,191 @@
+"""Recall-versus-latency benchmark at one scale: every method over the same vectors and queries.
+
+    python -m benchmarks.recall_latency.run --scale 100k --vectors minilm
+    python -m benchmarks.recall_latency.run --scale 1m --vectors surrogate
+
+Writes ``OUT/<vectors>-<scale>.json``; ``report.py`` turns those files into plots and tables.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.recall_latency import corpus, methods
+from benchmarks.recall_latency.measure import Timing, batch_timing, batched, recall, single_timing
+
+SCALES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+OUT = Path(__file__).resolve().parents[1] / "results" / "recall-latency"
+LATENCY_NOTE = (
+    "search only, from ready query vectors (encoding is the same for every method); batch 1 = one query per call with FAISS on one thread, "
+    "batch 64 = 64 per call on the process's threads (see threads); ms per query; wall = perf_counter, cpu = thread_time (batch 1) or process_time (batch 64)"
+)
+
+
+def machine() -> dict:
+    import psutil
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    return {"cpu": model, "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("funnel", "faiss-cpu", "faiss-gpu", "numpy", "sentence-transformers", "model2vec", "torch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def builders(docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hnsw_full: bool) -> list[tuple[str, callable]]:
+    nlist = {10_000: 64, 100_000: 256}.get(scale, 256)
+    large = scale >= 1_000_000
+    out = methods.funnel_methods(docs, workdir, scale)
+    out += [
+        ("faiss-refine-ivfpq", lambda: [methods.faiss_refine(docs, workdir, f"IVF{nlist},PQ48", use_gpu)]),
+        ("st-ubinary", lambda: [methods.st_quantized(docs, workdir, "ubinary", (1, 4, 16))]),
+        # uint8 search runs on a flat float index as big as the exact one: at 1M one setting shows the cost.
+        ("st-uint8", lambda: [methods.st_quantized(docs, workdir, "uint8", (4,) if large else (1, 4))]),
+    ]
+    if not large:  # an exhaustive PQ scan at 1M costs about as much as IVF-PQ's whole sweep; IVF-PQ stands for FAISS there
+        out.insert(-2, ("faiss-refine-pq", lambda: [methods.faiss_refine(docs, workdir, "PQ48", use_gpu)]))
+    if with_hnsw_full:
+        out.append(("hnsw-full", lambda: [methods.hnsw_full(docs, workdir)]))
+    if large:  # cheap builds first, so that a run cut short by the budget still has them
+        priority = ["funnel-binary", "st-ubinary", "faiss-refine-ivfpq", "funnel-hnsw", "st-uint8", "funnel-ivf", "funnel-flat"]
+        out.sort(key=lambda pair: priority.index(pair[0]) if pair[0] in priority else len(priority))
+    return out
+
+
+def measure_built(built: methods.Built, queries: np.ndarray, latency_queries: np.ndarray, truth: np.ndarray, min_seconds: float, exact_ms: float | None, exact_cpu_ms: float | None) -> dict:
+    rows = []
+    for label, params in built.configs:
+        found10, seconds = batched(built.search, queries, 10, params)
+        found100, _ = batched(built.search, queries, 100, params)
+        single = single_timing(built.search, latency_queries, 10, params, min_seconds)
+        row = {
+            "label": label,
+            "params": params,
+            "recall@10": recall(found10, truth, 10),
+            "recall@100": recall(found100, truth, 100),
+            "batch1": asdict(single),
+            "batch64": asdict(batch_timing(seconds, 64)) if seconds else None,
+        }
+        if exact_ms:
+            row["speedup_batch1"] = exact_ms / single.median_ms
+            row["speedup_batch1_cpu"] = exact_cpu_ms / single.cpu_median_ms
+        rows.append(row)
+        print(f"  {built.family:45s} {label:22s} r@10={row['recall@10']:.4f} r@100={row['recall@100']:.4f} "
+              f"b1={single.median_ms:8.3f} ms cpu={single.cpu_median_ms:8.3f} ms" + (f" x{row['speedup_batch1_cpu']:.1f} (cpu)" if exact_ms else ""), flush=True)
+    fields = {k: getattr(built, k) for k in ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")}
+    return {**fields, "configs": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=SCALES, required=True)
+    parser.add_argument("--vectors", choices=("minilm", "surrogate", "minilm-pca", "surrogate-pca"), required=True)
+    parser.add_argument("--queries", type=int, default=1000, help="queries for recall (and batch-64 timing)")
+    parser.add_argument("--latency-queries", type=int, default=100, help="queries timed one at a time")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="repeat single-query rounds at least this long")
+    parser.add_argument("--only", nargs="*", help="method names to run (default: all)")
+    parser.add_argument("--hnsw-full", choices=("auto", "yes", "no"), default="auto", help="auto: up to 100k documents")
+    parser.add_argument("--gpu", choices=("auto", "no"), default="auto")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--tag", default="", help="suffix for the JSON name, to run methods of one scale in parallel processes")
+    parser.add_argument("--workdir", type=Path, default=None, help="where indexes are built (default: a temp folder)")
+    args = parser.parse_args()
+
+    import faiss
+
+    began = time.perf_counter()
+    faiss_threads = faiss.omp_get_max_threads()
+    scale = SCALES[args.scale]
+    use_gpu = args.gpu == "auto" and methods.gpu_count() > 0
+    with_hnsw_full = args.hnsw_full == "yes" or (args.hnsw_full == "auto" and scale <= 100_000)
+    docs, queries, source = corpus.load(args.vectors, scale)
+    order = np.random.default_rng(corpus.SEED).permutation(len(queries))[: args.queries]
+    queries = np.asarray(queries[order], dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    latency_queries = queries[: args.latency_queries]
+    workdir = Path(tempfile.mkdtemp(prefix="funnel-bench-", dir=args.workdir))
+    load_before = os.getloadavg()
+    print(f"{args.vectors} {scale:,} docs, {len(queries)} queries ({len(latency_queries)} timed singly), gpu={use_gpu}", flush=True)
+
+    results, skipped = [], []
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.vectors}-{args.scale}{'-gpu' if use_gpu else ''}{'-' + args.tag if args.tag else ''}.json"
+
+    def write(exact_end: Timing | None) -> None:
+        report = {
+            "scale": scale,
+            "vectors": args.vectors,
+            "source": source,
+            "queries": len(queries),
+            "latency_queries": len(latency_queries),
+            "k_latency": 10,
+            "latency_note": LATENCY_NOTE,
+            "gpu": use_gpu,
+            "threads": {"faiss_omp": faiss_threads, **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")}},
+            "machine": machine(),
+            "load_average_start_end": [load_before, os.getloadavg()],
+            "versions": versions(),
+            "command": "python -m benchmarks.recall_latency.run " + " ".join(sys.argv[1:]),
+            "exact_batch1_ms_start_end": [results[0]["configs"][0]["batch1"]["median_ms"], exact_end.median_ms if exact_end else None],
+            "exact_batch1_cpu_ms_start_end": [results[0]["configs"][0]["batch1"]["cpu_median_ms"], exact_end.cpu_median_ms if exact_end else None],
+            "complete": exact_end is not None,
+            "seconds_total": time.perf_counter() - began,
+            "cpu_seconds_total": time.process_time(),
+            "methods": results,
+            "skipped": skipped,
+        }
+        path.write_text(json.dumps(report, indent=1))
+
+    try:
+        reference = methods.exact(docs, workdir, use_gpu)
+        truth, seconds = batched(reference.search, queries, 100, {})
+        exact_single = single_timing(reference.search, latency_queries, 10, {}, args.min_seconds)
+        exact_ms = exact_single.median_ms
+        results.append({
+            **{k: getattr(reference, k) for k in ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")},
+            "configs": [{"label": "flat", "params": {}, "recall@10": 1.0, "recall@100": 1.0, "batch1": asdict(exact_single), "batch64": asdict(batch_timing(seconds, 64)), "speedup_batch1": 1.0, "speedup_batch1_cpu": 1.0}],
+        })
+        print(f"  exact: {exact_ms:.2f} ms/query wall, {exact_single.cpu_median_ms:.2f} ms CPU (batch 1)", flush=True)
+        for name, build in builders(docs, workdir, scale, use_gpu, with_hnsw_full):
+            if args.only and name not in args.only:
+                continue
+            started = time.perf_counter()
+            print(f"building {name} ...", flush=True)
+            for built in build():
+                print(f"  built {built.family} in {built.build_seconds:.1f} s", flush=True)
+                results.append(measure_built(built, queries, latency_queries, truth, args.min_seconds, exact_ms, exact_single.cpu_median_ms))
+            print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
+            write(None)
+            gc.collect()
+        if not with_hnsw_full:
+            skipped.append({"method": "faiss HNSW 384-d", "why": "building HNSW over 384-dim vectors at 1M takes longer than the 30-minute budget on 2 cores; measured at 10k and 100k"})
+        exact_again = single_timing(reference.search, latency_queries, 10, {}, args.min_seconds)
+        del reference
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    write(exact_again)
+    print(f"wrote {path} in {time.perf_counter() - began:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
