@@ -51,7 +51,12 @@ def test_an_interrupted_build_leaves_nothing_behind(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         write_index(batches(), tmp_path / "idx", model="m", dim=16, config=IndexConfig(shortlists=(make_spec(8),)))
-    assert list(tmp_path.iterdir()) == []
+    # Only the hidden partial build is left, for --resume; nothing loads as an index.
+    assert [p.name for p in tmp_path.iterdir()] == [".idx.partial"]
+    with pytest.raises(IndexFormatError, match=r"does not exist"):
+        Index.load(tmp_path / "idx")
+    with pytest.raises(IndexFormatError, match=r"is not a funnel index"):
+        Index.load(tmp_path / ".idx.partial")
 
 
 def test_an_interrupted_rebuild_keeps_the_old_index(tmp_path):
@@ -97,7 +102,7 @@ def test_missing_shortlist_is_reported_by_name(damaged):
 def test_garbage_documents_file_is_reported(damaged):
     path = damaged / "documents.arrow"
     path.write_bytes(b"\0" * path.stat().st_size)
-    with pytest.raises(IndexFormatError, match=r"documents.arrow is not readable"):
+    with pytest.raises(IndexFormatError, match=r"documents.arrow (is not readable|does not match its checksum)"):
         Index.load(damaged.parent)
 
 

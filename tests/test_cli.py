@@ -49,7 +49,9 @@ def test_index_search_and_info_end_to_end(tmp_path, small_corpus):
     assert text.returncode == 0 and text.stdout.count("\n") == 2 and text.stdout.lstrip().startswith("1.")
 
     info = json.loads(funnel("info", tmp_path / "idx", "--json").stdout)
-    assert info["documents"] == 40 and info["format_version"] == 1
+    from funnel.indexes.manifest import FORMAT_VERSION
+
+    assert info["documents"] == 40 and info["format_version"] == FORMAT_VERSION
 
 
 def test_missing_corpus_file(tmp_path):
