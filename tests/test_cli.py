@@ -45,7 +45,7 @@ def test_index_search_and_info_end_to_end(tmp_path, small_corpus):
     many = funnel("search", tmp_path / "idx", "--queries", "-", "-k", "2", "--json", stdin="compression\n\nfonts\n")
     assert [len(row["hits"]) for row in json.loads(many.stdout)] == [2, 2]
 
-    text = funnel("search", tmp_path / "idx", "fonts", "-k", "2", "--stages", "64:20,full:2")
+    text = funnel("search", tmp_path / "idx", "fonts", "--stages", "64:20,full:2")  # k from the last stage
     assert text.returncode == 0 and text.stdout.count("\n") == 2 and text.stdout.lstrip().startswith("1.")
 
     info = json.loads(funnel("info", tmp_path / "idx", "--json").stdout)

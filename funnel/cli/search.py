@@ -13,7 +13,7 @@ from funnel.cli.output import emit_json, snippet
 def search_command(
     index: Path = typer.Argument(..., help="An index folder made by `funnel index`."),
     query: Optional[str] = typer.Argument(None, help="The query; omit it to read queries from --queries."),
-    k: int = typer.Option(10, "-k", help="Hits per query."),
+    k: Optional[int] = typer.Option(None, "-k", help="Hits per query [default: 10, or the last stage's candidates with --stages]."),
     shortlist: Optional[int] = typer.Option(None, help="Candidates the first stage keeps [default: max(200, 20k)]."),
     stages: Optional[str] = typer.Option(None, help="Full funnel, e.g. 64:200,128:50,full:10 (DIM:CANDIDATES, DIM may be 'full')."),
     queries: Optional[Path] = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
@@ -29,6 +29,10 @@ def search_command(
     retriever = Retriever.load(index, model)
     if stages and shortlist:
         raise InputError("give either --stages or --shortlist, not both")
+    if k is None:
+        from funnel.stages import parse_stages
+
+        k = parse_stages(stages)[-1].candidates if stages else 10
     plan = stages or (two_stage(retriever.index.shortlist_dims[0], shortlist, k) if shortlist else None)
     results = retriever.search_batch(texts, k=k, stages=plan)
     if json_output:
