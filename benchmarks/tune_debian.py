@@ -1,8 +1,8 @@
 """Tune the funnel on a BEIR dataset's cached embeddings; check the plan on the real test queries.
 
 The index is built from the cached corpus embeddings (``benchmarks/embed_cache.py``), so nothing is
-re-encoded but the calibration queries, which are made from the corpus (documents' first
-sentences), never from the test queries: the test queries stay truly held out. Reports the tuned
+re-encoded but the calibration queries, which are made from the corpus (random 5–10 word
+spans of sampled documents), never from the test queries: the test queries stay truly held out. Reports the tuned
 plan's recall@k against exact full-dimension search on every test query, its ms/query (single
 query at a time, single-threaded FAISS) and FLOPs against exact flat search and against fixed
 rescore multipliers (×4, ×10), nDCG@10 from the qrels, and what per-query adaptive widening buys.
