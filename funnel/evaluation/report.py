@@ -15,6 +15,7 @@ from typing import Any
 
 from funnel.evaluation.compute import StageCost
 from funnel.evaluation.timing import Timing
+from funnel.formatting import human_bytes
 
 PACKAGES = ("funnel", "numpy", "faiss-cpu", "faiss-gpu", "torch", "sentence-transformers", "transformers", "pyarrow", "pytrec-eval-terrier")
 
@@ -121,7 +122,7 @@ class EvaluationReport:
                 f"{row.speedup:.2f}×",
                 f"{row.search_flops / 1e6:.3f}",
                 f"{row.flops_reduction:.1f}×",
-                _bytes(row.bytes_read),
+                human_bytes(row.bytes_read),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
@@ -136,7 +137,7 @@ class EvaluationReport:
             for cost, timing in zip(row.costs, row.stage_timings):
                 lines.append(
                     f"| {row.name} | {cost.stage} | {cost.role} | {cost.kind} | {cost.dim} | {cost.vectors:,.0f} | "
-                    f"{cost.flops / 1e6:.3f} | {_bytes(cost.bytes_read)} | {timing.median_ms:.3f} / {timing.p95_ms:.3f} |"
+                    f"{cost.flops / 1e6:.3f} | {human_bytes(cost.bytes_read)} | {timing.median_ms:.3f} / {timing.p95_ms:.3f} |"
                 )
         return "\n".join(lines) + "\n"
 
@@ -148,7 +149,7 @@ class EvaluationReport:
             "",
             f"- dataset: `{dataset['path']}`, {dataset['queries']} queries, {dataset['judgements']} judgements",
             f"- model: {self.model['name']} ({self.model['dim']} dims); index: {index['count']} documents, "
-            f"vectors stored as {index['vector_dtype']}, {_bytes(index['disk_bytes'])} on disk",
+            f"vectors stored as {index['vector_dtype']}, {human_bytes(index['disk_bytes'])} on disk",
             f"- query encoding (every row): {encoding.tokens_mean:.1f} tokens, {flops}, "
             f"{encoding.wall.median_ms:.2f} ms median / {encoding.wall.p95_ms:.2f} ms p95 "
             f"(one thread, {encoding.timed_queries} queries)",
@@ -198,9 +199,3 @@ def _label(metric: str) -> str:
     return f"{pretty}@{k}" if k else pretty
 
 
-def _bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GiB"
