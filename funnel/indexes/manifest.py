@@ -193,12 +193,13 @@ def write_manifest_atomically(index_path: Path, manifest: Manifest) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temp, index_path / MANIFEST_FILE)
-    fsync_folder(index_path)
+    fsync_path(index_path)
 
 
-def fsync_folder(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (a crash of the machine, not only of the process)."""
-    handle = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or make a rename inside a folder durable (a crash of the machine, not
+    only of the process)."""
+    handle = os.open(path, os.O_RDONLY)
     try:
         os.fsync(handle)
     finally:

@@ -31,6 +31,7 @@ from funnel.indexes.manifest import (
     ShortlistSpec,
     check_file,
     file_entry,
+    fsync_path,
     shortlist_file,
     vectors_file,
 )
@@ -138,7 +139,7 @@ class SegmentWriter:
         files: dict[str, FileEntry] = {}
         for path in sorted(self.folder.iterdir()):
             if not path.name.startswith("."):
-                _fsync_file(path)
+                fsync_path(path)
                 files[path.name] = file_entry(path)
         return SegmentEntry(name=self.folder.name, count=self.count, files=files)
 
@@ -180,14 +181,6 @@ class SegmentWriter:
             self._close()
         except Exception:  # closing after a failure: the folder is discarded or resumed anyway
             pass
-
-
-def _fsync_file(path: Path) -> None:
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def read_vector_chunks(path: Path, dtype: str, dim: int, count: int, rows: int = READ_ROWS) -> Iterator[np.ndarray]:

@@ -14,7 +14,7 @@ import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -52,25 +52,17 @@ def add_documents(path: str | Path, batches: Iterable[tuple[pa.RecordBatch, np.n
     with writer_lock(folder):
         old = read_manifest(folder)
         existing = _live_ids(folder, old)
-        name = _next_segment_name(folder, old)
-        temp = folder / f".{name}.tmp"
-        shutil.rmtree(temp, ignore_errors=True)
-        writer = SegmentWriter(temp, old.dim, old.vector_dtype)
-        try:
+
+        def fill(writer: SegmentWriter) -> None:
             seen: set[str] = set()
             for documents, vectors in batches:
                 _check_new_ids(documents.column("id"), existing, seen)
                 writer.append(documents, vectors)
             if writer.count == 0:
                 raise InputError("no documents to add")
-            entry = writer.finish(old.shortlists)
-            writer.cleanup()
-            temp.rename(folder / name)
-        except BaseException:
-            writer.abort()
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
-        new = replace(old, segments=old.segments + (replace(entry, name=name),), generation=old.generation + 1)
+
+        entry = _write_segment(folder, old, fill)
+        new = replace(old, segments=old.segments + (entry,), generation=old.generation + 1)
         _commit(folder, old, new)
     return new
 
@@ -145,11 +137,8 @@ def compact_index(path: str | Path) -> Manifest:
         if old.count == 0:
             raise InputError("every document is deleted: nothing to compact into (build a new index instead)")
         tombstones = {t.segment: t for t in old.tombstones}
-        name = _next_segment_name(folder, old)
-        temp = folder / f".{name}.tmp"
-        shutil.rmtree(temp, ignore_errors=True)
-        writer = SegmentWriter(temp, old.dim, old.vector_dtype)
-        try:
+
+        def fill(writer: SegmentWriter) -> None:
             for entry in old.segments:
                 documents = read_documents(folder / entry.name / DOCUMENTS_FILE)
                 vectors = open_vectors(folder / entry.name / vectors_file(old.vector_dtype), old.vector_dtype, entry.count, old.dim)
@@ -159,16 +148,29 @@ def compact_index(path: str | Path) -> Manifest:
                     rows = np.flatnonzero(live[start : start + CHUNK_ROWS]) + start
                     if len(rows):
                         writer.append(documents.take(pa.array(rows)), np.asarray(vectors[rows]))
-            entry = writer.finish(old.shortlists)
-            writer.cleanup()
-            temp.rename(folder / name)
-        except BaseException:
-            writer.abort()
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
-        new = replace(old, segments=(replace(entry, name=name),), tombstones=(), generation=old.generation + 1)
+
+        new = replace(old, segments=(_write_segment(folder, old, fill),), tombstones=(), generation=old.generation + 1)
         _commit(folder, old, new)
     return new
+
+
+def _write_segment(folder: Path, old: Manifest, fill: Callable[[SegmentWriter], None]) -> SegmentEntry:
+    """Write a new segment under a temporary name with ``fill``, build its shortlists, and rename
+    it into place; on any failure nothing of it is left. The caller publishes it in a manifest."""
+    name = _next_segment_name(folder, old)
+    temp = folder / f".{name}.tmp"
+    shutil.rmtree(temp, ignore_errors=True)
+    writer = SegmentWriter(temp, old.dim, old.vector_dtype)
+    try:
+        fill(writer)
+        entry = writer.finish(old.shortlists)
+        writer.cleanup()
+        temp.rename(folder / name)
+    except BaseException:
+        writer.abort()
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return replace(entry, name=name)
 
 
 def _deleted_rows(folder: Path, tombstone: TombstoneEntry | None, rows: int) -> np.ndarray:
