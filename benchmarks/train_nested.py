@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ["FUNNEL_DATA"]) if "FUNNEL_DATA" in os.environ else ROOT.parent / "shared" / "data"
 if not SHARED.exists():
     SHARED = Path("/work/shared/data")
 CACHE = Path(os.environ.get("FUNNEL_CACHE", Path.home() / ".cache" / "funnel")) / "embeddings"
@@ -82,10 +82,10 @@ def encode_layers(model, texts: list[str], layers: list[int], batch_size: int = 
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             index = order[start:start + batch_size]
-            features = model.preprocess([texts[i] for i in index])
+            features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in model.preprocess([texts[i] for i in index]).items()}
             hidden = layer_features(model, features)
             for layer in layers:
-                out[layer][index] = pool_layer(model, hidden, layer).float().numpy()
+                out[layer][index] = pool_layer(model, hidden, layer).float().cpu().numpy()
     return {layer: truncate(v, v.shape[1]) for layer, v in out.items()}
 
 
@@ -126,6 +126,7 @@ def encode_speed(model, texts: list[str], batch_size: int, repeats: int = 3) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", required=True, help="results file name and model folder name")
+    parser.add_argument("--model", help="model folder to start from (default: the offline all-MiniLM-L6-v2)")
     parser.add_argument("--models-dir", type=Path, default=Path("/work/models"))
     parser.add_argument("--data", type=Path, nargs="+", default=[SHARED / "train" / "debian-pairs.jsonl", SHARED / "train" / "scifact-train-pairs.jsonl"])
     parser.add_argument("--scheme", default="matryoshka", choices=["matryoshka", "2d", "starbucks", "none"])
@@ -163,7 +164,7 @@ def main() -> None:
     started = time.time()
     if not args.eval_only:
         config = TrainConfig(
-            data=tuple(args.data), output=output, static=args.static, static_dim=args.static_dim, scheme=args.scheme,
+            data=tuple(args.data), output=output, model=args.model, static=args.static, static_dim=args.static_dim, scheme=args.scheme,
             dims=ints(args.dims), dim_weights=floats(args.dim_weights),
             layer_dim_pairs=tuple(tuple(int(x) for x in p.split(":")) for p in args.pairs.split(",")) if args.pairs else None,
             pair_weights=floats(args.pair_weights), loss=args.loss, batch_size=args.batch_size, learning_rate=args.lr,
@@ -175,8 +176,9 @@ def main() -> None:
 
     data = read_beir(SHARED / "cranfield")
     eval_dims = ints(args.eval_dims)
-    base = load_model(default_model_path(), device="cpu")
-    trained = load_model(output, device="cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    base = load_model(args.model or default_model_path(), device=device)
+    trained = load_model(output, device=device)
     depth, width = num_layers(trained), trained.get_embedding_dimension()
     if metadata.get("scheme") in ("2d", "starbucks"):
         grid = sorted({tuple(p) for p in metadata["layer_dim_pairs"]} | {(depth, d) for d in eval_dims})

@@ -112,3 +112,16 @@ class LayeredEncoder:
                 states = self.advance(states, layer)
                 out[layer][rows] = self.embed(states)
         return out
+
+
+def encode_documents(
+    encoder: "Encoder", texts: Sequence[str], layers: Sequence[int] = (), batch_size: int = 64
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Full-depth vectors of ``texts`` and, for each of ``layers``, the vectors of the model cut
+    after that many layers, from one pass through the encoder. Without layers: a plain encode."""
+    if not layers:
+        return encoder.encode(list(texts), batch_size=batch_size), {}
+    layered = LayeredEncoder(encoder)
+    by_layer = layered.encode_layers(texts, [*layers, layered.num_layers], batch_size)
+    full = by_layer.pop(layered.num_layers)
+    return full, {layer: by_layer[layer] for layer in layers}

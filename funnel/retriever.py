@@ -11,9 +11,10 @@ import numpy as np
 from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.models import Encoder
-from funnel.stages import FunnelResult, Stage, parse_stages, run_funnel, two_stage
+from funnel.stages import FunnelResult, LayeredQueries, Stage, parse_stages, run_funnel, two_stage
 
 if TYPE_CHECKING:
+    from funnel.layers import LayeredEncoder
     from funnel.tuning.tuner import TunedPlan
 
 DEFAULT_SHORTLIST = 200
@@ -47,6 +48,7 @@ class Retriever:
         self.encoder = encoder
         self.stages = parse_stages(stages) if isinstance(stages, str) else (tuple(stages) if stages else None)
         self._reload_lock = threading.Lock()
+        self._layered: "LayeredEncoder | None" = None
 
     def refresh(self) -> Index:
         """Load the index folder's current version and search it from now on; returns it."""
@@ -111,9 +113,7 @@ class Retriever:
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Normalized full-dimension query vectors, shape (len(queries), dim)."""
-        for number, query in enumerate(queries):
-            if not isinstance(query, str) or not query.strip():
-                raise InputError(f"query {number + 1} is empty: give some text to search for")
+        _check_queries(queries)
         return self.encoder.encode(list(queries), batch_size=64)
 
     def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: Sequence[Stage] | str | None = None) -> FunnelResult:
@@ -133,8 +133,22 @@ class Retriever:
         if not queries:
             return []
         index = self.index  # one version for the whole call, even if another thread reloads
-        result = run_funnel(index, self.encode_queries(queries), self.plan(k, stages, index), k)
+        plan = self.plan(k, stages, index)
+        result = run_funnel(index, self._query_source(queries, plan, index), plan, k)
         return [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
+
+    def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> "np.ndarray | LayeredQueries":
+        """Full-model vectors for a plan at full depth; for a plan that names shallower layers, a
+        LayeredQueries that runs each query only as deep as the stage at hand needs."""
+        shallow = [stage.layer for stage in plan if not index.is_full_depth(stage.layer)]
+        if not shallow:
+            return self.encode_queries(queries)
+        _check_queries(queries)
+        if self._layered is None:
+            from funnel.layers import LayeredEncoder
+
+            self._layered = LayeredEncoder(self.encoder)
+        return LayeredQueries(self._layered, queries)
 
     @staticmethod
     def _hits(index: Index, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:
@@ -144,3 +158,9 @@ class Retriever:
             Hit(id=doc["id"], score=float(score), rank=rank, text=doc["text"], title=doc["title"], metadata=doc["metadata"])
             for rank, (score, doc) in enumerate(zip(scores[keep], documents), start=1)
         ]
+
+
+def _check_queries(queries: Sequence[str]) -> None:
+    for number, query in enumerate(queries):
+        if not isinstance(query, str) or not query.strip():
+            raise InputError(f"query {number + 1} is empty: give some text to search for")

@@ -4,12 +4,17 @@ The first stage shortlists from a FAISS index over its dims; each later stage re
 survivors of the one before with the stored full vectors truncated to its dims (re-normalized), and
 the last stage's ranking gives the top-k. ``"64:200,384:10"`` reads: shortlist 200 at 64 dims,
 rescore them at 384 dims, keep 10.
+
+A stage may also name a depth: ``"2:64:200,6:384:10"`` shortlists with the model cut after 2
+layers (query and documents alike) and rescores with all 6. The query's deeper vectors continue
+from the hidden states of the shallower stage (:class:`LayeredQueries`), so a query costs the
+layers of its deepest stage and no more.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -18,6 +23,7 @@ from funnel.vectors import truncate
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
+    from funnel.layers import HiddenStates, LayeredEncoder
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,10 @@ def validate_plan(stages: Sequence[Stage], k: int, index: "Index") -> None:
         raise InputError("a funnel needs at least one stage")
     if k < 1:
         raise InputError(f"k must be at least 1, not {k}")
+    for stage in stages:
+        index.check_layer(stage.layer)
     first = stages[0].resolved_dim(index.dim)
-    if first not in index.shortlist_dims:
+    if not index.has_shortlist(first, stages[0].layer):
         have = ", ".join(map(str, index.shortlist_dims))
         raise InputError(f"the first stage scores at {first} dims but this index has shortlists at: {have}")
     for before, after in zip(stages, stages[1:]):
@@ -95,8 +103,6 @@ def validate_plan(stages: Sequence[Stage], k: int, index: "Index") -> None:
     for stage in stages:
         if stage.resolved_dim(index.dim) > index.dim:
             raise InputError(f"stage {stage} asks for {stage.dim} dims but the index has {index.dim}")
-        if stage.layer is not None:
-            raise InputError(f"stage {stage} names a layer, but this index stores only full-depth vectors")
     if stages[-1].candidates < k:
         raise InputError(f"k={k} but the last stage keeps only {stages[-1].candidates}: raise its candidates or lower k")
 
@@ -110,6 +116,77 @@ class StageTrace:
     scored: int  # candidates scored per query (for the first stage: the index size)
     kept: int
     seconds: float
+    encode_seconds: float = 0.0
+    """Query encoding this stage added (layers run beyond the previous stage's); 0 for ready vectors."""
+    layers_run: int = 0
+    """Transformer layers the query had been through once this stage had its vector (0: ready vectors)."""
+
+
+class QuerySource(Protocol):
+    """Query vectors by depth: ``at(layer)`` gives (q, dim) normalized vectors of the model cut
+    after ``layer`` layers (None: the full model)."""
+
+    def at(self, layer: int | None) -> np.ndarray: ...
+
+
+class LayeredQueries:
+    """Query vectors computed on demand, each deeper one continuing from the hidden states of the
+    last: asking for layer 2 then layer 6 runs 6 layers in all, not 8.
+
+    Records the layers run and the seconds spent reaching each layer.
+    """
+
+    def __init__(self, encoder: "LayeredEncoder", texts: Sequence[str]) -> None:
+        self.encoder = encoder
+        self.texts = list(texts)
+        self._states: "HiddenStates | None" = None
+        self._vectors: dict[int, np.ndarray] = {}
+        self.seconds: dict[int, float] = {}
+
+    @property
+    def layers_run(self) -> int:
+        return self._states.layers_run if self._states is not None else 0
+
+    def at(self, layer: int | None) -> np.ndarray:
+        layer = self.encoder.num_layers if layer is None else layer
+        if layer not in self._vectors:
+            started = time.perf_counter()
+            if self._states is None:
+                self._states = self.encoder.start(self.texts)
+            if layer < self._states.layer:
+                # Deeper states exist already; a shallower vector would need a fresh pass.
+                raise InputError(f"stages must not go back to a shallower layer ({layer} after {self._states.layer})")
+            self._states = self.encoder.advance(self._states, layer)
+            self._vectors[layer] = self.encoder.embed(self._states)
+            self.seconds[layer] = time.perf_counter() - started
+        return self._vectors[layer]
+
+
+class _ReadyQueries:
+    """Vectors given by the caller: full depth as an array, or a mapping by layer."""
+
+    def __init__(self, vectors: "np.ndarray | Mapping[int | None, np.ndarray]", index: "Index") -> None:
+        self.index = index
+        if isinstance(vectors, Mapping):
+            self.by_layer = {None if index.is_full_depth(k) else k: _as_queries(v) for k, v in vectors.items()}
+        else:
+            self.by_layer = {None: _as_queries(vectors)}
+
+    def at(self, layer: int | None) -> np.ndarray:
+        key = None if self.index.is_full_depth(layer) else layer
+        if key not in self.by_layer:
+            raise InputError(
+                f"the plan needs query vectors from layer {layer}: search with query texts (Retriever.search) "
+                "or pass vectors for every layer the stages name"
+            )
+        return self.by_layer[key]
+
+
+def _as_queries(vectors: np.ndarray) -> np.ndarray:
+    return np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+
+
+Queries = Union[np.ndarray, Mapping, QuerySource]
 
 
 @dataclass(frozen=True)
@@ -121,33 +198,46 @@ class FunnelResult:
     trace: tuple[StageTrace, ...]
 
 
-def run_funnel(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: int) -> FunnelResult:
-    """Run the plan for normalized full-dimension ``queries`` of shape (q, index.dim)."""
+def run_funnel(index: "Index", queries: Queries, stages: Sequence[Stage], k: int) -> FunnelResult:
+    """Run the plan. ``queries``: normalized full-model vectors (q, index.dim); or a mapping
+    {layer: vectors} for plans whose stages name layers; or a :class:`QuerySource` such as
+    :class:`LayeredQueries`, which encodes each depth when a stage first needs it.
+
+    The trace's ``seconds`` are search time only; ``encode_seconds`` is the query encoding each
+    stage added (from a LayeredQueries).
+    """
     from funnel.indexes.index import top_n
 
     validate_plan(stages, k, index)
-    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    source: QuerySource = queries if hasattr(queries, "at") else _ReadyQueries(queries, index)  # type: ignore[assignment]
     trace = []
-    first = stages[0]
-    started = time.perf_counter()
-    dim = first.resolved_dim(index.dim)
-    scores, positions = index.shortlist(queries, dim, first.candidates)
-    trace.append(StageTrace(first, dim, index.count, positions.shape[1], time.perf_counter() - started))
-    for stage in stages[1:]:
+    scores = positions = None
+    for number, stage in enumerate(stages):
+        encode_started = time.perf_counter()
+        vectors = source.at(stage.layer)
+        encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
+        layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
         started = time.perf_counter()
         dim = stage.resolved_dim(index.dim)
-        scores, positions = _rescore(index, queries, positions, dim)
-        scores, positions = top_n(scores, positions, stage.candidates)
-        trace.append(StageTrace(stage, dim, int(trace[-1].kept), positions.shape[1], time.perf_counter() - started))
+        if number == 0:
+            scores, positions = index.shortlist(vectors, dim, stage.candidates, stage.layer)
+            scored = index.count
+        else:
+            scores, positions = _rescore(index, vectors, positions, dim, stage.layer)
+            scores, positions = top_n(scores, positions, stage.candidates)
+            scored = int(trace[-1].kept)
+        trace.append(StageTrace(stage, dim, scored, positions.shape[1], time.perf_counter() - started, encoded, layers_run))
     scores, positions = top_n(scores, positions, k)
     return FunnelResult(scores, positions, tuple(trace))
 
 
-def _rescore(index: "Index", queries: np.ndarray, positions: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def _rescore(
+    index: "Index", queries: np.ndarray, positions: np.ndarray, dim: int, layer: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     valid = positions >= 0
     # Cosine of the truncated vectors, computed as dot / norm over the stored prefix: the same
     # scores as truncate() then dot, without reading the unused dims or writing a normalized copy.
-    candidates = index.vectors(np.where(valid, positions, 0), dim)
+    candidates = index.vectors(np.where(valid, positions, 0), dim, layer)
     dots = np.einsum("qnd,qd->qn", candidates, truncate(queries, dim))
     norms = np.sqrt(np.einsum("qnd,qnd->qn", candidates, candidates))
     scores = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)

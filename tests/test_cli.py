@@ -85,3 +85,14 @@ def test_help_is_quick_and_lists_commands():
     assert result.returncode == 0 and "index" in result.stdout and "search" in result.stdout
     check = subprocess.run([sys.executable, "-c", "import funnel.cli, sys; print('torch' in sys.modules, 'faiss' in sys.modules)"], capture_output=True, text=True)
     assert check.stdout.strip() == "False False", "the CLI must not import torch or faiss to show help"
+
+
+def test_index_with_layers_and_search_with_layered_stages(tmp_path, small_corpus):
+    built = funnel("index", small_corpus, "-o", tmp_path / "idx", "--layers", "2", "--json")
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["layers"] == [2]
+    found = funnel("search", tmp_path / "idx", "a game of strategy", "--stages", "2:64:20,6:full:3", "--json")
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)["hits"]) == 3
+    assert_one_line_error(funnel("search", tmp_path / "idx", "chess", "--stages", "3:64:20,full:3"), "not of layer 3")
+    assert_one_line_error(funnel("index", small_corpus, "-o", tmp_path / "bad", "--layers", "9"), "do not exist in this 6-layer model")

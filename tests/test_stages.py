@@ -92,7 +92,7 @@ def test_fewer_documents_than_candidates_pads_nothing_into_results(tmp_path):
     ((Stage(8, 50), Stage(None, 100)), 10, r"keeps more candidates than stage 8:50 passes on"),
     ((Stage(8, 50), Stage(None, 5)), 10, r"k=10 but the last stage keeps only 5"),
     ((Stage(8, 50), Stage(64, 10)), 10, r"asks for 64 dims but the index has 48"),
-    ((Stage(8, 50, layer=2), Stage(None, 10)), 10, r"names a layer"),
+    ((Stage(8, 50, layer=2), Stage(None, 10)), 10, r"not of layer 2: rebuild it with --layers 2"),
 ])
 def test_plans_that_cannot_run(random_index, stages, k, message):
     with pytest.raises(InputError, match=message):

@@ -19,6 +19,9 @@ def index_command(
     title_column: Optional[str] = typer.Option(None, help="Optional title column, prepended to the text [default: title if present]."),
     shortlist_dim: list[int] = typer.Option([], "--shortlist-dim", "-d", help="Dims of a shortlist index (repeat for several) [default: 64, or the model's smallest trained dim]."),
     shortlist_kind: str = typer.Option("flat", help="Shortlist index kind: flat, hnsw, ivf or binary."),
+    layers: Optional[str] = typer.Option(
+        None, help="Also store the vectors of the model cut after these layers, e.g. 2,3 (each with the same shortlists), for stages like 2:64:200,6:384:10."
+    ),
     dtype: str = typer.Option("float16", help="Storage type of the full vectors: float16 or float32."),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."),
@@ -36,8 +39,13 @@ def index_command(
 
     source = open_corpus(corpus, CorpusColumns(id=id_column, text=text_column, title=title_column), skip_invalid=skip_invalid)
     target = output or Path("indexes") / (corpus.stem if corpus.is_file() else corpus.resolve().name)
-    config = IndexConfig(shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim), vector_dtype=dtype, encode_batch_size=batch_size)
     from funnel.errors import InputError
+    from funnel.evaluation.sweep import parse_sizes
+
+    config = IndexConfig(
+        shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim), vector_dtype=dtype, encode_batch_size=batch_size,
+        layers=parse_sizes(layers, "--layers") if layers else (),
+    )
     from funnel.indexes.builder import partial_path
 
     if target.exists() and not overwrite:
@@ -53,6 +61,7 @@ def index_command(
     summary = {
         "index": str(path), "documents": index.count, "model": index.manifest.model, "dim": index.dim,
         "shortlists": [{"dim": s.dim, "kind": s.kind} for s in index.manifest.shortlists],
+        "layers": list(index.layers), "depth": index.depth,
         "disk_bytes": disk, "seconds": round(time.perf_counter() - started, 2), "skipped": dict(source.skipped),
     }
     if json_output:
@@ -62,7 +71,8 @@ def index_command(
         if source.skipped:
             reasons = ", ".join(f"{count} {reason}" for reason, count in source.skipped.items())
             typer.echo(f"skipped {sum(source.skipped.values())} rows ({reasons})", err=True)
-        typer.echo(f"indexed {index.count} documents into {path} ({human_bytes(disk)}; shortlist {dims}; {summary['seconds']} s)")
+        stored = f"; layers {', '.join(map(str, index.layers))} and {index.depth}" if index.layers else ""
+        typer.echo(f"indexed {index.count} documents into {path} ({human_bytes(disk)}; shortlist {dims}{stored}; {summary['seconds']} s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -32,18 +32,35 @@ VECTOR_DTYPES = ("float16", "float32")
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """How to build an index. ``shortlists`` empty means: one flat index at ``default_shortlist_dim``."""
+    """How to build an index. ``shortlists`` empty means: one flat index at ``default_shortlist_dim``.
+
+    ``layers``: shallower depths whose vectors are stored as well (e.g. (2,) for the model cut
+    after 2 layers), each with the same shortlists as the full model; documents still go through
+    the encoder once, and the intermediate layers are taken on the way.
+    """
 
     shortlists: tuple[ShortlistSpec, ...] = ()
     vector_dtype: str = "float16"
     encode_batch_size: int = 64
     default_shortlist_dim: int = 64
+    layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.vector_dtype not in VECTOR_DTYPES:
             raise InputError(f"vector dtype {self.vector_dtype!r} is not supported: choose {' or '.join(VECTOR_DTYPES)}")
         if self.encode_batch_size < 1:
             raise InputError(f"batch size must be at least 1, not {self.encode_batch_size}")
+        object.__setattr__(self, "layers", tuple(sorted(set(int(layer) for layer in self.layers))))
+
+    def checked_layers(self, depth: int) -> tuple[int, ...]:
+        """The stored layers, checked against a model of ``depth`` layers (full depth itself dropped)."""
+        layers = tuple(layer for layer in self.layers if layer != depth)
+        if layers and depth == 0:
+            raise InputError("this model has no transformer layers (a static model?): drop --layers")
+        bad = [layer for layer in layers if not 1 <= layer < depth]
+        if bad:
+            raise InputError(f"layers {bad} do not exist in this {depth}-layer model: choose layers 1..{depth}")
+        return layers
 
     def resolved_shortlists(self, full_dim: int, model_metadata: dict[str, Any]) -> tuple[ShortlistSpec, ...]:
         specs = self.shortlists or (shortlist.make_spec(default_shortlist_dim(full_dim, model_metadata, self.default_shortlist_dim)),)
@@ -59,7 +76,8 @@ def default_shortlist_dim(full_dim: int, model_metadata: dict[str, Any], fallbac
     return trained[0] if trained else min(fallback, full_dim)
 
 
-Batches = Iterable[tuple[pa.RecordBatch, np.ndarray]]
+Batches = Iterable[tuple[Any, ...]]
+"""(documents, vectors) per batch, or (documents, vectors, {layer: vectors}) when layers are stored."""
 
 
 def build_index(
@@ -86,14 +104,25 @@ def build_index(
         "columns": asdict(corpus.columns), "skip_invalid": corpus.skip_invalid,
     }
     source = {"path": str(corpus.path), "format": corpus.format, "skipped": corpus.skipped}
+    depth = encoder_depth(encoder)
+    layers = config.checked_layers(depth)
     return _build(
-        lambda done: _encoded_batches(corpus, encoder, config, show_progress, done),
+        lambda done: _encoded_batches(corpus, encoder, config, layers, show_progress, done),
         Path(path).expanduser(),
         Manifest(model=encoder.name, dim=encoder.dim, vector_dtype=config.vector_dtype,
                  shortlists=config.resolved_shortlists(encoder.dim, encoder.metadata), segments=(),
-                 model_metadata=encoder.metadata, source=source),
+                 model_metadata=encoder.metadata, source=source, depth=depth, layers=layers),
         fingerprint, overwrite=overwrite, resume=resume,
     )
+
+
+def encoder_depth(encoder: "Encoder") -> int:
+    """Transformer layers of the encoder's model; 0 for a model without layers (static)."""
+    try:
+        config = encoder.model[0].auto_model.config
+    except (AttributeError, IndexError, KeyError, TypeError):  # a static model, or an encoder that is no transformer
+        return 0
+    return int(getattr(config, "num_hidden_layers", 0) or 0)
 
 
 def write_index(
@@ -105,11 +134,14 @@ def write_index(
     config: IndexConfig = IndexConfig(),
     model_metadata: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
+    depth: int = 0,
     overwrite: bool = False,
     resume: bool = False,
 ) -> Path:
     """Write an index from documents (in :data:`~funnel.corpus.DOCUMENT_SCHEMA`) with their
     normalized full vectors, e.g. vectors computed elsewhere; ``model`` names what made them.
+    With ``config.layers``, each batch is (documents, vectors, {layer: vectors}) and ``depth``
+    is the model's number of layers.
 
     ``resume``: continue an interrupted build; give the same batches from the start, and the rows
     already written are skipped.
@@ -117,7 +149,7 @@ def write_index(
     metadata = model_metadata or {}
     manifest = Manifest(model=model, dim=dim, vector_dtype=config.vector_dtype,
                         shortlists=config.resolved_shortlists(dim, metadata), segments=(),
-                        model_metadata=metadata, source=source or {})
+                        model_metadata=metadata, source=source or {}, depth=depth, layers=config.checked_layers(depth))
     return _build(lambda done: skip_rows(batches, done), Path(path).expanduser(), manifest, {}, overwrite=overwrite, resume=resume)
 
 
@@ -144,6 +176,8 @@ def _build(
         "model": template.model, "dim": template.dim, "vector_dtype": template.vector_dtype,
         "shortlists": [asdict(spec) for spec in template.shortlists], "source": source_fingerprint,
     }
+    if template.layers:
+        fingerprint["layers"] = list(template.layers)
     partial.mkdir(parents=True, exist_ok=True)
     with writer_lock(partial):
         try:
@@ -164,10 +198,12 @@ def _build(
 def _write_rows_and_finish(make_batches: Callable[[int], Batches], partial: Path, template: Manifest,
                            fingerprint: dict[str, Any], resume: bool) -> None:
     (partial / MANIFEST_FILE).unlink(missing_ok=True)
-    writer = SegmentWriter(partial / "seg-000000", template.dim, template.vector_dtype, checkpoint=fingerprint, resume=resume)
+    writer = SegmentWriter(
+        partial / "seg-000000", template.dim, template.vector_dtype, layers=template.layers, checkpoint=fingerprint, resume=resume
+    )
     try:
-        for documents, vectors in make_batches(writer.count):
-            writer.append(documents, vectors)
+        for batch in make_batches(writer.count):
+            writer.append(*batch)
     except BaseException:
         writer.abort()
         raise
@@ -188,7 +224,7 @@ def _complete(partial: Path, template: Manifest) -> bool:
         manifest = Index.load(partial, use_gpu=False).manifest
     except IndexFormatError:
         return False
-    settings = ("model", "dim", "vector_dtype", "shortlists")
+    settings = ("model", "dim", "vector_dtype", "shortlists", "layers")
     if any(getattr(manifest, name) != getattr(template, name) for name in settings):
         raise InputError(f"the interrupted build in {partial} was started with other settings: pass --overwrite to start over")
     for segment in manifest.segments:
@@ -203,21 +239,25 @@ def _clear(partial: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def skip_rows(batches: Batches, skip: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+def skip_rows(batches: Batches, skip: int) -> Iterator[tuple[Any, ...]]:
     """The batches without their first ``skip`` rows."""
-    for documents, vectors in batches:
+    for batch in batches:
+        documents = batch[0]
         if skip >= documents.num_rows:
             skip -= documents.num_rows
             continue
         if skip:
-            documents, vectors, skip = documents.slice(skip), vectors[skip:], 0
-        yield documents, vectors
+            batch = (documents.slice(skip), batch[1][skip:], *({k: v[skip:] for k, v in part.items()} for part in batch[2:]))
+            skip = 0
+        yield batch
 
 
 def _encoded_batches(
-    corpus: Corpus, encoder: "Encoder", config: IndexConfig, show_progress: bool, skip: int = 0
-) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    corpus: Corpus, encoder: "Encoder", config: IndexConfig, layers: tuple[int, ...], show_progress: bool, skip: int = 0
+) -> Iterator[tuple[Any, ...]]:
     from tqdm.auto import tqdm
+
+    from funnel.layers import encode_documents
 
     with tqdm(total=corpus.validate(), unit="doc", desc="encoding", disable=not show_progress) as bar:
         for documents in corpus.batches():
@@ -229,7 +269,8 @@ def _encoded_batches(
                 documents, skip = documents.slice(skip), 0
             titles = documents.column("title").to_pylist()
             texts = documents.column("text").to_pylist()
-            yield documents, encoder.encode([document_text(t, x) for t, x in zip(titles, texts)], batch_size=config.encode_batch_size)
+            vectors, by_layer = encode_documents(encoder, [document_text(t, x) for t, x in zip(titles, texts)], layers, config.encode_batch_size)
+            yield (documents, vectors, by_layer) if layers else (documents, vectors)
 
 
 def _swap_into_place(temp: Path, target: Path) -> None:

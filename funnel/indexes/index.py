@@ -75,28 +75,66 @@ class Index:
         return self.manifest.dim
 
     @property
+    def depth(self) -> int:
+        """Transformer layers of the model that made the index (0: unknown or static)."""
+        return self.manifest.depth
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Shallower depths whose vectors the index stores besides the full model's."""
+        return self.manifest.layers
+
+    def is_full_depth(self, layer: int | None) -> bool:
+        return layer is None or (self.depth > 0 and layer == self.depth)
+
+    def check_layer(self, layer: int | None) -> None:
+        """InputError unless the index holds vectors of the model cut after ``layer`` layers."""
+        if self.is_full_depth(layer) or layer in self.layers:
+            return
+        full = f"the full model's ({self.depth} layers)" if self.depth else "the full model's"
+        have = f"layers {', '.join(map(str, self.layers))} and {full}" if self.layers else f"only {full}"
+        raise InputError(f"this index holds vectors of {have}, not of layer {layer}: rebuild it with --layers {layer}")
+
+    @property
     def shortlist_dims(self) -> list[int]:
         return sorted(self.segments[0].shortlists) if self.segments else [s.dim for s in self.manifest.shortlists]
 
     def _offsets(self) -> np.ndarray:
         return np.cumsum([0] + [segment.count for segment in self.segments])
 
-    def add_shortlist(self, dim: int, kind: str = "flat", **params: int) -> ShortlistSpec:
-        """Build a shortlist index in memory (not saved), e.g. to compare dims in an evaluation."""
+    def add_shortlist(self, dim: int, kind: str = "flat", layer: int | None = None, **params: int) -> ShortlistSpec:
+        """Build a shortlist index in memory (not saved), e.g. to compare dims in an evaluation;
+        ``layer``: over the stored vectors of the model cut after that many layers."""
         spec = shortlist.make_spec(dim, kind, **params)
         if not 1 <= dim <= self.dim:
             raise InputError(f"shortlist dim {dim} does not fit this index's {self.dim} dims")
+        full = self.is_full_depth(layer)
+        if not full:
+            self.check_layer(layer)
         for segment in self.segments:
-            built = shortlist.build(spec, lambda s=segment: iter_chunks(s.vectors), segment.count)
-            segment.shortlists[dim] = (spec, built)
+            stored = segment.vectors if full else segment.layer_vectors[layer]  # type: ignore[index]
+            built = shortlist.build(spec, lambda v=stored: iter_chunks(v), segment.count)
+            if full:
+                segment.shortlists[dim] = (spec, built)
+            else:
+                segment.layer_shortlists[(layer, dim)] = (spec, built)  # type: ignore[index]
         return spec
 
-    def shortlist(self, queries: np.ndarray, dim: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def has_shortlist(self, dim: int, layer: int | None = None) -> bool:
+        if self.is_full_depth(layer):
+            return dim in self.shortlist_dims
+        return bool(self.segments) and (layer, dim) in self.segments[0].layer_shortlists
+
+    def shortlist(self, queries: np.ndarray, dim: int, n: int, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` positions by the ``dim``-dim shortlist index. ``queries``: (q, dim_full) normalized.
 
-        Returns (scores (q, n) float32, positions (q, n) int64), padded with -inf / -1.
+        ``layer``: use the shortlist over the vectors of the model cut after that many layers
+        (the queries must come from the same cut). Returns (scores (q, n) float32, positions
+        (q, n) int64), padded with -inf / -1.
         """
-        if dim not in self.shortlist_dims:
+        if not self.is_full_depth(layer):
+            self.check_layer(layer)
+        elif dim not in self.shortlist_dims:
             have = ", ".join(map(str, self.shortlist_dims)) or "none"
             raise InputError(
                 f"this index has no {dim}-dim shortlist (it has: {have}); start the funnel at one of those, "
@@ -104,7 +142,7 @@ class Index:
             )
         parts_scores, parts_positions = [], []
         for offset, segment in zip(self._offsets(), self.segments):
-            spec, index = segment.shortlists[dim]
+            spec, index = segment.shortlists[dim] if self.is_full_depth(layer) else segment.layer_shortlists[(layer, dim)]  # type: ignore[index]
             # Ask for as many extra candidates as there are deleted rows, so that deletions never
             # leave fewer than n live ones (exact for flat indexes).
             want = min(n + len(segment.deleted), max(segment.count, 1))
@@ -119,12 +157,16 @@ class Index:
         positions = np.concatenate(parts_positions, axis=1)
         return top_n(scores, positions, n)
 
-    def vectors(self, positions: np.ndarray, dim: int | None = None) -> np.ndarray:
+    def vectors(self, positions: np.ndarray, dim: int | None = None, layer: int | None = None) -> np.ndarray:
         """Stored vectors for positions of any shape (no -1), as float32 of shape positions.shape + (dim,).
 
-        ``dim`` (default: all) reads only the first ``dim`` components, as stored (not re-normalized).
+        ``dim`` (default: all) reads only the first ``dim`` components, as stored (not re-normalized);
+        ``layer`` reads the vectors of the model cut after that many layers instead of the full model's.
         """
         dim = self.dim if dim is None else dim
+        full = self.is_full_depth(layer)
+        if not full:
+            self.check_layer(layer)
         flat = positions.reshape(-1)
         out = np.empty((flat.size, dim), dtype=np.float32)
         offsets = self._offsets()
@@ -135,11 +177,12 @@ class Index:
                 local = flat[mask] - offsets[number]
                 # Sorted reads are kinder to a memory map that is not yet in the page cache.
                 order = np.argsort(local)
+                stored = segment.vectors if full else segment.layer_vectors[layer]  # type: ignore[index]
                 if mask.all():  # one segment holds every row: write straight into out, no second copy
-                    out[order] = segment.vectors[local[order], :dim]
+                    out[order] = stored[local[order], :dim]
                     break
                 rows = np.empty((local.size, dim), dtype=np.float32)
-                rows[order] = segment.vectors[local[order], :dim]
+                rows[order] = stored[local[order], :dim]
                 out[mask] = rows
         return out.reshape(positions.shape + (dim,))
 
@@ -193,7 +236,8 @@ def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None) -> li
         deleted[tomb.segment] = read_tombstone(folder / tomb.name, tomb.file, tomb.count, counts[tomb.segment])
     return [
         Segment.load(
-            folder / entry.name, entry, manifest.dim, manifest.vector_dtype, manifest.shortlists, deleted.get(entry.name), use_gpu
+            folder / entry.name, entry, manifest.dim, manifest.vector_dtype, manifest.shortlists, deleted.get(entry.name), use_gpu,
+            manifest.layers,
         )
         for entry in manifest.segments
     ]

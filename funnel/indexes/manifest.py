@@ -9,6 +9,8 @@ Layout of an index folder::
         documents.arrow        Arrow IPC file: id, title, text, metadata (memory-mapped on load)
         vectors.f16            raw row-major full-dimension vectors (float16 or float32)
         shortlist-d64.faiss    a FAISS index over the first 64 dims, re-normalized
+      vectors-l2.f16         (only with stored layers) vectors of the model cut after 2 layers
+      shortlist-l2-d64.faiss (likewise) a FAISS index over their first 64 dims
       seg-000000.deleted-000003.npy   rows of seg-000000 deleted as of generation 3 (int64, sorted)
 
 Segments never change once written; anything that changes the index writes new files and then
@@ -38,8 +40,13 @@ def vectors_file(dtype: str) -> str:
     return "vectors.f16" if dtype == "float16" else "vectors.f32"
 
 
-def shortlist_file(dim: int) -> str:
-    return f"shortlist-d{dim}.faiss"
+def shortlist_file(dim: int, layer: int | None = None) -> str:
+    return f"shortlist-d{dim}.faiss" if layer is None else f"shortlist-l{layer}-d{dim}.faiss"
+
+
+def layer_vectors_file(dtype: str, layer: int) -> str:
+    """Vectors of the sub-model that stops after ``layer`` transformer layers (full width)."""
+    return f"vectors-l{layer}.{'f16' if dtype == 'float16' else 'f32'}"
 
 
 SAMPLE_BYTES = 65_536
@@ -94,6 +101,10 @@ class Manifest:
     tombstones: tuple[TombstoneEntry, ...] = ()
     generation: int = 0
     """Bumped by every change (add, delete, compact): names new files and tells versions apart."""
+    depth: int = 0
+    """Transformer layers of the model (0: unknown, or a model without layers)."""
+    layers: tuple[int, ...] = ()
+    """Shallower depths whose vectors are stored too (each with the same shortlists as full depth)."""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -118,6 +129,9 @@ class Manifest:
     def to_json(self) -> str:
         data = asdict(self)
         data["count"] = self.count
+        if not self.layers:  # indexes without layer vectors keep the manifest they always had
+            data.pop("layers")
+            data.pop("depth")
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
@@ -152,6 +166,8 @@ class Manifest:
                     for t in data.get("tombstones", [])
                 ),
                 generation=int(data.get("generation", 0)),
+                depth=int(data.get("depth", 0)),
+                layers=tuple(int(layer) for layer in data.get("layers", ())),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:

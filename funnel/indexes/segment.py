@@ -32,6 +32,7 @@ from funnel.indexes.manifest import (
     check_file,
     file_entry,
     fsync_path,
+    layer_vectors_file,
     shortlist_file,
     vectors_file,
 )
@@ -52,11 +53,19 @@ class SegmentWriter:
     """
 
     def __init__(
-        self, folder: Path, dim: int, dtype: str, *, checkpoint: dict[str, Any] | None = None, resume: bool = False
+        self,
+        folder: Path,
+        dim: int,
+        dtype: str,
+        *,
+        layers: tuple[int, ...] = (),
+        checkpoint: dict[str, Any] | None = None,
+        resume: bool = False,
     ) -> None:
         self.folder = folder
         self.dim = dim
         self.dtype = dtype
+        self.layers = tuple(layers)
         self.fingerprint = checkpoint
         self.row_bytes = dim * np.dtype(dtype).itemsize
         self.parts: list[list[Any]] = []  # [file name, committed rows]
@@ -64,12 +73,21 @@ class SegmentWriter:
         folder.mkdir(parents=True, exist_ok=resume)
         if resume:
             self._restore()
-        vectors_path = folder / vectors_file(dtype)
-        self._vectors = vectors_path.open("r+b" if vectors_path.exists() else "wb")
-        self._vectors.truncate(self.count * self.row_bytes)
-        self._vectors.seek(self.count * self.row_bytes)
+        self._vectors = self._open_vectors(vectors_file(dtype))
+        self._layer_vectors = {layer: self._open_vectors(layer_vectors_file(dtype, layer)) for layer in self.layers}
         self._part: Any = None
         self._part_writer: Any = None
+
+    def _open_vectors(self, name: str) -> Any:
+        """A vectors file positioned after the committed rows (anything beyond them is dropped)."""
+        path = self.folder / name
+        handle = path.open("r+b" if path.exists() else "wb")
+        handle.truncate(self.count * self.row_bytes)
+        handle.seek(self.count * self.row_bytes)
+        return handle
+
+    def _vector_names(self) -> list[str]:
+        return [vectors_file(self.dtype)] + [layer_vectors_file(self.dtype, layer) for layer in self.layers]
 
     def _restore(self) -> None:
         """Continue from the checkpoint: drop whatever was written after it."""
@@ -81,19 +99,29 @@ class SegmentWriter:
                 "pass --overwrite to start over"
             )
         self.count, self.parts = int(state["rows"]), [list(p) for p in state["parts"]]
-        vectors_path = self.folder / vectors_file(self.dtype)
-        have = vectors_path.stat().st_size if vectors_path.exists() else 0
-        if have < self.count * self.row_bytes:
-            raise IndexFormatError(f"{vectors_path} is shorter than its checkpoint says; pass --overwrite to start over")
-        keep = {name for name, _ in self.parts} | {CHECKPOINT_FILE, vectors_file(self.dtype)}
+        for name in self._vector_names():
+            vectors_path = self.folder / name
+            have = vectors_path.stat().st_size if vectors_path.exists() else 0
+            if have < self.count * self.row_bytes:
+                raise IndexFormatError(f"{vectors_path} is shorter than its checkpoint says; pass --overwrite to start over")
+        keep = {name for name, _ in self.parts} | {CHECKPOINT_FILE, *self._vector_names()}
         for stale in self.folder.iterdir():
             if stale.name not in keep:
                 stale.unlink()
 
-    def append(self, documents: pa.RecordBatch | pa.Table, vectors: np.ndarray) -> None:
-        """``vectors``: (documents.num_rows, dim), L2-normalized."""
+    def append(
+        self, documents: pa.RecordBatch | pa.Table, vectors: np.ndarray, layer_vectors: dict[int, np.ndarray] | None = None
+    ) -> None:
+        """``vectors``: (documents.num_rows, dim), L2-normalized; ``layer_vectors``: the same for
+        each of the writer's ``layers`` (the sub-model cut after that many layers)."""
         if vectors.shape != (documents.num_rows, self.dim):
             raise ValueError(f"vectors of shape {vectors.shape} for {documents.num_rows} documents of dim {self.dim}")
+        layer_vectors = layer_vectors or {}
+        if sorted(layer_vectors) != sorted(self.layers):
+            raise ValueError(f"vectors for layers {sorted(layer_vectors)} but this segment stores layers {list(self.layers)}")
+        for layer, rows in layer_vectors.items():
+            if rows.shape != vectors.shape:
+                raise ValueError(f"layer {layer} vectors of shape {rows.shape}, expected {vectors.shape}")
         if documents.num_rows == 0:
             return
         if self._part_writer is None:
@@ -103,10 +131,12 @@ class SegmentWriter:
             self.parts.append([name, 0])
         self._part_writer.write(documents)
         self._append_vectors(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
+        for layer, rows in layer_vectors.items():
+            self._layer_vectors[layer].write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
         self.count += documents.num_rows
         self.parts[-1][1] += documents.num_rows
         if self.fingerprint is not None:
-            for handle in (self._part, self._vectors):
+            for handle in (self._part, self._vectors, *self._layer_vectors.values()):
                 handle.flush()
                 os.fsync(handle.fileno())
             self._write_checkpoint()
@@ -123,7 +153,7 @@ class SegmentWriter:
         os.replace(temp, self.folder / CHECKPOINT_FILE)
 
     def _close(self) -> None:
-        for handle in (self._part_writer, self._part, self._vectors):
+        for handle in (self._part_writer, self._part, self._vectors, *self._layer_vectors.values()):
             if handle is not None:
                 handle.close()
         self._part_writer = self._part = None
@@ -132,10 +162,11 @@ class SegmentWriter:
         """Write documents.arrow and the shortlists; working files stay until :meth:`cleanup`."""
         self._close()
         self._write_documents()
-        vectors = self.folder / vectors_file(self.dtype)
-        for spec in specs:
-            chunks = lambda: read_vector_chunks(vectors, self.dtype, self.dim, self.count)  # noqa: E731
-            shortlist.build_file(spec, chunks, self.count, self.folder / shortlist_file(spec.dim))
+        sources = [(None, vectors_file(self.dtype))] + [(layer, layer_vectors_file(self.dtype, layer)) for layer in self.layers]
+        for layer, name in sources:
+            for spec in specs:
+                chunks = lambda path=self.folder / name: read_vector_chunks(path, self.dtype, self.dim, self.count)  # noqa: E731
+                shortlist.build_file(spec, chunks, self.count, self.folder / shortlist_file(spec.dim, layer))
         files: dict[str, FileEntry] = {}
         for path in sorted(self.folder.iterdir()):
             if not path.name.startswith("."):
@@ -250,6 +281,10 @@ class Segment:
     shortlists: dict[int, tuple[ShortlistSpec, Any]] = field(default_factory=dict)
     deleted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Sorted local rows that are deleted: never returned by a search."""
+    layer_vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    """Vectors of the shallower sub-models, by layer (memory-mapped like ``vectors``)."""
+    layer_shortlists: dict[tuple[int, int], tuple[ShortlistSpec, Any]] = field(default_factory=dict)
+    """Shortlist indexes over the shallower sub-models' vectors, by (layer, dim)."""
 
     @property
     def live_count(self) -> int:
@@ -270,9 +305,10 @@ class Segment:
         specs: tuple[ShortlistSpec, ...],
         deleted: np.ndarray | None = None,
         use_gpu: bool | None = None,
+        layers: tuple[int, ...] = (),
     ) -> "Segment":
         """Open a segment after the fast checks: every listed file present, of its size and sampled digest."""
-        needed = [DOCUMENTS_FILE, vectors_file(dtype)] + [shortlist_file(spec.dim) for spec in specs]
+        needed = [DOCUMENTS_FILE, *segment_files(dtype, specs, layers)]
         for name in needed:
             if name not in entry.files:
                 raise IndexFormatError(f"{folder / name} is not listed in the manifest; the index is damaged: rebuild it")
@@ -282,8 +318,26 @@ class Segment:
         if documents.num_rows != entry.count:
             raise IndexFormatError(f"{folder / DOCUMENTS_FILE} holds {documents.num_rows} documents, the manifest says {entry.count}")
         vectors = open_vectors(folder / vectors_file(dtype), dtype, entry.count, dim)
-        shortlists = {spec.dim: (spec, shortlist.read(spec, folder / shortlist_file(spec.dim), use_gpu)) for spec in specs}
-        for spec, index in shortlists.values():
+        layer_vectors = {layer: open_vectors(folder / layer_vectors_file(dtype, layer), dtype, entry.count, dim) for layer in layers}
+
+        def read(spec: ShortlistSpec, layer: int | None) -> Any:
+            path = folder / shortlist_file(spec.dim, layer)
+            index = shortlist.read(spec, path, use_gpu)
             if index.ntotal != entry.count:
-                raise IndexFormatError(f"{folder / shortlist_file(spec.dim)} holds {index.ntotal} vectors, the manifest says {entry.count}")
-        return cls(folder, entry.count, documents, vectors, shortlists, np.zeros(0, np.int64) if deleted is None else deleted)
+                raise IndexFormatError(f"{path} holds {index.ntotal} vectors, the manifest says {entry.count}")
+            return spec, index
+
+        shortlists = {spec.dim: read(spec, None) for spec in specs}
+        layer_shortlists = {(layer, spec.dim): read(spec, layer) for layer in layers for spec in specs}
+        return cls(
+            folder, entry.count, documents, vectors, shortlists, np.zeros(0, np.int64) if deleted is None else deleted,
+            layer_vectors, layer_shortlists,
+        )
+
+
+def segment_files(dtype: str, specs: tuple[ShortlistSpec, ...], layers: tuple[int, ...] = ()) -> list[str]:
+    """The vector and shortlist files a segment holds besides its documents."""
+    names = [vectors_file(dtype)] + [shortlist_file(spec.dim) for spec in specs]
+    for layer in layers:
+        names += [layer_vectors_file(dtype, layer)] + [shortlist_file(spec.dim, layer) for spec in specs]
+    return names

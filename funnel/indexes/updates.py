@@ -14,7 +14,7 @@ import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,7 @@ from funnel.indexes.manifest import (
     SegmentEntry,
     TombstoneEntry,
     file_entry,
+    layer_vectors_file,
     read_manifest,
     vectors_file,
     write_manifest_atomically,
@@ -43,10 +44,12 @@ SEGMENT_NAME = re.compile(r"^seg-(\d{6})$")
 GARBAGE = re.compile(r"^(seg-\d{6}|seg-\d{6}\.deleted-\d{6}\.npy)$")
 
 
-def add_documents(path: str | Path, batches: Iterable[tuple[pa.RecordBatch, np.ndarray]]) -> Manifest:
+def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manifest:
     """Add documents with their normalized full vectors (n, dim) as one new segment.
 
-    Ids must be new to the index (a deleted id may come back). Returns the new manifest.
+    Each batch is (documents, vectors), or (documents, vectors, {layer: vectors}) for an index
+    that stores layer vectors. Ids must be new to the index (a deleted id may come back).
+    Returns the new manifest.
     """
     folder = Path(path).expanduser()
     with writer_lock(folder):
@@ -55,9 +58,9 @@ def add_documents(path: str | Path, batches: Iterable[tuple[pa.RecordBatch, np.n
 
         def fill(writer: SegmentWriter) -> None:
             seen: set[str] = set()
-            for documents, vectors in batches:
-                _check_new_ids(documents.column("id"), existing, seen)
-                writer.append(documents, vectors)
+            for batch in batches:
+                _check_new_ids(batch[0].column("id"), existing, seen)
+                writer.append(*batch)
             if writer.count == 0:
                 raise InputError("no documents to add")
 
@@ -72,16 +75,20 @@ def add_corpus(path: str | Path, corpus: Corpus, encoder: "Encoder", *, batch_si
     manifest = read_manifest(Path(path).expanduser())
     if encoder.dim != manifest.dim:
         raise InputError(f"the model gives {encoder.dim}-dim vectors but the index holds {manifest.dim}-dim ones: use the index's model ({manifest.model})")
-    return add_documents(path, _encode(corpus, encoder, batch_size, show_progress))
+    return add_documents(path, _encode(corpus, encoder, manifest.layers, batch_size, show_progress))
 
 
-def _encode(corpus: Corpus, encoder: "Encoder", batch_size: int, show_progress: bool) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+def _encode(
+    corpus: Corpus, encoder: "Encoder", layers: tuple[int, ...], batch_size: int, show_progress: bool
+) -> Iterator[tuple[Any, ...]]:
     from tqdm.auto import tqdm
+
+    from funnel.layers import encode_documents
 
     with tqdm(total=corpus.num_rows, unit="doc", desc="encoding", disable=not show_progress) as bar:
         for documents in corpus.batches():
             texts = [document_text(t, x) for t, x in zip(documents.column("title").to_pylist(), documents.column("text").to_pylist())]
-            yield documents, encoder.encode(texts, batch_size=batch_size)
+            yield (documents, *encode_documents(encoder, texts, layers, batch_size))
             bar.update(documents.num_rows)
 
 
@@ -142,12 +149,17 @@ def compact_index(path: str | Path) -> Manifest:
             for entry in old.segments:
                 documents = read_documents(folder / entry.name / DOCUMENTS_FILE)
                 vectors = open_vectors(folder / entry.name / vectors_file(old.vector_dtype), old.vector_dtype, entry.count, old.dim)
+                by_layer = {
+                    layer: open_vectors(folder / entry.name / layer_vectors_file(old.vector_dtype, layer), old.vector_dtype, entry.count, old.dim)
+                    for layer in old.layers
+                }
                 live = np.ones(entry.count, bool)
                 live[_deleted_rows(folder, tombstones.get(entry.name), entry.count)] = False
                 for start in range(0, entry.count, CHUNK_ROWS):
                     rows = np.flatnonzero(live[start : start + CHUNK_ROWS]) + start
                     if len(rows):
-                        writer.append(documents.take(pa.array(rows)), np.asarray(vectors[rows]))
+                        layer_rows = {layer: np.asarray(layer_vectors[rows]) for layer, layer_vectors in by_layer.items()}
+                        writer.append(documents.take(pa.array(rows)), np.asarray(vectors[rows]), layer_rows)
 
         new = replace(old, segments=(_write_segment(folder, old, fill),), tombstones=(), generation=old.generation + 1)
         _commit(folder, old, new)
@@ -160,7 +172,7 @@ def _write_segment(folder: Path, old: Manifest, fill: Callable[[SegmentWriter], 
     name = _next_segment_name(folder, old)
     temp = folder / f".{name}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
-    writer = SegmentWriter(temp, old.dim, old.vector_dtype)
+    writer = SegmentWriter(temp, old.dim, old.vector_dtype, layers=old.layers)
     try:
         fill(writer)
         entry = writer.finish(old.shortlists)

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 
 from funnel.errors import FunnelError
 from funnel.indexes import shortlist
-from funnel.indexes.manifest import DOCUMENTS_FILE, check_file, read_manifest, shortlist_file, vectors_file
-from funnel.indexes.segment import read_documents, read_tombstone, read_vector_chunks
+from funnel.indexes.manifest import DOCUMENTS_FILE, check_file, layer_vectors_file, read_manifest, shortlist_file, vectors_file
+from funnel.indexes.segment import read_documents, read_tombstone, read_vector_chunks, segment_files
 
 NORM_TOLERANCE = 1e-2  # float16 storage keeps norms within about 1e-3 of 1
 
@@ -62,7 +62,7 @@ def verify_index(path: str | Path) -> VerifyReport:
             except FunnelError as exc:
                 report.problems.append(str(exc))
                 bad.add(name)
-        needed = [DOCUMENTS_FILE, vectors_file(manifest.vector_dtype)] + [shortlist_file(s.dim) for s in manifest.shortlists]
+        needed = [DOCUMENTS_FILE, *segment_files(manifest.vector_dtype, manifest.shortlists, manifest.layers)]
         for name in needed:
             if name not in entry.files:
                 report.problems.append(f"{seg / name} is not listed in the manifest")
@@ -78,11 +78,15 @@ def verify_index(path: str | Path) -> VerifyReport:
                     live_ids.append(documents.column("id").filter(pa.array(live)))
             except FunnelError as exc:
                 report.problems.append(str(exc))
-        vectors = seg / vectors_file(manifest.vector_dtype)
-        if vectors.name not in bad:
-            _check_norms(vectors, manifest.vector_dtype, manifest.dim, entry.count, report)
-        for spec in manifest.shortlists:
-            name = shortlist_file(spec.dim)
+        vector_names = [vectors_file(manifest.vector_dtype)] + [layer_vectors_file(manifest.vector_dtype, l) for l in manifest.layers]
+        for vectors in (seg / name for name in vector_names):
+            if vectors.name not in bad:
+                _check_norms(vectors, manifest.vector_dtype, manifest.dim, entry.count, report)
+        shortlist_specs = [(spec, None) for spec in manifest.shortlists] + [
+            (spec, layer) for layer in manifest.layers for spec in manifest.shortlists
+        ]
+        for spec, layer in shortlist_specs:
+            name = shortlist_file(spec.dim, layer)
             if name in bad:
                 continue
             try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from funnel.errors import InputError
 
 SCHEMES = ("matryoshka", "2d", "starbucks", "none")
-LOSSES = ("mnrl", "cached-mnrl", "cosent", "gist")
+LOSSES = ("mnrl", "cached-mnrl", "cosent", "gist", "distill")
 STATIC_INITS = ("tokenizer", "distill")
 
 # Starbucks' published schedule for a 12-layer, 768-dim model; scaled to the model being trained.
@@ -48,6 +48,7 @@ class TrainConfig:
     pair_weights: tuple[float, ...] | None = None
     loss: str = "mnrl"
     guide_model: str | None = None
+    distill_temperature: float = 0.05
     mini_batch_size: int = 32
     batch_size: int = 32
     learning_rate: float = 2e-5

@@ -152,6 +152,64 @@ class StarbucksLoss(nn.Module):
         }
 
 
+class SimilarityDistillationLoss(nn.Module):
+    """Teach the model's (truncated) embeddings the in-batch similarities of a frozen teacher.
+
+    For a batch of (anchor, positive[, negatives]) the teacher's full embeddings score every anchor
+    against every text of the batch; the student's embeddings (cut to a prefix when wrapped in
+    MatryoshkaLoss, or to a (layer, dim) when wrapped in StarbucksLoss) are trained to give the
+    same softmax distribution (KL divergence, temperature ``temperature``). Unlike a contrastive
+    loss on out-of-domain pairs, this keeps the full model's geometry (the teacher is the starting
+    model) and asks each prefix to reproduce it, so nesting does not cost the full dims their quality.
+
+    The teacher runs once per batch (no gradient); the wrapped nesting loss calls this loss once
+    per dim or pair, and each call reuses that batch's teacher scores.
+    """
+
+    def __init__(self, model: "SentenceTransformer", teacher: "SentenceTransformer", temperature: float = 0.05) -> None:
+        super().__init__()
+        self.model = model
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.temperature = temperature
+        self._cached: tuple[tuple[int, ...], Tensor] | None = None
+
+    def _teacher_scores(self, sentence_features: list[dict[str, Tensor]]) -> Tensor:
+        key = tuple(f["input_ids"].data_ptr() for f in sentence_features)
+        if self._cached is None or self._cached[0] != key:
+            device = sentence_features[0]["input_ids"].device
+            if next(self.teacher.parameters()).device != device:
+                self.teacher.to(device)
+            with torch.no_grad():
+                embeddings = [F.normalize(self.teacher(dict(f))["sentence_embedding"], dim=-1) for f in sentence_features]
+            self._cached = (key, _anchor_scores(embeddings))
+        return self._cached[1]
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        sentence_features = list(sentence_features)
+        target = self._teacher_scores(sentence_features)
+        student = [F.normalize(self.model(f)["sentence_embedding"], dim=-1) for f in sentence_features]
+        scores = _anchor_scores(student)
+        return F.kl_div(
+            F.log_softmax(scores / self.temperature, dim=-1),
+            F.log_softmax(target / self.temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+
+def _anchor_scores(columns: list[Tensor]) -> Tensor:
+    """Cosine scores of every anchor (first column) against every other text in the batch."""
+    anchors, everything = columns[0], torch.cat(columns, dim=0)
+    scores = anchors @ everything.T
+    # An anchor against itself scores 1 for teacher and student alike: mask it out.
+    self_mask = torch.zeros_like(scores, dtype=torch.bool)
+    self_mask[:, : anchors.shape[0]] = torch.eye(anchors.shape[0], dtype=torch.bool, device=scores.device)
+    return scores.masked_fill(self_mask, -1e4)
+
+
 def build_base_loss(config: "TrainConfig", model: "SentenceTransformer", kind: str) -> nn.Module:
     """The base loss named in ``config.loss``; scored pairs need CoSENT and vice versa."""
     from sentence_transformers.sentence_transformer import losses
@@ -166,6 +224,10 @@ def build_base_loss(config: "TrainConfig", model: "SentenceTransformer", kind: s
         return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
     if config.loss == "cosent":
         return losses.CoSENTLoss(model)
+    if config.loss == "distill":
+        import copy
+
+        return SimilarityDistillationLoss(model, copy.deepcopy(model), temperature=config.distill_temperature)
     from funnel.models import load_model
 
     return losses.GISTEmbedLoss(model, guide=load_model(config.guide_model))

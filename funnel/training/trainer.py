@@ -39,7 +39,7 @@ def build_model(config: TrainConfig) -> tuple["SentenceTransformer", str]:
     from funnel.training.static import static_from_distillation, static_from_tokenizer
 
     source = resolve_model(config.model)
-    base_name = "all-MiniLM-L6-v2" if source == default_model_path() else str(source)
+    base_name = "all-MiniLM-L6-v2" if config.model is None else str(source)
     if config.static == "tokenizer":
         return static_from_tokenizer(source, config.static_dim), f"static({config.static_dim}) over {base_name} tokenizer"
     if config.static == "distill":
