@@ -25,6 +25,7 @@ def eval_command(
     metrics: str = typer.Option("ndcg@10,mrr@10,recall@10,recall@100,map@100", help="Metrics; the first one ranks the Pareto frontier."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for report.json, per_query.json, report.md, report.png (default: evaluations/<dataset>)."),
     shortlist_kind: str = typer.Option("flat", help="Kind of the shortlists built in memory for swept dims: flat, hnsw, ivf or binary."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Also sweep shortlists from the model cut after these layers, e.g. 2,3 (LAYER:DIM:N,full:K); reports query-encoding cost per stage."),
     repeats: int = typer.Option(3, help="Times each query is searched for timing (its median is kept)."),
     encode_sample: int = typer.Option(50, help="Queries whose encoding is timed (a seeded sample)."),
     embeddings_cache: Optional[Path] = typer.Option(None, "--embeddings-cache", help="Folder of precomputed embeddings (benchmarks/embed_cache.py); a sample is re-encoded to check them."),
@@ -44,6 +45,7 @@ def eval_command(
         shortlists=parse_sizes(shortlist, "--shortlist") if shortlist else None,
         stages=stages, k=k, metrics=[m for m in metrics.split(",") if m.strip()],
         index_dir=index_dir, rebuild=rebuild, embeddings_cache=embeddings_cache, shortlist_kind=shortlist_kind,
+        layers=parse_sizes(layers, "--layers") if layers else None,
         repeats=repeats, encode_sample=encode_sample, command="funnel " + shlex.join(sys.argv[1:]),
         progress=None if quiet or json_output else (lambda line: typer.echo(line, err=True)),
     )

@@ -50,6 +50,7 @@ def evaluate(
     rebuild: bool = False,
     embeddings_cache: str | Path | None = None,
     shortlist_kind: str = "flat",
+    layers: Sequence[int] | None = None,
     repeats: int = 3,
     encode_sample: int = 50,
     command: str = "",
@@ -65,6 +66,10 @@ def evaluate(
     given only ``stages``, no grid. ``k`` (default: the largest metric cutoff, else 100) is the depth
     of the reference ranking. Shortlist dims the index lacks are built in memory (``shortlist_kind``;
     a given ``Index`` object keeps them, nothing is written to disk).
+    ``layers`` adds, for each depth L listed, the same grid with the shortlist taken from the
+    model cut after L layers (``L:dim:n,full:k``); the index then stores those layers' vectors
+    (a dataset's index is built with them). Each row reports the query encoding it needs: the
+    layers its deepest stage runs, their FLOPs and time, per stage with continuation.
     ``embeddings_cache`` supplies precomputed vectors (see :mod:`funnel.evaluation.embeddings`).
     Encoding is timed on a seeded sample of ``encode_sample`` queries; tokens and FLOPs count all.
     ``progress`` receives a line before each slow step.
@@ -87,7 +92,7 @@ def evaluate(
         data = inputs.dataset_data(dataset, split)
         say("loading the model")
         encoder = model if isinstance(model, Encoder) else Encoder.load(model)
-        loaded, notes = inputs.dataset_index(dataset, encoder, Path(index_dir), embeddings_cache, rebuild, say)
+        loaded, notes = inputs.dataset_index(dataset, encoder, Path(index_dir), embeddings_cache, rebuild, say, tuple(layers or ()))
     else:
         loaded, notes = inputs.open_index(index), []
         data = inputs.index_data(loaded, queries, qrels)
@@ -101,16 +106,29 @@ def evaluate(
     query_ids = list(data.queries)
     texts = [data.queries[query_id] for query_id in query_ids]
     vectors = inputs.query_vectors(encoder, query_ids, texts, embeddings_cache, dataset, say)
-    configs = [reference(depth), *_configurations(dims, shortlists, chains, depth, loaded.dim)]
+    configs = [reference(depth), *_configurations(dims, shortlists, chains, depth, loaded.dim, layers or ())]
+    shallow = sorted({s.layer for c in configs for s in c.stages if not loaded.is_full_depth(s.layer)})  # type: ignore[type-var]
+    for layer in shallow:
+        loaded.check_layer(layer)
     _prepare_shortlists(loaded, configs, shortlist_kind)
+    queries_by_layer: dict[int | None, np.ndarray] = {None: vectors}
+    if shallow:
+        from funnel.layers import LayeredEncoder
+
+        say(f"encoding {len(texts)} queries at layers {', '.join(map(str, shallow))}")
+        queries_by_layer.update(LayeredEncoder(encoder).encode_layers(texts, shallow))
 
     timed = sample(texts, encode_sample)
     say(f"timing query encoding ({len(timed)} queries, one at a time)")
-    encoding = _encoding_cost(encoder, query_ids, texts, timed)
+    encoding = _encoding_cost(encoder, query_ids, texts, timed, shallow)
     rows = []
     for number, config in enumerate(configs, start=1):
         say(f"[{number}/{len(configs)}] {config.name}")
-        rows.append(_evaluate_configuration(loaded, index_ids, config, vectors, query_ids, data.qrels, parsed, repeats))
+        layered = any(not loaded.is_full_depth(stage.layer) for stage in config.stages)
+        row = _evaluate_configuration(
+            loaded, index_ids, config, queries_by_layer if layered else vectors, query_ids, data.qrels, parsed, repeats
+        )
+        rows.append(_with_encoding(row, config, encoding, loaded))
     rows = _compare(rows, str(parsed[0]))
     return EvaluationReport(
         dataset={"name": data.name, "path": data.path, "split": data.split, "queries": len(query_ids),
@@ -127,9 +145,12 @@ def evaluate(
 
 
 def _configurations(
-    dims: Sequence[int] | None, shortlists: Sequence[int] | None, chains: Sequence[tuple[Stage, ...]], k: int, full_dim: int
+    dims: Sequence[int] | None, shortlists: Sequence[int] | None, chains: Sequence[tuple[Stage, ...]], k: int, full_dim: int,
+    layers: Sequence[int] = (),
 ) -> list[Configuration]:
     configs = [] if chains and dims is None and shortlists is None else grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim)
+    for layer in layers:
+        configs += grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim, layer=layer)
     configs += [chain(stages, k) for stages in chains]
     names = [config.name for config in configs]
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -143,29 +164,56 @@ def _prepare_shortlists(index: "Index", configs: Sequence[Configuration], kind: 
     full_spec = index.segments[0].shortlists.get(index.dim) if index.segments else None
     if full_spec is None or full_spec[0].kind != "flat":
         index.add_shortlist(index.dim, "flat")
-    for dim in sorted({config.stages[0].resolved_dim(index.dim) for config in configs}):
-        if dim not in index.shortlist_dims:
-            index.add_shortlist(dim, kind)
+    for dim, layer in sorted({(c.stages[0].resolved_dim(index.dim), c.stages[0].layer or 0) for c in configs}):
+        if not index.has_shortlist(dim, layer or None):
+            index.add_shortlist(dim, kind, layer=layer or None)
 
 
 def _evaluate_configuration(
-    index: "Index", index_ids: list[str], config: Configuration, vectors: np.ndarray, query_ids: list[str], qrels: Qrels,
-    metrics: Sequence[Metric], repeats: int,
+    index: "Index", index_ids: list[str], config: Configuration, vectors: "np.ndarray | dict[int | None, np.ndarray]",
+    query_ids: list[str], qrels: Qrels, metrics: Sequence[Metric], repeats: int,
 ) -> ConfigurationResult:
     from funnel.stages import run_funnel
 
     result = run_funnel(index, vectors, config.stages, config.k)
     run = run_from_arrays(query_ids, result.positions, result.scores, corpus_ids=index_ids)
     scored = evaluate_run(run, qrels, metrics)
-    first_dim = config.stages[0].resolved_dim(index.dim)
-    costs = funnel_costs(index, result.trace, visited_per_query(index, vectors, first_dim, config.stages[0].candidates))
+    first = config.stages[0]
+    first_dim, first_layer = first.resolved_dim(index.dim), None if index.is_full_depth(first.layer) else first.layer
+    first_vectors = vectors[first_layer] if isinstance(vectors, dict) else vectors
+    costs = funnel_costs(index, result.trace, visited_per_query(index, first_vectors, first_dim, first.candidates, first_layer))
     timing = time_funnel(index, vectors, config.stages, config.k, repeats)
     return ConfigurationResult(
         name=config.name, stages=",".join(map(str, config.stages)), k=config.k,
         means=scored.means, per_query=scored.per_query, costs=costs,
         stage_timings=list(timing.stages), search=timing.total,
         search_flops=sum(cost.flops for cost in costs), bytes_read=sum(cost.bytes_read for cost in costs),
-        shortlist_bytes=shortlist_bytes(index, first_dim),
+        shortlist_bytes=shortlist_bytes(index, first_dim, first_layer),
+    )
+
+
+def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: EncodingCost, index: "Index") -> ConfigurationResult:
+    """Add the query encoding the configuration needs, stage by stage: each stage runs only the
+    layers beyond the deepest one before it (continuation)."""
+    from dataclasses import replace
+
+    depth = encoding.layers or 0
+    if not depth:
+        return row
+    reached, steps = 0, []
+    for stage in config.stages:
+        layer = depth if index.is_full_depth(stage.layer) else int(stage.layer)  # type: ignore[arg-type]
+        added = max(0, layer - reached)
+        before_ms = encoding.layer_ms.get(reached, 0.0) if reached else 0.0
+        steps.append({
+            "stage": str(stage), "layer": max(layer, reached), "layers_added": added,
+            "flops": (encoding.flops_mean or 0.0) * added / depth,
+            "ms": max(0.0, encoding.layer_ms.get(max(layer, reached), 0.0) - before_ms) if added else 0.0,
+        })
+        reached = max(reached, layer)
+    return replace(
+        row, encode_layers=reached, encode_flops=sum(step["flops"] for step in steps),
+        encode_ms=encoding.layer_ms.get(reached), stage_encoding=steps,
     )
 
 
@@ -186,18 +234,45 @@ def _compare(rows: list[ConfigurationResult], primary: str) -> list[Configuratio
     return [replace(row, pareto=number in frontier) for number, row in enumerate(compared)]
 
 
-def _encoding_cost(encoder: "Encoder", query_ids: list[str], texts: list[str], timed: list[str]) -> EncodingCost:
+def _encoding_cost(
+    encoder: "Encoder", query_ids: list[str], texts: list[str], timed: list[str], shallow: Sequence[int] = ()
+) -> EncodingCost:
     shape = EncoderShape.of(encoder)
     tokens = count_tokens(encoder, texts) if shape is not None else np.zeros(len(texts), dtype=np.int64)
     flops = float(np.mean([shape.flops(int(n)) for n in tokens])) if shape is not None and len(tokens) else None
     with torch_threads(TIMING_THREADS):
         wall = Timing.of(time_each(lambda text: encoder.encode([text]), timed))
+        layer_ms = _layer_times(encoder, timed, shallow) if shallow and shape is not None else {}
+    if shape is not None:
+        layer_ms.setdefault(shape.layers, wall.median_ms)
     return EncodingCost(
         model=encoder.name, layers=shape.layers if shape else None, hidden=shape.hidden if shape else None,
         ffn=shape.ffn if shape else None, tokens_mean=float(np.mean(tokens)) if len(tokens) else 0.0,
         tokens_max=int(np.max(tokens)) if len(tokens) else 0, flops_mean=flops, wall=wall, timed_queries=len(timed),
-        tokens=dict(zip(query_ids, map(int, tokens))),
+        tokens=dict(zip(query_ids, map(int, tokens))), layer_ms=layer_ms,
     )
+
+
+def _layer_times(encoder: "Encoder", timed: list[str], layers: Sequence[int]) -> dict[int, float]:
+    """Median ms for one query to reach each of ``layers`` and the full depth, continuing from
+    the shallower one each time (as a layered funnel does)."""
+    import time
+
+    from funnel.layers import LayeredEncoder
+
+    layered = LayeredEncoder(encoder)
+    wanted = sorted(set(layers) | {layered.num_layers})
+    if timed:
+        layered.embed(layered.advance(layered.start(timed[:1]), layered.num_layers))  # lazy setup
+    seconds = np.zeros((len(timed), len(wanted)))
+    for row, text in enumerate(timed):
+        started = time.perf_counter()
+        states = layered.start([text])
+        for column, layer in enumerate(wanted):
+            states = layered.advance(states, layer)
+            layered.embed(states)
+            seconds[row, column] = time.perf_counter() - started
+    return {layer: float(np.median(seconds[:, column])) * 1000 for column, layer in enumerate(wanted)} if timed else {}
 
 
 def _shape_dict(encoder: "Encoder") -> dict[str, int]:

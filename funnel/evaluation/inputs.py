@@ -59,9 +59,11 @@ def index_data(index: "Index", queries: str | Path | None, qrels: str | Path | N
 
 
 def dataset_index(
-    dataset: str | Path, encoder: "Encoder", index_dir: Path, cache: str | Path | None, rebuild: bool, say: Callable[[str], None]
+    dataset: str | Path, encoder: "Encoder", index_dir: Path, cache: str | Path | None, rebuild: bool, say: Callable[[str], None],
+    layers: tuple[int, ...] = (),
 ) -> tuple["Index", list[str]]:
-    """Build (or reuse) the index of a BEIR folder's corpus; returns it with notes on skipped rows."""
+    """Build (or reuse) the index of a BEIR folder's corpus; returns it with notes on skipped rows.
+    ``layers``: the index must hold those layers' vectors too (an index without them is rebuilt)."""
     from funnel.corpus import open_corpus
     from funnel.indexes.builder import IndexConfig, build_index, write_index
     from funnel.indexes.index import Index
@@ -76,11 +78,18 @@ def dataset_index(
                 f"{target} holds an index of {built_from} with {index.manifest.model}, not of {corpus.path} with "
                 f"{encoder.name}: pass --rebuild or another --index-dir"
             )
-        say(f"reusing the index at {target}")
-    else:
+        missing = [layer for layer in layers if layer not in index.layers and not index.is_full_depth(layer)]
+        if missing:
+            say(f"the index at {target} lacks layers {missing}: rebuilding it")
+            rebuild = True
+        else:
+            say(f"reusing the index at {target}")
+    if not target.exists() or rebuild:
+        if layers and cache is not None:
+            raise InputError("--layers needs every document encoded layer by layer: drop --embeddings-cache")
         if cache is None:
             say(f"indexing {corpus.path} into {target}")
-            build_index(corpus, encoder, target, IndexConfig(), overwrite=True, show_progress=True)
+            build_index(corpus, encoder, target, IndexConfig(layers=layers), overwrite=True, show_progress=True)
         else:
             from funnel.evaluation import embeddings
 

@@ -34,6 +34,8 @@ class EncodingCost:
     wall: Timing
     timed_queries: int = 0  # how many queries the wall time was measured on
     tokens: dict[str, int] = field(default_factory=dict)  # per query id (in per_query.json)
+    layer_ms: dict[int, float] = field(default_factory=dict)
+    """Median ms for one query to reach each layer the configurations use (with continuation)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class ConfigurationResult:
     speedup: float = 1.0  # reference median search ms / this median search ms
     flops_reduction: float = 1.0  # reference search FLOPs / this search FLOPs
     pareto: bool = False
+    encode_layers: int | None = None  # transformer layers a query runs (its deepest stage)
+    encode_flops: float | None = None  # query-encoding FLOPs per query
+    encode_ms: float | None = None  # median ms to encode one query that deep
+    stage_encoding: list[dict[str, Any]] = field(default_factory=list)  # per stage: layers added, FLOPs, ms
 
 
 @dataclass
@@ -111,7 +117,10 @@ class EvaluationReport:
     def table(self) -> str:
         """The results as a markdown table, reference row first; * marks the Pareto frontier."""
         metric_names = [_label(name) for name in self.metrics]
+        layered = self.layered
         header = ["config", *metric_names, f"{_label(self.primary_metric)} kept", "search ms (p50 / p95)", "speed-up", "search MFLOPs", "FLOPs cut", "bytes read"]
+        if layered:
+            header += ["query layers", "encode MFLOPs", "encode ms"]
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for row in self.rows:
             cells = [
@@ -124,21 +133,42 @@ class EvaluationReport:
                 f"{row.flops_reduction:.1f}×",
                 human_bytes(row.bytes_read),
             ]
+            if layered:
+                flops = f"{row.encode_flops / 1e6:.1f}" if row.encode_flops is not None else "—"
+                ms = f"{row.encode_ms:.2f}" if row.encode_ms is not None else "—"
+                cells += [str(row.encode_layers or "—"), flops, ms]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
+    @property
+    def layered(self) -> bool:
+        """Whether some configuration stops its query encoding before the model's last layer."""
+        depth = self.encoding.layers
+        return any(row.encode_layers is not None and depth is not None and row.encode_layers < depth for row in self.rows) or any(
+            len({step["layer"] for step in row.stage_encoding}) > 1 for row in self.rows
+        )
+
     def stage_table(self) -> str:
         """Per configuration and stage: what was scored, its cost per query and its wall time."""
+        layered = self.layered
         lines = [
-            "| config | stage | role | kind | dims | vectors / query | MFLOPs / query | bytes read / query | ms (p50 / p95) |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|",
+            "| config | stage | role | kind | dims | vectors / query | MFLOPs / query | bytes read / query | ms (p50 / p95) |"
+            + (" query layers (+added) | encode MFLOPs | encode ms |" if layered else ""),
+            "|---|---|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if layered else ""),
         ]
         for row in self.rows:
-            for cost, timing in zip(row.costs, row.stage_timings):
-                lines.append(
+            encoding = row.stage_encoding or [None] * len(row.costs)
+            for cost, timing, step in zip(row.costs, row.stage_timings, encoding):
+                line = (
                     f"| {row.name} | {cost.stage} | {cost.role} | {cost.kind} | {cost.dim} | {cost.vectors:,.0f} | "
                     f"{cost.flops / 1e6:.3f} | {human_bytes(cost.bytes_read)} | {timing.median_ms:.3f} / {timing.p95_ms:.3f} |"
                 )
+                if layered:
+                    line += (
+                        f" {step['layer']} (+{step['layers_added']}) | {step['flops'] / 1e6:.1f} | {step['ms']:.2f} |"
+                        if step else " — | — | — |"
+                    )
+                lines.append(line)
         return "\n".join(lines) + "\n"
 
     def markdown(self) -> str:

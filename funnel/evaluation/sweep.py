@@ -47,18 +47,24 @@ def reference(k: int) -> Configuration:
     return Configuration((Stage(dim=None, candidates=k),), k, REFERENCE)
 
 
-def grid(dims: Iterable[int], shortlist_sizes: Iterable[int], k: int, full_dim: int | None = None) -> list[Configuration]:
-    """Two-stage configurations for every (dim, shortlist size): shortlist at dim, rescore at full."""
+def grid(
+    dims: Iterable[int], shortlist_sizes: Iterable[int], k: int, full_dim: int | None = None, layer: int | None = None
+) -> list[Configuration]:
+    """Two-stage configurations for every (dim, shortlist size): shortlist at dim, rescore at full.
+
+    ``layer``: shortlist with the model cut after that many layers (queries and documents), then
+    rescore with the full model: ``layer:dim:n,full:k``.
+    """
     configurations = []
     for dim in dims:
         if full_dim is not None and dim > full_dim:
             raise InputError(f"shortlist dim {dim} is more than the model's {full_dim} dims: choose dims up to {full_dim}")
         for size in shortlist_sizes:
             keep = min(size, k)
-            if full_dim is not None and dim == full_dim:
+            if full_dim is not None and dim == full_dim and layer is None:
                 stages: tuple[Stage, ...] = (Stage(dim=None, candidates=keep),)
             else:
-                stages = (Stage(dim=dim, candidates=size), Stage(dim=None, candidates=keep))
+                stages = (Stage(dim=dim, candidates=size, layer=layer), Stage(dim=None, candidates=keep))
             configurations.append(Configuration(stages, keep))
     return configurations
 

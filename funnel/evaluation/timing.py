@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -60,17 +60,26 @@ def faiss_threads(count: int) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def time_funnel(index: "Index", queries: np.ndarray, stages: Sequence["Stage"], k: int, repeats: int = 3) -> FunnelTiming:
-    """Time ``run_funnel`` for each query (q, dim) alone, ``repeats`` times."""
+def time_funnel(
+    index: "Index", queries: "np.ndarray | Mapping[int | None, np.ndarray]", stages: Sequence["Stage"], k: int, repeats: int = 3
+) -> FunnelTiming:
+    """Time ``run_funnel`` for each query (q, dim) alone, ``repeats`` times. ``queries``: full-model
+    vectors, or a mapping {layer: vectors} for stages that name layers (search time only)."""
     from funnel.stages import run_funnel
 
+    def rows(start: int, stop: int) -> "np.ndarray | dict[int | None, np.ndarray]":
+        if isinstance(queries, Mapping):
+            return {layer: vectors[start:stop] for layer, vectors in queries.items()}
+        return queries[start:stop]
+
+    count = len(next(iter(queries.values()))) if isinstance(queries, Mapping) else len(queries)
     repeats = max(1, repeats)
-    per_stage = np.zeros((len(queries), repeats, len(stages)))
-    total = np.zeros((len(queries), repeats))
+    per_stage = np.zeros((count, repeats, len(stages)))
+    total = np.zeros((count, repeats))
     with faiss_threads(TIMING_THREADS):
-        run_funnel(index, queries[:1], stages, k)  # warm caches and lazy allocations
-        for row in range(len(queries)):
-            query = queries[row : row + 1]
+        run_funnel(index, rows(0, 1), stages, k)  # warm caches and lazy allocations
+        for row in range(count):
+            query = rows(row, row + 1)
             for repeat in range(repeats):
                 started = time.perf_counter()
                 result = run_funnel(index, query, stages, k)

@@ -34,3 +34,24 @@ def test_starbucks_rejects_pairs_the_model_lacks(tiny_model):
         StarbucksLoss(tiny_model, base, [(1, 16), (3, 32)])
     with pytest.raises(InputError, match="2 weights for 1 layer:dim pairs"):
         StarbucksLoss(tiny_model, base, [(1, 16)], [1.0, 2.0])
+
+
+def test_distillation_is_zero_for_the_teacher_itself_and_positive_for_a_prefix(tiny_model):
+    import copy
+
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    from funnel.training.losses import SimilarityDistillationLoss
+
+    anchors = ["fast image viewer", "tool to compress files", "python web framework", "music player"]
+    positives = ["a small program showing pictures", "zip and unzip archives", "build sites in python", "play mp3 songs"]
+    features = [tiny_model.preprocess(anchors), tiny_model.preprocess(positives)]
+    tiny_model.eval()
+    distill = SimilarityDistillationLoss(tiny_model, copy.deepcopy(tiny_model), temperature=0.05)
+    full = distill(features, None)
+    assert full.item() == pytest.approx(0.0, abs=1e-5), "a student equal to its teacher has nothing to learn"
+    nested = MatryoshkaLoss(tiny_model, distill, [64, 16])(features, None)
+    assert nested.item() > 1e-3, "a 16-dim prefix does not reproduce the teacher's similarities"
+    nested.backward()
+    assert all(p.grad is None for p in distill.teacher.parameters()), "the teacher stays fixed"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.parameters())

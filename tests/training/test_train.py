@@ -45,6 +45,15 @@ def test_each_scheme_learns_and_reloads(tmp_path, tiny_model_path, debian_pairs,
     assert not (tmp_path / f"{scheme}.checkpoints").exists()
 
 
+def test_distillation_teaches_prefixes_the_full_similarities(tmp_path, tiny_model_path, debian_pairs):
+    folder = train(TrainConfig(
+        data=(debian_pairs,), output=tmp_path / "distill", model=str(tiny_model_path), scheme="matryoshka",
+        dims=(64, 16), loss="distill", **FAST,
+    ))
+    assert_loss_falls(folder)
+    assert read_model_metadata(folder)["base_loss"] == "distill"
+
+
 def test_static_model_from_tokenizer(tmp_path, debian_pairs):
     folder = train(TrainConfig(
         data=(debian_pairs,), output=tmp_path / "static", static="tokenizer", static_dim=64, dims=(64, 32),
