@@ -94,5 +94,7 @@ def test_index_with_layers_and_search_with_layered_stages(tmp_path, small_corpus
     found = funnel("search", tmp_path / "idx", "a game of strategy", "--stages", "2:64:20,6:full:3", "--json")
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)["hits"]) == 3
+    info = json.loads(funnel("info", tmp_path / "idx", "--json").stdout)
+    assert (info["layers"], info["depth"]) == ([2], 6)
     assert_one_line_error(funnel("search", tmp_path / "idx", "chess", "--stages", "3:64:20,full:3"), "not of layer 3")
     assert_one_line_error(funnel("index", small_corpus, "-o", tmp_path / "bad", "--layers", "9"), "do not exist in this 6-layer model")

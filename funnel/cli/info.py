@@ -24,6 +24,7 @@ def info_command(
         "vector_dtype": manifest.vector_dtype, "shortlists": [s.__dict__ for s in manifest.shortlists],
         "plan": manifest.plan, "disk_bytes": disk, "source": manifest.source,
         "deleted_rows": manifest.deleted, "generation": manifest.generation,
+        "depth": manifest.depth, "layers": list(manifest.layers),
     }
     if json_output:
         emit_json(summary)
@@ -31,6 +32,8 @@ def info_command(
     deleted = f" ({manifest.deleted} deleted rows: `funnel compact` reclaims them)" if manifest.deleted else ""
     typer.echo(f"{index}: {manifest.count} documents in {len(manifest.segments)} segment(s), {human_bytes(disk)}{deleted}")
     typer.echo(f"  model      {manifest.model} ({manifest.dim} dims, stored as {manifest.vector_dtype})")
+    if manifest.layers:
+        typer.echo(f"  layers     {', '.join(map(str, manifest.layers))} of {manifest.depth} (vectors and shortlists for each; stages LAYER:DIM:N)")
     for spec in manifest.shortlists:
         typer.echo(f"  shortlist  {spec.dim} dims, {spec.kind} {json.dumps(spec.params) if spec.params else ''}".rstrip())
     plan = f"{manifest.plan['stages']} (k ≤ {manifest.plan['k']})" if manifest.plan else "shortlist max(200, 20k), rescore at full dims"
