@@ -206,6 +206,25 @@ def merged(paths: list[Path]) -> dict:
     return run
 
 
+def wall_clock_table(groups: dict[str, list[Path]]) -> str:
+    """Wall-clock per scale: the runs of a scale one after another (as ``python -m benchmarks.recall_latency`` runs them)."""
+    by_scale: dict[int, list[dict]] = {}
+    for paths in groups.values():
+        for path in paths:
+            run = json.loads(path.read_text())
+            by_scale.setdefault(run["scale"], []).append(run)
+    lines = ["## Wall clock per scale", "",
+             "Each run's own wall and CPU time (from its JSON; vectors are prepared and cached before, outside these times). "
+             "Load average is the 1-minute figure at the start and end of each run, on this machine's cores.", "",
+             "| scale | runs | wall min | CPU min | load average start → end |", "|---|---|---:|---:|---|"]
+    for scale, runs in sorted(by_scale.items()):
+        names = ", ".join(f"{r['vectors']}{' (cut short)' if not r.get('complete', True) else ''}" for r in runs)
+        load = "; ".join(f"{r['load_average_start_end'][0][0]:.1f} → {r['load_average_start_end'][1][0]:.1f}" for r in runs)
+        lines.append(f"| {SCALE_NAMES.get(scale, scale)} | {names} | {sum(r['seconds_total'] for r in runs) / 60:.1f} | "
+                     f"{sum(r.get('cpu_seconds_total', 0) for r in runs) / 60:.1f} | {load} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=OUT)
@@ -223,7 +242,7 @@ def main() -> None:
         text = markdown(run, path.stem)
         path.with_suffix(".md").write_text(text)
         sections.append(text.split("### Cost of each index")[0] + f"Details: [{path.stem}.md]({path.stem}.md)\n\n![{path.stem}]({path.stem}.png)\n")
-    (args.dir / "summary.md").write_text("# Recall against latency: every run\n\n" + "\n".join(sections))
+    (args.dir / "summary.md").write_text("# Recall against latency: every run\n\n" + wall_clock_table(groups) + "\n" + "\n".join(sections))
     print(f"wrote {len(groups)} plots and tables under {args.dir}")
 
 
