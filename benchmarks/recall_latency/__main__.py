@@ -8,8 +8,10 @@ Each run is a separate process (``run.py``) so one run's memory is freed before 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import time
 
 # (scale, vectors, extra arguments): the settings the committed results were made with.
 SMALL = ["--queries", "128", "--latency-queries", "30", "--min-seconds", "0.2"]
@@ -38,8 +40,10 @@ def main() -> None:
     python = sys.executable
     subprocess.run([python, "-m", "benchmarks.recall_latency.corpus", "--minilm-100k", "--surrogate"], check=True)
     for scale in args.scales:
+        began = time.perf_counter()
         for size, vectors, extra in RUNS[scale]:
             subprocess.run([python, "-m", "benchmarks.recall_latency.run", "--scale", size, "--vectors", vectors, *extra], check=True)
+        print(f"{scale}: {(time.perf_counter() - began) / 60:.1f} min wall for its {len(RUNS[scale])} runs, load average now {os.getloadavg()[0]:.1f}", flush=True)
     subprocess.run([python, "-m", "benchmarks.recall_latency.report"], check=True)
 
 
