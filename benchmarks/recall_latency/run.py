@@ -67,7 +67,7 @@ def builders(docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hn
     out = methods.funnel_methods(docs, workdir, scale)
     out += [
         ("faiss-refine-ivfpq", lambda: [methods.faiss_refine(docs, workdir, f"IVF{nlist},PQ48", use_gpu)]),
-        ("faiss-refine-hnsw", lambda: [methods.faiss_refine_hnsw(docs, workdir, **hnsw_build, efs=(16, 64, 256) + ((1024,) if large else ()), k_factors=(1, 2, 8))]),
+        ("faiss-refine-hnsw", lambda: [methods.faiss_refine_hnsw(docs, workdir, **hnsw_build, efs=(16, 64, 256, 1024), k_factors=(1, 2, 8))]),
         ("st-ubinary", lambda: [methods.st_quantized(docs, workdir, "ubinary", (1, 4, 16))]),
         # uint8 search runs on a flat float index as big as the exact one: at 1M one setting shows the cost.
         ("st-uint8", lambda: [methods.st_quantized(docs, workdir, "uint8", (4,) if large else (1, 4))]),
