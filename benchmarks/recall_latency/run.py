@@ -77,7 +77,7 @@ def builders(docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hn
     if with_hnsw_full:
         out.append(("hnsw-full", lambda: [methods.hnsw_full(docs, workdir, **hnsw_build, efs=efs)]))
     if large:  # cheap builds first, so that a run cut short by the budget still has them
-        priority = ["funnel-binary", "st-ubinary", "faiss-refine-ivfpq", "funnel-hnsw", "funnel-ivf", "faiss-refine-hnsw", "hnsw-full", "st-uint8", "funnel-flat"]
+        priority = ["funnel-binary", "st-ubinary", "faiss-refine-ivfpq", "funnel-hnsw", "funnel-hnsw128", "funnel-ivf", "faiss-refine-hnsw", "hnsw-full", "st-uint8", "funnel-flat"]
         out.sort(key=lambda pair: priority.index(pair[0]) if pair[0] in priority else len(priority))
     return out
 
