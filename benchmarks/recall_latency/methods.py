@@ -161,7 +161,7 @@ def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[st
         m, ef_construction = 32, 40
         spec = make_spec(128, "hnsw", m=m, ef_construction=ef_construction, ef_search=16)
         index, seconds, path = funnel_index(docs, workdir, "funnel-hnsw128", (spec,))
-        configs = [(f"n=ef={n}", two(128, n)) for n in (50, 100, 200, 400, 800, 1600) + ((3200,) if large else ())]
+        configs = [(f"n=ef={n}", two(128, n)) for n in (100, 200, 400, 800, 1600) + ((3200,) if large else ())]
         return [_funnel_built("funnel hnsw-128 → 384", index, path, seconds, configs, [128], f"HNSW M={m}, efConstruction={ef_construction}")]
 
     def ivf() -> list[Built]:
