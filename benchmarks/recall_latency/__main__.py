@@ -40,15 +40,17 @@ RUNS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", nargs="+", choices=list(RUNS), default=list(RUNS))
+    parser.add_argument("--out", default=None, help="results folder (default: benchmarks/results/recall-latency)")
     args = parser.parse_args()
+    out = ["--out", args.out] if args.out else []
     python = sys.executable
     subprocess.run([python, "-m", "benchmarks.recall_latency.corpus", "--minilm-100k", "--surrogate"], check=True)
     for scale in args.scales:
         began = time.perf_counter()
         for size, vectors, extra in RUNS[scale]:
-            subprocess.run([python, "-m", "benchmarks.recall_latency.run", "--scale", size, "--vectors", vectors, *extra], check=True)
+            subprocess.run([python, "-m", "benchmarks.recall_latency.run", "--scale", size, "--vectors", vectors, *extra, *out], check=True)
         print(f"{scale}: {(time.perf_counter() - began) / 60:.1f} min wall for its {len(RUNS[scale])} runs, load average now {os.getloadavg()[0]:.1f}", flush=True)
-    subprocess.run([python, "-m", "benchmarks.recall_latency.report"], check=True)
+    subprocess.run([python, "-m", "benchmarks.recall_latency.report", *(["--dir", args.out] if args.out else [])], check=True)
 
 
 if __name__ == "__main__":
