@@ -141,17 +141,28 @@ def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[st
         return built
 
     def hnsw() -> list[Built]:
-        # efSearch follows the shortlist size (funnel sets efSearch = max(ef_search, n)).
-        # At 1M a lighter graph keeps the build inside the budget on 2 shared cores.
-        m, ef_construction = (16, 32) if large else (32, 40)
+        # efSearch follows the shortlist size (funnel sets efSearch = max(ef_search, n)). The same
+        # graph (M=32, efConstruction=40) as FAISS's full-dimension HNSW at every scale; at 1M the
+        # build takes about 2 minutes on 2 idle cores (run.py: FULL_HNSW_BUILD).
+        m, ef_construction = 32, 40
         spec = make_spec(64, "hnsw", m=m, ef_construction=ef_construction, ef_search=16)
         index, seconds, path = funnel_index(docs, workdir, "funnel-hnsw", (spec,))
-        two_stage = [(f"n=ef={n}", two(64, n)) for n in (100, 200, 400, 800, 1600, 3200)]
+        two_stage = [(f"n=ef={n}", two(64, n)) for n in (100, 200, 400, 800, 1600, 3200) + ((6400,) if large else ())]
         three = [(f"64:{n}→128:{m}", {"stages": f"64:{n},128:{m},full:K"}) for n, m in ((1600, 200), (3200, 300))]
         return [
             _funnel_built("funnel hnsw-64 → 384", index, path, seconds, two_stage, [64], f"HNSW M={m}, efConstruction={ef_construction}"),
             _funnel_built("funnel 3-stage hnsw-64 → 128 → 384", index, path, seconds, three, [64], f"HNSW M={m}, efConstruction={ef_construction}"),
         ]
+
+    def hnsw128() -> list[Built]:
+        # A wider prefix for the graph: each candidate costs twice the 64-dim one to score, but far
+        # fewer candidates hold the top-10 (real MiniLM in PCA order at 100k: 128:300 flat keeps
+        # 0.996 of it, 64:300 0.90), so the shortlist can be much shorter.
+        m, ef_construction = 32, 40
+        spec = make_spec(128, "hnsw", m=m, ef_construction=ef_construction, ef_search=16)
+        index, seconds, path = funnel_index(docs, workdir, "funnel-hnsw128", (spec,))
+        configs = [(f"n=ef={n}", two(128, n)) for n in (100, 200, 400, 800, 1600) + ((3200,) if large else ())]
+        return [_funnel_built("funnel hnsw-128 → 384", index, path, seconds, configs, [128], f"HNSW M={m}, efConstruction={ef_construction}")]
 
     def ivf() -> list[Built]:
         spec = make_spec(64, "ivf", **({"nlist": 1024} if large else {}))  # default 4·sqrt(n) = 4000 at 1M: too slow to train here
@@ -171,7 +182,7 @@ def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[st
         built.append(_funnel_built("funnel 3-stage binary-256 → 128 → 384", index, path, seconds, three, [256]))
         return built
 
-    return [("funnel-flat", flat), ("funnel-hnsw", hnsw), ("funnel-ivf", ivf), ("funnel-binary", binary)]
+    return [("funnel-flat", flat), ("funnel-hnsw", hnsw), ("funnel-hnsw128", hnsw128), ("funnel-ivf", ivf), ("funnel-binary", binary)]
 
 
 # ---------------------------------------------------------------- FAISS refine
@@ -208,6 +219,38 @@ def faiss_refine(docs: np.ndarray, workdir: Path, base: str, use_gpu: bool) -> B
         return refine.search(queries, k, params=search_params)[1]
 
     return Built(f"faiss IndexRefineFlat({base})", "faiss-refine", search, configs, seconds, ram, 0, ram)
+
+
+def faiss_refine_hnsw(docs: np.ndarray, workdir: Path, m: int, ef_construction: int, efs: tuple[int, ...], k_factors: tuple[int, ...]) -> Built:
+    """``IndexRefineFlat`` over ``IndexHNSWSQ`` (HNSW on 8-bit scalar-quantized full vectors).
+
+    The usual memory-saving HNSW: the graph walks 8-bit codes (a quarter of float32), and the
+    ``k_factor · k`` candidates are re-ranked on the stored float32 vectors — Milvus's HNSW_SQ with
+    ``refine``, FAISS's ``HNSW32,SQ8,RFlat``. Swept: efSearch and k_factor.
+    """
+    import faiss
+
+    d = docs.shape[1]
+    started = time.perf_counter()
+    base_index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT)
+    base_index.hnsw.efConstruction = ef_construction
+    base_index.train(np.asarray(docs[np.random.default_rng(0).choice(len(docs), min(len(docs), 50_000), replace=False)], dtype=np.float32))
+    refine = faiss.IndexRefineFlat(base_index)
+    for start in range(0, len(docs), 65_536):
+        refine.add(np.asarray(docs[start : start + 65_536], dtype=np.float32))
+    seconds = time.perf_counter() - started
+    ram = faiss_bytes(refine, workdir / "refine-hnsw.faiss")
+    configs = [(f"ef={ef} k_factor={f}", {"ef": ef, "k_factor": f}) for ef in efs for f in k_factors]
+
+    def search(queries: np.ndarray, k: int, params: dict) -> np.ndarray:
+        # FAISS's HNSW returns at most efSearch results, so efSearch is raised to the k_factor·k
+        # candidates asked for (as funnel raises its own to the shortlist size).
+        inner = faiss.SearchParametersHNSW(efSearch=max(params["ef"], k * params["k_factor"]))
+        search_params = faiss.IndexRefineSearchParameters(k_factor=params["k_factor"], base_index_params=inner)
+        return refine.search(queries, k, params=search_params)[1]
+
+    return Built(f"faiss IndexRefineFlat(HNSW{m},SQ8)", "faiss-refine", search, configs, seconds, ram, 0, ram,
+                 f"HNSW M={m}, efConstruction={ef_construction}, 8-bit codes; re-rank on float32")
 
 
 # ---------------------------------------------------------------- sentence-transformers quantized search
@@ -250,7 +293,7 @@ def st_quantized(docs: np.ndarray, workdir: Path, precision: str, multipliers: t
 # ---------------------------------------------------------------- HNSW over full vectors
 
 
-def hnsw_full(docs: np.ndarray, workdir: Path, m: int = 32, ef_construction: int = 40) -> Built:
+def hnsw_full(docs: np.ndarray, workdir: Path, m: int = 32, ef_construction: int = 40, efs: tuple[int, ...] = (16, 64, 256, 1024)) -> Built:
     import faiss
 
     started = time.perf_counter()
@@ -264,5 +307,5 @@ def hnsw_full(docs: np.ndarray, workdir: Path, m: int = 32, ef_construction: int
     def search(queries: np.ndarray, k: int, params: dict) -> np.ndarray:
         return index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=max(params["ef"], k)))[1]
 
-    configs = [(f"ef={ef}", {"ef": ef}) for ef in (16, 64, 256, 1024)]
+    configs = [(f"ef={ef}", {"ef": ef}) for ef in efs]
     return Built("faiss HNSW 384-d", "hnsw-full", search, configs, seconds, ram, 0, ram, f"M={m}, efConstruction={ef_construction}")

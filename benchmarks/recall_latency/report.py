@@ -105,7 +105,7 @@ def markdown(run: dict, name: str) -> str:
                  f"FAISS threads: {run.get('threads', {}).get('faiss_omp', '?')}. "
                  f"Run took {run['seconds_total'] / 60:.1f} min wall, {run.get('cpu_seconds_total', 0) / 60:.1f} min CPU"
                  f"{'' if run.get('complete', True) else ' (cut short by the time budget: the methods below are those it finished)'}. Command: `{run['command']}`."
-                 + (f" Methods come from {len(run['exact_cpu_ms_per_process'])} processes run side by side; exact search in each: "
+                 + (f" Methods come from {len(run['exact_cpu_ms_per_process'])} processes run one after another (wall and CPU above are their sums); exact search in each: "
                     + ", ".join(f"{ms:.1f}" for ms in run["exact_cpu_ms_per_process"]) + " ms CPU; the first is the reference here." if run.get("exact_cpu_ms_per_process") else ""))
     lines.append("")
 
@@ -192,7 +192,7 @@ def markdown(run: dict, name: str) -> str:
 
 
 def merged(paths: list[Path]) -> dict:
-    """Runs of one scale and vectors made by parallel processes (``--tag``) as one: the first run's
+    """Runs of one scale and vectors made by separate processes (``--tag``) as one: the first run's
     exact search is the reference for the comparisons; each run's own is listed beside it."""
     runs = [json.loads(path.read_text()) for path in paths]
     run = dict(runs[0])
@@ -200,10 +200,87 @@ def merged(paths: list[Path]) -> dict:
     run["complete"] = all(r.get("complete", True) for r in runs)
     if len(runs) > 1:
         run["command"] = "` and `".join(r["command"] for r in runs)
-        run["seconds_total"] = max(r["seconds_total"] for r in runs)
+        run["seconds_total"] = sum(r["seconds_total"] for r in runs)  # the suite runs them one after another
         run["cpu_seconds_total"] = sum(r.get("cpu_seconds_total", 0) for r in runs)
         run["exact_cpu_ms_per_process"] = [r["methods"][0]["configs"][0]["batch1"]["cpu_median_ms"] for r in runs]
     return run
+
+
+ORDER_NAMES = {"minilm": "model order", "surrogate": "model order", "minilm-pca": "PCA order", "surrogate-pca": "PCA order"}
+
+
+def scale_headlines(runs: list[dict]) -> str:
+    """Per scale, across its runs (both dimension orders): funnel's best against the best alternative.
+
+    Full-dimension alternatives run in one order only (their recall does not depend on it), binary
+    ones in model order, funnel's prefix shortlists in PCA order; each ratio uses its own run's exact search.
+    """
+    by_scale: dict[int, list[dict]] = {}
+    for run in runs:
+        by_scale.setdefault(run["scale"], []).append(run)
+    lines = ["## Per scale: funnel's best against the best alternative, across both dimension orders", "",
+             "CPU ms per query, one query per call (median); × = exact search's CPU ms in the same run divided by the method's. "
+             "At 10k every method runs in both orders; from 100k on, funnel's prefix shortlists and the full-dimension alternatives run in PCA order only, "
+             "binary methods in model order only (full-dimension methods do not depend on the order: a rotation keeps every inner product). "
+             "Which vectors: real all-MiniLM-L6-v2 at 10k and 100k; the MiniLM-space surrogate at 1M (see benchmarks/README.md).", "",
+             "| scale | vectors | exact ms | target | funnel: best | × exact | best alternative | × exact |", "|---|---|---:|---|---|---:|---|---:|"]
+
+    def entry(row: dict, method: dict, run: dict) -> tuple[str, float]:
+        exact_ms = latency(next(m for m in run["methods"] if m["method"] == "exact")["configs"][0])
+        return (f"{method['family']}, {row['label']} ({ORDER_NAMES.get(run['vectors'], run['vectors'])}): "
+                f"{row['recall@10']:.3f} at {latency(row):.2f} ms", exact_ms / latency(row))
+
+    for scale, group in sorted(by_scale.items()):
+        exact_ms = min(latency(next(m for m in r["methods"] if m["method"] == "exact")["configs"][0]) for r in group)
+        vectors = group[0]["source"]["vectors"].split(",")[0]
+        for target in (0.99, 0.95):
+            cells = []
+            for want_funnel in (True, False):
+                found = [(fastest_at(m, target), m, r) for r in group for m in r["methods"] if _funnel(m) == want_funnel and m["method"] != "exact"]
+                found = [f for f in found if f[0]]
+                if found:
+                    text, ratio = entry(*min(found, key=lambda f: latency(f[0])))
+                    cells += [text, f"{ratio:.1f}×"]
+                else:
+                    best = [(max(m["configs"], key=lambda row: row["recall@10"]), m, r) for r in group for m in r["methods"]
+                            if _funnel(m) == want_funnel and m["method"] != "exact"]
+                    text, ratio = entry(*max(best, key=lambda f: f[0]["recall@10"])) if best else ("—", 0)
+                    cells += [f"not reached; highest {text}" if best else "—", f"{ratio:.1f}×" if best else ""]
+            lines.append(f"| {SCALE_NAMES.get(scale, scale)} | {vectors} | {exact_ms:.2f} | recall@10 ≥ {target:.2f} | " + " | ".join(cells) + " |")
+        for divisor in (30, 10):
+            cells = []
+            for want_funnel in (True, False):
+                found = []
+                for r in group:
+                    run_exact = latency(next(m for m in r["methods"] if m["method"] == "exact")["configs"][0])
+                    found += [(best_within(m, run_exact / divisor), m, r) for m in r["methods"] if _funnel(m) == want_funnel and m["method"] != "exact"]
+                found = [f for f in found if f[0]]
+                if found:
+                    text, ratio = entry(*max(found, key=lambda f: f[0]["recall@10"]))
+                    cells += [text, f"{ratio:.1f}×"]
+                else:
+                    cells += ["none that fast", ""]
+            lines.append(f"| {SCALE_NAMES.get(scale, scale)} | {vectors} | {exact_ms:.2f} | ≥ {divisor}× below exact: highest recall@10 | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def wall_clock_table(groups: dict[str, list[Path]]) -> str:
+    """Wall-clock per scale: the runs of a scale one after another (as ``python -m benchmarks.recall_latency`` runs them)."""
+    by_scale: dict[int, list[dict]] = {}
+    for paths in groups.values():
+        for path in paths:
+            run = json.loads(path.read_text())
+            by_scale.setdefault(run["scale"], []).append(run)
+    lines = ["## Wall clock per scale", "",
+             "Each run's own wall and CPU time (from its JSON; vectors are prepared and cached before, outside these times). "
+             "Load average is the 1-minute figure at the start and end of each run, on this machine's cores.", "",
+             "| scale | runs | wall min | CPU min | load average start → end |", "|---|---|---:|---:|---|"]
+    for scale, runs in sorted(by_scale.items()):
+        names = ", ".join(f"{r['vectors']}{' (cut short)' if not r.get('complete', True) else ''}" for r in runs)
+        load = "; ".join(f"{r['load_average_start_end'][0][0]:.1f} → {r['load_average_start_end'][1][0]:.1f}" for r in runs)
+        lines.append(f"| {SCALE_NAMES.get(scale, scale)} | {names} | {sum(r['seconds_total'] for r in runs) / 60:.1f} | "
+                     f"{sum(r.get('cpu_seconds_total', 0) for r in runs) / 60:.1f} | {load} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -223,7 +300,8 @@ def main() -> None:
         text = markdown(run, path.stem)
         path.with_suffix(".md").write_text(text)
         sections.append(text.split("### Cost of each index")[0] + f"Details: [{path.stem}.md]({path.stem}.md)\n\n![{path.stem}]({path.stem}.png)\n")
-    (args.dir / "summary.md").write_text("# Recall against latency: every run\n\n" + "\n".join(sections))
+    runs = [merged(sorted(paths, key=lambda p: (len(p.stem), p.name))) for paths in groups.values()]
+    (args.dir / "summary.md").write_text("# Recall against latency: every run\n\n" + scale_headlines(runs) + "\n" + wall_clock_table(groups) + "\n" + "\n".join(sections))
     print(f"wrote {len(groups)} plots and tables under {args.dir}")
 
 
