@@ -50,12 +50,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    import torch
-
     from funnel.corpus import open_corpus
     from funnel.evaluation.compute import EncoderShape, count_tokens
     from funnel.evaluation.datasets import load_beir
     from funnel.evaluation.metrics import evaluate_run, parse_metrics, run_from_arrays
+    from funnel.evaluation.timing import time_layers, torch_threads
     from funnel.indexes.builder import IndexConfig, build_index
     from funnel.indexes.index import Index
     from funnel.indexes.shortlist import make_spec
@@ -90,7 +89,8 @@ def main() -> None:
     print("timing query encoding, layer by layer, one query at a time", flush=True)
     shape = EncoderShape.of(encoder)
     tokens = count_tokens(encoder, texts)
-    encode_ms = _encode_times(layered, texts, torch)  # (queries, depth): cumulative ms to reach each layer
+    with torch_threads(1):  # one query at a time on one thread, as the harness times it
+        encode_ms = time_layers(layered, texts, list(range(1, depth + 1)))  # (queries, depth): cumulative ms
     flops = np.array([[shape.flops(int(n), layer) for layer in range(1, depth + 1)] for n in tokens], dtype=float)
 
     def cost(layer: int) -> dict[str, float]:
@@ -171,28 +171,6 @@ def main() -> None:
     (RESULTS / f"{tag}.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / f"{tag}.md").write_text(_markdown(record))
     print(_markdown(record))
-
-
-def _encode_times(layered, texts: list[str], torch) -> np.ndarray:
-    """Cumulative ms to reach each layer's vector, per query: start, then advance one layer at a
-    time with a vector at each (what continuation costs), one query at a time on one thread."""
-    depth = layered.num_layers
-    out = np.zeros((len(texts), depth))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for text in texts[:3]:  # warm-up
-            layered.embed(layered.advance(layered.start([text]), depth))
-        for row, text in enumerate(texts):
-            begin = time.perf_counter()
-            states = layered.start([text])
-            for layer in range(1, depth + 1):
-                states = layered.advance(states, layer)
-                layered.embed(states)
-                out[row, layer - 1] = 1000 * (time.perf_counter() - begin)
-    finally:
-        torch.set_num_threads(threads)
-    return out
 
 
 def _markdown(record: dict) -> str:

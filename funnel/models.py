@@ -51,6 +51,12 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None) -> Path:
     )
 
 
+def num_layers(model: "SentenceTransformer") -> int:
+    """Transformer layers in the model's first module; 0 for a model without layers (static)."""
+    config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    return int(getattr(config, "num_hidden_layers", 0) or 0)
+
+
 def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> "SentenceTransformer":
     """Load a sentence-transformers model offline (``HF_HUB_OFFLINE=1``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

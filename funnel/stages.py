@@ -132,8 +132,6 @@ class QuerySource(Protocol):
 class LayeredQueries:
     """Query vectors computed on demand, each deeper one continuing from the hidden states of the
     last: asking for layer 2 then layer 6 runs 6 layers in all, not 8.
-
-    Records the layers run and the seconds spent reaching each layer.
     """
 
     def __init__(self, encoder: "LayeredEncoder", texts: Sequence[str]) -> None:
@@ -141,7 +139,6 @@ class LayeredQueries:
         self.texts = list(texts)
         self._states: "HiddenStates | None" = None
         self._vectors: dict[int, np.ndarray] = {}
-        self.seconds: dict[int, float] = {}
 
     @property
     def layers_run(self) -> int:
@@ -150,7 +147,6 @@ class LayeredQueries:
     def at(self, layer: int | None) -> np.ndarray:
         layer = self.encoder.num_layers if layer is None else layer
         if layer not in self._vectors:
-            started = time.perf_counter()
             if self._states is None:
                 self._states = self.encoder.start(self.texts)
             if layer < self._states.layer:
@@ -158,7 +154,6 @@ class LayeredQueries:
                 raise InputError(f"stages must not go back to a shallower layer ({layer} after {self._states.layer})")
             self._states = self.encoder.advance(self._states, layer)
             self._vectors[layer] = self.encoder.embed(self._states)
-            self.seconds[layer] = time.perf_counter() - started
         return self._vectors[layer]
 
 

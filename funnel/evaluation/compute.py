@@ -115,7 +115,7 @@ def rescore_cost(stage: "Stage", candidates: float, dim: int, full_dim: int, sto
 def funnel_costs(index: "Index", trace: Sequence["StageTrace"], visited: float | None = None) -> list[StageCost]:
     """Per-stage costs of one funnel run (its trace), per query. ``visited``: see shortlist_cost."""
     first = trace[0]
-    spec, built = _shortlist_of(index, first.dim, first.stage.layer)
+    spec, built = index.segments[0].shortlist_index(first.dim, index.depth_key(first.stage.layer))
     nlist = int(getattr(built, "nlist", 0)) if spec.kind == "ivf" else 0
     costs = [shortlist_cost(first.stage, spec, index.count, visited, nlist)]
     stored_bytes = np.dtype(index.manifest.vector_dtype).itemsize
@@ -124,17 +124,12 @@ def funnel_costs(index: "Index", trace: Sequence["StageTrace"], visited: float |
     return costs
 
 
-def _shortlist_of(index: "Index", dim: int, layer: int | None, segment: int = 0) -> tuple[Any, Any]:
-    held = index.segments[segment]
-    return held.shortlists[dim] if index.is_full_depth(layer) else held.layer_shortlists[(layer, dim)]  # type: ignore[index]
-
-
 def visited_per_query(index: "Index", queries: np.ndarray, dim: int, n: int, layer: int | None = None) -> float | None:
     """Distance computations per query that FAISS reports for an hnsw or ivf shortlist; None for others.
     ``queries`` come from the same depth as the shortlist (``layer``)."""
     import faiss
 
-    spec, _ = _shortlist_of(index, dim, layer)
+    spec, _ = index.segments[0].shortlist_index(dim, index.depth_key(layer))
     if spec.kind not in ("hnsw", "ivf"):
         return None
     stats = faiss.cvar.hnsw_stats if spec.kind == "hnsw" else faiss.cvar.indexIVF_stats
@@ -148,8 +143,9 @@ def shortlist_bytes(index: "Index", dim: int, layer: int | None = None) -> int:
     import faiss
 
     total = 0
-    for number in range(len(index.segments)):
-        spec, built = _shortlist_of(index, dim, layer, number)
+    key = index.depth_key(layer)
+    for segment in index.segments:
+        spec, built = segment.shortlist_index(dim, key)
         data = faiss.serialize_index_binary(built) if spec.kind == "binary" else faiss.serialize_index(built)
         total += int(data.size)
     return total

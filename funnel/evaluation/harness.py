@@ -21,7 +21,7 @@ from funnel.evaluation.compute import EncoderShape, count_tokens, funnel_costs, 
 from funnel.evaluation.metrics import Metric, Qrels, evaluate_run, parse_metrics, run_from_arrays
 from funnel.evaluation.report import ConfigurationResult, EncodingCost, EvaluationReport, environment
 from funnel.evaluation.sweep import DEFAULT_DIMS, DEFAULT_SHORTLISTS, Configuration, chain, grid, pareto_frontier, reference
-from funnel.evaluation.timing import TIMING_THREADS, Timing, sample, time_each, time_funnel, torch_threads
+from funnel.evaluation.timing import TIMING_THREADS, Timing, sample, time_each, time_funnel, time_layers, torch_threads
 from funnel.stages import Stage, parse_stages
 
 if TYPE_CHECKING:
@@ -202,15 +202,14 @@ def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: En
         return row
     reached, steps = 0, []
     for stage in config.stages:
-        layer = depth if index.is_full_depth(stage.layer) else int(stage.layer)  # type: ignore[arg-type]
-        added = max(0, layer - reached)
-        before_ms = encoding.layer_ms.get(reached, 0.0) if reached else 0.0
+        layer = max(reached, depth if index.is_full_depth(stage.layer) else int(stage.layer))  # type: ignore[arg-type]
+        added = layer - reached
         steps.append({
-            "stage": str(stage), "layer": max(layer, reached), "layers_added": added,
+            "stage": str(stage), "layer": layer, "layers_added": added,
             "flops": (encoding.flops_mean or 0.0) * added / depth,
-            "ms": max(0.0, encoding.layer_ms.get(max(layer, reached), 0.0) - before_ms) if added else 0.0,
+            "ms": max(0.0, encoding.layer_ms.get(layer, 0.0) - encoding.layer_ms.get(reached, 0.0)) if added else 0.0,
         })
-        reached = max(reached, layer)
+        reached = layer
     return replace(
         row, encode_layers=reached, encode_flops=sum(step["flops"] for step in steps),
         encode_ms=encoding.layer_ms.get(reached), stage_encoding=steps,
@@ -242,7 +241,7 @@ def _encoding_cost(
     flops = float(np.mean([shape.flops(int(n)) for n in tokens])) if shape is not None and len(tokens) else None
     with torch_threads(TIMING_THREADS):
         wall = Timing.of(time_each(lambda text: encoder.encode([text]), timed))
-        layer_ms = _layer_times(encoder, timed, shallow) if shallow and shape is not None else {}
+        layer_ms = median_layer_ms(encoder, timed, shallow) if shallow and shape is not None else {}
     if shape is not None:
         layer_ms.setdefault(shape.layers, wall.median_ms)
     return EncodingCost(
@@ -253,26 +252,14 @@ def _encoding_cost(
     )
 
 
-def _layer_times(encoder: "Encoder", timed: list[str], layers: Sequence[int]) -> dict[int, float]:
-    """Median ms for one query to reach each of ``layers`` and the full depth, continuing from
-    the shallower one each time (as a layered funnel does)."""
-    import time
-
+def median_layer_ms(encoder: "Encoder", timed: list[str], layers: Sequence[int]) -> dict[int, float]:
+    """Median ms for one query to reach each of ``layers`` and the full depth (continuation)."""
     from funnel.layers import LayeredEncoder
 
     layered = LayeredEncoder(encoder)
     wanted = sorted(set(layers) | {layered.num_layers})
-    if timed:
-        layered.embed(layered.advance(layered.start(timed[:1]), layered.num_layers))  # lazy setup
-    seconds = np.zeros((len(timed), len(wanted)))
-    for row, text in enumerate(timed):
-        started = time.perf_counter()
-        states = layered.start([text])
-        for column, layer in enumerate(wanted):
-            states = layered.advance(states, layer)
-            layered.embed(states)
-            seconds[row, column] = time.perf_counter() - started
-    return {layer: float(np.median(seconds[:, column])) * 1000 for column, layer in enumerate(wanted)} if timed else {}
+    ms = time_layers(layered, timed, wanted)
+    return {layer: float(np.median(ms[:, column])) for column, layer in enumerate(wanted)} if timed else {}
 
 
 def _shape_dict(encoder: "Encoder") -> dict[str, int]:

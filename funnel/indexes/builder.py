@@ -118,11 +118,10 @@ def build_index(
 
 def encoder_depth(encoder: "Encoder") -> int:
     """Transformer layers of the encoder's model; 0 for a model without layers (static)."""
-    try:
-        config = encoder.model[0].auto_model.config
-    except (AttributeError, IndexError, KeyError, TypeError):  # a static model, or an encoder that is no transformer
-        return 0
-    return int(getattr(config, "num_hidden_layers", 0) or 0)
+    from funnel.models import num_layers
+
+    model = getattr(encoder, "model", None)  # vectors made elsewhere come with no model
+    return num_layers(model) if model is not None else 0
 
 
 def write_index(

@@ -87,6 +87,13 @@ class Index:
     def is_full_depth(self, layer: int | None) -> bool:
         return layer is None or (self.depth > 0 and layer == self.depth)
 
+    def depth_key(self, layer: int | None) -> int | None:
+        """None for the full model, else ``layer`` once checked to be stored: the key segments use."""
+        if self.is_full_depth(layer):
+            return None
+        self.check_layer(layer)
+        return layer
+
     def check_layer(self, layer: int | None) -> None:
         """InputError unless the index holds vectors of the model cut after ``layer`` layers."""
         if self.is_full_depth(layer) or layer in self.layers:
@@ -108,22 +115,20 @@ class Index:
         spec = shortlist.make_spec(dim, kind, **params)
         if not 1 <= dim <= self.dim:
             raise InputError(f"shortlist dim {dim} does not fit this index's {self.dim} dims")
-        full = self.is_full_depth(layer)
-        if not full:
-            self.check_layer(layer)
+        key = self.depth_key(layer)
         for segment in self.segments:
-            stored = segment.vectors if full else segment.layer_vectors[layer]  # type: ignore[index]
-            built = shortlist.build(spec, lambda v=stored: iter_chunks(v), segment.count)
-            if full:
+            built = shortlist.build(spec, lambda v=segment.stored_vectors(key): iter_chunks(v), segment.count)
+            if key is None:
                 segment.shortlists[dim] = (spec, built)
             else:
-                segment.layer_shortlists[(layer, dim)] = (spec, built)  # type: ignore[index]
+                segment.layer_shortlists[(key, dim)] = (spec, built)
         return spec
 
     def has_shortlist(self, dim: int, layer: int | None = None) -> bool:
-        if self.is_full_depth(layer):
+        key = None if self.is_full_depth(layer) else layer
+        if key is None:
             return dim in self.shortlist_dims
-        return bool(self.segments) and (layer, dim) in self.segments[0].layer_shortlists
+        return bool(self.segments) and (key, dim) in self.segments[0].layer_shortlists
 
     def shortlist(self, queries: np.ndarray, dim: int, n: int, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` positions by the ``dim``-dim shortlist index. ``queries``: (q, dim_full) normalized.
@@ -132,9 +137,8 @@ class Index:
         (the queries must come from the same cut). Returns (scores (q, n) float32, positions
         (q, n) int64), padded with -inf / -1.
         """
-        if not self.is_full_depth(layer):
-            self.check_layer(layer)
-        elif dim not in self.shortlist_dims:
+        key = self.depth_key(layer)
+        if key is None and dim not in self.shortlist_dims:
             have = ", ".join(map(str, self.shortlist_dims)) or "none"
             raise InputError(
                 f"this index has no {dim}-dim shortlist (it has: {have}); start the funnel at one of those, "
@@ -142,7 +146,7 @@ class Index:
             )
         parts_scores, parts_positions = [], []
         for offset, segment in zip(self._offsets(), self.segments):
-            spec, index = segment.shortlists[dim] if self.is_full_depth(layer) else segment.layer_shortlists[(layer, dim)]  # type: ignore[index]
+            spec, index = segment.shortlist_index(dim, key)
             # Ask for as many extra candidates as there are deleted rows, so that deletions never
             # leave fewer than n live ones (exact for flat indexes).
             want = min(n + len(segment.deleted), max(segment.count, 1))
@@ -164,9 +168,7 @@ class Index:
         ``layer`` reads the vectors of the model cut after that many layers instead of the full model's.
         """
         dim = self.dim if dim is None else dim
-        full = self.is_full_depth(layer)
-        if not full:
-            self.check_layer(layer)
+        key = self.depth_key(layer)
         flat = positions.reshape(-1)
         out = np.empty((flat.size, dim), dtype=np.float32)
         offsets = self._offsets()
@@ -177,7 +179,7 @@ class Index:
                 local = flat[mask] - offsets[number]
                 # Sorted reads are kinder to a memory map that is not yet in the page cache.
                 order = np.argsort(local)
-                stored = segment.vectors if full else segment.layer_vectors[layer]  # type: ignore[index]
+                stored = segment.stored_vectors(key)
                 if mask.all():  # one segment holds every row: write straight into out, no second copy
                     out[order] = stored[local[order], :dim]
                     break

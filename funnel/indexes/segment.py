@@ -286,6 +286,14 @@ class Segment:
     layer_shortlists: dict[tuple[int, int], tuple[ShortlistSpec, Any]] = field(default_factory=dict)
     """Shortlist indexes over the shallower sub-models' vectors, by (layer, dim)."""
 
+    def stored_vectors(self, layer: int | None = None) -> np.ndarray:
+        """The full model's vectors (``layer`` None) or those of the model cut after ``layer`` layers."""
+        return self.vectors if layer is None else self.layer_vectors[layer]
+
+    def shortlist_index(self, dim: int, layer: int | None = None) -> tuple[ShortlistSpec, Any]:
+        """The (spec, FAISS index) of the ``dim``-dim shortlist at full depth or at ``layer``."""
+        return self.shortlists[dim] if layer is None else self.layer_shortlists[(layer, dim)]
+
     @property
     def live_count(self) -> int:
         return self.count - len(self.deleted)

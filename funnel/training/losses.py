@@ -14,17 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from funnel.errors import InputError
+from funnel.models import num_layers
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from funnel.training.config import TrainConfig
-
-
-def num_layers(model: "SentenceTransformer") -> int:
-    """Transformer layers in the model's first module; 0 for a model without layers (static)."""
-    config = getattr(getattr(model[0], "auto_model", None), "config", None)
-    return int(getattr(config, "num_hidden_layers", 0) or 0)
 
 
 def layer_features(model: "SentenceTransformer", features: dict[str, Tensor]) -> dict[str, Any]:
