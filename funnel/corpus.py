@@ -38,6 +38,34 @@ class CorpusColumns:
     title: str | None = None
 
 
+def check_id(value: Any) -> str:
+    """The one id rule, the same for building, adding and deleting: an id is a non-empty string
+    without leading or trailing white space or control characters (a newline or a NUL would make
+    it impossible to name on a command line or in a file), or an integer, taken as its decimal
+    string. Anything else raises InputError saying why; ids are never altered to fit."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        kind = "missing" if value is None else f"a {type(value).__name__}"
+        raise InputError(f"the id is {kind}, not a string or an integer")
+    text = str(value)
+    if not text.strip():
+        raise InputError("the id is empty")
+    if text != text.strip():
+        raise InputError(f"the id {text!r} has leading or trailing white space")
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise InputError(f"the id {text!r} holds a control character (a newline, tab or NUL)")
+    return text
+
+
+def check_batch_ids(documents: pa.RecordBatch | pa.Table) -> None:
+    """:func:`check_id` for every id of a batch in :data:`DOCUMENT_SCHEMA` (documents given
+    to ``write_index`` or ``add_documents`` rather than read from a corpus file)."""
+    for number, doc_id in enumerate(documents.column("id").to_pylist(), start=1):
+        try:
+            check_id(doc_id)
+        except InputError as exc:
+            raise InputError(f"document {number} of a batch: {exc}") from None
+
+
 def document_text(title: str | None, text: str) -> str:
     """The string that gets encoded for a document: title and text, as BEIR evaluations do."""
     return f"{title.strip()} {text.strip()}".strip() if title else text.strip()
@@ -68,9 +96,7 @@ class Corpus:
     def num_rows(self) -> int | None:
         """Row count when cheap to know (parquet metadata, JSONL line count)."""
         if self.format == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(self.path).metadata.num_rows
+            return self._parquet_file().metadata.num_rows
         with self.path.open("rb") as handle:
             return sum(1 for line in handle if line.strip())
 
@@ -91,19 +117,36 @@ class Corpus:
     def _skips(self) -> dict[str, int] | None:
         return self.skipped if self.skip_invalid else None
 
-    def _parquet_batches(self) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+    def _parquet_file(self) -> Any:
         import pyarrow.parquet as pq
 
-        file = pq.ParquetFile(self.path)
+        try:
+            return pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable_parquet(self.path, exc) from None
+
+    def _parquet_batches(self) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+        file = self._parquet_file()
         names = file.schema_arrow.names
-        for batch in file.iter_batches(batch_size=self.batch_size):
+        batches = file.iter_batches(batch_size=self.batch_size)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:
+                raise _unreadable_parquet(self.path, exc) from None
             yield batch.to_pylist(), names
 
     def _jsonl_batches(self) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
         rows: list[dict[str, Any]] = []
         names: dict[str, None] = {}
-        with self.path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
+        with self.path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"{self.path}:{line_number}: not UTF-8 text (byte {exc.start + 1} of the line); save the file as UTF-8") from None
                 if not line.strip():
                     continue
                 try:
@@ -119,6 +162,11 @@ class Corpus:
                     rows = []
         if rows:
             yield rows, list(names)
+
+
+def _unreadable_parquet(path: Path, exc: Exception) -> InputError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InputError(f"{path} is not a readable parquet file ({reason}); it may be truncated or damaged: write it again")
 
 
 def open_corpus(
@@ -178,33 +226,44 @@ def _to_documents(
     known = {id_column, text_column, title_column}
     ids, titles, texts, metadata = [], [], [], []
     for position, row in enumerate(rows, start=row_offset):
-        doc_id, text = row.get(id_column), row.get(text_column)
+        raw_id, text = row.get(id_column), row.get(text_column)
         where = f"{path} row {position}"
         title = row.get(title_column) if title_column else None
-        problem = None
-        if doc_id is None or str(doc_id).strip() == "":
-            problem, message = "empty id", f"{where}: the id is empty; every document needs a unique id"
-        elif str(doc_id) in seen:
-            problem, message = "duplicate id", f"{where}: duplicate id {str(doc_id)!r}; ids must be unique"
-        elif text is not None and not isinstance(text, str):
-            problem, message = "text not a string", f"{where} (id {str(doc_id)!r}): the text is a {type(text).__name__}, not a string"
-        elif not document_text(str(title) if title else None, text or ""):
-            # A document with a title but no body (Cranfield has some) is still searchable.
-            problem = "empty text"
-            message = f"{where} (id {str(doc_id)!r}): the text is {'null' if text is None else 'empty'}"
+        title = None if title is None or _is_nan(title) else str(title)
+        problem, message, doc_id = _row_problem(raw_id, text, title, where, seen)
         if problem:
             if skips is None:
                 raise InputError(f"{message} (fix the row, or pass --skip-invalid to skip such rows)")
             skips[problem] = skips.get(problem, 0) + 1
             continue
-        doc_id = str(doc_id)
         seen.add(doc_id)
         extra = {key: value for key, value in row.items() if key not in known}
         ids.append(doc_id)
-        titles.append(str(title) if title else None)
+        titles.append(title or None)
         texts.append(text or "")
         metadata.append(json.dumps(extra, default=str) if extra else None)
     return pa.RecordBatch.from_arrays(
         [pa.array(ids, pa.string()), pa.array(titles, pa.string()), pa.array(texts, pa.string()), pa.array(metadata, pa.string())],
         schema=DOCUMENT_SCHEMA,
     )
+
+
+def _row_problem(raw_id: Any, text: Any, title: str | None, where: str, seen: set[str]) -> tuple[str | None, str, str]:
+    """(problem kind or None, message, the checked id) for one row."""
+    try:
+        doc_id = check_id(raw_id)
+    except InputError as exc:
+        empty = raw_id is None or _is_nan(raw_id) or (isinstance(raw_id, str) and not raw_id.strip())
+        return ("empty id" if empty else "bad id"), f"{where}: {exc}; every document needs a unique id (a string or an integer)", ""
+    if doc_id in seen:
+        return "duplicate id", f"{where}: duplicate id {doc_id!r}; ids must be unique", doc_id
+    if text is not None and not isinstance(text, str):
+        return "text not a string", f"{where} (id {doc_id!r}): the text is a {type(text).__name__}, not a string", doc_id
+    if not document_text(title, text or ""):
+        # A document with a title but no body (Cranfield has some) is still searchable.
+        return "empty text", f"{where} (id {doc_id!r}): the text is {'null' if text is None else 'empty'}", doc_id
+    return None, "", doc_id
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value

@@ -11,7 +11,7 @@ import numpy as np
 from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.models import Encoder
-from funnel.stages import FunnelResult, LayeredQueries, Stage, parse_stages, run_funnel, two_stage
+from funnel.stages import FunnelResult, LayeredQueries, Stage, parse_stages, run_funnel, check_k, two_stage, validate_plan
 
 if TYPE_CHECKING:
     from funnel.layers import LayeredEncoder
@@ -83,12 +83,18 @@ class Retriever:
 
     def plan(self, k: int, stages: Sequence[Stage] | str | None = None, index: Index | None = None) -> tuple[Stage, ...]:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the index's default."""
-        index = index or self.index
-        chosen = stages if stages is not None else self.stages
-        if isinstance(chosen, str):
-            return parse_stages(chosen)
-        if chosen:
-            return tuple(chosen)
+        return self.plan_for(index or self.index, k, stages if stages is not None else self.stages)
+
+    @staticmethod
+    def plan_for(index: Index, k: int, stages: Sequence[Stage] | str | None = None) -> tuple[Stage, ...]:
+        """The stages a search of ``index`` with ``k`` runs: ``stages`` when given, else the plan
+        stored by ``funnel tune`` (when it keeps at least ``k``), else a shortlist of max(200, 20·k) at the index's
+        smallest shortlist dim, rescored at full dims."""
+        check_k(k)
+        if isinstance(stages, str):
+            return parse_stages(stages)
+        if stages:
+            return tuple(stages)
         stored = index.manifest.plan
         if stored and stored.get("k", 0) >= k:
             return parse_stages(stored["stages"])
@@ -113,7 +119,7 @@ class Retriever:
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Normalized full-dimension query vectors, shape (len(queries), dim)."""
-        _check_queries(queries)
+        check_queries(queries)
         return self.encoder.encode(list(queries), batch_size=64)
 
     def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: Sequence[Stage] | str | None = None) -> FunnelResult:
@@ -128,12 +134,14 @@ class Retriever:
 
     def search_batch(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries``."""
-        if isinstance(queries, str):
-            raise InputError("search_batch takes a list of queries; use search() for one")
+        if isinstance(queries, str) or not isinstance(queries, Sequence):
+            raise InputError(f"search_batch takes a list of queries (strings), not a {type(queries).__name__}; use search() for one")
         if not queries:
             return []
+        check_queries(queries)
         index = self.index  # one version for the whole call, even if another thread reloads
         plan = self.plan(k, stages, index)
+        validate_plan(plan, k, index)  # before encoding: a bad k or plan costs nothing
         result = run_funnel(index, self._query_source(queries, plan, index), plan, k)
         return [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
 
@@ -143,7 +151,7 @@ class Retriever:
         shallow = [stage.layer for stage in plan if not index.is_full_depth(stage.layer)]
         if not shallow:
             return self.encode_queries(queries)
-        _check_queries(queries)
+        check_queries(queries)
         if self._layered is None:
             from funnel.layers import LayeredEncoder
 
@@ -160,7 +168,15 @@ class Retriever:
         ]
 
 
-def _check_queries(queries: Sequence[str]) -> None:
-    for number, query in enumerate(queries):
-        if not isinstance(query, str) or not query.strip():
-            raise InputError(f"query {number + 1} is empty: give some text to search for")
+def check_queries(queries: Sequence[str]) -> None:
+    for number, query in enumerate(queries, start=1):
+        if not isinstance(query, str):
+            raise InputError(f"query {number} is not a string ({type(query).__name__} {query!r:.40}): give text to search for")
+        if not query.strip():
+            raise InputError(f"query {number} is empty: give some text to search for")
+        if "\x00" in query:
+            raise InputError(f"query {number} holds a NUL byte: give text, not binary data")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: undecodable bytes from a command line or file
+            raise InputError(f"query {number} is not valid UTF-8 text: give text, not binary data") from None

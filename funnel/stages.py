@@ -38,6 +38,9 @@ class Stage:
     layer: int | None = None
 
     def __post_init__(self) -> None:
+        for name, value in (("candidates", self.candidates), ("dim", self.dim), ("layer", self.layer)):
+            if (value is not None or name == "candidates") and not _is_whole(value):
+                raise InputError(f"a stage's {name} must be a whole number, not {value!r} ({type(value).__name__})")
         if self.candidates < 1:
             raise InputError(f"a stage must keep at least 1 candidate, not {self.candidates}")
         if self.dim is not None and self.dim < 1:
@@ -89,8 +92,7 @@ def validate_plan(stages: Sequence[Stage], k: int, index: "Index") -> None:
     """Check a plan against an index before searching; raises InputError saying what to change."""
     if not stages:
         raise InputError("a funnel needs at least one stage")
-    if k < 1:
-        raise InputError(f"k must be at least 1, not {k}")
+    check_k(k)
     for stage in stages:
         index.check_layer(stage.layer)
     first = stages[0].resolved_dim(index.dim)
@@ -157,15 +159,27 @@ class LayeredQueries:
         return self._vectors[layer]
 
 
+def check_k(k: object) -> None:
+    """InputError unless ``k`` is a whole number of at least 1 (a string or 2.5 is refused, not rounded)."""
+    if not _is_whole(k):
+        raise InputError(f"k must be a whole number, not {k!r} ({type(k).__name__})")
+    if k < 1:  # type: ignore[operator]
+        raise InputError(f"k must be at least 1, not {k}")
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 class _ReadyQueries:
     """Vectors given by the caller: full depth as an array, or a mapping by layer."""
 
     def __init__(self, vectors: "np.ndarray | Mapping[int | None, np.ndarray]", index: "Index") -> None:
         self.index = index
         if isinstance(vectors, Mapping):
-            self.by_layer = {None if index.is_full_depth(k) else k: _as_queries(v) for k, v in vectors.items()}
+            self.by_layer = {None if index.is_full_depth(k) else k: as_query_vectors(v, index.dim) for k, v in vectors.items()}
         else:
-            self.by_layer = {None: _as_queries(vectors)}
+            self.by_layer = {None: as_query_vectors(vectors, index.dim)}
 
     def at(self, layer: int | None) -> np.ndarray:
         key = None if self.index.is_full_depth(layer) else layer
@@ -177,8 +191,21 @@ class _ReadyQueries:
         return self.by_layer[key]
 
 
-def _as_queries(vectors: np.ndarray) -> np.ndarray:
-    return np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+def as_query_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Query vectors as float32 (q, dim); one vector (dim,) counts as one query. InputError for
+    other shapes and for NaN or infinite values (which would rank documents arbitrarily)."""
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"query vectors must be numbers in an array of shape (queries, {dim}), not {type(vectors).__name__}") from None
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise InputError(f"query vectors have shape {array.shape}; this index wants (queries, {dim})")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if len(bad):
+        raise InputError(f"query vector {int(bad[0]) + 1} holds NaN or infinite values: encode the query again")
+    return array
 
 
 Queries = Union[np.ndarray, Mapping, QuerySource]

@@ -26,6 +26,12 @@ def main() -> None:
     except FunnelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        # The last guard: a file system that refuses (full disk, read-only, permissions) is the
+        # user's to fix, so it gets one line too, never a traceback.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

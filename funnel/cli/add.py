@@ -24,13 +24,18 @@ def add_command(
 ) -> None:
     """Add the documents of CORPUS to INDEX (ids must be new); searches see all or none of them."""
     from funnel.corpus import CorpusColumns, open_corpus
+    from funnel.indexes.lock import IndexBusyError, lock_is_free
     from funnel.indexes.manifest import read_manifest
     from funnel.indexes.updates import add_corpus
     from funnel.models import Encoder
 
-    source = open_corpus(corpus, CorpusColumns(id=id_column, text=text_column, title=title_column), skip_invalid=skip_invalid)
     started = time.perf_counter()
     before = read_manifest(index)
+    source = open_corpus(corpus, CorpusColumns(id=id_column, text=text_column, title=title_column), skip_invalid=skip_invalid)
+    # Everything cheap is checked before the model loads (seconds) and encoding starts.
+    source.validate()
+    if not lock_is_free(index):
+        raise IndexBusyError(f"another writer is changing {index}: wait for it to finish, then try again")
     encoder = Encoder.load(model or before.model)
     manifest = add_corpus(index, source, encoder, batch_size=batch_size, show_progress=not quiet and not json_output)
     summary = {

@@ -1,6 +1,7 @@
 """`funnel delete INDEX --ids a,b`: delete documents by id (a tombstone file; `funnel compact` reclaims space)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -13,8 +14,9 @@ COMPACT_HINT = 0.2  # suggest compaction once this share of stored rows is delet
 
 def delete_command(
     index: Path = typer.Argument(..., help="An index folder."),
-    ids: list[str] = typer.Option([], "--ids", help="Ids to delete, comma-separated (repeatable)."),
-    ids_file: Optional[Path] = typer.Option(None, "--ids-file", help="A file with one id per line."),
+    ids: list[str] = typer.Option([], "--ids", help="Ids to delete, comma-separated (repeatable); white space around each is dropped."),
+    exact_ids: list[str] = typer.Option([], "--id", help="One id, exactly as given (repeatable): for ids holding commas."),
+    ids_file: Optional[Path] = typer.Option(None, "--ids-file", help='JSON lines, one id per line as a JSON string (e.g. "my id"); any id can be named.'),
     ignore_missing: bool = typer.Option(False, "--ignore-missing", help="Delete the ids that exist instead of refusing when some do not."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -23,13 +25,11 @@ def delete_command(
     from funnel.indexes.manifest import read_manifest
     from funnel.indexes.updates import delete_documents
 
-    wanted = [part.strip() for text in ids for part in text.split(",") if part.strip()]
+    wanted = [part.strip() for text in ids for part in text.split(",") if part.strip()] + list(exact_ids)
     if ids_file is not None:
-        if not ids_file.exists():
-            raise InputError(f"ids file {ids_file} does not exist")
-        wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        wanted += read_ids_file(ids_file)
     if not wanted:
-        raise InputError("no ids given: pass --ids a,b or --ids-file FILE")
+        raise InputError("no ids given: pass --ids a,b, --id ID or --ids-file FILE")
     deleted = delete_documents(index, wanted, ignore_missing=ignore_missing)
     manifest = read_manifest(index)
     share = manifest.deleted / max(manifest.rows, 1)
@@ -38,8 +38,30 @@ def delete_command(
         emit_json(summary)
         return
     typer.echo(f"deleted {deleted} documents from {index}: {manifest.count} remain")
-    if share > COMPACT_HINT:
+    if manifest.count == 0:
+        typer.echo("every document is deleted: add documents with `funnel add`, or build a new index", err=True)
+    elif share > COMPACT_HINT:
         typer.echo(f"{share:.0%} of the stored rows are deleted: run `funnel compact {index}` to reclaim space and speed", err=True)
+
+
+def read_ids_file(path: Path) -> list[str]:
+    """Ids from a JSON-lines file: each non-blank line one JSON string (or integer)."""
+    from funnel.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"ids file {path} does not exist")
+    out: list[str] = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            value = None
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise InputError(f'{path}:{number}: not a JSON string; write one id per line as JSON, e.g. "my id"')
+        out.append(str(value))
+    return out
 
 
 def register(app: typer.Typer) -> None:

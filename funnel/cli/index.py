@@ -39,19 +39,15 @@ def index_command(
 
     source = open_corpus(corpus, CorpusColumns(id=id_column, text=text_column, title=title_column), skip_invalid=skip_invalid)
     target = output or Path("indexes") / (corpus.stem if corpus.is_file() else corpus.resolve().name)
-    from funnel.errors import InputError
     from funnel.evaluation.sweep import parse_sizes
 
     config = IndexConfig(
         shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim), vector_dtype=dtype, encode_batch_size=batch_size,
         layers=parse_sizes(layers, "--layers") if layers else (),
     )
-    from funnel.indexes.builder import partial_path
+    from funnel.indexes.builder import check_output
 
-    if target.exists() and not overwrite:
-        raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
-    if partial_path(target).exists() and not (resume or overwrite):  # before the slow model load
-        raise InputError(f"an interrupted build exists at {partial_path(target)}: pass --resume to continue it or --overwrite to start over")
+    check_output(target, overwrite=overwrite, resume=resume, keep=source.path)  # before the slow model load
     started = time.perf_counter()
     source.validate()  # before the model loads: a bad row costs a second, not an encoding run
     encoder = Encoder.load(model)

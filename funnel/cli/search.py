@@ -22,18 +22,23 @@ def search_command(
 ) -> None:
     """Search an index with one query, or many from a file or stdin."""
     from funnel.errors import InputError
-    from funnel.retriever import Retriever
-    from funnel.stages import two_stage
+    from funnel.indexes.index import Index
+    from funnel.models import Encoder
+    from funnel.retriever import Retriever, check_queries
+    from funnel.stages import parse_stages, two_stage, validate_plan
 
     texts = _queries(query, queries)
-    retriever = Retriever.load(index, model)
+    check_queries(texts)
     if stages and shortlist:
         raise InputError("give either --stages or --shortlist, not both")
     if k is None:
-        from funnel.stages import parse_stages
-
         k = parse_stages(stages)[-1].candidates if stages else 10
-    plan = stages or (two_stage(retriever.index.shortlist_dims[0], shortlist, k) if shortlist else None)
+    opened = Index.load(index)
+    plan = stages or (two_stage(opened.shortlist_dims[0], shortlist, k) if shortlist else None)
+    # Everything cheap is checked before the model loads (seconds): k, the plan, the queries.
+    planned = Retriever.plan_for(opened, k, plan)
+    validate_plan(planned, k, opened)
+    retriever = Retriever(opened, Encoder.load(model or opened.manifest.model), plan)
     results = retriever.search_batch(texts, k=k, stages=plan)
     if json_output:
         rows = [{"query": text, "hits": [hit.__dict__ for hit in hits]} for text, hits in zip(texts, results)]
@@ -54,11 +59,17 @@ def _queries(query: Optional[str], path: Optional[Path]) -> list[str]:
     if query is not None:
         return [query]
     if str(path) == "-":
-        lines = sys.stdin.read().splitlines()
-    elif not path.exists():
+        try:
+            lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise InputError("the queries on stdin are not UTF-8 text: write one query per line") from None
+    elif not path.is_file():
         raise InputError(f"queries file {path} does not exist")
     else:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise InputError(f"queries file {path} is not UTF-8 text: write one query per line") from None
     texts = [line for line in lines if line.strip()]
     if not texts:
         raise InputError(f"no queries in {path}: write one query per line")

@@ -14,8 +14,11 @@ def verify_command(
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Full integrity check: sha256 of every file, counts, dims, unique ids, vector norms. Exit 1 on a problem."""
+    from funnel.indexes.manifest import read_manifest
     from funnel.indexes.verify import verify_index
 
+    if not index.is_dir():
+        read_manifest(index)  # no folder to check: one error line (exit 2), not a report of problems
     report = verify_index(index)
     if json_output:
         emit_json({"index": str(index), "ok": report.ok, "documents": report.documents, "files": report.files,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from funnel.corpus import Corpus, document_text
+from funnel.corpus import Corpus, check_batch_ids, document_text
 from funnel.errors import FunnelError, IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.lock import LOCK_FILE, writer_lock
@@ -112,7 +112,7 @@ def build_index(
         Manifest(model=encoder.name, dim=encoder.dim, vector_dtype=config.vector_dtype,
                  shortlists=config.resolved_shortlists(encoder.dim, encoder.metadata), segments=(),
                  model_metadata=encoder.metadata, source=source, depth=depth, layers=layers),
-        fingerprint, overwrite=overwrite, resume=resume,
+        fingerprint, overwrite=overwrite, resume=resume, keep=corpus.path,
     )
 
 
@@ -149,7 +149,40 @@ def write_index(
     manifest = Manifest(model=model, dim=dim, vector_dtype=config.vector_dtype,
                         shortlists=config.resolved_shortlists(dim, metadata), segments=(),
                         model_metadata=metadata, source=source or {}, depth=depth, layers=config.checked_layers(depth))
-    return _build(lambda done: skip_rows(batches, done), Path(path).expanduser(), manifest, {}, overwrite=overwrite, resume=resume)
+    return _build(lambda done: skip_rows(_checked(batches), done), Path(path).expanduser(), manifest, {}, overwrite=overwrite, resume=resume)
+
+
+def _checked(batches: Batches) -> Iterator[tuple[Any, ...]]:
+    for batch in batches:
+        check_batch_ids(batch[0])
+        yield batch
+
+
+def check_output(target: Path, *, overwrite: bool, resume: bool, keep: Path | None = None) -> None:
+    """Refuse, before any work, an output path a build may not write: one that exists without
+    ``overwrite``, and anything but an index with it. ``--overwrite`` replaces an index (a folder
+    holding a funnel manifest) and never an arbitrary file or folder; ``keep`` (the corpus) must
+    not lie inside what would be replaced."""
+    for parent in target.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"cannot create {target}: {parent} is a file, not a folder; choose another --output")
+            break
+    if target.exists():
+        if not overwrite:
+            raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
+        if not target.is_dir() or not (target / MANIFEST_FILE).is_file():
+            what = "a folder" if target.is_dir() else "a file"
+            raise InputError(f"{target} is {what} but not a funnel index: --overwrite replaces only an index; choose another --output")
+        try:
+            read_manifest(target)  # a manifest of funnel's own, not any manifest.json
+        except IndexFormatError as exc:
+            raise InputError(f"{exc}: --overwrite replaces only a readable funnel index; remove {target} yourself if it is one") from None
+        if keep is not None and keep.resolve().is_relative_to(target.resolve()):
+            raise InputError(f"the corpus {keep} lies inside {target}, which --overwrite would replace: choose another --output")
+    partial = partial_path(target)
+    if partial.exists() and not (resume or overwrite):
+        raise InputError(f"an interrupted build exists at {partial}: pass --resume to continue it or --overwrite to start over")
 
 
 def partial_path(target: Path) -> Path:
@@ -165,12 +198,10 @@ def _build(
     *,
     overwrite: bool,
     resume: bool,
+    keep: Path | None = None,
 ) -> Path:
-    if target.exists() and not overwrite:
-        raise InputError(f"{target} already exists: choose another --output or pass --overwrite")
+    check_output(target, overwrite=overwrite, resume=resume, keep=keep)
     partial = partial_path(target)
-    if partial.exists() and not (resume or overwrite):
-        raise InputError(f"an interrupted build exists at {partial}: pass --resume to continue it or --overwrite to start over")
     fingerprint = {
         "model": template.model, "dim": template.dim, "vector_dtype": template.vector_dtype,
         "shortlists": [asdict(spec) for spec in template.shortlists], "source": source_fingerprint,
@@ -279,6 +310,30 @@ def _swap_into_place(temp: Path, target: Path) -> None:
     with writer_lock(target):  # not under an add or delete of the index being replaced
         retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         retired.rmdir()
-        target.rename(retired)
-        temp.rename(target)
+        if _exchange(temp, target):
+            temp.rename(retired)
+        else:  # two renames: a reader may find no folder for an instant (Index.load waits for it)
+            target.rename(retired)
+            temp.rename(target)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two folders in one atomic step (Linux renameat2 RENAME_EXCHANGE), so that readers
+    of ``second`` see the old folder or the new one and never a missing one; False where the
+    system cannot, leaving both in place."""
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+    return result == 0

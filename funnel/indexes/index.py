@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from funnel.indexes import shortlist
 from funnel.indexes.manifest import Manifest, ShortlistSpec, manifest_stamp, read_manifest_stamped
 from funnel.indexes.segment import Segment, iter_chunks, read_tombstone
 
-LOAD_ATTEMPTS = 5
+LOAD_PATIENCE_SECONDS = 30.0
+"""How long a load keeps retrying while writers keep replacing the manifest under it."""
 
 
 @dataclass
@@ -40,16 +42,20 @@ class Index:
         bytes). Shortlists go to the GPU when faiss sees one, unless ``use_gpu=False``.
         """
         folder = Path(path).expanduser()
-        for attempt in range(LOAD_ATTEMPTS):
+        deadline = time.monotonic() + LOAD_PATIENCE_SECONDS
+        while True:
             manifest, stamp = read_manifest_stamped(folder)
             try:
                 return cls(folder, manifest, _load_segments(folder, manifest, use_gpu), stamp)
-            except IndexFormatError:
+            except (IndexFormatError, OSError, RuntimeError) as exc:
                 # A writer may have replaced the manifest and removed files of an older version
-                # while we read it: load the new version instead of reporting damage.
-                if attempt + 1 == LOAD_ATTEMPTS or _current_stamp(folder) == stamp:
-                    raise
-        raise AssertionError("unreachable")
+                # while we read it (files vanish between a check and an open, or FAISS finds
+                # nothing to read): load the new version instead of reporting damage. Only a
+                # failure under a manifest that stayed in place is real damage.
+                if _current_stamp(folder) == stamp or time.monotonic() > deadline:
+                    if isinstance(exc, IndexFormatError):
+                        raise
+                    raise IndexFormatError(f"{folder} could not be read ({exc}); run `funnel verify {folder}`") from None
 
     def changed_on_disk(self) -> bool:
         """Whether the folder's manifest is no longer the one this view was loaded from."""

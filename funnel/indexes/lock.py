@@ -20,11 +20,36 @@ class IndexBusyError(FunnelError):
     """Another writer holds the index's lock."""
 
 
+class IndexReadOnlyError(FunnelError):
+    """The index folder cannot be written (read-only file system or no permission)."""
+
+
+def lock_is_free(folder: Path) -> bool:
+    """Whether no writer holds ``folder``'s lock right now: a cheap early check before slow work
+    (the lock itself is taken later, so a writer may still come first). Creates nothing."""
+    path = folder / LOCK_FILE
+    try:
+        handle = path.open("r")
+    except OSError:
+        return True  # no lock file: nobody has written here yet
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        handle.close()
+
+
 @contextmanager
 def writer_lock(folder: Path) -> Iterator[None]:
     """Hold the writer lock of ``folder`` (which must exist); raises IndexBusyError if it is taken."""
     path = folder / LOCK_FILE
-    handle = path.open("a+")
+    try:
+        handle = path.open("a+")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise IndexReadOnlyError(f"cannot change {folder} ({reason.lower()} on {path}): the index is read-only here; copy it somewhere writable") from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

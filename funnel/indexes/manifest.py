@@ -182,6 +182,8 @@ def read_manifest_stamped(index_path: Path) -> tuple[Manifest, tuple[int, ...]]:
     """The manifest and the identity (inode, mtime, size) of the very file it was read from."""
     if not index_path.exists():
         raise IndexFormatError(f"{index_path} does not exist: build it with `funnel index CORPUS -o {index_path}`")
+    if not index_path.is_dir():
+        raise IndexFormatError(f"{index_path} is a file, not an index folder: give the folder `funnel index` wrote")
     where = index_path / MANIFEST_FILE
     try:
         with where.open("rb") as handle:
@@ -204,12 +206,25 @@ def _stamp(stat: os.stat_result) -> tuple[int, ...]:
 def write_manifest_atomically(index_path: Path, manifest: Manifest) -> None:
     """Write then rename, so a reader sees the old manifest or the new one, never half of one."""
     handle, temp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=index_path)
+    # mkstemp makes the file private (0600); the manifest must be as readable as the files it lists.
+    os.fchmod(handle, new_file_mode())
     with os.fdopen(handle, "w") as out:
         out.write(manifest.to_json())
         out.flush()
         os.fsync(out.fileno())
     os.replace(temp, index_path / MANIFEST_FILE)
     fsync_path(index_path)
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process's umask (0o666 & ~umask)."""
+    try:  # Linux states the umask without changing it (os.umask would race other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
 
 
 def fsync_path(path: Path) -> None:

@@ -26,6 +26,7 @@ DEFAULT_PARAMS: dict[str, dict[str, int]] = {
     "ivf": {"nlist": 0, "nprobe": 16},  # nlist 0: about 4·sqrt(n), chosen at build time
     "binary": {},
 }
+FAISS_CLASSES = {"flat": "IndexFlat", "hnsw": "IndexHNSW", "ivf": "IndexIVF", "binary": "IndexBinary"}
 
 
 def make_spec(dim: int, kind: str = "flat", **params: int) -> ShortlistSpec:
@@ -148,11 +149,18 @@ def read(spec: ShortlistSpec, path: Path, use_gpu: bool | None = None) -> Any:
 
     # Flat storage (flat, and HNSW's vectors) is memory-mapped rather than read: opening a
     # 1M-vector shortlist takes ~0.07 s instead of ~0.8 s. Index files are never changed in place.
+    if spec.kind not in KINDS or set(spec.params) != set(DEFAULT_PARAMS[spec.kind]):
+        raise IndexFormatError(f"the manifest describes {path.name} as {spec.kind} {spec.params}, which funnel does not write; the manifest was edited or damaged: rebuild the index")
     flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if spec.kind in ("flat", "hnsw") else 0
     try:
         index = faiss.read_index_binary(str(path)) if spec.kind == "binary" else faiss.read_index(str(path), flags)
     except RuntimeError as exc:
         raise IndexFormatError(f"{path} is not a readable FAISS index ({str(exc).splitlines()[0]}); rebuild the index") from None
+    if not isinstance(index, getattr(faiss, FAISS_CLASSES[spec.kind])) or index.d != spec.dim:
+        raise IndexFormatError(
+            f"{path} is a {index.d}-dim {type(index).__name__}, but the manifest says a {spec.dim}-dim {spec.kind} shortlist; "
+            "the manifest was edited or damaged: rebuild the index"
+        )
     configure(index, spec)
     return to_gpu(index, spec) if (use_gpu if use_gpu is not None else gpu_available()) else index
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from funnel.corpus import Corpus, document_text
+from funnel.corpus import Corpus, check_batch_ids, document_text
 from funnel.errors import InputError
 from funnel.indexes.lock import LOCK_FILE, writer_lock
 from funnel.indexes.manifest import (
@@ -52,6 +52,7 @@ def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manif
     Returns the new manifest.
     """
     folder = Path(path).expanduser()
+    read_manifest(folder)  # an index, before the lock file is made in it
     with writer_lock(folder):
         old = read_manifest(folder)
         existing = _live_ids(folder, old)
@@ -59,6 +60,7 @@ def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manif
         def fill(writer: SegmentWriter) -> None:
             seen: set[str] = set()
             for batch in batches:
+                check_batch_ids(batch[0])
                 _check_new_ids(batch[0].column("id"), existing, seen)
                 writer.append(*batch)
             if writer.count == 0:
@@ -98,7 +100,8 @@ def delete_documents(path: str | Path, ids: Sequence[str], *, ignore_missing: bo
     Ids not in the index raise InputError (nothing is deleted) unless ``ignore_missing``.
     """
     folder = Path(path).expanduser()
-    wanted = pa.array(list(dict.fromkeys(str(i) for i in ids)), pa.string())
+    wanted = pa.array(list(dict.fromkeys(_id_to_delete(i) for i in ids)), pa.string())
+    read_manifest(folder)  # an index, before the lock file is made in it
     with writer_lock(folder):
         old = read_manifest(folder)
         generation = old.generation + 1
@@ -137,6 +140,7 @@ def compact_index(path: str | Path) -> Manifest:
     Positions change (they number the live documents 0..count-1 afterwards); ids do not.
     """
     folder = Path(path).expanduser()
+    read_manifest(folder)  # an index, before the lock file is made in it
     with writer_lock(folder):
         old = read_manifest(folder)
         if not old.tombstones and len(old.segments) <= 1:
@@ -164,6 +168,16 @@ def compact_index(path: str | Path) -> Manifest:
         new = replace(old, segments=(_write_segment(folder, old, fill),), tombstones=(), generation=old.generation + 1)
         _commit(folder, old, new)
     return new
+
+
+def _id_to_delete(value: Any) -> str:
+    """Ids are matched exactly as stored; an index made before the id rule may hold ids the
+    rule now refuses, so only the type is checked here."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise InputError(f"cannot delete by the id {value!r}: ids are non-empty strings (or integers)")
 
 
 def _write_segment(folder: Path, old: Manifest, fill: Callable[[SegmentWriter], None]) -> SegmentEntry:
