@@ -14,7 +14,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FUNNEL_DATA", REPO.parent / "shared" / "data"))
+FIXTURES = REPO / "tests" / "data"
+"""Small slices of the real datasets, inside the repo: what every default test reads."""
+SHARED_DATA = Path(os.environ.get("FUNNEL_DATA", REPO.parent / "shared" / "data"))
+"""The whole datasets, beside the checkout: only for tests marked ``data`` (``pytest -m data``)."""
 SAMPLE = REPO / "examples" / "debian-300.parquet"
 
 
@@ -30,9 +33,16 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not (DATA / "cranfield" / "corpus.jsonl").exists():
-        pytest.skip(f"shared data not found at {DATA} (set FUNNEL_DATA)")
-    return DATA
+    """The in-repo fixtures (tests/data): Cranfield, SciFact and Debian slices, training pairs."""
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The whole datasets, for tests marked ``data``; those tests are deselected by default."""
+    if not (SHARED_DATA / "cranfield" / "corpus.jsonl").exists():
+        pytest.fail(f"the whole datasets are not at {SHARED_DATA}: set FUNNEL_DATA, or run without -m data")
+    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -13,16 +12,6 @@ import pytest
 from funnel.evaluation.datasets import BeirDataset, load_beir
 from funnel.evaluation.metrics import Run
 
-# The shared data sits beside the checkout (../shared/data); FUNNEL_DATA points elsewhere.
-DATA_DIR = Path(os.environ.get("FUNNEL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not (DATA_DIR / "cranfield" / "corpus.jsonl").is_file():
-        pytest.skip(f"no evaluation data at {DATA_DIR}; set FUNNEL_DATA to the shared data folder")
-    return DATA_DIR
-
 
 @pytest.fixture(scope="session")
 def cranfield(data_dir: Path) -> BeirDataset:
@@ -31,7 +20,7 @@ def cranfield(data_dir: Path) -> BeirDataset:
 
 @pytest.fixture(scope="session")
 def cranfield_run(cranfield: BeirDataset) -> Run:
-    """A real ranking: TF-IDF cosine over all 1,400 Cranfield documents, top 100 per query."""
+    """A real ranking: TF-IDF cosine over every document of the Cranfield slice, top 100 per query."""
     return tfidf_run(cranfield.passages(), cranfield.corpus_ids, cranfield.queries, depth=100)
 
 

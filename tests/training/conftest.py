@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-TRAIN_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train"
-if not TRAIN_DATA.exists():
-    TRAIN_DATA = Path("/work/shared/data/train")
+TRAIN_DATA = Path(__file__).resolve().parents[1] / "data" / "train"  # in-repo slices of the real pairs
 
 
 @pytest.fixture(scope="session")
