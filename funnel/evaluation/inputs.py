@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from funnel.errors import InputError
-from funnel.evaluation.datasets import known_judgements, load_beir, load_qrels, load_queries
+from funnel.evaluation.datasets import known_judgements, load_beir
+from funnel.readers import load_qrels, load_queries
 from funnel.evaluation.metrics import Qrels
 
 if TYPE_CHECKING:

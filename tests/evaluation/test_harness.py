@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from funnel.evaluation.datasets import load_qrels, load_queries
+from funnel.readers import load_qrels, load_queries
 from funnel.evaluation.harness import evaluate
 from funnel.evaluation.report import EvaluationReport
 from funnel.indexes.index import Index
