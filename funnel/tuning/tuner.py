@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from funnel.agreement import recall_against
 from funnel.errors import InputError
 from funnel.stages import Stage, format_stages
 from funnel.tuning.calibration import CalibrationQueries, resolve_queries
 from funnel.tuning.evidence import DimEvidence, corpus_in_memory, gather_evidence
-from funnel.tuning.measure import ExactReference, plan_ms_per_query, recall_against, run_plan
+from funnel.tuning.measure import ExactReference, plan_ms_per_query, run_plan
 from funnel.tuning.search_space import Cost, SearchSpace, exact_cost, nice_counts, plan_cost
 
 if TYPE_CHECKING:
