@@ -41,6 +41,14 @@ def dataset_data(dataset: str | Path, split: str) -> EvaluationData:
     return EvaluationData(Path(dataset).resolve().name, str(dataset), split, loaded.queries, loaded.qrels, list(loaded.warnings))
 
 
+def is_index(source: "str | Path | Index") -> bool:
+    """Whether ``source`` is an index (an Index, or a folder with a manifest) rather than a BEIR folder."""
+    from funnel.indexes.index import Index
+    from funnel.indexes.manifest import MANIFEST_FILE
+
+    return isinstance(source, Index) or (Path(source) / MANIFEST_FILE).is_file()
+
+
 def open_index(index: "str | Path | Index") -> "Index":
     from funnel.indexes.index import Index
 
