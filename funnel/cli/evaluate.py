@@ -28,7 +28,7 @@ def eval_command(
     layers: Optional[str] = typer.Option(None, "--layers", help="Also sweep shortlists at these depths (the model cut after that many layers), e.g. 2,3 (LAYER:DIM:N,full:K); reports query-encoding cost per stage."),
     repeats: int = typer.Option(3, help="Times each query is searched for timing (its median is kept)."),
     encode_sample: int = typer.Option(50, help="Queries whose encoding is timed (a seeded sample)."),
-    embeddings_cache: Optional[Path] = typer.Option(None, "--embeddings-cache", help="Folder of precomputed embeddings (benchmarks/embed_cache.py); a sample is re-encoded to check them."),
+    embeddings_cache: Optional[Path] = typer.Option(None, "--embeddings-cache", help="Folder of precomputed embeddings (python -m benchmarks.embed_cache); a sample is re-encoded to check them."),
     index_dir: Path = typer.Option(Path("indexes"), "--index-dir", help="Where the dataset's index is built once and reused."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the dataset's index even if one exists."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG (no matplotlib needed)."),

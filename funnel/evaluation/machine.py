@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("funnel", "numpy", "faiss-cpu", "faiss-gpu", "torch", "sentence-transformers", "transformers", "pyarrow", "pytrec-eval-terrier")
+PACKAGES = ("funnel", "numpy", "faiss-cpu", "faiss-gpu", "torch", "sentence-transformers", "transformers", "pyarrow", "pytrec-eval-terrier",
+            "model2vec")
 
 
 def machine_record(command: str | None = None) -> dict[str, Any]:
