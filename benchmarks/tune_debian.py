@@ -147,7 +147,7 @@ def main() -> None:
     from funnel.evaluation.metrics import evaluate_run, run_from_arrays
     from funnel.indexes.index import Index
     from funnel.models import Encoder
-    from funnel.readers import load_qrels
+    from funnel.readers import load_qrels, read_jsonl, string_field
     from funnel.stages import Stage, format_stages
     from funnel.tuning import TuneOptions, tune
     from funnel.tuning.calibration import corpus_queries
@@ -181,7 +181,7 @@ def main() -> None:
     user_plan = None
     if args.user_queries:
         args.out.mkdir(parents=True, exist_ok=True)
-        lines = [json.loads(line)["query"] for line in args.user_queries.open() if line.strip()]
+        lines = [string_field(row, "query", args.user_queries, line) for line, row in read_jsonl(args.user_queries)]
         picked = np.random.default_rng(args.seed).choice(len(lines), min(args.calibration_size, len(lines)), replace=False)
         query_file = args.out / "user-calibration-queries.txt"
         query_file.write_text("".join(" ".join(lines[i].split()) + "\n" for i in sorted(picked)))

@@ -40,11 +40,15 @@ def eval_command(
     from funnel.evaluation.harness import EvalOptions, evaluate
     from funnel.evaluation.sweep import parse_sizes
 
-    if (dataset is None) == (index is None):
-        raise InputError("give a BEIR dataset folder, or an existing index with --queries and --qrels, not both")
     from funnel.indexes.index import Index
 
-    source = dataset if index is None else Index.load(index)
+    source: Path | Index
+    if dataset is not None and index is None:
+        source = dataset
+    elif index is not None and dataset is None:
+        source = Index.load(index)
+    else:
+        raise InputError("give a BEIR dataset folder, or an existing index with --queries and --qrels, not both")
     options = EvalOptions(
         dims=parse_sizes(dims, "--dims") if dims else None,
         shortlists=parse_sizes(shortlist, "--shortlist") if shortlist else None,
