@@ -4,11 +4,11 @@ Streams N documents through ``funnel.indexes.builder.write_index`` in batches, e
 fresh child process whose peak RSS (``ru_maxrss``) is the figure; then opens the index in another
 fresh process and times ``Index.load`` and the first query. Vectors are synthetic but shaped like
 real ones: drawn per dimension with the mean and spread of cached all-MiniLM-L6-v2 corpus
-embeddings (``benchmarks/embed_cache.py``), then L2-normalized; texts are real short texts (PyPI
+embeddings (``python -m benchmarks.embed_cache``), then L2-normalized; texts are real short texts (PyPI
 package summaries, title = package name). Several sizes show that peak memory does not grow with
 the corpus apart from the in-memory shortlist (N × dim × 4 bytes for a flat one).
 
-    python benchmarks/build_memory.py --documents 200000 1000000 --workdir /tmp/funnel-bench
+    python -m benchmarks.build_memory --documents 200000 1000000
 
 Writes benchmarks/results/build-memory/{results.json,README.md}.
 """
@@ -17,20 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("FUNNEL_CACHE", Path.home() / ".cache" / "funnel")) / "embeddings" / "all-MiniLM-L6-v2"
-TEXTS = Path("/work/.library/env/packages/pypi.tsv")
+from benchmarks import common
+
+CACHE = common.CACHE / "embeddings" / "all-MiniLM-L6-v2"
+TEXTS = common.PACKAGE_LISTS / "pypi.tsv"
 DIM = 384
 
 
@@ -139,8 +140,9 @@ def child_open(target: Path, seed: int) -> dict:
 
 
 def run_child(*args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, __file__, "--child", *args], env=env, capture_output=True, text=True, check=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.build_memory", "--child", *args], cwd=common.REPO, env=env,
+                         capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -151,8 +153,8 @@ def main() -> None:
     parser.add_argument("--documents", type=int, nargs="+", default=[200_000, 1_000_000])
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/funnel-build-memory"))
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "build-memory")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the indexes are built [default: a temp folder]")
+    parser.add_argument("--out", type=Path, default=common.RESULTS / "build-memory")
     parser.add_argument("--keep", action="store_true", help="Keep the built indexes.")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -161,9 +163,8 @@ def main() -> None:
         result = child_build(Path(target), int(rest[0]), args.batch, args.seed) if kind == "build" else child_open(Path(target), args.seed)
         print(json.dumps(result))
         return
-    import faiss
-    import pyarrow
-
+    if args.workdir is None:
+        args.workdir = Path(tempfile.mkdtemp(prefix="funnel-build-memory-"))
     args.workdir.mkdir(parents=True, exist_ok=True)
     runs = []
     for count in args.documents:
@@ -178,21 +179,19 @@ def main() -> None:
             shutil.rmtree(target)
     _, _, sources = embedding_stats()
     result = {
-        "command": "python " + " ".join(sys.argv), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__, "pyarrow": pyarrow.__version__},
+        "command": common.command(), "machine": common.machine(),
         "setup": {"dim": DIM, "vector_dtype": "float16", "shortlist": "64-d flat", "batch": args.batch,
                   "vector_stats_from": sources, "texts": "PyPI package summaries (pypi.tsv), cycled"},
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.out / "results.json", result)
     (args.out / "README.md").write_text(report(result))
 
 
 def report(result: dict) -> str:
     lines = [
         "# Streaming build: peak memory, open time, first query", "",
-        f"`{result['command']}` ({result['machine']['cpus']} shared CPU cores; warm page cache for the open).", "",
+        f"`{result['command']}` ({result['machine']['cores']} shared CPU cores; warm page cache for the open).", "",
         f"{result['setup']['dim']}-dim vectors stored as float16, one 64-d flat shortlist, batches of {result['setup']['batch']} documents; "
         f"vectors drawn per dimension like the cached MiniLM embeddings of {', '.join(result['setup']['vector_stats_from'])}; "
         "texts are PyPI package summaries.", "",
@@ -212,7 +211,7 @@ def report(result: dict) -> str:
               "Opening memory-maps documents, vectors and the flat shortlist. After queries, RSS counts the pages of the",
               "mapped files that searches touched (the whole 64-d shortlist for a flat scan, and the page cache around",
               "rescored rows); the part in brackets is the process's own (anonymous) memory. Times are from a shared, busy",
-              f"machine (load average {load:.1f} on {result['machine']['cpus']} cores during the last build): read them as upper bounds." if load
+              f"machine (load average {load:.1f} on {result['machine']['cores']} cores during the last build): read them as upper bounds." if load
               else "machine: read times as upper bounds.", ""]
     return "\n".join(lines)
 

@@ -1,16 +1,15 @@
-"""Put several train_nested.py results side by side over (layer, dim): one markdown table.
+"""Put several train_nested results side by side over (layer, dim): one markdown table.
 
-    python benchmarks/compare_layer_dim.py minilm-starbucks minilm-2d --out starbucks-vs-2d
+    python -m benchmarks.compare_layer_dim minilm-starbucks minilm-2d --out starbucks-vs-2d
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "training"
+from benchmarks import common
+
+RESULTS = common.RESULTS / "training"
 
 
 def main() -> None:
@@ -23,7 +22,7 @@ def main() -> None:
     starbucks = {tuple(p) for r in records if r["metadata"].get("scheme") == "starbucks" for p in r["metadata"]["layer_dim_pairs"]}
     lines = [
         "# NDCG@10 on Cranfield by (layer, dim), same data and time budget", "",
-        "`python " + " ".join(shlex.quote(a) for a in sys.argv) + "`", "",
+        f"`{common.command()}`", "",
         "Made from: " + "; ".join(f"`{r['command']}`" for r in records), "",
         "| " + " | ".join(
             f"{r['tag']} ({r['metadata']['scheme']}, {r['metadata']['steps']} steps, {r['metadata']['train_seconds']:.0f} s)" for r in records

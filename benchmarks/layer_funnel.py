@@ -1,4 +1,4 @@
-"""Shallow-layer shortlists, deeper rescoring: quality against query-side compute (issue 5).
+"""Shallow-layer shortlists, deeper rescoring: quality against query-side compute.
 
 For one model and one BEIR dataset: builds an index that stores the vectors of every depth
 (``funnel index --layers 1,2,...``; documents pass through the encoder once), then runs
@@ -17,35 +17,31 @@ measured per query, one at a time, on one thread, with continuation (a plan that
 and 6 runs 6 layers, not 8); plus search time per query. Writes
 ``benchmarks/results/layers/<dataset>-<model>.{json,md}``.
 
-    python benchmarks/layer_funnel.py --model /work/models/starbucks-distill --dataset ../shared/data/cranfield
+    python -m benchmarks.layer_funnel --model ../models/starbucks-distill --dataset ../shared/data/cranfield
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shlex
-import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "layers"
+from benchmarks import common
+
+RESULTS = common.RESULTS / "layers"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a sentence-transformers model folder (Starbucks-trained for the issue's table)")
+    parser.add_argument("--model", required=True, help="a sentence-transformers model folder (Starbucks-trained: see results/layers)")
     parser.add_argument("--dataset", type=Path, required=True, help="a BEIR folder")
     parser.add_argument("--dims", default="32,64,128", help="shortlist dims")
     parser.add_argument("--sizes", default="50,100,200", help="shortlist sizes")
     parser.add_argument("--margins", default="0.02,0.05,0.1", help="early-exit margins (top-1 minus top-2 score)")
-    parser.add_argument("--index-dir", type=Path, default=Path(os.environ.get("FUNNEL_CACHE", Path.home() / ".cache" / "funnel")) / "layer-indexes")
+    parser.add_argument("--index-dir", type=Path, default=common.CACHE / "layer-indexes")
     parser.add_argument("--tag", help="results file name [default: <dataset>-<model folder>]")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,7 +50,7 @@ def main() -> None:
     from funnel.evaluation.compute import EncoderShape, count_tokens
     from funnel.evaluation.datasets import load_beir
     from funnel.evaluation.metrics import evaluate_run, parse_metrics, run_from_arrays
-    from funnel.evaluation.timing import time_layers, torch_threads
+    from funnel.evaluation.timing import Timing, time_each, time_layers, torch_threads
     from funnel.indexes.builder import IndexConfig, build_index
     from funnel.indexes.index import Index
     from funnel.indexes.shortlist import make_spec
@@ -105,13 +101,10 @@ def main() -> None:
         return {name: round(value, 4) for name, value in evaluate_run(run, data.qrels, metrics).means.items()}
 
     def search_ms(plan) -> float:
-        samples = []
-        for row in range(min(50, len(texts))):
-            one = {layer: vectors[layer][row : row + 1] for layer in vectors}
-            begin = time.perf_counter()
-            run_funnel(index, one, plan, 10)
-            samples.append(1000 * (time.perf_counter() - begin))
-        return round(statistics.median(samples), 3)
+        """Median ms of one query's search, each of the first 50 queries alone."""
+        rows = list(range(min(50, len(texts))))
+        seconds = time_each(lambda row: run_funnel(index, {layer: vectors[layer][row : row + 1] for layer in vectors}, plan, 10), rows)
+        return round(Timing.of(seconds).median_ms, 3)
 
     rows = []
     exact_scores, exact_positions = exact_search(index, vectors[depth], 100)
@@ -159,16 +152,15 @@ def main() -> None:
         row["ndcg_kept_pct"] = round(100 * row["ndcg@10"] / reference["ndcg@10"], 1)
         row["encode_time_ratio"] = round(row["encode_ms"] / reference["encode_ms"], 3)
     record = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "model": args.model, "model_metadata": {k: v for k, v in encoder.metadata.items() if k != "loss_log"},
-        "dataset": str(args.dataset), "documents": index.count, "queries": len(query_ids),
+        "command": common.command(),
+        "model": common.shown(args.model), "model_metadata": {k: v for k, v in encoder.metadata.items() if k != "loss_log"},
+        "dataset": common.shown(args.dataset), "documents": index.count, "queries": len(query_ids),
         "tokens_per_query": round(float(tokens.mean()), 1), "depth": depth, "dim": full_dim,
         "encode_ms_by_layer": [round(float(np.median(encode_ms[:, i])), 3) for i in range(depth)],
         "rows": rows, "early_exit": early, "seconds": round(time.time() - started, 1),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+        "machine": common.machine(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{tag}.json").write_text(json.dumps(record, indent=2) + "\n")
+    common.write_json(RESULTS / f"{tag}.json", record)
     (RESULTS / f"{tag}.md").write_text(_markdown(record))
     print(_markdown(record))
 

@@ -1,23 +1,22 @@
-"""How often does a funnel's top-k equal exact full-dimension search's? (issue 2's acceptance figure)
+"""How often does a funnel's top-k equal exact full-dimension search's?
 
 Runs every query of a BEIR dataset against an index built by `funnel index`, once with exact
 full-dim search and once per funnel plan, and reports the fraction of queries whose top-k set is
-identical, plus mean overlap@k. Writes JSON to --output.
+identical, plus mean overlap@k (:func:`funnel.agreement.recall_against`). Writes JSON to --output.
 
     funnel index ../shared/data/cranfield -o indexes/cranfield -d 64 -d 128 --skip-invalid
-    python benchmarks/shortlist_agreement.py indexes/cranfield ../shared/data/cranfield \
+    python -m benchmarks.shortlist_agreement indexes/cranfield ../shared/data/cranfield \
         --plans 64:200,full:10 128:200,full:10 --output benchmarks/results/shortlist-agreement/cranfield.json
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import common
 
 
 def main() -> None:
@@ -31,10 +30,12 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from funnel import Retriever
+    from funnel.agreement import recall_against
+    from funnel.readers import load_queries
     from funnel.stages import exact_search, parse_stages
 
     retriever = Retriever.load(args.index)
-    queries = [json.loads(line)["text"] for line in (args.dataset / "queries.jsonl").open()]
+    queries = list(load_queries(args.dataset / "queries.jsonl").values())
     vectors = retriever.encode_queries(queries)
     _, exact = exact_search(retriever.index, vectors, args.k)
     rows = []
@@ -43,18 +44,17 @@ def main() -> None:
         if first not in retriever.index.shortlist_dims:
             retriever.index.add_shortlist(first)  # in memory only: the index on disk is unchanged
         result = retriever.search_vectors(vectors, args.k, parse_stages(plan))
-        same = [set(a) == set(b) for a, b in zip(result.positions, exact)]
-        overlap = [len(set(a) & set(b)) / args.k for a, b in zip(result.positions, exact)]
+        overlap = recall_against(result.positions[:, : args.k], exact[:, : args.k])
+        same = overlap == 1.0
         rows.append({"plan": plan, "identical_top_k": float(np.mean(same)), "mean_overlap": float(np.mean(overlap))})
         print(f"{plan:<24} identical top-{args.k}: {np.mean(same):.2%}   mean overlap@{args.k}: {np.mean(overlap):.4f}")
     report = {
-        "index": str(args.index), "dataset": str(args.dataset), "queries": len(queries), "documents": retriever.index.count,
+        "index": common.shown(args.index), "dataset": common.shown(args.dataset), "queries": len(queries), "documents": retriever.index.count,
         "model": retriever.index.manifest.model, "k": args.k, "results": rows,
-        "command": " ".join(["python"] + sys.argv), "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "command": common.command(), "machine": common.machine(),
     }
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        common.write_json(args.output, report)
 
 
 if __name__ == "__main__":

@@ -4,46 +4,38 @@ Writes benchmarks/results/training/TAG.json (figures, config, machine, versions,
 TAG.md (the table). NDCG@10 by exact cosine search over title + " " + text, pytrec_eval
 ``ndcg_cut_10``; the base all-MiniLM-L6-v2 scores 0.3817 at 384 dims.
 
-    python benchmarks/train_nested.py --tag matryoshka --scheme matryoshka --max-minutes 25
-    python benchmarks/train_nested.py --tag starbucks --scheme starbucks --max-minutes 11
-    python benchmarks/train_nested.py --tag static --static distill --static-dim 256 --batch-size 2048 --lr 0.2
+    python -m benchmarks.train_nested --tag matryoshka --scheme matryoshka --max-minutes 25
+    python -m benchmarks.train_nested --tag starbucks --scheme starbucks --max-minutes 11
+    python -m benchmarks.train_nested --tag static --static distill --static-dim 256 --batch-size 2048 --lr 0.2
+
+Datasets come from ``$FUNNEL_DATA`` or ``../shared/data``; models are written to ``--models-dir``
+(default ``../models`` beside the repository).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ["FUNNEL_DATA"]) if "FUNNEL_DATA" in os.environ else ROOT.parent / "shared" / "data"
-if not SHARED.exists():
-    SHARED = Path("/work/shared/data")
-CACHE = Path(os.environ.get("FUNNEL_CACHE", Path.home() / ".cache" / "funnel")) / "embeddings"
-RESULTS = ROOT / "benchmarks" / "results" / "training"
+from benchmarks import common
+
+SHARED = common.DATA
+CACHE = common.CACHE / "embeddings"
+RESULTS = common.RESULTS / "training"
 
 
 def read_beir(folder: Path) -> tuple[list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]:
-    def rows(name):
-        return [json.loads(line) for line in (folder / name).open()]
+    """Document ids and texts (title + " " + text), query ids and texts, and the test qrels."""
+    from funnel.readers import document_text, load_qrels, load_queries, read_corpus
 
-    corpus = rows("corpus.jsonl")
-    queries = rows("queries.jsonl")
-    qrels: dict[str, dict[str, int]] = {}
-    for number, line in enumerate((folder / "qrels" / "test.tsv").open()):
-        if number == 0:
-            continue
-        query_id, doc_id, score = line.rstrip("\n").split("\t")
-        qrels.setdefault(query_id, {})[doc_id] = int(score)
-    doc_ids = [str(r["_id"]) for r in corpus]
-    docs = [f"{(r.get('title') or '').strip()} {(r.get('text') or '').strip()}".strip() for r in corpus]
-    return doc_ids, docs, [str(r["_id"]) for r in queries], [r["text"] for r in queries], qrels
+    doc_ids, titles, texts, _ = read_corpus(folder / "corpus.jsonl")
+    queries = load_queries(folder / "queries.jsonl")
+    docs = [document_text(title, text) for title, text in zip(titles, texts)]
+    return doc_ids, docs, list(queries), list(queries.values()), load_qrels(folder / "qrels" / "test.tsv")
 
 
 def ndcg_at_10(query_vectors, query_ids, doc_vectors, doc_ids, qrels) -> float:
@@ -127,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", required=True, help="results file name and model folder name")
     parser.add_argument("--model", help="model folder to start from (default: the offline all-MiniLM-L6-v2)")
-    parser.add_argument("--models-dir", type=Path, default=Path("/work/models"))
+    parser.add_argument("--models-dir", type=Path, default=common.REPO.parent / "models")
     parser.add_argument("--data", type=Path, nargs="+", default=[SHARED / "train" / "debian-pairs.jsonl", SHARED / "train" / "scifact-train-pairs.jsonl"])
     parser.add_argument("--scheme", default="matryoshka", choices=["matryoshka", "2d", "starbucks", "none"])
     parser.add_argument("--static", choices=["tokenizer", "distill"])
@@ -203,36 +195,18 @@ def main() -> None:
 
     record = {
         "tag": args.tag,
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "model_folder": str(output),
+        "command": common.command(),
+        "model_folder": common.shown(output),
         "metadata": {k: v for k, v in metadata.items() if k != "loss_log"},
         "loss_first_last": [metadata["loss_log"][0], metadata["loss_log"][-1]] if metadata.get("loss_log") else None,
         "ndcg@10": results,
         "encode_speed": speed,
         "seconds_total": round(time.time() - started, 1),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch_threads": torch.get_num_threads()},
-        "versions": _versions(),
+        "machine": common.machine(torch_threads=torch.get_num_threads()),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(record, indent=2) + "\n")
+    common.write_json(RESULTS / f"{args.tag}.json", record)
     (RESULTS / f"{args.tag}.md").write_text(_markdown(record))
     print(_markdown(record))
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("torch", "sentence-transformers", "transformers", "model2vec") if _has(p)}
-
-
-def _has(package: str) -> bool:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version(package)
-        return True
-    except PackageNotFoundError:
-        return False
 
 
 def _markdown(record: dict) -> str:

@@ -1,14 +1,14 @@
 """Tune the funnel on a BEIR dataset's cached embeddings; check the plan on the real test queries.
 
-The index is built from the cached corpus embeddings (``benchmarks/embed_cache.py``), so nothing is
+The index is built from the cached corpus embeddings (``python -m benchmarks.embed_cache``), so nothing is
 re-encoded but the calibration queries, which are made from the corpus (random 5–10 word
 spans of sampled documents), never from the test queries: the test queries stay truly held out. Reports the tuned
 plan's recall@k against exact full-dimension search on every test query, its ms/query (single
 query at a time, single-threaded FAISS) and FLOPs against exact flat search and against fixed
 rescore multipliers (×4, ×10), nDCG@10 from the qrels, and what per-query adaptive widening buys.
 
-    python benchmarks/tune_debian.py                       # ../shared/data/debian, recall 0.99, k 10
-    python benchmarks/tune_debian.py --data ../shared/data/cranfield --out benchmarks/results/tune-cranfield
+    python -m benchmarks.tune_debian                       # ../shared/data/debian, recall 0.99, k 10
+    python -m benchmarks.tune_debian --data ../shared/data/cranfield --out benchmarks/results/tune-cranfield
 
 Writes OUT/results.json and OUT/README.md.
 """
@@ -17,20 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("FUNNEL_CACHE", Path.home() / ".cache" / "funnel"))
+from benchmarks import common
+
+CACHE = common.CACHE
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "debian")
+    parser.add_argument("--data", type=Path, default=common.DATA / "debian")
     parser.add_argument("--embeddings", type=Path, default=None, help="cached embeddings [default: CACHE/embeddings/all-MiniLM-L6-v2/NAME]")
     parser.add_argument("--index", type=Path, default=None, help="index folder, built if missing [default: CACHE/indexes/NAME-minilm]")
     parser.add_argument("--shortlist-dims", type=int, nargs="+", default=[32, 64, 128])
@@ -43,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     parser.add_argument("--user-queries", type=Path, default=None,
                         help="also tune on real-style queries from this JSONL ('query' field), e.g. training pairs disjoint from the test queries")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tune-debian")
+    parser.add_argument("--out", type=Path, default=common.RESULTS / "tune-debian")
     return parser.parse_args()
 
 
@@ -76,7 +75,7 @@ def build_index(data: Path, embeddings: Path, target: Path, dims: list[int]) -> 
 
     config = IndexConfig(shortlists=tuple(make_spec(d) for d in dims))
     write_index(batches(), target, model=DEFAULT_MODEL, dim=vectors.shape[1], config=config,
-                source={"path": str(data / "corpus.jsonl"), "embeddings": str(embeddings), "skipped": corpus.skipped})
+                source={"path": common.shown(data / "corpus.jsonl"), "embeddings": common.shown(embeddings), "skipped": corpus.skipped})
 
 
 def cached_corpus(embeddings: Path) -> np.ndarray:
@@ -86,13 +85,24 @@ def cached_corpus(embeddings: Path) -> np.ndarray:
         return np.load(embeddings / "corpus.npy", mmap_mode="r")
     parts = sorted((embeddings / "corpus.parts").glob("[0-9]*.npy"))
     if not parts:
-        raise SystemExit(f"no cached corpus embeddings in {embeddings}: run benchmarks/embed_cache.py first")
+        raise SystemExit(f"no cached corpus embeddings in {embeddings}: run python -m benchmarks.embed_cache first")
     return np.concatenate([np.load(part) for part in parts])
 
 
 def corpus_line_ids(data: Path) -> list[str]:
-    with (data / "corpus.jsonl").open() as handle:
-        return [str(json.loads(line)["_id"]) for line in handle if line.strip()]
+    """The id of every line of corpus.jsonl (repeats too), as the embeddings cache holds them."""
+    from funnel.readers import read_jsonl, string_field
+
+    file = data / "corpus.jsonl"
+    return [string_field(row, "_id", file, line) for line, row in read_jsonl(file)]
+
+
+def shown_source(manifest: dict) -> dict:
+    """A tuned plan's manifest with its calibration file named relative to the repository."""
+    source = manifest["calibration"]["source"]
+    if source.startswith("file: "):
+        manifest["calibration"]["source"] = "file: " + common.shown(source.removeprefix("file: "))
+    return manifest
 
 
 def timed(index, queries, plans: dict, reference, k: int, rounds: int) -> dict[str, float]:
@@ -131,17 +141,17 @@ def adaptive_tradeoff(index, test, truth, dim: int, k: int, narrow: int, wide: i
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.path.insert(0, str(REPO))
     import faiss
 
-    from funnel.evaluation.datasets import load_qrels
+    from funnel.agreement import recall_against
     from funnel.evaluation.metrics import evaluate_run, run_from_arrays
     from funnel.indexes.index import Index
     from funnel.models import Encoder
+    from funnel.readers import load_qrels, read_jsonl, string_field
     from funnel.stages import Stage, format_stages
     from funnel.tuning import TuneOptions, tune
     from funnel.tuning.calibration import corpus_queries
-    from funnel.tuning.measure import ExactReference, recall_against, run_plan
+    from funnel.tuning.measure import ExactReference, run_plan
     from funnel.tuning.search_space import exact_cost, plan_cost
 
     name = args.data.resolve().name
@@ -171,7 +181,7 @@ def main() -> None:
     user_plan = None
     if args.user_queries:
         args.out.mkdir(parents=True, exist_ok=True)
-        lines = [json.loads(line)["query"] for line in args.user_queries.open() if line.strip()]
+        lines = [string_field(row, "query", args.user_queries, line) for line, row in read_jsonl(args.user_queries)]
         picked = np.random.default_rng(args.seed).choice(len(lines), min(args.calibration_size, len(lines)), replace=False)
         query_file = args.out / "user-calibration-queries.txt"
         query_file.write_text("".join(" ".join(lines[i].split()) + "\n" for i in sorted(picked)))
@@ -221,19 +231,16 @@ def main() -> None:
     adaptive = adaptive_tradeoff(index, test, truth, first_dim, args.k, max(args.k, 4 * args.k), max(wide, 10 * args.k))
 
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "dataset": str(args.data), "documents": index.count,
+        "command": common.command(),
+        "dataset": common.shown(args.data), "documents": index.count,
         "subset": f"the first {vectors_available} corpus lines (the cache was still being encoded)" if subset else None, "test_queries": len(test), "k": args.k,
         "target_recall": args.recall, "shortlist_dims": index.shortlist_dims,
-        "tuned": plan.to_manifest(), "tuned_on_user_queries": user_plan.to_manifest() if user_plan else None, "tuning_runs_same_seed": runs, "calibration_encoding_seconds": encode_seconds, "tuned_with_seed_plus_1": other.stages_text,
+        "tuned": plan.to_manifest(), "tuned_on_user_queries": shown_source(user_plan.to_manifest()) if user_plan else None, "tuning_runs_same_seed": runs, "calibration_encoding_seconds": encode_seconds, "tuned_with_seed_plus_1": other.stages_text,
         "candidates_timed_while_tuning": [m.__dict__ for m in plan.candidates],
         "plans_considered": plan.plans_considered, "test": rows, "adaptive_widening": adaptive,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-                    "faiss_threads": args.threads, "python": platform.python_version(),
-                    "numpy": np.__version__, "faiss": faiss.__version__},
+        "machine": common.machine(faiss_threads=args.threads),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    common.write_json(args.out / "results.json", result)
     (args.out / "README.md").write_text(markdown(result))
     print(markdown(result))
 
@@ -275,7 +282,7 @@ def markdown(r: dict) -> str:
     lines += [
         "",
         "ms/query: one query at a time, FAISS single-threaded, median of interleaved rounds on a shared "
-        f"machine (load average {r['machine']['load_average'][0]:.1f} on {r['machine']['cpus']} CPUs): compare ratios, not absolutes.",
+        f"machine (load average {r['machine']['load_average'][0]:.1f} on {r['machine'].get('cores', r['machine'].get('cpus'))} CPUs): compare ratios, not absolutes.",
         "",
         "## Per-query adaptive widening (test queries, analysis only)",
         "",

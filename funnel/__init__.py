@@ -24,10 +24,10 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # Heavy parts load on first use so that `import funnel` stays fast.
-    if name == "evaluate":
-        from funnel.evaluation import evaluate
+    if name in ("evaluate", "EvalOptions"):
+        from funnel.evaluation import harness
 
-        return evaluate
+        return getattr(harness, name)
     if name == "LayeredEncoder":
         from funnel.layers import LayeredEncoder
 
@@ -38,6 +38,7 @@ def __getattr__(name: str):
 __all__ = [
     "CorpusColumns",
     "Encoder",
+    "EvalOptions",
     "FunnelError",
     "Hit",
     "Index",

@@ -3,6 +3,8 @@
 Every batch comes out with the same schema, :data:`DOCUMENT_SCHEMA`: ``id``, ``title`` (nullable),
 ``text`` and ``metadata`` (the row's other fields as a JSON object, nullable). Problems (a missing
 column, an empty text, a duplicate id) raise :class:`~funnel.errors.InputError` naming the row.
+JSONL is parsed by :mod:`funnel.readers`, and a document is encoded as its
+:func:`~funnel.readers.document_text` (``title + " " + text``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from funnel.errors import InputError
+from funnel.readers import document_text, read_jsonl
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -64,11 +67,6 @@ def check_batch_ids(documents: pa.RecordBatch | pa.Table) -> None:
             check_id(doc_id)
         except InputError as exc:
             raise InputError(f"document {number} of a batch: {exc}") from None
-
-
-def document_text(title: str | None, text: str) -> str:
-    """The string that gets encoded for a document: title and text, as BEIR evaluations do."""
-    return f"{title.strip()} {text.strip()}".strip() if title else text.strip()
 
 
 @dataclass
@@ -141,25 +139,12 @@ class Corpus:
     def _jsonl_batches(self) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
         rows: list[dict[str, Any]] = []
         names: dict[str, None] = {}
-        with self.path.open("rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(f"{self.path}:{line_number}: not UTF-8 text (byte {exc.start + 1} of the line); save the file as UTF-8") from None
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{self.path}:{line_number}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise InputError(f"{self.path}:{line_number}: expected a JSON object per line")
-                names.update(dict.fromkeys(row))
-                rows.append(row)
-                if len(rows) == self.batch_size:
-                    yield rows, list(names)
-                    rows = []
+        for _, row in read_jsonl(self.path):
+            names.update(dict.fromkeys(row))
+            rows.append(row)
+            if len(rows) == self.batch_size:
+                yield rows, list(names)
+                rows = []
         if rows:
             yield rows, list(names)
 

@@ -97,7 +97,7 @@ def test_folder_without_corpus(tmp_path):
 def test_bad_jsonl_line_number(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": \n')
-    with pytest.raises(InputError, match=r"c.jsonl:2: not valid JSON"):
+    with pytest.raises(InputError, match=r"c.jsonl line 2: not valid JSON"):
         read_all(open_corpus(path))
 
 

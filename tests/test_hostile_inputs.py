@@ -210,7 +210,7 @@ def test_truncated_parquet_and_undecodable_jsonl(tmp_path, sample_40):
     one_error_line(funnel("index", truncated, "-o", tmp_path / "a"), "is not a readable parquet file")
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes(b'{"id": "1", "text": "fine"}\n{"id": "2", "text": "caf\xe9"}\n')
-    one_error_line(funnel("index", latin, "-o", tmp_path / "b"), "latin.jsonl:2: not UTF-8 text")
+    one_error_line(funnel("index", latin, "-o", tmp_path / "b"), "latin.jsonl line 2: not UTF-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latin.jsonl", "truncated.parquet"]
 
 

@@ -33,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(os.environ.get("FUNNEL_CACHE", Path.home() / ".cache" / "funnel")) / "bench"
-PACKAGES = Path(os.environ.get("FUNNEL_PACKAGE_LISTS", "/work/.library/env/packages"))
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from benchmarks import common
+
+CACHE = common.CACHE / "bench"
+PACKAGES = common.PACKAGE_LISTS
+DATA = common.DATA
 SEED = 20261123
 MINILM_DOCS = 10_000  # the (static, MiniLM) pairs the surrogate map is fitted on, and the PCA axes
 MINILM_MAX_DOCS = 100_000  # real MiniLM vectors are encoded for this many texts
@@ -68,19 +70,17 @@ def corpus_texts(packages: Path = PACKAGES) -> list[str]:
 
 
 def query_texts(data: Path = DATA) -> list[str]:
+    """The distinct query texts of the shared datasets (a split's judged queries where one is named)."""
+    from funnel.readers import load_qrels, load_queries
+
     texts, seen = [], set()
     for name, split in QUERY_SETS:
-        wanted = None
-        if split:
-            with (data / name / "qrels" / f"{split}.tsv").open() as handle:
-                wanted = {line.split("\t")[0] for line in list(handle)[1:]}
-        with (data / name / "queries.jsonl").open() as handle:
-            for line in handle:
-                row = json.loads(line)
-                text = row["text"].strip()
-                if (wanted is None or str(row["_id"]) in wanted) and text and text not in seen:
-                    seen.add(text)
-                    texts.append(text)
+        wanted = set(load_qrels(data / name / "qrels" / f"{split}.tsv")) if split else None
+        for query_id, raw in load_queries(data / name / "queries.jsonl").items():
+            text = raw.strip()
+            if (wanted is None or query_id in wanted) and text and text not in seen:
+                seen.add(text)
+                texts.append(text)
     return texts
 
 

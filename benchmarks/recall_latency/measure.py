@@ -1,34 +1,22 @@
-"""Measure like a benchmark: recall against exact search, and latency with warm-up and repetition."""
+"""Measure like a benchmark: recall against exact search, and latency with warm-up and repetition.
+
+Recall is :func:`funnel.agreement.recall_against` and every latency a
+:class:`funnel.evaluation.timing.Timing`, the same measure and record as funnel's own reports.
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from benchmarks.recall_latency.methods import SearchFn
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Wall-clock ms per query (median, p95, QPS) and CPU ms per query (median over the same calls).
-
-    On a shared machine the wall clock includes waiting for a core; the CPU time does not, and is
-    what the same call takes on an idle core (single-query calls run on one thread).
-    """
-
-    median_ms: float
-    p95_ms: float
-    qps: float
-    samples: int
-    cpu_median_ms: float
-    cpu_p95_ms: float
+from funnel.agreement import recall_against
+from funnel.evaluation.timing import Timing, faiss_threads
 
 
 def recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     """Mean |found[:k] ∩ truth[:k]| / k over queries."""
-    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth)]
-    return float(np.mean(hits) / k)
+    return float(recall_against(found[:, :k], truth[:, :k]).mean())
 
 
 def batched(search: SearchFn, queries: np.ndarray, k: int, params: dict, batch: int = 64) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -47,6 +35,7 @@ def batched(search: SearchFn, queries: np.ndarray, k: int, params: dict, batch: 
 
 
 def batch_timing(seconds: list[tuple[float, float]], batch: int) -> Timing:
+    """Per-query ms of full batches: median and p95 over batches; QPS from the median batch."""
     wall = np.asarray([s[0] for s in seconds]) * 1000 / batch
     cpu = np.asarray([s[1] for s in seconds]) * 1000 / batch
     return Timing(float(np.median(wall)), float(np.percentile(wall, 95)), float(1000 / np.median(wall)), len(seconds),
@@ -60,14 +49,8 @@ def single_timing(search: SearchFn, queries: np.ndarray, k: int, params: dict, m
     runs on one OpenMP thread here: a one-query search barely parallelizes, and on a shared
     machine an OpenMP barrier waiting for a descheduled thread costs milliseconds.
     """
-    import faiss
-
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
+    with faiss_threads(1):
         return _single_timing(search, queries, k, params, min_seconds, max_rounds)
-    finally:
-        faiss.omp_set_num_threads(threads)
 
 
 def _single_timing(search: SearchFn, queries: np.ndarray, k: int, params: dict, min_seconds: float, max_rounds: int) -> Timing:
@@ -86,7 +69,4 @@ def _single_timing(search: SearchFn, queries: np.ndarray, k: int, params: dict, 
         rounds.append(times)
         cpu_rounds.append(cpu)
         spent += sum(times)
-    per_query = np.median(np.asarray(rounds), axis=0) * 1000
-    cpu_per_query = np.median(np.asarray(cpu_rounds), axis=0) * 1000
-    return Timing(float(np.median(per_query)), float(np.percentile(per_query, 95)), float(1000 / per_query.mean()), len(rounds) * len(queries),
-                  float(np.median(cpu_per_query)), float(np.percentile(cpu_per_query, 95)))
+    return Timing.of(np.median(np.asarray(rounds), axis=0), np.median(np.asarray(cpu_rounds), axis=0), samples=len(rounds) * len(queries))

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -21,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import common
 from benchmarks.recall_latency import corpus, methods
-from benchmarks.recall_latency.measure import Timing, batch_timing, batched, recall, single_timing
+from benchmarks.recall_latency.measure import batch_timing, batched, recall, single_timing
+from funnel.evaluation.timing import Timing
 
 SCALES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
-OUT = Path(__file__).resolve().parents[1] / "results" / "recall-latency"
+OUT = common.RESULTS / "recall-latency"
 LATENCY_NOTE = (
     "search only, from ready query vectors (encoding is the same for every method); batch 1 = one query per call with FAISS on one thread, "
     "batch 64 = 64 per call on the process's threads (see threads); ms per query; wall = perf_counter, cpu = thread_time (batch 1) or process_time (batch 64)"
@@ -33,22 +34,13 @@ LATENCY_NOTE = (
 
 
 def machine() -> dict:
+    """The shared machine record, with the CPU model and RAM (the plots name the CPU)."""
     import psutil
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "platform": platform.platform(), "python": platform.python_version()}
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("funnel", "faiss-cpu", "faiss-gpu", "numpy", "sentence-transformers", "model2vec", "torch"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    return common.machine(cpu=model, ram_gb=round(psutil.virtual_memory().total / 2**30, 1))
 
 
 # HNSW over full 384-dim vectors (hnsw-full, and the HNSW-SQ8 base under FAISS's refine), and
@@ -154,8 +146,7 @@ def main() -> None:
             "threads": {"faiss_omp": faiss_threads, **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")}},
             "machine": machine(),
             "load_average_start_end": [load_before, os.getloadavg()],
-            "versions": versions(),
-            "command": "python -m benchmarks.recall_latency.run " + " ".join(sys.argv[1:]),
+            "command": common.command(),
             "exact_batch1_ms_start_end": [results[0]["configs"][0]["batch1"]["median_ms"], exact_end.median_ms if exact_end else None],
             "exact_batch1_cpu_ms_start_end": [results[0]["configs"][0]["batch1"]["cpu_median_ms"], exact_end.cpu_median_ms if exact_end else None],
             "complete": exact_end is not None,

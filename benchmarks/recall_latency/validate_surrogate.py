@@ -13,6 +13,7 @@ import numpy as np
 
 from benchmarks.recall_latency import corpus
 from benchmarks.recall_latency.run import OUT
+from funnel.agreement import recall_against
 
 DIMS = (32, 64, 128)
 SIZES = (100, 1000)
@@ -29,7 +30,7 @@ def prefix_recall(documents: np.ndarray, queries: np.ndarray) -> dict[str, float
     for dim in DIMS:
         ranked = np.argsort(-(normalized(queries, dim) @ normalized(documents, dim).T), axis=1)
         for size in SIZES:
-            out[f"{dim}:{size}"] = float(np.mean([len(set(r[:size]) & set(t)) / 10 for r, t in zip(ranked, truth)]))
+            out[f"{dim}:{size}"] = float(recall_against(ranked[:, :size], truth).mean())
     return out
 
 

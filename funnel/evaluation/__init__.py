@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["evaluate", "Configuration", "EvaluationReport"]
+__all__ = ["evaluate", "EvalOptions", "Configuration", "EvaluationReport"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "evaluate":
-        from funnel.evaluation.harness import evaluate
+    if name in ("evaluate", "EvalOptions"):
+        from funnel.evaluation import harness
 
-        return evaluate
+        return getattr(harness, name)
     if name == "Configuration":
         from funnel.evaluation.sweep import Configuration
 

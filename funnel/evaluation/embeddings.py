@@ -2,7 +2,7 @@
 
 A cache folder holds ``corpus.npy`` / ``queries.npy`` (float32, one row per id) with
 ``corpus_ids.json`` / ``queries_ids.json`` (the ids in row order), as
-``benchmarks/embed_cache.py`` writes them; the folder may hold them directly or in a subfolder
+``python -m benchmarks.embed_cache`` writes them; the folder may hold them directly or in a subfolder
 named after the dataset. Before use, a seeded sample of documents and queries is re-encoded with
 the model: a cache made from other text or another model is refused, so figures computed from
 the cache are the figures a real encode gives.
@@ -67,7 +67,7 @@ def load_part(folder: Path, part: str, dim: int) -> CachedEmbeddings:
     """Read ``part`` ("corpus" or "queries") of a cache; InputError if absent or inconsistent."""
     vectors_path, ids_path = folder / f"{part}.npy", folder / f"{part}_ids.json"
     if not vectors_path.is_file() or not ids_path.is_file():
-        raise InputError(f"{folder} has no cached {part} embeddings ({part}.npy and {part}_ids.json); make them with benchmarks/embed_cache.py")
+        raise InputError(f"{folder} has no cached {part} embeddings ({part}.npy and {part}_ids.json); make them with python -m benchmarks.embed_cache")
     vectors = np.load(vectors_path, mmap_mode="r")
     ids = [str(doc_id) for doc_id in json.loads(ids_path.read_text())]
     if vectors.ndim != 2 or vectors.shape[0] != len(ids):

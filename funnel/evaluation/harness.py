@@ -11,6 +11,7 @@ they count as relevant and never retrieved, as in trec_eval.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -20,7 +21,7 @@ from funnel.errors import InputError
 from funnel.evaluation.compute import EncoderShape, count_tokens, funnel_costs, shortlist_bytes, visited_per_query
 from funnel.evaluation.metrics import Metric, Qrels, evaluate_run, parse_metrics, run_from_arrays
 from funnel.evaluation.report import ConfigurationResult, EncodingCost, EvaluationReport, environment
-from funnel.evaluation.sweep import DEFAULT_DIMS, DEFAULT_SHORTLISTS, Configuration, chain, grid, pareto_frontier, reference
+from funnel.evaluation.sweep import DEFAULT_DIMS, DEFAULT_SHORTLISTS, Configuration, grid, pareto_frontier, plan_configuration, reference
 from funnel.evaluation.timing import TIMING_THREADS, Timing, sample, time_each, time_funnel, time_layers, torch_threads
 from funnel.stages import Stage, parse_stages
 
@@ -33,69 +34,82 @@ DEFAULT_INDEX_DIR = Path("indexes")
 Progress = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """Knobs of :func:`evaluate`; the defaults are ``funnel eval``'s.
+
+    Plans: the grid of shortlist ``dims`` × ``shortlists`` sizes (each: shortlist, then rescore at
+    full dims; defaults :data:`DEFAULT_DIMS` × :data:`DEFAULT_SHORTLISTS`) plus each plan in
+    ``plans`` (e.g. ``"32:500,128:100,full:100"``); given only ``plans``, no grid. ``layers`` adds,
+    for each depth L listed, the same grid with the shortlist taken from the model cut after L
+    layers (``L:dim:n,full:k``); the index then stores those layers' vectors (a dataset's index is
+    built with them). ``k`` (default: the largest metric cutoff, else 100) is how many documents
+    the reference ranking returns. Shortlist dims the index lacks are built in memory
+    (``shortlist_kind``). ``queries`` (BEIR JSONL) and ``qrels`` (BEIR TSV or TREC) go with an
+    existing index; a BEIR folder brings its own (``split``). A dataset's index is built once, or
+    reused, under ``index_dir/<dataset>-<model>`` (``rebuild`` forces it). ``embeddings_cache``
+    supplies precomputed vectors (see :mod:`funnel.evaluation.embeddings`). Each query's search is
+    timed ``repeats`` times; encoding on a seeded sample of ``encode_sample`` queries. ``command``
+    is recorded in the report.
+    """
+
+    dims: tuple[int, ...] | None = None
+    shortlists: tuple[int, ...] | None = None
+    plans: tuple[str | tuple[Stage, ...], ...] = ()
+    layers: tuple[int, ...] = ()
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    k: int | None = None
+    queries: str | Path | None = None
+    qrels: str | Path | None = None
+    split: str = "test"
+    index_dir: str | Path = DEFAULT_INDEX_DIR
+    rebuild: bool = False
+    embeddings_cache: str | Path | None = None
+    shortlist_kind: str = "flat"
+    repeats: int = 3
+    encode_sample: int = 50
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise InputError(f"repeats={self.repeats}: time each query at least once")
+        if self.k is not None and self.k < 1:
+            raise InputError(f"k={self.k}: rank at least 1 document per query")
+
+
 def evaluate(
-    dataset: str | Path | None = None,
-    *,
-    dims: Sequence[int] | None = None,
-    shortlists: Sequence[int] | None = None,
-    stages: Sequence[str | Sequence[Stage]] = (),
-    index: "str | Path | Index | None" = None,
-    queries: str | Path | None = None,
-    qrels: str | Path | None = None,
-    split: str = "test",
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    k: int | None = None,
-    model: "str | Encoder | None" = None,
-    index_dir: str | Path = DEFAULT_INDEX_DIR,
-    rebuild: bool = False,
-    embeddings_cache: str | Path | None = None,
-    shortlist_kind: str = "flat",
-    layers: Sequence[int] | None = None,
-    repeats: int = 3,
-    encode_sample: int = 50,
-    command: str = "",
+    source: "str | Path | Index", *, model: "str | Encoder | None" = None, options: EvalOptions = EvalOptions(),
     progress: Progress | None = None,
 ) -> EvaluationReport:
-    """Evaluate funnel configurations against exact search.
+    """Evaluate funnel plans (see :class:`EvalOptions`) against exact search.
 
-    Give a BEIR folder as ``dataset`` (an index is built there once, or reused, under
-    ``index_dir/<dataset>-<model>``), or an existing ``index`` with BEIR ``queries`` (JSONL) and
-    ``qrels`` (TSV) files. Configurations: the grid of shortlist ``dims`` × ``shortlists`` sizes
-    (each: shortlist, then rescore at full dims; defaults :data:`DEFAULT_DIMS` ×
-    :data:`DEFAULT_SHORTLISTS`) plus each chain in ``stages`` (e.g. ``"32:500,128:100,full:100"``);
-    given only ``stages``, no grid. ``k`` (default: the largest metric cutoff, else 100) is the depth
-    of the reference ranking. Shortlist dims the index lacks are built in memory (``shortlist_kind``;
-    a given ``Index`` object keeps them, nothing is written to disk).
-    ``layers`` adds, for each depth L listed, the same grid with the shortlist taken from the
-    model cut after L layers (``L:dim:n,full:k``); the index then stores those layers' vectors
-    (a dataset's index is built with them). Each row reports the query encoding it needs: the
-    layers its deepest stage runs, their FLOPs and time, per stage with continuation.
-    ``embeddings_cache`` supplies precomputed vectors (see :mod:`funnel.evaluation.embeddings`).
-    Encoding is timed on a seeded sample of ``encode_sample`` queries; tokens and FLOPs count all.
-    ``progress`` receives a line before each slow step.
+    ``source``: a BEIR folder (its corpus is indexed once with ``model``, default the offline
+    all-MiniLM-L6-v2), or an existing index (an :class:`~funnel.indexes.index.Index` or its folder)
+    with ``options.queries`` and ``options.qrels`` (``model`` defaults to the index's). A given
+    ``Index`` object keeps the shortlists built for the evaluation; nothing is written to disk.
+    Each row reports the query encoding it needs: the layers its deepest stage runs, their FLOPs
+    and time, per stage with continuation. ``progress`` receives a line before each slow step.
     """
     say = progress or (lambda message: None)
-    parsed = parse_metrics(metrics)
-    depth = k or max((metric.k for metric in parsed if metric.k is not None), default=100)
-    if repeats < 1:
-        raise InputError(f"repeats={repeats}: time each query at least once")
-    if depth < 1:
-        raise InputError(f"k={depth}: rank at least 1 document per query")
-    chains = [parse_stages(text) if isinstance(text, str) else tuple(text) for text in stages]  # fail before the slow part
+    parsed = parse_metrics(options.metrics)
+    k = options.k or max((metric.k for metric in parsed if metric.k is not None), default=100)
+    plans = [parse_stages(text) if isinstance(text, str) else tuple(text) for text in options.plans]  # fail before the slow part
+    layers = tuple(options.layers)
     from funnel.evaluation import inputs
     from funnel.models import Encoder
 
-    if (dataset is None) == (index is None):
-        raise InputError("give a BEIR dataset folder, or an existing index with --queries and --qrels, not both")
+    dataset = None if inputs.is_index(source) else Path(source)  # type: ignore[arg-type]
     # Read and check the queries and judgements first: a bad file fails before a model loads.
     if dataset is not None:
-        data = inputs.dataset_data(dataset, split)
+        if options.queries is not None or options.qrels is not None:
+            raise InputError(f"{dataset} is a BEIR folder with its own queries and qrels: give --queries and --qrels with an --index")
+        data = inputs.dataset_data(dataset, options.split)
         say("loading the model")
         encoder = model if isinstance(model, Encoder) else Encoder.load(model)
-        loaded, notes = inputs.dataset_index(dataset, encoder, Path(index_dir), embeddings_cache, rebuild, say, tuple(layers or ()))
+        loaded, notes = inputs.dataset_index(dataset, encoder, Path(options.index_dir), options.embeddings_cache, options.rebuild, say, layers)
     else:
-        loaded, notes = inputs.open_index(index), []
-        data = inputs.index_data(loaded, queries, qrels)
+        loaded, notes = inputs.open_index(source), []
+        data = inputs.index_data(loaded, options.queries, options.qrels)
         say("loading the model")
         encoder = model if isinstance(model, Encoder) else Encoder.load(model or loaded.manifest.model)
     if encoder.dim != loaded.dim:
@@ -105,12 +119,12 @@ def evaluate(
 
     query_ids = list(data.queries)
     texts = [data.queries[query_id] for query_id in query_ids]
-    vectors = inputs.query_vectors(encoder, query_ids, texts, embeddings_cache, dataset, say)
-    configs = [reference(depth), *_configurations(dims, shortlists, chains, depth, loaded.dim, layers or ())]
+    vectors = inputs.query_vectors(encoder, query_ids, texts, options.embeddings_cache, dataset, say)
+    configs = [reference(k), *_configurations(options.dims, options.shortlists, plans, k, loaded.dim, layers)]
     shallow = sorted({s.layer for c in configs for s in c.stages if not loaded.is_full_depth(s.layer)})  # type: ignore[type-var]
     for layer in shallow:
         loaded.check_layer(layer)
-    _prepare_shortlists(loaded, configs, shortlist_kind)
+    _prepare_shortlists(loaded, configs, options.shortlist_kind)
     queries_by_layer: dict[int | None, np.ndarray] = {None: vectors}
     if shallow:
         from funnel.layers import LayeredEncoder
@@ -118,7 +132,7 @@ def evaluate(
         say(f"encoding {len(texts)} queries at layers {', '.join(map(str, shallow))}")
         queries_by_layer.update(LayeredEncoder(encoder).encode_layers(texts, shallow))
 
-    timed = sample(texts, encode_sample)
+    timed = sample(texts, options.encode_sample)
     say(f"timing query encoding ({len(timed)} queries, one at a time)")
     encoding = _encoding_cost(encoder, query_ids, texts, timed, shallow)
     rows = []
@@ -126,7 +140,7 @@ def evaluate(
         say(f"[{number}/{len(configs)}] {config.name}")
         layered = any(not loaded.is_full_depth(stage.layer) for stage in config.stages)
         row = _evaluate_configuration(
-            loaded, index_ids, config, queries_by_layer if layered else vectors, query_ids, data.qrels, parsed, repeats
+            loaded, index_ids, config, queries_by_layer if layered else vectors, query_ids, data.qrels, parsed, options.repeats
         )
         rows.append(_with_encoding(row, config, encoding, loaded))
     rows = _compare(rows, str(parsed[0]))
@@ -138,20 +152,20 @@ def evaluate(
         metrics=[str(metric) for metric in parsed],
         encoding=encoding,
         rows=rows,
-        environment=environment(repeats, TIMING_THREADS),
-        command=command,
+        environment=environment(options.repeats, TIMING_THREADS),
+        command=options.command,
         warnings=warnings,
     )
 
 
 def _configurations(
-    dims: Sequence[int] | None, shortlists: Sequence[int] | None, chains: Sequence[tuple[Stage, ...]], k: int, full_dim: int,
+    dims: Sequence[int] | None, shortlists: Sequence[int] | None, plans: Sequence[tuple[Stage, ...]], k: int, full_dim: int,
     layers: Sequence[int] = (),
 ) -> list[Configuration]:
-    configs = [] if chains and dims is None and shortlists is None else grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim)
+    configs = [] if plans and dims is None and shortlists is None else grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim)
     for layer in layers:
         configs += grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim, layer=layer)
-    configs += [chain(stages, k) for stages in chains]
+    configs += [plan_configuration(stages, k) for stages in plans]
     names = [config.name for config in configs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from funnel.errors import InputError
-from funnel.evaluation.datasets import known_judgements, load_beir, load_qrels, load_queries
+from funnel.evaluation.datasets import known_judgements, load_beir
+from funnel.readers import load_qrels, load_queries
 from funnel.evaluation.metrics import Qrels
 
 if TYPE_CHECKING:
@@ -38,6 +39,14 @@ def dataset_data(dataset: str | Path, split: str) -> EvaluationData:
     """Queries and qrels of one split of a BEIR folder (judgements of unknown ids skipped, with warnings)."""
     loaded = load_beir(dataset, split)
     return EvaluationData(Path(dataset).resolve().name, str(dataset), split, loaded.queries, loaded.qrels, list(loaded.warnings))
+
+
+def is_index(source: "str | Path | Index") -> bool:
+    """Whether ``source`` is an index (an Index, or a folder with a manifest) rather than a BEIR folder."""
+    from funnel.indexes.index import Index
+    from funnel.indexes.manifest import MANIFEST_FILE
+
+    return isinstance(source, Index) or (Path(source) / MANIFEST_FILE).is_file()
 
 
 def open_index(index: "str | Path | Index") -> "Index":

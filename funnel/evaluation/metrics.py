@@ -51,9 +51,7 @@ from typing import Literal
 import numpy as np
 
 from funnel.errors import InputError
-
-Qrels = dict[str, dict[str, int]]
-"""Query id -> document id -> judged relevance level (graded gain)."""
+from funnel.readers import Qrels, examples
 
 Run = dict[str, dict[str, float]]
 """Query id -> document id -> score (higher is better)."""
@@ -180,8 +178,8 @@ def evaluate_run(
                 per_query[query_id] = dict.fromkeys(names, 0.0)
     if not per_query:
         raise InputError(
-            f"the run and the qrels share no query id (run: {_examples(run)}; "
-            f"qrels: {_examples(judged)}): check that both use the same ids"
+            f"the run and the qrels share no query id (run: {examples(run)}; "
+            f"qrels: {examples(judged)}): check that both use the same ids"
         )
     judged_set = set(judged)
     unjudged = tuple(query_id for query_id in run if query_id not in judged_set)
@@ -333,16 +331,6 @@ def _dcg(gains: np.ndarray) -> float:
     """Discounted cumulative gain of gains in rank order."""
     discounts = np.log2(np.arange(2, len(gains) + 2))
     return float(np.sum(gains / discounts))
-
-
-def _examples(ids: Iterable[str], limit: int = 3) -> str:
-    """A few ids for an error message, e.g. ``'1', '2', '3', …``."""
-    shown: list[str] = []
-    for query_id in ids:
-        if len(shown) == limit:
-            return ", ".join(shown) + ", …"
-        shown.append(repr(query_id))
-    return ", ".join(shown) if shown else "none"
 
 
 __all__ = [

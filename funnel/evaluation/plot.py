@@ -38,7 +38,7 @@ def plot_report(report: "EvaluationReport", path: str | Path) -> Path:
     for axis, (label, cost) in zip(axes, axes_data):
         for dim in dims:
             chosen = [i for i, row in enumerate(rows[1:], start=1) if _dim(row.stages) == dim]
-            name = f"shortlist {dim}-d" if dim != "chain" else "stage chains"
+            name = f"shortlist {dim}-d" if dim != "plan" else "plans of 3+ stages"
             axis.scatter([cost[i] for i in chosen], [quality[i] for i in chosen], color=colors[dim], label=name, s=28, zorder=3)
         frontier = pareto_frontier(cost, quality)
         axis.step([cost[i] for i in frontier], [quality[i] for i in frontier], where="post", color="tab:red", lw=1.2, label="Pareto frontier", zorder=2)
@@ -66,9 +66,9 @@ def plot_report(report: "EvaluationReport", path: str | Path) -> Path:
 
 
 def _dim(stages: str) -> str:
-    """The shortlist dim of a two-stage configuration; "chain" for longer ones."""
+    """The shortlist dim of a two-stage configuration; "plan" for longer plans."""
     parts = stages.split(",")
-    return parts[0].split(":")[-2] if len(parts) <= 2 else "chain"
+    return parts[0].split(":")[-2] if len(parts) <= 2 else "plan"
 
 
 def _pretty(metric: str) -> str:

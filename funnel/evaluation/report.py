@@ -1,23 +1,20 @@
 """An evaluation's results, and how they are written: JSON for machines, a markdown table for people.
 
 Every report records what is needed to reproduce it: the dataset and split, the model, the index
-settings, package versions, the machine (cores) and the exact command.
+settings, package versions, the machine (cores), the git commit and the exact command. This module
+writes data only; the plot is :func:`funnel.evaluation.plot.plot_report`, called by the CLI.
 """
 from __future__ import annotations
 
 import json
-import os
-import platform
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from funnel.evaluation.compute import StageCost
+from funnel.evaluation.machine import machine_record
 from funnel.evaluation.timing import Timing
 from funnel.formatting import human_bytes
-
-PACKAGES = ("funnel", "numpy", "faiss-cpu", "faiss-gpu", "torch", "sentence-transformers", "transformers", "pyarrow", "pytrec-eval-terrier")
 
 
 @dataclass(frozen=True)
@@ -93,10 +90,9 @@ class EvaluationReport:
                 row.pop("per_query")
         return data
 
-    def write(self, folder: str | Path, plot: bool = True) -> dict[str, Path]:
+    def write(self, folder: str | Path) -> dict[str, Path]:
         """Write into ``folder``: ``report.json`` (everything but per-query values), ``per_query.json``
-        (each configuration's value of each metric for each query), ``report.md`` and, unless
-        ``plot`` is False, ``report.png`` (needs matplotlib)."""
+        (each configuration's value of each metric for each query) and ``report.md``."""
         target = Path(folder)
         target.mkdir(parents=True, exist_ok=True)
         paths = {"json": target / "report.json", "per_query": target / "per_query.json", "markdown": target / "report.md"}
@@ -108,10 +104,6 @@ class EvaluationReport:
         }
         paths["per_query"].write_text(json.dumps(per_query, separators=(",", ":")) + "\n")
         paths["markdown"].write_text(self.markdown())
-        if plot:
-            from funnel.evaluation.plot import plot_report
-
-            paths["png"] = plot_report(self, target / "report.png")
         return paths
 
     def table(self) -> str:
@@ -201,26 +193,8 @@ class EvaluationReport:
 
 
 def environment(repeats: int, threads: int) -> dict[str, Any]:
-    """Machine and package versions for a report."""
-    from importlib import metadata
-
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    cores = os.cpu_count()
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except ImportError:
-        physical = None
-    return {
-        "python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cores": cores, "physical_cores": physical, "timing_threads": threads, "repeats": repeats, "versions": versions,
-    }
+    """The machine record (:func:`~funnel.evaluation.machine.machine_record`) and the timing settings."""
+    return {**machine_record(), "timing_threads": threads, "repeats": repeats}
 
 
 def _label(metric: str) -> str:

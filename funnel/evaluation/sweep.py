@@ -19,7 +19,7 @@ REFERENCE = "exact"
 
 @dataclass(frozen=True)
 class Configuration:
-    """A funnel to evaluate: its stages and the depth of the ranking it returns (``k``)."""
+    """A funnel to evaluate: its plan (``stages``) and how many documents its ranking returns (``k``)."""
 
     stages: tuple[Stage, ...]
     k: int
@@ -69,8 +69,8 @@ def grid(
     return configurations
 
 
-def chain(text: str | Sequence[Stage], k: int) -> Configuration:
-    """A configuration from a written stage chain such as ``"32:500,128:100,full:100"``."""
+def plan_configuration(text: str | Sequence[Stage], k: int) -> Configuration:
+    """A configuration from a plan, written (``"32:500,128:100,full:100"``) or as stages."""
     stages = parse_stages(text) if isinstance(text, str) else tuple(text)
     return Configuration(stages, min(k, stages[-1].candidates))
 

@@ -10,7 +10,7 @@ a model call costs milliseconds where a search costs microseconds.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
@@ -26,18 +26,34 @@ TIMING_THREADS = 1
 
 @dataclass(frozen=True)
 class Timing:
-    """Milliseconds per query over a query set."""
+    """Milliseconds per query over a query set: the one timing record of reports and benchmarks.
+
+    ``median_ms`` and ``p95_ms`` are wall clock over queries; ``qps`` is queries per second and
+    ``samples`` how many calls were timed; ``cpu_median_ms`` / ``cpu_p95_ms``, where measured, are
+    the CPU time of the same calls (on a shared machine the wall clock includes waiting for a core,
+    the CPU time does not).
+    """
 
     median_ms: float
     p95_ms: float
+    qps: float | None = None
+    samples: int | None = None
+    cpu_median_ms: float | None = None
+    cpu_p95_ms: float | None = None
 
     @classmethod
-    def of(cls, seconds: np.ndarray) -> "Timing":
-        """Summarize per-query seconds (shape (q,))."""
+    def of(cls, seconds: np.ndarray, cpu_seconds: np.ndarray | None = None, samples: int | None = None) -> "Timing":
+        """Summarize per-query seconds (shape (q,)), and their CPU seconds when given; ``samples``
+        defaults to q (say more when each value is already a median of repeats)."""
         if len(seconds) == 0:
-            return cls(0.0, 0.0)
+            return cls(0.0, 0.0, samples=0)
         ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-        return cls(float(np.median(ms)), float(np.percentile(ms, 95)))
+        cpu = None if cpu_seconds is None else np.asarray(cpu_seconds, dtype=np.float64) * 1000.0
+        return cls(
+            float(np.median(ms)), float(np.percentile(ms, 95)), float(1000.0 / ms.mean()) if ms.mean() > 0 else None,
+            len(ms) if samples is None else samples,
+            None if cpu is None else float(np.median(cpu)), None if cpu is None else float(np.percentile(cpu, 95)),
+        )
 
 
 @dataclass(frozen=True)
@@ -48,17 +64,30 @@ class FunnelTiming:
     total: Timing
 
 
-@contextmanager
-def faiss_threads(count: int) -> Iterator[None]:
+def faiss_threads(count: int) -> AbstractContextManager[None]:
     """Run FAISS on ``count`` threads inside the block, restoring the setting after."""
     import faiss
 
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(count)
+    return _threads(faiss.omp_get_max_threads, faiss.omp_set_num_threads, count)
+
+
+def torch_threads(count: int) -> AbstractContextManager[None]:
+    """Run torch on ``count`` threads inside the block (no-op without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return nullcontext()
+    return _threads(torch.get_num_threads, torch.set_num_threads, count)
+
+
+@contextmanager
+def _threads(get: Callable[[], int], set_to: Callable[[int], None], count: int) -> Iterator[None]:
+    before = get()
+    set_to(count)
     try:
         yield
     finally:
-        faiss.omp_set_num_threads(before)
+        set_to(before)
 
 
 def time_funnel(
@@ -88,22 +117,6 @@ def time_funnel(
                 per_stage[row, repeat] = [step.seconds for step in result.trace]
     medians = np.median(per_stage, axis=1)
     return FunnelTiming(tuple(Timing.of(medians[:, s]) for s in range(len(stages))), Timing.of(np.median(total, axis=1)))
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run torch on ``count`` threads inside the block (no-op without torch)."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def time_layers(layered: "LayeredEncoder", texts: Sequence[str], layers: Sequence[int]) -> np.ndarray:

@@ -8,16 +8,17 @@ Three kinds, recognised by their columns:
 - a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv): every judged pair with a
   positive score becomes (query text, title + " " + text).
 
-Files are JSONL (``.jsonl``/``.json``) or parquet; other columns (ids, genre…) are dropped.
+Files are JSONL (``.jsonl``/``.json``) or parquet; other columns (ids, genre…) are dropped. JSONL
+and BEIR files are parsed by :mod:`funnel.readers`, with its rules for qrels headers and for
+joining a title and a text.
 """
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from funnel.errors import InputError
+from funnel.readers import CORPUS_FILE, QRELS_FOLDER, QUERIES_FILE, document_text, load_qrels, load_queries, read_corpus, read_jsonl
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -94,19 +95,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 
         return pq.read_table(path).to_pylist()
     if suffix in (".jsonl", ".json"):
-        records = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path} line {number} is not JSON: {exc.msg}") from exc
-                if not isinstance(record, dict):
-                    raise InputError(f"{path} line {number} is not a JSON object")
-                records.append(record)
-        return records
+        return [record for _, record in read_jsonl(path)]
     raise InputError(f"{path}: training data must be .jsonl, .json or .parquet (or a BEIR folder)")
 
 
@@ -153,27 +142,21 @@ def _pad_negatives(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _read_beir(folder: Path) -> list[dict[str, Any]]:
-    qrels_path = folder / "qrels" / "train.tsv"
-    missing = [p.name for p in (folder / "corpus.jsonl", folder / "queries.jsonl", qrels_path) if not p.exists()]
+    """(query, title + " " + text) for every judgement of qrels/train.tsv with a positive level;
+    a judgement of an unknown query or document is an error (training takes no silent gaps)."""
+    qrels_path = folder / QRELS_FOLDER / "train.tsv"
+    missing = [p.name for p in (folder / CORPUS_FILE, folder / QUERIES_FILE, qrels_path) if not p.exists()]
     if missing:
         raise InputError(f"{folder} is not a BEIR folder with training judgements: missing {', '.join(missing)}")
-    docs = {}
-    for record in _read_records(folder / "corpus.jsonl"):
-        docs[str(record["_id"])] = f"{(record.get('title') or '').strip()} {(record.get('text') or '').strip()}".strip()
-    queries = {str(r["_id"]): r["text"] for r in _read_records(folder / "queries.jsonl")}
+    ids, titles, texts, _ = read_corpus(folder / CORPUS_FILE)
+    docs = {doc_id: document_text(title, text) for doc_id, title, text in zip(ids, titles, texts)}
+    queries = load_queries(folder / QUERIES_FILE)
     rows = []
-    with qrels_path.open(encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None or len(header) < 3:
-            raise InputError(f"{qrels_path} needs a header line query-id, corpus-id, score")
-        for number, line in enumerate(reader, 2):
-            if len(line) < 3:
-                raise InputError(f"{qrels_path} line {number}: expected query-id, corpus-id, score")
-            query_id, doc_id, score = line[0], line[1], line[2]
-            if float(score) <= 0:
+    for query_id, judged in load_qrels(qrels_path).items():
+        for doc_id, level in judged.items():
+            if level <= 0:
                 continue
             if query_id not in queries or doc_id not in docs:
-                raise InputError(f"{qrels_path} line {number}: query {query_id!r} or document {doc_id!r} is unknown")
+                raise InputError(f"{qrels_path}: query {query_id!r} or document {doc_id!r} is unknown")
             rows.append({"anchor": queries[query_id], "positive": docs[doc_id]})
     return rows

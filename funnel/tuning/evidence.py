@@ -9,7 +9,7 @@ fraction of true top-k documents that survive its earlier stages:
 - three stages ``d1:N1,d2:N2,full:k``: as above with N1, and among the first N1 shortlisted
   candidates fewer than N2 score higher than it at ``d2`` dims.
 
-One shortlist of depth D per first-stage dim therefore answers every N ≤ D by prefix.
+One shortlist of D candidates per first-stage dim therefore answers every N ≤ D by prefix.
 """
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ IN_MEMORY_BYTES = 1 << 30  # below this, middle-dim scores come from one matrix 
 @dataclass(frozen=True)
 class DimEvidence:
     """For first-stage dim ``dim``: ``shortlist_rank`` (q, k), each true document's rank in the
-    deep shortlist (``depth`` if absent); ``middle_rank[d2]`` (q, k, len(prefixes)), how many of
-    the first ``prefixes[i]`` candidates beat it at ``d2`` dims (``depth`` if it is not among them)."""
+    deep shortlist (``max_candidates`` if absent); ``middle_rank[d2]`` (q, k, len(prefixes)), how many of
+    the first ``prefixes[i]`` candidates beat it at ``d2`` dims (``max_candidates`` if it is not among them)."""
 
     dim: int
-    depth: int
+    max_candidates: int
     shortlist_rank: np.ndarray
     prefixes: tuple[int, ...]
     middle_rank: dict[int, np.ndarray]
@@ -63,31 +63,31 @@ def without(positions: np.ndarray, sources: np.ndarray | None, width: int) -> np
 
 def true_ranks(shortlist: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Rank (q, k) of each ``truth`` position (q, k) in ``shortlist`` positions (q, D); D if absent."""
-    depth = shortlist.shape[1]
+    max_candidates = shortlist.shape[1]
     match = shortlist[:, :, None] == truth[:, None, :]  # (q, D, k)
     found = match.any(axis=1)
-    return np.where(found, match.argmax(axis=1), depth)
+    return np.where(found, match.argmax(axis=1), max_candidates)
 
 
 def gather_evidence(
-    index: "Index", queries: np.ndarray, truth: np.ndarray, dim: int, depth: int,
+    index: "Index", queries: np.ndarray, truth: np.ndarray, dim: int, max_candidates: int,
     prefixes: Sequence[int], middle_dims: Sequence[int], corpus: np.ndarray | None = None,
     sources: np.ndarray | None = None,
 ) -> DimEvidence:
-    """Run one ``depth``-deep shortlist at ``dim`` for ``queries`` (q, full) and score what it found.
+    """Run one ``max_candidates``-long shortlist at ``dim`` for ``queries`` (q, full) and score what it found.
 
     ``corpus``: every stored vector (count, full) float32, when it fits in memory (see
     :func:`corpus_in_memory`); middle-dim scores are then a matrix product instead of gathers.
     ``sources``: (q,) a document to leave out per query (see :func:`without`); ``truth`` must
     already leave it out.
     """
-    fetch = min(depth + 1, index.count) if sources is not None else depth
+    fetch = min(max_candidates + 1, index.count) if sources is not None else max_candidates
     _, shortlist = index.shortlist(queries, dim, fetch)
     shortlist = without(shortlist, sources, fetch - 1 if sources is not None else fetch)
-    depth = shortlist.shape[1]
+    max_candidates = shortlist.shape[1]
     ranks = true_ranks(shortlist, truth)
-    prefixes = tuple(p for p in prefixes if p <= depth)
-    middle = {d: np.full(truth.shape + (len(prefixes),), depth, dtype=np.int64) for d in middle_dims}
+    prefixes = tuple(p for p in prefixes if p <= max_candidates)
+    middle = {d: np.full(truth.shape + (len(prefixes),), max_candidates, dtype=np.int64) for d in middle_dims}
     if middle_dims and prefixes:
         cut = np.asarray(prefixes) - 1
         truncated = {d: truncate(corpus, d) for d in middle_dims} if corpus is not None else {}
@@ -98,7 +98,7 @@ def gather_evidence(
             safe = np.where(valid, positions, 0)
             vectors = index.vectors(safe) if corpus is None else None  # (c, D, full)
             rank = ranks[rows]
-            present = rank < depth
+            present = rank < max_candidates
             for middle_dim in middle_dims:
                 query_part = truncate(queries[rows], middle_dim)
                 if corpus is None:
@@ -106,11 +106,11 @@ def gather_evidence(
                 else:
                     scores = np.take_along_axis(query_part @ truncated[middle_dim].T, safe, axis=1)
                 scores = np.where(valid, scores, -np.inf)
-                own = np.take_along_axis(scores, np.minimum(rank, depth - 1), axis=1)  # (c, k)
+                own = np.take_along_axis(scores, np.minimum(rank, max_candidates - 1), axis=1)  # (c, k)
                 beaten = np.cumsum(scores[:, None, :] > own[:, :, None], axis=2)[:, :, cut]  # (c, k, P)
                 inside = rank[:, :, None] < np.asarray(prefixes)[None, None, :]
-                middle[middle_dim][rows] = np.where(present[:, :, None] & inside, beaten, depth)
-    return DimEvidence(dim, depth, ranks, prefixes, middle)
+                middle[middle_dim][rows] = np.where(present[:, :, None] & inside, beaten, max_candidates)
+    return DimEvidence(dim, max_candidates, ranks, prefixes, middle)
 
 
 def corpus_in_memory(index: "Index") -> np.ndarray | None:

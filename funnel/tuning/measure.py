@@ -1,4 +1,4 @@
-"""Measurements for the tuner: exact truth, a plan's recall against it, and its ms per query."""
+"""Measurements for the tuner: exact truth, a plan's top-k, and its ms per query (recall: :mod:`funnel.agreement`)."""
 from __future__ import annotations
 
 import time
@@ -36,12 +36,6 @@ class ExactReference:
 
     def ms_per_query(self, queries: np.ndarray, k: int) -> float:
         return _per_query_ms(lambda one: self.search(one, k), queries)
-
-
-def recall_against(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-query recall (q,): the share of each row of ``truth`` (q, k) found in ``found`` (q, ≥k)."""
-    hits = (found[:, :, None] == truth[:, None, :]).any(axis=1)
-    return hits.mean(axis=1)
 
 
 def run_plan(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: int, sources: np.ndarray | None = None) -> np.ndarray:

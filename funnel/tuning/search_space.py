@@ -24,31 +24,31 @@ MIDDLE_DIMS = (64, 96, 128, 192, 256)
 @dataclass(frozen=True)
 class SearchSpace:
     """First-stage dims (must be shortlist indexes the index stores), middle-stage dims, the
-    deepest shortlist examined (``depth``; plans keep at most that many), and at most 2 or 3 stages."""
+    longest shortlist examined (``max_candidates``; plans keep at most that many), and at most 2 or 3 stages."""
 
     shortlist_dims: tuple[int, ...]
     middle_dims: tuple[int, ...] = MIDDLE_DIMS
-    depth: int = 2000
+    max_candidates: int = 2000
     max_stages: int = 3
 
     def __post_init__(self) -> None:
         if not self.shortlist_dims:
             raise InputError("the search space needs at least one shortlist dim")
-        if self.depth < 1:
-            raise InputError(f"the shortlist depth must be at least 1, not {self.depth}")
+        if self.max_candidates < 1:
+            raise InputError(f"max_candidates (the longest shortlist examined) must be at least 1, not {self.max_candidates}")
         if self.max_stages not in (2, 3):
             raise InputError(f"plans have 2 or 3 stages; max_stages={self.max_stages} is not supported")
 
     @classmethod
-    def for_index(cls, index: "Index", k: int, *, dims: Sequence[int] | None = None, depth: int | None = None, max_stages: int = 3) -> "SearchSpace":
-        """Stored shortlist dims (or ``dims``, which must be stored), depth max(2000, 200k) capped at the index size."""
+    def for_index(cls, index: "Index", k: int, *, dims: Sequence[int] | None = None, max_candidates: int | None = None, max_stages: int = 3) -> "SearchSpace":
+        """Stored shortlist dims (or ``dims``, which must be stored), max_candidates max(2000, 200k) capped at the index size."""
         stored = index.shortlist_dims
         chosen = tuple(sorted(set(dims))) if dims else tuple(d for d in stored if d < index.dim) or tuple(stored)
         missing = [d for d in chosen if d not in stored]
         if missing:
             have = ", ".join(map(str, stored))
             raise InputError(f"dims {missing} have no shortlist index in this index (it has: {have}); rebuild with --shortlist-dim to tune them")
-        wanted = depth if depth is not None else max(2000, 200 * k)
+        wanted = max_candidates if max_candidates is not None else max(2000, 200 * k)
         middle = tuple(d for d in MIDDLE_DIMS if d < index.dim)
         return cls(chosen, middle, max(1, min(wanted, index.count)), max_stages)
 

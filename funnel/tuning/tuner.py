@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from funnel.agreement import recall_against
 from funnel.errors import InputError
 from funnel.stages import Stage, format_stages
 from funnel.tuning.calibration import CalibrationQueries, resolve_queries
 from funnel.tuning.evidence import DimEvidence, corpus_in_memory, gather_evidence
-from funnel.tuning.measure import ExactReference, plan_ms_per_query, recall_against, run_plan
+from funnel.tuning.measure import ExactReference, plan_ms_per_query, run_plan
 from funnel.tuning.search_space import Cost, SearchSpace, exact_cost, nice_counts, plan_cost
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class TuneOptions:
     seed: int = 0
     calibration_size: int = 400
     dims: tuple[int, ...] | None = None
-    depth: int | None = None
+    max_candidates: int | None = None
     max_stages: int = 3
     confidence: float = 0.95
     margin: float | None = None
@@ -166,11 +167,11 @@ def tune(
     if reason:
         return _exact_plan(index, calibration, truth, holdout, timing, k, target_recall, about, exact, reason)
 
-    space = SearchSpace.for_index(index, k, dims=options.dims, depth=options.depth, max_stages=options.max_stages)
-    prefixes = nice_counts(k, space.depth)
+    space = SearchSpace.for_index(index, k, dims=options.dims, max_candidates=options.max_candidates, max_stages=options.max_stages)
+    prefixes = nice_counts(k, space.max_candidates)
     corpus = corpus_in_memory(index) if space.max_stages == 3 else None
     evidence = [
-        gather_evidence(index, calibration.vectors, truth, dim, space.depth, prefixes,
+        gather_evidence(index, calibration.vectors, truth, dim, space.max_candidates, prefixes,
                         [m for m in space.middle_dims if m > dim] if space.max_stages == 3 else [], corpus, calibration.documents)
         for dim in space.shortlist_dims
     ]
@@ -183,7 +184,7 @@ def tune(
     selection = f"cheapest by estimated latency whose {options.confidence:.0%} lower bound of fit-half recall ≥ {threshold:g}"
     if not ranked:
         return _exact_plan(index, calibration, truth, holdout, timing, k, target_recall, about, exact,
-                           f"no plan within a {space.depth}-deep shortlist met the target; use exact search or tune with a larger depth")
+                           f"no plan within a shortlist of {space.max_candidates} met the target; use exact search or tune with a larger max_candidates")
     considered = _count_plans(index, evidence, k)
     measured = _time_candidates(index, ranked[: max(1, options.measure)], timing, k, calibration, truth, holdout)
     pick = min(measured, key=lambda m: m[1].ms_per_query) if options.select == "measured" else measured[0]
@@ -301,6 +302,6 @@ def _baselines(index, dim, multipliers, k, evidence, fit, timing, calibration, t
     for multiplier in multipliers:
         n = min(multiplier * k, index.count)
         stages = (Stage(dim, n), Stage(None, k))
-        fit_recall = float(ev.two_stage(n, fit).mean()) if ev is not None and n <= ev.depth else None
+        fit_recall = float(ev.two_stage(n, fit).mean()) if ev is not None and n <= ev.max_candidates else None
         out.append(_measure(index, f"×{multiplier} rescore multiplier", stages, timing, k, calibration, truth, holdout, fit_recall))
     return tuple(out)

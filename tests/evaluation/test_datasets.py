@@ -7,12 +7,8 @@ from pathlib import Path
 import pytest
 
 from funnel.errors import InputError
-from funnel.evaluation.datasets import (
-    BeirDataset,
-    load_beir,
-    load_qrels,
-    load_queries,
-)
+from funnel.evaluation.datasets import BeirDataset, load_beir
+from funnel.readers import load_qrels, load_queries
 
 CORPUS = [
     {"_id": "d1", "title": "Wings", "text": "lift on a wing"},

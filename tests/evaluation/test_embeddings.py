@@ -9,7 +9,7 @@ import pytest
 
 from funnel.corpus import document_text
 from funnel.errors import InputError
-from funnel.evaluation.harness import evaluate
+from funnel.evaluation.harness import EvalOptions, evaluate
 
 CORPUS = [
     {"_id": "d1", "title": "Wings", "text": "lift on a swept wing at low speed"},
@@ -43,8 +43,8 @@ def write_cache(root: Path, encoder, corrupt: bool = False) -> Path:
 
 
 def run(folder: Path, encoder, index_dir: Path, cache: Path | None):
-    return evaluate(folder, model=encoder, index_dir=index_dir, embeddings_cache=cache, metrics=["ndcg@10", "mrr@10"],
-                    dims=[32], shortlists=[2], repeats=1, encode_sample=1)
+    return evaluate(folder, model=encoder, options=EvalOptions(index_dir=index_dir, embeddings_cache=cache, metrics=("ndcg@10", "mrr@10"),
+                    dims=(32,), shortlists=(2,), repeats=1, encode_sample=1))
 
 
 def test_a_matching_cache_gives_the_figures_of_a_real_encode(folder: Path, tmp_path: Path, encoder) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from funnel.evaluation.harness import evaluate
+from funnel.evaluation.harness import EvalOptions, evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = [
@@ -65,8 +65,8 @@ def test_index_mode_needs_queries_and_qrels(tmp_path: Path) -> None:
 def test_unknown_ids_and_unindexed_documents_are_warned_with_counts(tmp_path: Path, encoder) -> None:
     qrels = QRELS + "q9\td1\t1\nq9\td2\t1\nq1\tnope\t1\n"
     report = evaluate(
-        beir(tmp_path / "tiny", qrels=qrels), model=encoder, index_dir=tmp_path / "indexes", metrics=["ndcg@10", "recall@10"],
-        dims=[64], shortlists=[2], repeats=1, encode_sample=1,
+        beir(tmp_path / "tiny", qrels=qrels), model=encoder, options=EvalOptions(index_dir=tmp_path / "indexes", metrics=("ndcg@10", "recall@10"),
+        dims=(64,), shortlists=(2,), repeats=1, encode_sample=1),
     )
     text = "\n".join(report.warnings)
     assert "skipped 2 judgements of 1 query ids not in queries.jsonl (such as 'q9')" in text

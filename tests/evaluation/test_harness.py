@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from funnel.evaluation.datasets import load_qrels, load_queries
-from funnel.evaluation.harness import evaluate
+from funnel.readers import load_qrels, load_queries
+from funnel.evaluation.harness import EvalOptions, evaluate
+from funnel.evaluation.plot import plot_report
 from funnel.evaluation.report import EvaluationReport
 from funnel.indexes.index import Index
 from funnel.stages import exact_search
@@ -29,9 +30,9 @@ def report(cranfield_index: Path, cranfield_files: tuple[Path, Path], encoder) -
     """150 Cranfield documents; a shortlist of all 150 at 64 dims, and a three-stage chain."""
     queries, qrels = cranfield_files
     return evaluate(
-        index=cranfield_index, queries=queries, qrels=qrels, model=encoder, metrics=METRICS,
-        dims=[64], shortlists=[150], stages=["32:150,128:120,full:100"], repeats=1, encode_sample=3,
-        command="pytest",
+        cranfield_index, model=encoder, options=EvalOptions(queries=queries, qrels=qrels, metrics=tuple(METRICS),
+        dims=(64,), shortlists=(150,), plans=("32:150,128:120,full:100",), repeats=1, encode_sample=3,
+        command="pytest"),
     )
 
 
@@ -98,4 +99,4 @@ def test_report_records_what_reproduces_it(report, tmp_path: Path) -> None:
     markdown = paths["markdown"].read_text()
     assert "| exact" in markdown and "Command: `pytest`" in markdown
     assert "| 32:150,128:120,full:100 | 128:120 | rescore | full vectors | 128 | 150 |" in markdown
-    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert plot_report(report, tmp_path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,7 +7,7 @@ import pytest
 
 from funnel.corpus import open_corpus
 from funnel.errors import InputError
-from funnel.evaluation.harness import evaluate
+from funnel.evaluation.harness import EvalOptions, evaluate
 from funnel.indexes.builder import IndexConfig, build_index
 from funnel.indexes.shortlist import make_spec
 
@@ -28,9 +28,9 @@ def layered_index(tmp_path_factory, cranfield_parquet, encoder) -> Path:
 def report(layered_index, cranfield_files, encoder):
     queries, qrels = cranfield_files
     return evaluate(
-        index=layered_index, queries=queries, qrels=qrels, model=encoder, metrics=["ndcg@10", "recall@100"],
-        dims=[64], shortlists=[150], layers=[2], stages=["2:64:150,4:full:120,full:100", "2:full:100"],
-        repeats=1, encode_sample=3, command="pytest",
+        layered_index, model=encoder, options=EvalOptions(queries=queries, qrels=qrels, metrics=("ndcg@10", "recall@100"),
+        dims=(64,), shortlists=(150,), layers=(2,), plans=("2:64:150,4:full:120,full:100", "2:full:100"),
+        repeats=1, encode_sample=3, command="pytest"),
     )
 
 
@@ -63,4 +63,5 @@ def test_query_encoding_is_counted_per_stage_with_continuation(report):
 def test_a_layer_the_index_lacks(layered_index, cranfield_files, encoder):
     queries, qrels = cranfield_files
     with pytest.raises(InputError, match="not of layer 3: rebuild it with --layers 3"):
-        evaluate(index=layered_index, queries=queries, qrels=qrels, model=encoder, dims=[64], shortlists=[50], layers=[3], repeats=1, encode_sample=1)
+        evaluate(layered_index, model=encoder, options=EvalOptions(queries=queries, qrels=qrels, dims=(64,), shortlists=(50,), layers=(3,), repeats=1,
+                                                                encode_sample=1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from funnel.errors import InputError
-from funnel.evaluation.sweep import Configuration, chain, grid, parse_sizes, pareto_frontier, reference
+from funnel.evaluation.sweep import Configuration, grid, parse_sizes, pareto_frontier, plan_configuration, reference
 from funnel.stages import Stage
 
 
@@ -19,8 +19,8 @@ def test_grid_shortlists_then_rescores_and_returns_at_most_the_shortlist() -> No
 
 def test_reference_and_chains() -> None:
     assert reference(100) == Configuration((Stage(None, 100),), 100, "exact")
-    assert chain("32:500,128:100,full:50", k=100).k == 50
-    assert chain("32:500,full:100", k=10).name == "32:500,full:100"
+    assert plan_configuration("32:500,128:100,full:50", k=100).k == 50
+    assert plan_configuration("32:500,full:100", k=10).name == "32:500,full:100"
 
 
 def test_pareto_frontier_on_hand_made_points() -> None:

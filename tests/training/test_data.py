@@ -74,7 +74,7 @@ def test_bad_sources(tmp_path, debian_pairs, stsb_pairs):
     with pytest.raises(InputError, match="must be .jsonl, .json or .parquet"):
         load_examples([tmp_path / "pairs.csv"])
     (tmp_path / "broken.jsonl").write_text('{"query": "a"\n')
-    with pytest.raises(InputError, match="line 1 is not JSON"):
+    with pytest.raises(InputError, match="line 1: not valid JSON"):
         load_examples([tmp_path / "broken.jsonl"])
     with pytest.raises(InputError, match="cannot mix scored pairs"):
         load_examples([debian_pairs, stsb_pairs])

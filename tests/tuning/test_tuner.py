@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from funnel.agreement import recall_against
 from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
@@ -11,7 +12,7 @@ from funnel.indexes.shortlist import make_spec
 from funnel.stages import parse_stages
 from funnel.tuning import TuneOptions, tune
 from funnel.tuning.evidence import gather_evidence
-from funnel.tuning.measure import ExactReference, recall_against, run_plan
+from funnel.tuning.measure import ExactReference, run_plan
 from funnel.tuning.search_space import nice_counts
 
 from helpers import vector_index
