@@ -50,6 +50,7 @@ def evaluate(
     rebuild: bool = False,
     embeddings_cache: str | Path | None = None,
     shortlist_kind: str = "flat",
+    rotation: str = "auto",
     layers: Sequence[int] | None = None,
     repeats: int = 3,
     encode_sample: int = 50,
@@ -71,6 +72,8 @@ def evaluate(
     (a dataset's index is built with them). Each row reports the query encoding it needs: the
     layers its deepest stage runs, their FLOPs and time, per stage with continuation.
     ``embeddings_cache`` supplies precomputed vectors (see :mod:`funnel.evaluation.embeddings`).
+    ``rotation``: how a dataset's index is built (see :class:`~funnel.indexes.builder.IndexConfig`);
+    an index already there that was built with another is rebuilt.
     Encoding is timed on a seeded sample of ``encode_sample`` queries; tokens and FLOPs count all.
     ``progress`` receives a line before each slow step.
     """
@@ -92,7 +95,7 @@ def evaluate(
         data = inputs.dataset_data(dataset, split)
         say("loading the model")
         encoder = model if isinstance(model, Encoder) else Encoder.load(model)
-        loaded, notes = inputs.dataset_index(dataset, encoder, Path(index_dir), embeddings_cache, rebuild, say, tuple(layers or ()))
+        loaded, notes = inputs.dataset_index(dataset, encoder, Path(index_dir), embeddings_cache, rebuild, say, tuple(layers or ()), rotation)
     else:
         loaded, notes = inputs.open_index(index), []
         data = inputs.index_data(loaded, queries, qrels)
