@@ -221,7 +221,8 @@ class FunnelResult:
 
 
 def run_funnel(index: "Index", queries: Queries, stages: Sequence[Stage], k: int) -> FunnelResult:
-    """Run the plan. ``queries``: normalized full-model vectors (q, index.dim); or a mapping
+    """Run the plan. ``queries``: normalized full-model vectors (q, index.dim) as the model gives
+    them (the index rotates them into its stored basis: :meth:`Index.rotate_queries`); or a mapping
     {layer: vectors} for plans whose stages name layers; or a :class:`QuerySource` such as
     :class:`LayeredQueries`, which encodes each depth when a stage first needs it.
 
@@ -234,12 +235,19 @@ def run_funnel(index: "Index", queries: Queries, stages: Sequence[Stage], k: int
     source: QuerySource = queries if hasattr(queries, "at") else _ReadyQueries(queries, index)  # type: ignore[assignment]
     trace = []
     scores = positions = None
+    rotated: dict[int | None, np.ndarray] = {}
     for number, stage in enumerate(stages):
         encode_started = time.perf_counter()
-        vectors = source.at(stage.layer)
+        model_vectors = source.at(stage.layer)
         encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
         layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
         started = time.perf_counter()
+        # The one place queries enter the index's stored basis (a rotation fitted at index time;
+        # the identity for an index in the model's order), once per depth.
+        key = None if index.is_full_depth(stage.layer) else stage.layer
+        if key not in rotated:
+            rotated[key] = index.rotate_queries(model_vectors, stage.layer)
+        vectors = rotated[key]
         dim = stage.resolved_dim(index.dim)
         if number == 0:
             scores, positions = index.shortlist(vectors, dim, stage.candidates, stage.layer)
@@ -268,10 +276,12 @@ def _rescore(
 
 def exact_search(index: "Index", queries: np.ndarray, k: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exhaustive inner-product search over the live stored vectors at ``dim`` dims: the reference
-    ranking. Returns (scores (q, k), positions (q, k)); deleted rows never appear."""
+    ranking. ``queries``: the model's vectors (rotated here like any search's). Returns (scores
+    (q, k), positions (q, k)); deleted rows never appear."""
     import faiss
 
     dim = dim or index.dim
+    queries = index.rotate_queries(queries)
     live = index.live_positions()
     flat = faiss.IndexFlatIP(dim)
     for start in range(0, len(live), 65_536):

@@ -31,6 +31,7 @@ def eval_command(
     embeddings_cache: Optional[Path] = typer.Option(None, "--embeddings-cache", help="Folder of precomputed embeddings (python -m benchmarks.embed_cache); a sample is re-encoded to check them."),
     index_dir: Path = typer.Option(Path("indexes"), "--index-dir", help="Where the dataset's index is built once and reused."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the dataset's index even if one exists."),
+    rotation: str = typer.Option("auto", "--rotation", help="Rotation of the dataset's index (as funnel index --rotation): auto, pca or none; an index built with another is rebuilt."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG (no matplotlib needed)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON (without per-query values) instead of the table."),
@@ -54,7 +55,7 @@ def eval_command(
         shortlists=parse_sizes(shortlist, "--shortlist") if shortlist else None,
         plans=tuple(stages), layers=parse_sizes(layers, "--layers") if layers else (),
         metrics=tuple(m for m in metrics.split(",") if m.strip()), k=k, queries=queries, qrels=qrels, split=split,
-        index_dir=index_dir, rebuild=rebuild, embeddings_cache=embeddings_cache, shortlist_kind=shortlist_kind,
+        index_dir=index_dir, rebuild=rebuild, embeddings_cache=embeddings_cache, shortlist_kind=shortlist_kind, rotation=rotation,
         repeats=repeats, encode_sample=encode_sample, command="funnel " + shlex.join(sys.argv[1:]),
     )
     report = evaluate(

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from funnel.cli.output import emit_json, human_bytes
+from funnel.cli.output import emit_json, human_bytes, rotation_lines, rotation_summary
 
 
 def index_command(
@@ -23,6 +23,10 @@ def index_command(
         None, help="Also store the vectors of the model cut after these layers, e.g. 2,3 (each with the same shortlists), for stages like 2:64:200,6:384:10."
     ),
     dtype: str = typer.Option("float16", help="Storage type of the full vectors: float16 or float32."),
+    rotation: str = typer.Option(
+        "auto", help="Store vectors in the corpus's PCA rotation, so short prefixes shortlist better (full-dim scores unchanged): "
+        "auto (rotate unless the model's own order nests as well, measured on queries made from the corpus), pca or none."
+    ),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index (or an interrupted build) at the output path."),
@@ -43,7 +47,7 @@ def index_command(
 
     config = IndexConfig(
         shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim), vector_dtype=dtype, encode_batch_size=batch_size,
-        layers=parse_sizes(layers, "--layers") if layers else (),
+        layers=parse_sizes(layers, "--layers") if layers else (), rotation=rotation,
     )
     from funnel.indexes.builder import check_output
 
@@ -58,6 +62,7 @@ def index_command(
         "index": str(path), "documents": index.count, "model": index.manifest.model, "dim": index.dim,
         "shortlists": [{"dim": s.dim, "kind": s.kind} for s in index.manifest.shortlists],
         "layers": list(index.layers), "depth": index.depth,
+        "rotation": rotation_summary(index.manifest),
         "disk_bytes": disk, "seconds": round(time.perf_counter() - started, 2), "skipped": dict(source.skipped),
     }
     if json_output:
@@ -69,6 +74,8 @@ def index_command(
             typer.echo(f"skipped {sum(source.skipped.values())} rows ({reasons})", err=True)
         stored = f"; layers {', '.join(map(str, index.layers))} and {index.depth}" if index.layers else ""
         typer.echo(f"indexed {index.count} documents into {path} ({human_bytes(disk)}; shortlist {dims}{stored}; {summary['seconds']} s)")
+        for line in rotation_lines(index.manifest):
+            typer.echo(f"  {line}")
 
 
 def register(app: typer.Typer) -> None:

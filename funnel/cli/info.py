@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from funnel.cli.output import emit_json, human_bytes
+from funnel.cli.output import emit_json, human_bytes, rotation_lines, rotation_summary
 
 
 def info_command(
@@ -25,6 +25,8 @@ def info_command(
         "plan": manifest.plan, "disk_bytes": disk, "source": manifest.source,
         "deleted_rows": manifest.deleted, "generation": manifest.generation,
         "depth": manifest.depth, "layers": list(manifest.layers),
+        "rotation": rotation_summary(manifest),
+        "rotation_decision": manifest.rotation.decision if manifest.rotation else None,
     }
     if json_output:
         emit_json(summary)
@@ -34,6 +36,8 @@ def info_command(
     typer.echo(f"  model      {manifest.model} ({manifest.dim} dims, stored as {manifest.vector_dtype})")
     if manifest.layers:
         typer.echo(f"  layers     {', '.join(map(str, manifest.layers))} of {manifest.depth} (vectors and shortlists for each; stages LAYER:DIM:N)")
+    for line in rotation_lines(manifest):
+        typer.echo(f"  {line}")
     for spec in manifest.shortlists:
         typer.echo(f"  shortlist  {spec.dim} dims, {spec.kind} {json.dumps(spec.params) if spec.params else ''}".rstrip())
     plan = f"{manifest.plan['stages']} (k ≤ {manifest.plan['k']})" if manifest.plan else "shortlist max(200, 20k), rescore at full dims"

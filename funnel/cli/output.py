@@ -15,3 +15,31 @@ def emit_json(data: Any) -> None:
 def snippet(text: str, width: int = 100) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def rotation_summary(manifest: Any) -> dict[str, Any]:
+    """The basis an index stores its vectors in, per depth ("full", "2", ...), for --json."""
+    rotation = manifest.rotation
+    if rotation is None:
+        return {"requested": None, "by_depth": {"full": "none"}, "note": "built before rotations: the model's order"}
+    return {"requested": rotation.requested, "by_depth": {key: record.get("method", "none") for key, record in rotation.decision.items()}
+            or {"full": "none"}, "files": sorted(rotation.files)}
+
+
+def rotation_lines(manifest: Any) -> list[str]:
+    """One line per depth: the basis chosen and why (with the measured prefix agreement)."""
+    rotation = manifest.rotation
+    if rotation is None:
+        return ["rotation   none (index built before rotations: the model's order)"]
+    if not rotation.decision:
+        return [f"rotation   none ({'--rotation none' if rotation.requested == 'none' else 'not fitted'}: the model's order)"]
+    lines = []
+    for key, record in rotation.decision.items():
+        where = "" if key == "full" else f" (layer {key})"
+        method = "pca" if record.get("method") == "pca" else "none (the model's order)"
+        lines.append(f"rotation{where}   {method} [{rotation.requested}]: {record.get('reason', '')}")
+        agreement = record.get("agreement")
+        if agreement:
+            pairs = ", ".join(f"{dim}-d {agreement['model_order'][dim]:.3f} → {agreement['rotated'][dim]:.3f}" for dim in agreement["model_order"])
+            lines.append(f"           {agreement['measure']} on {agreement['queries']} corpus queries, model order → rotated: {pairs}")
+    return lines

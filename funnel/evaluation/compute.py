@@ -134,7 +134,7 @@ def visited_per_query(index: "Index", queries: np.ndarray, dim: int, n: int, lay
         return None
     stats = faiss.cvar.hnsw_stats if spec.kind == "hnsw" else faiss.cvar.indexIVF_stats
     stats.reset()
-    index.shortlist(queries, dim, n, layer)
+    index.shortlist(index.rotate_queries(queries, layer), dim, n, layer)
     return float(stats.ndis) / max(len(queries), 1)
 
 

@@ -66,6 +66,7 @@ class EvalOptions:
     rebuild: bool = False
     embeddings_cache: str | Path | None = None
     shortlist_kind: str = "flat"
+    rotation: str = "auto"
     repeats: int = 3
     encode_sample: int = 50
     command: str = ""
@@ -88,7 +89,9 @@ def evaluate(
     with ``options.queries`` and ``options.qrels`` (``model`` defaults to the index's). A given
     ``Index`` object keeps the shortlists built for the evaluation; nothing is written to disk.
     Each row reports the query encoding it needs: the layers its deepest stage runs, their FLOPs
-    and time, per stage with continuation. ``progress`` receives a line before each slow step.
+    and time, per stage with continuation. ``options.rotation`` says how a dataset's index is built (see
+    :class:`~funnel.indexes.builder.IndexConfig`); one already there built with another is rebuilt.
+    ``progress`` receives a line before each slow step.
     """
     say = progress or (lambda message: None)
     parsed = parse_metrics(options.metrics)
@@ -106,7 +109,7 @@ def evaluate(
         data = inputs.dataset_data(dataset, options.split)
         say("loading the model")
         encoder = model if isinstance(model, Encoder) else Encoder.load(model)
-        loaded, notes = inputs.dataset_index(dataset, encoder, Path(options.index_dir), options.embeddings_cache, options.rebuild, say, layers)
+        loaded, notes = inputs.dataset_index(dataset, encoder, Path(options.index_dir), options.embeddings_cache, options.rebuild, say, layers, options.rotation)
     else:
         loaded, notes = inputs.open_index(source), []
         data = inputs.index_data(loaded, options.queries, options.qrels)

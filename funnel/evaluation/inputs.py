@@ -70,6 +70,7 @@ def index_data(index: "Index", queries: str | Path | None, qrels: str | Path | N
 def dataset_index(
     dataset: str | Path, encoder: "Encoder", index_dir: Path, cache: str | Path | None, rebuild: bool, say: Callable[[str], None],
     layers: tuple[int, ...] = (),
+    rotation: str = "auto",
 ) -> tuple["Index", list[str]]:
     """Build (or reuse) the index of a BEIR folder's corpus; returns it with notes on skipped rows.
     ``layers``: the index must hold those layers' vectors too (an index without them is rebuilt)."""
@@ -88,8 +89,12 @@ def dataset_index(
                 f"{encoder.name}: pass --rebuild or another --index-dir"
             )
         missing = [layer for layer in layers if layer not in index.layers and not index.is_full_depth(layer)]
+        built_with = index.manifest.rotation.requested if index.manifest.rotation else "none"
         if missing:
             say(f"the index at {target} lacks layers {missing}: rebuilding it")
+            rebuild = True
+        elif built_with != rotation:
+            say(f"the index at {target} was built with --rotation {built_with}, not {rotation}: rebuilding it")
             rebuild = True
         else:
             say(f"reusing the index at {target}")
@@ -98,7 +103,7 @@ def dataset_index(
             raise InputError("--layers needs every document encoded layer by layer: drop --embeddings-cache")
         if cache is None:
             say(f"indexing {corpus.path} into {target}")
-            build_index(corpus, encoder, target, IndexConfig(layers=layers), overwrite=True, show_progress=True)
+            build_index(corpus, encoder, target, IndexConfig(layers=layers, rotation=rotation), overwrite=True, show_progress=True)
         else:
             from funnel.evaluation import embeddings
 
@@ -109,7 +114,7 @@ def dataset_index(
             source = {"path": str(corpus.path), "format": corpus.format, "skipped": corpus.skipped, "embeddings": str(folder)}
             write_index(
                 embeddings.corpus_batches(corpus, cached), target, model=encoder.name, dim=encoder.dim,
-                model_metadata=encoder.metadata, source=source, overwrite=True,
+                config=IndexConfig(rotation=rotation), model_metadata=encoder.metadata, source=source, overwrite=True,
             )
         index = Index.load(target)
     return index, _skip_notes(index)
@@ -171,4 +176,5 @@ def index_summary(index: "Index") -> dict[str, object]:
         "path": str(index.path), "count": index.count, "dim": index.dim, "vector_dtype": index.manifest.vector_dtype,
         "shortlists_on_disk": stored, "shortlist_memory_bytes": in_memory, "vectors_bytes": vectors,
         "disk_bytes": disk, "source": index.manifest.source,
+        "rotation": {key: record.get("method") for key, record in index.manifest.rotation.decision.items()} if index.manifest.rotation else None,
     }

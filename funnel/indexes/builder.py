@@ -21,7 +21,8 @@ from funnel.corpus import Corpus, check_batch_ids, document_text
 from funnel.errors import FunnelError, IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.lock import LOCK_FILE, writer_lock
-from funnel.indexes.manifest import MANIFEST_FILE, Manifest, ShortlistSpec, read_manifest, write_manifest_atomically
+from funnel.indexes.manifest import MANIFEST_FILE, Manifest, RotationEntry, ShortlistSpec, read_manifest, write_manifest_atomically
+from funnel.indexes.rotation import check_method as check_rotation
 from funnel.indexes.segment import SegmentWriter
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ class IndexConfig:
     ``layers``: shallower depths whose vectors are stored as well (e.g. (2,) for the model cut
     after 2 layers), each with the same shortlists as the full model; documents still go through
     the encoder once, and the intermediate layers are taken on the way.
+
+    ``rotation``: ``auto`` (fit the corpus's PCA rotation and keep it where its prefixes agree
+    better with full-dim search than the model's own order), ``pca`` (always rotate) or ``none``
+    (store the model's order); see :mod:`funnel.indexes.rotation`. Each depth gets its own.
     """
 
     shortlists: tuple[ShortlistSpec, ...] = ()
@@ -44,8 +49,10 @@ class IndexConfig:
     encode_batch_size: int = 64
     default_shortlist_dim: int = 64
     layers: tuple[int, ...] = ()
+    rotation: str = "auto"
 
     def __post_init__(self) -> None:
+        check_rotation(self.rotation)
         if self.vector_dtype not in VECTOR_DTYPES:
             raise InputError(f"vector dtype {self.vector_dtype!r} is not supported: choose {' or '.join(VECTOR_DTYPES)}")
         if self.encode_batch_size < 1:
@@ -112,7 +119,7 @@ def build_index(
         Manifest(model=encoder.name, dim=encoder.dim, vector_dtype=config.vector_dtype,
                  shortlists=config.resolved_shortlists(encoder.dim, encoder.metadata), segments=(),
                  model_metadata=encoder.metadata, source=source, depth=depth, layers=layers),
-        fingerprint, overwrite=overwrite, resume=resume, keep=corpus.path,
+        fingerprint, overwrite=overwrite, resume=resume, keep=corpus.path, rotation=config.rotation, encoder=encoder,
     )
 
 
@@ -149,7 +156,8 @@ def write_index(
     manifest = Manifest(model=model, dim=dim, vector_dtype=config.vector_dtype,
                         shortlists=config.resolved_shortlists(dim, metadata), segments=(),
                         model_metadata=metadata, source=source or {}, depth=depth, layers=config.checked_layers(depth))
-    return _build(lambda done: skip_rows(_checked(batches), done), Path(path).expanduser(), manifest, {}, overwrite=overwrite, resume=resume)
+    return _build(lambda done: skip_rows(_checked(batches), done), Path(path).expanduser(), manifest, {}, overwrite=overwrite, resume=resume,
+                  rotation=config.rotation)
 
 
 def _checked(batches: Batches) -> Iterator[tuple[Any, ...]]:
@@ -199,6 +207,8 @@ def _build(
     overwrite: bool,
     resume: bool,
     keep: Path | None = None,
+    rotation: str = "none",
+    encoder: "Encoder | None" = None,
 ) -> Path:
     check_output(target, overwrite=overwrite, resume=resume, keep=keep)
     partial = partial_path(target)
@@ -208,13 +218,15 @@ def _build(
     }
     if template.layers:
         fingerprint["layers"] = list(template.layers)
+    if rotation != "none":
+        fingerprint["rotation"] = rotation
     partial.mkdir(parents=True, exist_ok=True)
     with writer_lock(partial):
         try:
             if not resume:
                 _clear(partial)
-            if not (resume and _complete(partial, template)):
-                _write_rows_and_finish(make_batches, partial, template, fingerprint, resume)
+            if not (resume and _complete(partial, template, rotation)):
+                _write_rows_and_finish(make_batches, partial, template, fingerprint, resume, rotation, encoder)
             _swap_into_place(partial, target)
         except FunnelError:
             # Bad input or settings in a fresh build: nothing worth resuming. A crash, Ctrl-C, a
@@ -226,10 +238,13 @@ def _build(
 
 
 def _write_rows_and_finish(make_batches: Callable[[int], Batches], partial: Path, template: Manifest,
-                           fingerprint: dict[str, Any], resume: bool) -> None:
+                           fingerprint: dict[str, Any], resume: bool, rotation: str, encoder: "Encoder | None") -> None:
+    from funnel.indexes.fitting import RotationFit
+
     (partial / MANIFEST_FILE).unlink(missing_ok=True)
     writer = SegmentWriter(
-        partial / "seg-000000", template.dim, template.vector_dtype, layers=template.layers, checkpoint=fingerprint, resume=resume
+        partial / "seg-000000", template.dim, template.vector_dtype, layers=template.layers, checkpoint=fingerprint, resume=resume,
+        deferred=rotation != "none",
     )
     try:
         for batch in make_batches(writer.count):
@@ -239,12 +254,14 @@ def _write_rows_and_finish(make_batches: Callable[[int], Batches], partial: Path
         raise
     if writer.count == 0:
         raise InputError("no documents to index")
-    entry = writer.finish(template.shortlists)
-    write_manifest_atomically(partial, replace(template, segments=(entry,)))
+    fit = RotationFit(rotation, partial, template, encoder)
+    entry = writer.finish(template.shortlists, fit if rotation != "none" else None)
+    entry_rotation = fit.entry if rotation != "none" else RotationEntry(requested="none")
+    write_manifest_atomically(partial, replace(template, segments=(entry,), rotation=entry_rotation))
     writer.cleanup()
 
 
-def _complete(partial: Path, template: Manifest) -> bool:
+def _complete(partial: Path, template: Manifest, rotation: str) -> bool:
     """An interrupted build that had written its manifest: only the rename was left to do."""
     if not (partial / MANIFEST_FILE).exists():
         return False
@@ -255,7 +272,8 @@ def _complete(partial: Path, template: Manifest) -> bool:
     except IndexFormatError:
         return False
     settings = ("model", "dim", "vector_dtype", "shortlists", "layers")
-    if any(getattr(manifest, name) != getattr(template, name) for name in settings):
+    requested = manifest.rotation.requested if manifest.rotation else "none"
+    if any(getattr(manifest, name) != getattr(template, name) for name in settings) or requested != rotation:
         raise InputError(f"the interrupted build in {partial} was started with other settings: pass --overwrite to start over")
     for segment in manifest.segments:
         for working in (partial / segment.name).glob(".*"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class Index:
     segments: list[Segment]
     stamp: tuple[int, ...] = ()
     """Identity of the manifest file this view was loaded from (see :meth:`changed_on_disk`)."""
+    rotations: dict[int | None, np.ndarray] = field(default_factory=dict)
+    """The stored rotation by depth (None: the full model's vectors); a depth absent keeps the model's order."""
 
     @classmethod
     def load(cls, path: str | Path, *, use_gpu: bool | None = None) -> "Index":
@@ -46,7 +48,7 @@ class Index:
         while True:
             manifest, stamp = read_manifest_stamped(folder)
             try:
-                return cls(folder, manifest, _load_segments(folder, manifest, use_gpu), stamp)
+                return cls(folder, manifest, _load_segments(folder, manifest, use_gpu), stamp, load_rotations(folder, manifest))
             except (IndexFormatError, OSError, RuntimeError) as exc:
                 # A writer may have replaced the manifest and removed files of an older version
                 # while we read it (files vanish between a check and an open, or FAISS finds
@@ -89,6 +91,20 @@ class Index:
     def layers(self) -> tuple[int, ...]:
         """Shallower depths whose vectors the index stores besides the full model's."""
         return self.manifest.layers
+
+    def rotation(self, layer: int | None = None) -> np.ndarray | None:
+        """The orthogonal (dim, dim) matrix the vectors of ``layer`` (None: the full model) are
+        stored in, stored = model · R; None when they keep the model's order."""
+        return self.rotations.get(self.depth_key(layer))
+
+    def rotate_queries(self, vectors: np.ndarray, layer: int | None = None) -> np.ndarray:
+        """Map query vectors of the model (q, dim), normalized, into the basis the index stores
+        its vectors and shortlists in (``layer``: queries from the model cut after that many
+        layers). The identity when the index keeps the model's order. Norms and full-dim scores
+        are unchanged; every search path calls this once before the first stage."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        rotation = self.rotation(layer)
+        return vectors if rotation is None else vectors @ rotation
 
     def is_full_depth(self, layer: int | None) -> bool:
         return layer is None or (self.depth > 0 and layer == self.depth)
@@ -137,7 +153,8 @@ class Index:
         return bool(self.segments) and (key, dim) in self.segments[0].layer_shortlists
 
     def shortlist(self, queries: np.ndarray, dim: int, n: int, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``n`` positions by the ``dim``-dim shortlist index. ``queries``: (q, dim_full) normalized.
+        """Top-``n`` positions by the ``dim``-dim shortlist index. ``queries``: (q, dim_full) normalized,
+        in the stored basis (see :meth:`rotate_queries`; :func:`~funnel.stages.run_funnel` rotates).
 
         ``layer``: use the shortlist over the vectors of the model cut after that many layers
         (the queries must come from the same cut). Returns (scores (q, n) float32, positions
@@ -195,7 +212,8 @@ class Index:
         return out.reshape(positions.shape + (dim,))
 
     def all_vectors(self) -> np.ndarray:
-        """Every full vector as one float32 array (count, dim): for exact search on small indexes."""
+        """Every full vector as one float32 array (count, dim), as stored (in the index's rotated
+        basis, if any): for exact search on small indexes."""
         return np.concatenate([np.asarray(s.vectors, dtype=np.float32) for s in self.segments]) if self.segments else np.zeros((0, self.dim), np.float32)
 
     def documents(self, positions: list[int]) -> list[dict[str, Any]]:
@@ -233,6 +251,21 @@ def _current_stamp(folder: Path) -> tuple[int, ...]:
         return manifest_stamp(folder)
     except OSError:
         return ()
+
+
+def load_rotations(folder: Path, manifest: Manifest) -> dict[int | None, np.ndarray]:
+    """The rotations a manifest lists, by depth, each checked in full (see :func:`read_rotation`)."""
+    from funnel.indexes.rotation import read_rotation, rotation_file
+
+    if manifest.rotation is None or not manifest.rotation.files:
+        return {}
+    by_name = {rotation_file(layer): layer for layer in (None, *manifest.layers)}
+    out = {}
+    for name, expected in manifest.rotation.files.items():
+        if name not in by_name:
+            raise IndexFormatError(f"{folder / name} is listed as a rotation of a depth this index does not store; rebuild it")
+        out[by_name[name]] = read_rotation(folder / name, expected, manifest.dim)
+    return out
 
 
 def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None) -> list[Segment]:

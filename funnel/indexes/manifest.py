@@ -12,6 +12,8 @@ Layout of an index folder::
       vectors-l2.f16         (only with stored layers) vectors of the model cut after 2 layers
       shortlist-l2-d64.faiss (likewise) a FAISS index over their first 64 dims
       seg-000000.deleted-000003.npy   rows of seg-000000 deleted as of generation 3 (int64, sorted)
+      rotation.f32             (only when rotated) the orthogonal dim×dim float32 rotation the
+                               vectors and shortlists are stored in; rotation-l2.f32 for layer 2
 
 Segments never change once written; anything that changes the index writes new files and then
 swaps the manifest, so a reader holding the old manifest keeps a consistent view. Every file is
@@ -31,7 +33,8 @@ from typing import Any
 from funnel.errors import IndexFormatError
 
 FORMAT_NAME = "funnel-index"
-FORMAT_VERSION = 2  # 2: generation, tombstones (deleted rows), sampled digests; 1 still reads
+FORMAT_VERSION = 3  # 3: a stored rotation; 2: generation, tombstones, sampled digests; 1 and 2 still read
+UNROTATED_VERSION = 2  # an index without a stored rotation is still written as version 2: older funnels read it
 MANIFEST_FILE = "manifest.json"
 DOCUMENTS_FILE = "documents.arrow"
 
@@ -88,6 +91,22 @@ class TombstoneEntry:
 
 
 @dataclass(frozen=True)
+class RotationEntry:
+    """How the stored vectors relate to the model's: ``files`` the stored rotations by file name
+    (``rotation.f32`` for the full model, ``rotation-lL.f32`` for layer L; none when every depth
+    keeps the model's order), ``requested`` what the build asked for (auto, pca or none) and
+    ``decision`` per depth ("full", "2", ...) the method chosen with the figures behind it."""
+
+    requested: str
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rotated(self) -> bool:
+        return bool(self.files)
+
+
+@dataclass(frozen=True)
 class Manifest:
     model: str
     dim: int
@@ -105,8 +124,16 @@ class Manifest:
     """Transformer layers of the model (0: unknown, or a model without layers)."""
     layers: tuple[int, ...] = ()
     """Shallower depths whose vectors are stored too (each with the same shortlists as full depth)."""
+    rotation: RotationEntry | None = None
+    """The rotation the vectors are stored in; None for an index built before rotations (model order)."""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        # Only a stored rotation needs a reader that knows about it: an older one would search
+        # the rotated vectors with unrotated queries, so it must refuse the index instead.
+        rotated = self.rotation is not None and self.rotation.rotated
+        object.__setattr__(self, "format_version", FORMAT_VERSION if rotated else min(self.format_version, UNROTATED_VERSION))
 
     @property
     def rows(self) -> int:
@@ -124,7 +151,8 @@ class Manifest:
 
     def referenced(self) -> set[str]:
         """Top-level names in the index folder this manifest needs."""
-        return {MANIFEST_FILE} | {s.name for s in self.segments} | {t.name for t in self.tombstones}
+        rotations = set(self.rotation.files) if self.rotation else set()
+        return {MANIFEST_FILE} | {s.name for s in self.segments} | {t.name for t in self.tombstones} | rotations
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -132,6 +160,8 @@ class Manifest:
         if not self.layers:  # indexes without layer vectors keep the manifest they always had
             data.pop("layers")
             data.pop("depth")
+        if self.rotation is None:  # an index from before rotations keeps the manifest it had
+            data.pop("rotation")
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
@@ -168,10 +198,20 @@ class Manifest:
                 generation=int(data.get("generation", 0)),
                 depth=int(data.get("depth", 0)),
                 layers=tuple(int(layer) for layer in data.get("layers", ())),
+                rotation=_rotation(data.get("rotation")),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{where} is missing or has a bad field ({exc}); the index is damaged: rebuild it") from None
+
+
+def _rotation(data: dict[str, Any] | None) -> RotationEntry | None:
+    if data is None:
+        return None
+    return RotationEntry(
+        requested=str(data["requested"]), files={name: FileEntry(**f) for name, f in data.get("files", {}).items()},
+        decision=dict(data.get("decision", {})),
+    )
 
 
 def read_manifest(index_path: Path) -> Manifest:

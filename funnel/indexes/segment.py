@@ -8,6 +8,11 @@ part and continues. :meth:`SegmentWriter.finish` rewrites the parts as ``documen
 fixed-size record batches (so an interrupted-and-resumed build gives the same bytes as an
 uninterrupted one) and builds the shortlists from the vectors file read back in chunks. Memory
 stays bounded by one batch plus the shortlist indexes.
+
+A writer opened ``deferred`` (a build whose rotation is fitted on the vectors it writes) appends
+the vectors as encoded to working files (``.raw-vectors.f16``); :meth:`SegmentWriter.finish` then
+writes the stored vector files through the rotation, chunk by chunk. The working files stay
+untouched until the segment is recorded, so a build interrupted while finishing resumes cleanly.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +47,7 @@ READ_ROWS = 16_384  # 12 MiB of 384-dim float16 per read while building shortlis
 DOCUMENT_BATCH_ROWS = 8_192
 CHECKPOINT_FILE = ".checkpoint.json"
 PART_PREFIX = ".documents-"
+RAW_PREFIX = ".raw-"
 
 
 class SegmentWriter:
@@ -61,11 +67,13 @@ class SegmentWriter:
         layers: tuple[int, ...] = (),
         checkpoint: dict[str, Any] | None = None,
         resume: bool = False,
+        deferred: bool = False,
     ) -> None:
         self.folder = folder
         self.dim = dim
         self.dtype = dtype
         self.layers = tuple(layers)
+        self.deferred = deferred
         self.fingerprint = checkpoint
         self.row_bytes = dim * np.dtype(dtype).itemsize
         self.parts: list[list[Any]] = []  # [file name, committed rows]
@@ -73,8 +81,8 @@ class SegmentWriter:
         folder.mkdir(parents=True, exist_ok=resume)
         if resume:
             self._restore()
-        self._vectors = self._open_vectors(vectors_file(dtype))
-        self._layer_vectors = {layer: self._open_vectors(layer_vectors_file(dtype, layer)) for layer in self.layers}
+        self._vectors = self._open_vectors(self.written_name(None))
+        self._layer_vectors = {layer: self._open_vectors(self.written_name(layer)) for layer in self.layers}
         self._part: Any = None
         self._part_writer: Any = None
 
@@ -86,8 +94,20 @@ class SegmentWriter:
         handle.seek(self.count * self.row_bytes)
         return handle
 
+    def _stored_name(self, layer: int | None) -> str:
+        return vectors_file(self.dtype) if layer is None else layer_vectors_file(self.dtype, layer)
+
+    def written_name(self, layer: int | None) -> str:
+        """Where appended vectors go: the stored file, or a deferred writer's working file."""
+        return f"{RAW_PREFIX}{self._stored_name(layer)}" if self.deferred else self._stored_name(layer)
+
     def _vector_names(self) -> list[str]:
-        return [vectors_file(self.dtype)] + [layer_vectors_file(self.dtype, layer) for layer in self.layers]
+        return [self.written_name(None)] + [self.written_name(layer) for layer in self.layers]
+
+    def written_chunks(self, layer: int | None = None) -> Iterator[np.ndarray]:
+        """The vectors appended so far (``layer`` None: the full model's), in chunks of their
+        stored dtype, read back from disk (memory stays bounded). Call after :meth:`finish` began."""
+        return read_vector_chunks(self.folder / self.written_name(layer), self.dtype, self.dim, self.count)
 
     def _restore(self) -> None:
         """Continue from the checkpoint: drop whatever was written after it."""
@@ -158,10 +178,21 @@ class SegmentWriter:
                 handle.close()
         self._part_writer = self._part = None
 
-    def finish(self, specs: tuple[ShortlistSpec, ...]) -> SegmentEntry:
-        """Write documents.arrow and the shortlists; working files stay until :meth:`cleanup`."""
+    def finish(
+        self, specs: tuple[ShortlistSpec, ...], fit: "Callable[[SegmentWriter], dict[int | None, np.ndarray]] | None" = None
+    ) -> SegmentEntry:
+        """Write documents.arrow and the shortlists; working files stay until :meth:`cleanup`.
+
+        A deferred writer calls ``fit`` (after the documents are written) for the rotations by
+        depth (None: the full model; a depth left out keeps the model's order) and stores every
+        vector file through them before the shortlists are built from the stored vectors.
+        """
         self._close()
         self._write_documents()
+        if self.deferred:
+            rotations = fit(self) if fit is not None else {}
+            for layer in (None, *self.layers):
+                self._store_rotated(layer, rotations.get(layer))
         sources = [(None, vectors_file(self.dtype))] + [(layer, layer_vectors_file(self.dtype, layer)) for layer in self.layers]
         for layer, name in sources:
             for spec in specs:
@@ -173,6 +204,12 @@ class SegmentWriter:
                 fsync_path(path)
                 files[path.name] = file_entry(path)
         return SegmentEntry(name=self.folder.name, count=self.count, files=files)
+
+    def _store_rotated(self, layer: int | None, rotation: np.ndarray | None) -> None:
+        with (self.folder / self._stored_name(layer)).open("wb") as out:
+            for chunk in self.written_chunks(layer):
+                rows = chunk if rotation is None else np.asarray(chunk, dtype=np.float32) @ rotation
+                out.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
 
     def _write_documents(self) -> None:
         with pa.OSFile(str(self.folder / DOCUMENTS_FILE), "wb") as sink, pa.ipc.new_file(sink, DOCUMENT_SCHEMA) as writer:

@@ -48,20 +48,28 @@ def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manif
     """Add documents with their normalized full vectors (n, dim) as one new segment.
 
     Each batch is (documents, vectors), or (documents, vectors, {layer: vectors}) for an index
-    that stores layer vectors. Ids must be new to the index (a deleted id may come back).
-    Returns the new manifest.
+    that stores layer vectors; vectors as the model gives them (they are stored in the index's
+    rotation, fitted when it was built and kept). Ids must be new to the index (a deleted id may
+    come back). Returns the new manifest.
     """
+    from funnel.indexes.index import load_rotations
+    from funnel.indexes.rotation import rotate
+
     folder = Path(path).expanduser()
     read_manifest(folder)  # an index, before the lock file is made in it
     with writer_lock(folder):
         old = read_manifest(folder)
         existing = _live_ids(folder, old)
+        rotations = load_rotations(folder, old)
 
         def fill(writer: SegmentWriter) -> None:
             seen: set[str] = set()
             for batch in batches:
                 check_batch_ids(batch[0])
                 _check_new_ids(batch[0].column("id"), existing, seen)
+                if rotations:
+                    by_layer = {layer: rotate(rows, rotations.get(layer)) for layer, rows in (batch[2] if len(batch) > 2 else {}).items()}
+                    batch = (batch[0], rotate(batch[1], rotations.get(None)), by_layer)
                 writer.append(*batch)
             if writer.count == 0:
                 raise InputError("no documents to add")

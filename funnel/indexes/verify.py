@@ -50,6 +50,15 @@ def verify_index(path: str | Path) -> VerifyReport:
             report.bytes += tomb.file.bytes
         except FunnelError as exc:
             report.problems.append(str(exc))
+    if manifest.rotation is not None and manifest.rotation.files:
+        from funnel.indexes.index import load_rotations
+
+        report.files += len(manifest.rotation.files)
+        try:
+            load_rotations(folder, manifest)  # every byte, and orthogonality
+            report.bytes += sum(f.bytes for f in manifest.rotation.files.values())
+        except FunnelError as exc:
+            report.problems.append(str(exc))
     live_ids = []
     for entry in manifest.segments:
         seg = folder / entry.name

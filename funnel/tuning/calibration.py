@@ -79,7 +79,12 @@ def corpus_queries(index: "Index", encoder: "Encoder | None", size: int, seed: i
     positions = sample_positions(index.count, size, seed)
     rng = np.random.default_rng([seed, 1])
     if encoder is None:
-        return CalibrationQueries(index.vectors(positions), f"{CORPUS_SOURCE} own vectors (no model), {LEFT_OUT}", documents=positions)
+        # Queries are the model's vectors, like encoded ones: stored vectors go back from the
+        # index's rotated basis (R is orthogonal, so its transpose undoes it).
+        rotation = index.rotation()
+        stored = index.vectors(positions)
+        vectors = stored if rotation is None else normalize(stored @ rotation.T)
+        return CalibrationQueries(vectors, f"{CORPUS_SOURCE} own vectors (no model), {LEFT_OUT}", documents=positions)
     texts = [random_span(document_text(doc["title"], doc["text"]), rng) for doc in index.documents([int(p) for p in positions])]
     kept = [number for number, text in enumerate(texts) if text]
     if not kept:

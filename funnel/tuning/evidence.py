@@ -74,13 +74,15 @@ def gather_evidence(
     prefixes: Sequence[int], middle_dims: Sequence[int], corpus: np.ndarray | None = None,
     sources: np.ndarray | None = None,
 ) -> DimEvidence:
-    """Run one ``max_candidates``-long shortlist at ``dim`` for ``queries`` (q, full) and score what it found.
+    """Run one ``max_candidates``-long shortlist at ``dim`` for ``queries`` (q, full; the model's
+    vectors) and score what it found.
 
     ``corpus``: every stored vector (count, full) float32, when it fits in memory (see
     :func:`corpus_in_memory`); middle-dim scores are then a matrix product instead of gathers.
     ``sources``: (q,) a document to leave out per query (see :func:`without`); ``truth`` must
     already leave it out.
     """
+    queries = index.rotate_queries(queries)  # the model's vectors into the stored basis, as run_funnel does
     fetch = min(max_candidates + 1, index.count) if sources is not None else max_candidates
     _, shortlist = index.shortlist(queries, dim, fetch)
     shortlist = without(shortlist, sources, fetch - 1 if sources is not None else fetch)

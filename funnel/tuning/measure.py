@@ -27,11 +27,14 @@ class ExactReference:
             for start in range(0, segment.count, 65_536):
                 self.flat.add(truncate(np.asarray(segment.vectors[start : start + 65_536], dtype=np.float32), index.dim))
         self.count = index.count
+        self.index = index
 
     def search(self, queries: np.ndarray, k: int, sources: np.ndarray | None = None) -> np.ndarray:
-        """Positions (q, min(k, count)) of the exact top-k, best first; leaving out ``sources`` (q,)."""
+        """Positions (q, min(k, count)) of the exact top-k, best first; leaving out ``sources`` (q,).
+        ``queries``: the model's vectors (rotated into the index's stored basis here)."""
         extra = 0 if sources is None else 1
-        _, positions = self.flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k + extra, self.count))
+        rotated = self.index.rotate_queries(queries)
+        _, positions = self.flat.search(np.ascontiguousarray(rotated, dtype=np.float32), min(k + extra, self.count))
         return without(positions.astype(np.int64), sources, min(k, self.count - extra))
 
     def ms_per_query(self, queries: np.ndarray, k: int) -> float:

@@ -38,7 +38,8 @@ class HashEncoder:
 
 
 def test_build_index_resumes_where_it_stopped(tmp_path, cranfield_parquet):
-    config = IndexConfig(shortlists=(make_spec(16),))
+    # pca: a rotated index (fitted after the last row) resumes to the same bytes, rotation included.
+    config = IndexConfig(shortlists=(make_spec(16),), rotation="pca")
     reference = build_index(open_corpus(cranfield_parquet, batch_size=16), HashEncoder(), tmp_path / "reference", config)
     target = tmp_path / "index"
     with pytest.raises(KeyboardInterrupt):
@@ -48,6 +49,7 @@ def test_build_index_resumes_where_it_stopped(tmp_path, cranfield_parquet):
     build_index(open_corpus(cranfield_parquet, batch_size=16), resumed, target, config, resume=True)
     assert resumed.texts == 150 - 4 * 16, "rows written before the interruption are not encoded again"
     assert folder_files(target) == folder_files(reference)
+    assert (target / "rotation.f32").exists() and Index.load(target).rotation() is not None
 
 
 def test_resume_of_a_changed_corpus_is_refused(tmp_path, cranfield_parquet):

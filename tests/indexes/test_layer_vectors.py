@@ -36,9 +36,10 @@ def test_stored_layer_vectors_are_the_cut_models_vectors(layered_index, layered,
     assert (index.layers, index.depth) == ((2, 4), 6)
     texts = [document_text(row["title"], row["text"]) for row in cranfield_docs[:12]]
     positions = np.arange(12)
+    # Stored in each depth's own basis: the model's vectors through that depth's rotation.
     for layer in (2, 4):
-        np.testing.assert_allclose(index.vectors(positions, layer=layer), layered.encode(texts, layer), atol=2e-3)
-    np.testing.assert_allclose(index.vectors(positions), encoder.encode(texts), atol=2e-3)
+        np.testing.assert_allclose(index.vectors(positions, layer=layer), index.rotate_queries(layered.encode(texts, layer), layer), atol=2e-3)
+    np.testing.assert_allclose(index.vectors(positions), index.rotate_queries(encoder.encode(texts)), atol=2e-3)
     np.testing.assert_allclose(index.vectors(positions, layer=6), index.vectors(positions))
     # Shallow vectors are not the full ones: the index really holds two models' vectors.
     assert np.abs(index.vectors(positions, layer=2) - index.vectors(positions)).max() > 0.05
@@ -50,7 +51,7 @@ def test_layered_funnel_equals_a_manual_shallow_shortlist_and_deep_rescore(layer
     queries = cranfield_queries[:6]
     result = run_funnel(index, LayeredQueries(layered, queries), parse_stages(PLAN), 5)
 
-    shallow_q, deep_q = layered.encode(queries, 2), layered.encode(queries, 6)
+    shallow_q, deep_q = index.rotate_queries(layered.encode(queries, 2), 2), index.rotate_queries(layered.encode(queries, 6), 6)
     all_positions = np.arange(index.count)
     shallow_docs = truncate(index.vectors(all_positions, layer=2), 64)
     shortlist = np.argsort(-(truncate(shallow_q, 64) @ shallow_docs.T), axis=1, kind="stable")[:, :40]
@@ -72,7 +73,7 @@ def test_retriever_search_with_layered_stages(layered_index, cranfield_queries):
     hits = retriever.search(cranfield_queries[0], k=5, stages=PLAN)
     assert len(hits) == 5 and hits[0].score >= hits[-1].score
     # The last stage rescores with the full model: its scores are the full model's cosines.
-    full = retriever.encode_queries([cranfield_queries[0]])[0]
+    full = retriever.index.rotate_queries(retriever.encode_queries([cranfield_queries[0]]))[0]
     stored = {doc_id: row for doc_id, row in zip(retriever.index.ids(), range(retriever.index.count))}
     vectors = normalize(retriever.index.vectors(np.array([stored[h.id] for h in hits])))
     np.testing.assert_allclose([h.score for h in hits], vectors @ full, atol=2e-3)
@@ -123,7 +124,7 @@ def test_add_delete_and_compact_keep_layer_vectors(tmp_path, layered_index, enco
     index = Index.load(path)
     ids = index.ids()
     rows = np.array([ids.index("new-1"), ids.index("new-2")])
-    np.testing.assert_allclose(index.vectors(rows, layer=2), layered.encode(texts, 2), atol=2e-3)
+    np.testing.assert_allclose(index.vectors(rows, layer=2), index.rotate_queries(layered.encode(texts, 2), 2), atol=2e-3)
     assert len(index.segments) == 1 and verify_index(path).ok
     result = run_funnel(index, LayeredQueries(layered, texts[:1]), parse_stages(PLAN), 5)
     assert ids[result.positions[0][0]] == "new-1"
@@ -134,6 +135,12 @@ def test_manifest_names_the_layers(layered_index):
     assert manifest["layers"] == [2, 4] and manifest["depth"] == 6
     files = manifest["segments"][0]["files"]
     assert {"vectors-l2.f16", "shortlist-l2-d64.faiss", "vectors-l4.f16", "shortlist-l4-d64.faiss"} <= set(files)
+    # Each stored depth gets its own rotation decision (and its own matrix where it rotates).
+    decision = manifest["rotation"]["decision"]
+    assert set(decision) == {"full", "2", "4"}
+    for key, record in decision.items():
+        name = "rotation.f32" if key == "full" else f"rotation-l{key}.f32"
+        assert (name in manifest["rotation"]["files"]) == (record["method"] == "pca")
 
 
 def test_stage_names_layer_dim_and_candidates():
