@@ -4,16 +4,16 @@ Shortlist candidates with a small FAISS index over the first dims of each embedd
 the shortlist with the full vectors::
 
     from funnel import Retriever
-    retriever = Retriever.load("indexes/docs")
+    retriever = Retriever.build("corpus.parquet", "indexes/docs")   # or Retriever.load("indexes/docs")
     hits = retriever.search("how do wings stall?", k=5)
+    retriever.add("more.parquet"); retriever.delete(["id-1"]); retriever.compact()
 """
 from __future__ import annotations
 
 from funnel.corpus import CorpusColumns, open_corpus
 from funnel.errors import FunnelError, IndexFormatError, InputError, ModelError
-from funnel.indexes.builder import IndexConfig, build_index
+from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
-from funnel.indexes.updates import add_corpus, add_documents, compact_index, delete_documents
 from funnel.indexes.verify import verify_index
 from funnel.models import Encoder
 from funnel.retriever import Hit, Retriever
@@ -49,11 +49,6 @@ __all__ = [
     "ModelError",
     "Retriever",
     "Stage",
-    "add_corpus",
-    "add_documents",
-    "build_index",
-    "compact_index",
-    "delete_documents",
     "evaluate",
     "open_corpus",
     "parse_stages",

