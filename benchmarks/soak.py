@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import platform
 import shutil
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import machine, write_json
 
 DIM = 32
 SHORTLIST_DIM = 16
@@ -180,13 +181,10 @@ def main() -> None:
         summary = run(args.seconds, args.readers, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    summary["command"] = "python -m benchmarks.soak " + " ".join(sys.argv[1:])
-    summary["machine"] = {"python": platform.python_version(), "platform": platform.platform(), "cpus": multiprocessing.cpu_count()}
-    text = json.dumps(summary, indent=2)
+    summary["machine"] = machine()
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-    print(text)
+        write_json(args.output, summary)
+    print(json.dumps(summary, indent=2, default=str))
     sys.exit(0 if summary["errors"] == 0 and summary["mixed_answers"] == 0 and summary["writer_exit_code"] == 0 else 1)
 
 
