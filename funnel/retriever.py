@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -11,7 +12,7 @@ import numpy as np
 from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.models import Encoder
-from funnel.stages import FunnelResult, LayeredQueries, Stage, parse_stages, run_funnel, two_stage
+from funnel.stages import FunnelResult, LayeredQueries, Stage, StageTrace, parse_stages, run_funnel, two_stage
 
 if TYPE_CHECKING:
     from funnel.layers import LayeredEncoder
@@ -30,6 +31,17 @@ class Hit:
     text: str
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TracedSearch:
+    """Hits for each query with what produced them: the plan run, each stage's trace, and the
+    seconds spent encoding the queries (all depths together)."""
+
+    hits: list[list[Hit]]
+    plan: tuple[Stage, ...]
+    trace: tuple[StageTrace, ...]
+    encode_seconds: float
 
 
 class Retriever:
@@ -132,10 +144,20 @@ class Retriever:
             raise InputError("search_batch takes a list of queries; use search() for one")
         if not queries:
             return []
+        return self.search_batch_traced(queries, k, stages).hits
+
+    def search_batch_traced(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> TracedSearch:
+        """:meth:`search_batch` with the plan it ran and per-stage timings (for servers and reports)."""
+        if isinstance(queries, str) or not queries:
+            raise InputError("search_batch_traced takes a non-empty list of queries")
         index = self.index  # one version for the whole call, even if another thread reloads
         plan = self.plan(k, stages, index)
-        result = run_funnel(index, self._query_source(queries, plan, index), plan, k)
-        return [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
+        started = time.perf_counter()
+        source = self._query_source(queries, plan, index)
+        encoded = time.perf_counter() - started  # full-depth encoding; layered sources encode per stage
+        result = run_funnel(index, source, plan, k)
+        hits = [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
+        return TracedSearch(hits, tuple(plan), result.trace, encoded + sum(t.encode_seconds for t in result.trace))
 
     def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> "np.ndarray | LayeredQueries":
         """Full-model vectors for a plan at full depth; for a plan that names shallower layers, a
