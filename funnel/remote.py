@@ -9,7 +9,8 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from funnel.errors import FunnelError, InputError

@@ -4,14 +4,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from serving import free_port, running
 
 from funnel import Retriever, Stage
 from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.remote import RemoteError, RemoteRetriever
 from funnel.serve import ServeLimits, create_app
-
-from serving import free_port, running
 
 QUERIES = ["play a puzzle game over the network", "read e-mail in a terminal", "a library to parse XML documents"]
 

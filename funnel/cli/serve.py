@@ -1,30 +1,29 @@
 """`funnel serve INDEX [INDEX…]`: search over HTTP, the model loaded once."""
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 
 def serve_command(
-    indexes: List[str] = typer.Argument(..., help="Index folders to serve, each PATH or NAME=PATH (named by its folder otherwise)."),
+    indexes: list[str] = typer.Argument(..., help="Index folders to serve, each PATH or NAME=PATH (named by its folder otherwise)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the server to the network."),
     port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Require 'Authorization: Bearer KEY', KEY read from this environment variable."),
-    workers: int = typer.Option(0, help="Searches run at once (threads) [default: 0 = one per core]."),
+    api_key_env: str | None = typer.Option(None, "--api-key-env", help="Require 'Authorization: Bearer KEY', KEY read from this environment variable."),
+    workers: int = typer.Option(0, help="Searches run at once, in threads (0: one per core)."),
     max_k: int = typer.Option(1000, help="Largest k a request may ask for."),
     max_batch: int = typer.Option(256, help="Most queries in one request."),
     max_query_chars: int = typer.Option(4096, help="Longest query, in characters."),
     max_body_bytes: int = typer.Option(1_048_576, help="Largest request body, in bytes."),
-    model: Optional[str] = typer.Option(None, help="Model folder [default: the one each index was built with]."),
+    model: str | None = typer.Option(None, help="Model folder (default: the one each index was built with)."),
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info, debug."),
 ) -> None:
     """Serve indexes over HTTP: POST /search, GET /health, GET /info, docs at /docs. Stops cleanly on SIGTERM."""
     from funnel.errors import InputError
 
     try:
-        import funnel.serve.app  # noqa: F401  (FastAPI and uvicorn, checked before the model loads)
         import uvicorn  # noqa: F401
+
+        import funnel.serve.app  # noqa: F401  (FastAPI and uvicorn, checked before the model loads)
         from funnel.serve import ServeLimits, ServeSettings, api_key_from_env, load_retrievers, name_indexes, serve
     except ImportError as exc:
         raise InputError(f"funnel serve needs the serve extra ({exc.name} is missing): pip install 'funnel[serve]'") from exc

@@ -7,7 +7,8 @@ Both take a local :class:`~funnel.retriever.Retriever` or a :class:`~funnel.remo
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from funnel.retriever import Hit
 from funnel.stages import Stage

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -35,17 +36,18 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(retrievers: Mapping[str, "Retriever"], limits: ServeLimits = ServeLimits(), *, api_key: str | None = None, warm: bool = True) -> FastAPI:
+def create_app(retrievers: Mapping[str, Retriever], limits: ServeLimits | None = None, *, api_key: str | None = None, warm: bool = True) -> FastAPI:
     """An app serving ``retrievers`` by name (the first is the default index).
 
     Args:
         retrievers: name → loaded Retriever; the names are what requests put in ``index``.
-        limits: bounds on each request and the number of worker threads.
+        limits: bounds on each request and the number of worker threads [default: ServeLimits()].
         api_key: when set, every request but ``GET /health`` must send ``Authorization: Bearer KEY``.
         warm: at startup, run one search per worker thread so the first requests pay no warm-up.
     """
     if not retrievers:
         raise InputError("give at least one index to serve")
+    limits = limits or ServeLimits()
     served = dict(retrievers)
     default = next(iter(served))
     limiter = anyio.CapacityLimiter(limits.threads)
@@ -63,7 +65,7 @@ def create_app(retrievers: Mapping[str, "Retriever"], limits: ServeLimits = Serv
         version=_version(), lifespan=lifespan,
     )
 
-    def pick(name: str | None) -> tuple[str, "Retriever"]:
+    def pick(name: str | None) -> tuple[str, Retriever]:
         name = default if name is None else name
         if name not in served:
             raise HTTPException(404, f"no index named {name!r}; this server has: {', '.join(served)}")
@@ -144,7 +146,7 @@ def _check_k(body: SearchRequest, limits: ServeLimits) -> int:
     return k
 
 
-def _search(name: str, retriever: "Retriever", texts: Sequence[str], k: int, stages: str | None, started: float) -> bytes:
+def _search(name: str, retriever: Retriever, texts: Sequence[str], k: int, stages: str | None, started: float) -> bytes:
     """Runs in a worker thread: reload if a writer changed the index, search, and encode the JSON."""
     _follow_writers(name, retriever)
     searched = time.perf_counter()
@@ -162,14 +164,14 @@ def _search(name: str, retriever: "Retriever", texts: Sequence[str], k: int, sta
     return json.dumps(payload, ensure_ascii=False, default=str).encode()
 
 
-def _info(name: str, retriever: "Retriever") -> dict[str, Any]:
+def _info(name: str, retriever: Retriever) -> dict[str, Any]:
     from funnel.indexes.summary import index_summary
 
     _follow_writers(name, retriever)
     return {"name": name, "loaded_version": retriever.index.version, **index_summary(retriever.index.path)}
 
 
-def _follow_writers(name: str, retriever: "Retriever") -> None:
+def _follow_writers(name: str, retriever: Retriever) -> None:
     try:
         if retriever.reload_if_changed():
             logger.info("index %s: now at version %d", name, retriever.index.version)
@@ -178,7 +180,7 @@ def _follow_writers(name: str, retriever: "Retriever") -> None:
         logger.warning("index %s: could not load its new version (%s); still serving version %d", name, exc, retriever.index.version)
 
 
-def _warm(served: Mapping[str, "Retriever"]) -> None:
+def _warm(served: Mapping[str, Retriever]) -> None:
     for retriever in served.values():
         retriever.search("warm up", k=1)
 

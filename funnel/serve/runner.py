@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from funnel.errors import InputError
 from funnel.serve.settings import ServeSettings
@@ -32,7 +33,7 @@ def name_indexes(specs: Sequence[str]) -> dict[str, Path]:
     return named
 
 
-def load_retrievers(paths: dict[str, Path], model: str | None = None) -> dict[str, "Retriever"]:
+def load_retrievers(paths: dict[str, Path], model: str | None = None) -> dict[str, Retriever]:
     """One Retriever per index; indexes built with the same model share one loaded copy of it."""
     from funnel.indexes.index import Index
     from funnel.models import Encoder
@@ -49,7 +50,7 @@ def load_retrievers(paths: dict[str, Path], model: str | None = None) -> dict[st
     return retrievers
 
 
-def make_server(retrievers: dict[str, "Retriever"], settings: ServeSettings, log_level: str = "info") -> "uvicorn.Server":
+def make_server(retrievers: dict[str, Retriever], settings: ServeSettings, log_level: str = "info") -> uvicorn.Server:
     """A uvicorn server for ``retrievers`` (not started): ``server.run()`` serves in this thread."""
     import uvicorn
 
@@ -63,7 +64,7 @@ def make_server(retrievers: dict[str, "Retriever"], settings: ServeSettings, log
     return uvicorn.Server(config)
 
 
-def serve(retrievers: dict[str, "Retriever"], settings: ServeSettings, log_level: str = "info") -> None:
+def serve(retrievers: dict[str, Retriever], settings: ServeSettings, log_level: str = "info") -> None:
     """Serve until SIGTERM or SIGINT, then stop taking connections, finish the requests in
     flight and return (exit status 0 for a requested stop)."""
     server = make_server(retrievers, settings, log_level)

@@ -19,10 +19,10 @@ def local(sample_index, encoder) -> Retriever:
 
 @pytest.fixture(scope="package")
 def remote(local):
+    from serving import running
+
     from funnel.remote import RemoteRetriever
     from funnel.serve import ServeLimits, create_app
-
-    from serving import running
 
     with running(create_app({"debian-300": local}, ServeLimits(workers=2))) as url:
         remote = RemoteRetriever(url, timeout=60)

@@ -11,13 +11,12 @@ from urllib.parse import urlsplit
 import httpx
 import pyarrow as pa
 import pytest
+from serving import running
 
 from funnel import Retriever
 from funnel.indexes.index import Index
 from funnel.indexes.summary import index_summary
 from funnel.serve import ServeLimits, create_app
-
-from serving import running
 
 QUERIES = [
     "play a puzzle game over the network",
