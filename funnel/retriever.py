@@ -35,13 +35,14 @@ class Hit:
 
 @dataclass(frozen=True)
 class TracedSearch:
-    """Hits for each query with what produced them: the plan run, each stage's trace, and the
-    seconds spent encoding the queries (all depths together)."""
+    """Hits for each query with what produced them: the plan run, each stage's trace, the
+    seconds spent encoding the queries (all depths together) and the index version searched."""
 
     hits: list[list[Hit]]
     plan: tuple[Stage, ...]
     trace: tuple[StageTrace, ...]
     encode_seconds: float
+    version: int
 
 
 class Retriever:
@@ -157,7 +158,7 @@ class Retriever:
         encoded = time.perf_counter() - started  # full-depth encoding; layered sources encode per stage
         result = run_funnel(index, source, plan, k)
         hits = [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
-        return TracedSearch(hits, tuple(plan), result.trace, encoded + sum(t.encode_seconds for t in result.trace))
+        return TracedSearch(hits, tuple(plan), result.trace, encoded + sum(t.encode_seconds for t in result.trace), index.version)
 
     def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> "np.ndarray | LayeredQueries":
         """Full-model vectors for a plan at full depth; for a plan that names shallower layers, a

@@ -152,14 +152,13 @@ def _search(name: str, retriever: Retriever, texts: Sequence[str], k: int, stage
     searched = time.perf_counter()
     outcome = retriever.search_batch_traced(texts, k, stages)
     search_ms = (time.perf_counter() - searched) * 1000
-    version = retriever.index.version
     results = [{"query": text, "hits": [hit.__dict__ for hit in hits]} for text, hits in zip(texts, outcome.hits)]
     stages_out = [
         {"stage": str(t.stage), "dim": t.dim, "scored": t.scored, "kept": t.kept, "ms": t.seconds * 1000, "encode_ms": t.encode_seconds * 1000}
         for t in outcome.trace
     ]
     timings = {"encode_ms": outcome.encode_seconds * 1000, "stages": stages_out, "search_ms": search_ms}
-    payload = {"index": name, "version": version, "k": k, "plan": format_stages(outcome.plan), "results": results, "timings": timings}
+    payload = {"index": name, "version": outcome.version, "k": k, "plan": format_stages(outcome.plan), "results": results, "timings": timings}
     timings["total_ms"] = (time.perf_counter() - started) * 1000
     return json.dumps(payload, ensure_ascii=False, default=str).encode()
 
