@@ -14,6 +14,7 @@ def serve_command(
     max_batch: int = typer.Option(256, help="Most queries in one request."),
     max_query_chars: int = typer.Option(4096, help="Longest query, in characters."),
     max_body_bytes: int = typer.Option(1_048_576, help="Largest request body, in bytes."),
+    max_coalesce: int = typer.Option(64, help="Most queries that requests waiting together share one search batch with (1: none)."),
     model: str | None = typer.Option(None, help="Model folder (default: the one each index was built with)."),
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info, debug."),
 ) -> None:
@@ -28,7 +29,8 @@ def serve_command(
     except ImportError as exc:
         raise InputError(f"funnel serve needs the serve extra ({exc.name} is missing): pip install 'funnel[serve]'") from exc
 
-    limits = ServeLimits(max_k=max_k, max_batch=max_batch, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes, workers=workers)
+    limits = ServeLimits(max_k=max_k, max_batch=max_batch, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes,
+                         workers=workers, max_coalesce=max_coalesce)
     settings = ServeSettings(host=host, port=port, api_key=api_key_from_env(api_key_env) if api_key_env else None, limits=limits)
     paths = name_indexes(indexes)
     typer.echo(f"loading {len(paths)} index(es) and the model…", err=True)

@@ -2,12 +2,13 @@
 ``POST /search``, ``GET /health``, ``GET /info`` and OpenAPI docs at ``/docs``.
 
 Searches run in a pool of worker threads sized by ``limits.threads``, never in the event loop,
-so a slow encode does not hold up other requests; each search first moves its retriever to the
-newest version of the index (``reload_if_changed``: a stat when nothing changed).
+so a slow encode does not hold up other requests; requests that queue for a worker with the same
+index, k and plan are searched as one batch (:mod:`funnel.serve.batching`). Each search first
+moves its retriever to the newest version of the index (``reload_if_changed``: a stat when
+nothing changed).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -21,10 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from funnel.errors import FunnelError, InputError
+from funnel.serve.batching import Coalescer
 from funnel.serve.guards import BearerKey, BodyLimit
 from funnel.serve.schemas import ErrorOut, Health, SearchRequest, SearchResponse
 from funnel.serve.settings import ServeLimits
-from funnel.stages import format_stages, parse_stages
+from funnel.stages import parse_stages
 
 if TYPE_CHECKING:
     from funnel.retriever import Retriever
@@ -51,6 +53,7 @@ def create_app(retrievers: Mapping[str, Retriever], limits: ServeLimits | None =
     served = dict(retrievers)
     default = next(iter(served))
     limiter = anyio.CapacityLimiter(limits.threads)
+    coalescer = Coalescer(limits.threads, limits.max_coalesce, _follow_writers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,7 +81,7 @@ def create_app(retrievers: Mapping[str, Retriever], limits: ServeLimits | None =
         name, retriever = pick(body.index)
         texts = _check_queries(body, limits)
         k = _check_k(body, limits)
-        payload = await _in_worker(limiter, _search, name, retriever, texts, k, body.stages, started)
+        payload = await coalescer.search(name, retriever, texts, k, body.stages, started)
         return Response(payload, media_type="application/json")
 
     @app.get("/health", response_model=Health)
@@ -144,23 +147,6 @@ def _check_k(body: SearchRequest, limits: ServeLimits) -> int:
     if not 1 <= k <= limits.max_k:
         raise InputError(f"k must be between 1 and {limits.max_k} (max_k), not {k}")
     return k
-
-
-def _search(name: str, retriever: Retriever, texts: Sequence[str], k: int, stages: str | None, started: float) -> bytes:
-    """Runs in a worker thread: reload if a writer changed the index, search, and encode the JSON."""
-    _follow_writers(name, retriever)
-    searched = time.perf_counter()
-    outcome = retriever.search_batch_traced(texts, k, stages)
-    search_ms = (time.perf_counter() - searched) * 1000
-    results = [{"query": text, "hits": [hit.__dict__ for hit in hits]} for text, hits in zip(texts, outcome.hits)]
-    stages_out = [
-        {"stage": str(t.stage), "dim": t.dim, "scored": t.scored, "kept": t.kept, "ms": t.seconds * 1000, "encode_ms": t.encode_seconds * 1000}
-        for t in outcome.trace
-    ]
-    timings = {"encode_ms": outcome.encode_seconds * 1000, "stages": stages_out, "search_ms": search_ms}
-    payload = {"index": name, "version": outcome.version, "k": k, "plan": format_stages(outcome.plan), "results": results, "timings": timings}
-    timings["total_ms"] = (time.perf_counter() - started) * 1000
-    return json.dumps(payload, ensure_ascii=False, default=str).encode()
 
 
 def _info(name: str, retriever: Retriever) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class Timings(BaseModel):
     encode_ms: float = Field(description="Query encoding, all depths.")
     stages: list[StageTiming]
     search_ms: float = Field(description="Encoding and every stage, as the worker ran them.")
+    batched_queries: int = Field(description="Queries searched in the same batch (this request's and those of requests waiting with it).")
     total_ms: float = Field(description="From the request's arrival to the response's body, queueing included.")
 
 

@@ -17,6 +17,8 @@ class ServeLimits:
         max_query_chars: longest query, in characters.
         max_body_bytes: largest request body, in bytes.
         workers: searches running at once (threads); more requests wait their turn. 0: the cores.
+        max_coalesce: most queries that requests waiting together may share one search batch with
+            (1: each request searched on its own).
     """
 
     max_k: int = 1000
@@ -24,9 +26,10 @@ class ServeLimits:
     max_query_chars: int = 4096
     max_body_bytes: int = 1_048_576
     workers: int = 0
+    max_coalesce: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_k", "max_batch", "max_query_chars", "max_body_bytes"):
+        for name in ("max_k", "max_batch", "max_query_chars", "max_body_bytes", "max_coalesce"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.workers < 0:

@@ -2,9 +2,11 @@
 every bad request, the bearer key, and an index that follows add/delete without a restart."""
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -14,9 +16,11 @@ import pytest
 from serving import running
 
 from funnel import Retriever
+from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.indexes.summary import index_summary
 from funnel.serve import ServeLimits, create_app
+from funnel.serve.batching import Coalescer
 
 QUERIES = [
     "play a puzzle game over the network",
@@ -185,3 +189,22 @@ def test_an_index_that_vanishes_keeps_serving_its_loaded_version(tmp_path, sampl
         after = c.post("/search", json={"query": "fonts", "k": 3})
         assert after.status_code == 200 and after.json()["results"] == before
         assert c.get("/health").status_code == 200
+
+
+def test_requests_waiting_together_share_one_batch_with_the_same_answers(retriever):
+    async def all_at_once(stages):
+        coalescer = Coalescer(slots=1, max_queries=64, before_search=lambda name, r: None)  # one per event loop
+        return await asyncio.gather(
+            *(coalescer.search("debian", retriever, [query], 5, stages, time.perf_counter()) for query in QUERIES), return_exceptions=True
+        )
+
+    answers = [json.loads(payload) for payload in asyncio.run(all_at_once(None))]
+    # The first runs alone on the only worker; the four that queued behind it run as one batch.
+    assert [answer["timings"]["batched_queries"] for answer in answers] == [1, 4, 4, 4, 4]
+    for answer, query in zip(answers, QUERIES):
+        expected = retriever.search(query, k=5)
+        assert [h["id"] for h in answer["results"][0]["hits"]] == [h.id for h in expected]
+        assert [h["score"] for h in answer["results"][0]["hits"]] == pytest.approx([h.score for h in expected], abs=1e-5)
+
+    failures = asyncio.run(all_at_once("32:100,full:5"))
+    assert all(isinstance(f, InputError) and "shortlists at: 64" in str(f) for f in failures)
