@@ -12,7 +12,10 @@ Starts `funnel serve INDEX` as a child process on 127.0.0.1 (a free port), then:
 Clients use the standard library (``http.client``) and parse every JSON answer, as an
 application would. The server stops with SIGTERM at the end; its exit status is recorded.
 
-    python -m benchmarks.serve_load INDEX --queries ../shared/data/debian/queries.jsonl
+    head -n 5000 ../shared/data/debian/corpus.jsonl > /tmp/debian-5k.jsonl
+    funnel index /tmp/debian-5k.jsonl -o indexes/debian-5k --id-column _id --skip-invalid
+    python -m benchmarks.serve_load indexes/debian-5k --queries ../shared/data/debian/queries.jsonl \
+        --index-recipe "the first 5,000 documents of ../shared/data/debian/corpus.jsonl"
 
 Writes benchmarks/results/serve/{results.json,README.md}.
 """
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--time-cap", type=float, default=60.0, help="Seconds per level at most (requests stop being started after it).")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--workers", type=int, default=0, help="The server's --workers (0: one per core).")
+    parser.add_argument("--index-recipe", default="", help="How the index was made, in words, for the report.")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "serve")
     args = parser.parse_args()
 
@@ -83,7 +87,7 @@ def main() -> None:
 
     result = {
         "command": "python -m benchmarks.serve_load " + " ".join(sys.argv[1:]),
-        "index": index_facts(args.index),
+        "index": {**index_facts(args.index), "recipe": args.index_recipe},
         "queries": {"file": args.queries.name, "count_available": len(queries)},
         "k": args.k,
         "paired_single_client": paired,
@@ -262,8 +266,11 @@ def index_facts(index: Path) -> dict[str, Any]:
     from funnel.indexes.summary import index_summary
 
     summary = index_summary(index)
+    source = dict(summary["source"] or {})
+    if source.get("path"):
+        source["path"] = Path(source["path"]).name  # no machine paths in committed results
     return {"name": index.name, "documents": summary["documents"], "model": summary["model"], "dim": summary["dim"],
-            "shortlists": summary["shortlists"], "plan": summary["plan"], "source": summary["source"]}
+            "shortlists": summary["shortlists"], "plan": summary["plan"], "source": source}
 
 
 def machine() -> dict[str, Any]:
@@ -296,6 +303,7 @@ def report(result: dict[str, Any]) -> str:
         "# `funnel serve` under load, beside the in-process Retriever", "",
         (f"Index: {index['name']}, {index['documents']:,} documents, {index['model']} ({index['dim']} dims), "
          f"shortlists {', '.join(str(s['dim']) + '-d ' + s['kind'] for s in index['shortlists'])}; "
+         f"{'(' + index['recipe'] + ') ' if index.get('recipe') else ''}"
          f"queries: {result['queries']['file']} (Debian package one-line summaries); k = {result['k']}; default plan."),
         (f"Server: `funnel serve` in a child process on 127.0.0.1; clients: `http.client` threads in the benchmark process, "
          f"kept-alive connections, every answer parsed. Machine: {result['machine']['cpus']} CPU cores shared with other jobs; "
