@@ -43,10 +43,14 @@ def test_remote_hits_equal_local_hits(remote, local):
 
 
 def test_remote_is_thread_safe(remote, local):
-    expected = [local.search(q, k=3) for q in QUERIES]
+    expected = [local.search(q, k=3) for q in QUERIES] * 4
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(pool.map(lambda q: remote.search(q, k=3), QUERIES * 4))
-    assert answers == expected * 4
+    # Concurrent requests may share one encoder batch on the server: the same hits, scores equal
+    # to float32 rounding (padding changes the arithmetic's order, not the ranking).
+    assert [[h.id for h in hits] for hits in answers] == [[h.id for h in hits] for hits in expected]
+    for hits, wanted in zip(answers, expected):
+        assert [h.score for h in hits] == pytest.approx([h.score for h in wanted], abs=1e-5)
 
 
 def test_remote_errors_read_like_local_ones(remote, url):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
@@ -29,4 +30,8 @@ def test_async_retrieve_gives_what_sync_gives(searcher, queries):
     async def ask_all():
         return await asyncio.gather(*(retriever.aretrieve(query) for query in queries))
 
-    assert [[(n.node.node_id, n.score) for n in nodes] for nodes in asyncio.run(ask_all())] == sync
+    answers = [[(n.node.node_id, n.score) for n in nodes] for nodes in asyncio.run(ask_all())]
+    # Concurrent calls may share one encoder batch on a server: same nodes, scores to float32 rounding.
+    assert [[node_id for node_id, _ in nodes] for nodes in answers] == [[node_id for node_id, _ in nodes] for nodes in sync]
+    for nodes, wanted in zip(answers, sync):
+        assert [score for _, score in nodes] == pytest.approx([score for _, score in wanted], abs=1e-5)
