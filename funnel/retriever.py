@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -12,7 +13,7 @@ from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.models import Encoder
-from funnel.stages import FunnelResult, LayeredQueries, Stage, parse_stages, run_funnel, check_k, two_stage, validate_plan
+from funnel.stages import FunnelResult, LayeredQueries, Stage, StageTrace, check_k, parse_stages, run_funnel, two_stage, validate_plan
 
 if TYPE_CHECKING:
     from funnel.corpus import Corpus
@@ -32,6 +33,18 @@ class Hit:
     text: str
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TracedSearch:
+    """Hits for each query with what produced them: the plan run, each stage's trace, the
+    seconds spent encoding the queries (all depths together) and the index version searched."""
+
+    hits: list[list[Hit]]
+    plan: tuple[Stage, ...]
+    trace: tuple[StageTrace, ...]
+    encode_seconds: float
+    version: int
 
 
 class Retriever:
@@ -153,22 +166,8 @@ class Retriever:
 
     def plan(self, k: int, stages: Sequence[Stage] | str | None = None, index: Index | None = None) -> tuple[Stage, ...]:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the index's default."""
-        return self.plan_for(index or self.index, k, stages if stages is not None else self.stages)
-
-    @staticmethod
-    def plan_for(index: Index, k: int, stages: Sequence[Stage] | str | None = None) -> tuple[Stage, ...]:
-        """The stages a search of ``index`` with ``k`` runs: ``stages`` when given, else the plan
-        stored by ``funnel tune`` (when it keeps at least ``k``), else a shortlist of max(200, 20·k) at the index's
-        smallest shortlist dim, rescored at full dims."""
-        check_k(k)
-        if isinstance(stages, str):
-            return parse_stages(stages)
-        if stages:
-            return tuple(stages)
-        stored = index.manifest.plan
-        if stored and stored.get("k", 0) >= k:
-            return parse_stages(stored["stages"])
-        return two_stage(index.shortlist_dims[0], min(max(DEFAULT_SHORTLIST, 20 * k), max(index.count, 1)), k)
+        index = index or self.index
+        return choose_plan(k, stages if stages is not None else self.stages, index.manifest.plan, index.shortlist_dims[0], index.count)
 
     def tune(
         self, target_recall: float = 0.99, k: int = 10, queries: Sequence[str] | np.ndarray | str | Path | None = None,
@@ -208,12 +207,22 @@ class Retriever:
             raise InputError(f"search_batch takes a list of queries (strings), not a {type(queries).__name__}; use search() for one")
         if not queries:
             return []
+        return self.search_batch_traced(queries, k, stages).hits
+
+    def search_batch_traced(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> TracedSearch:
+        """:meth:`search_batch` with the plan it ran and per-stage timings (for servers and reports)."""
+        if isinstance(queries, str) or not queries:
+            raise InputError("search_batch_traced takes a non-empty list of queries")
         check_queries(queries)
         index = self.index  # one version for the whole call, even if another thread reloads
         plan = self.plan(k, stages, index)
         validate_plan(plan, k, index)  # before encoding: a bad k or plan costs nothing
-        result = run_funnel(index, self._query_source(queries, plan, index), plan, k)
-        return [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
+        started = time.perf_counter()
+        source = self._query_source(queries, plan, index)
+        encoded = time.perf_counter() - started  # full-depth encoding; layered sources encode per stage
+        result = run_funnel(index, source, plan, k)
+        hits = [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
+        return TracedSearch(hits, tuple(plan), result.trace, encoded + sum(t.encode_seconds for t in result.trace), index.version)
 
     def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> "np.ndarray | LayeredQueries":
         """Full-model vectors for a plan at full depth; for a plan that names shallower layers, a
@@ -236,6 +245,22 @@ class Retriever:
             Hit(id=doc["id"], score=float(score), rank=rank, text=doc["text"], title=doc["title"], metadata=doc["metadata"])
             for rank, (score, doc) in enumerate(zip(scores[keep], documents), start=1)
         ]
+
+
+def choose_plan(
+    k: int, chosen: Sequence[Stage] | str | None, stored: dict[str, Any] | None, shortlist_dim: int, count: int
+) -> tuple[Stage, ...]:
+    """The stages a search with ``k`` runs: ``chosen`` ones, else a stored (tuned) plan made for at
+    least ``k`` results, else a shortlist of max(200, 20·k) at ``shortlist_dim`` rescored at full
+    dims. Shared by every backend."""
+    check_k(k)
+    if isinstance(chosen, str):
+        return parse_stages(chosen)
+    if chosen:
+        return tuple(chosen)
+    if stored and stored.get("k", 0) >= k:
+        return parse_stages(stored["stages"])
+    return two_stage(shortlist_dim, min(max(DEFAULT_SHORTLIST, 20 * k), max(count, 1)), k)
 
 
 def check_queries(queries: Sequence[str]) -> None:

@@ -91,3 +91,12 @@ def cranfield_index(tmp_path_factory, cranfield_parquet, encoder) -> Path:
 @pytest.fixture(scope="session")
 def query_vectors(encoder, cranfield_queries) -> np.ndarray:
     return encoder.encode(cranfield_queries)
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory, encoder) -> Path:
+    """The README's quick-start index: examples/debian-300.parquet, 64-dim flat shortlist. Read-only."""
+    from funnel.corpus import open_corpus
+    from funnel.indexes.builder import IndexConfig, build_index
+
+    return build_index(open_corpus(SAMPLE), encoder, tmp_path_factory.mktemp("indexes") / "debian-300", IndexConfig())

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from funnel.cli.output import emit_json, human_bytes, rotation_lines, rotation_summary
+from funnel.cli.output import emit_json, human_bytes, rotation_lines
 
 
 def index_command(
@@ -38,6 +38,7 @@ def index_command(
     from funnel.corpus import CorpusColumns, open_corpus
     from funnel.indexes.builder import IndexConfig, build_index
     from funnel.indexes.index import Index
+    from funnel.indexes.summary import rotation_summary
     from funnel.indexes.shortlist import make_spec
     from funnel.models import Encoder
 

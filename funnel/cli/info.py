@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from funnel.cli.output import emit_json, human_bytes, rotation_lines, rotation_summary
+from funnel.cli.output import emit_json, human_bytes, rotation_lines
 
 
 def info_command(
@@ -15,19 +15,11 @@ def info_command(
 ) -> None:
     """Show an index's model, size, shortlists and default plan (reads only the manifest)."""
     from funnel.indexes.manifest import read_manifest
+    from funnel.indexes.summary import index_summary
 
+    summary = index_summary(index)
     manifest = read_manifest(index)
-    disk = sum(f.stat().st_size for f in index.rglob("*") if f.is_file())
-    summary = {
-        "index": str(index), "format_version": manifest.format_version, "documents": manifest.count,
-        "segments": len(manifest.segments), "model": manifest.model, "dim": manifest.dim,
-        "vector_dtype": manifest.vector_dtype, "shortlists": [s.__dict__ for s in manifest.shortlists],
-        "plan": manifest.plan, "disk_bytes": disk, "source": manifest.source,
-        "deleted_rows": manifest.deleted, "generation": manifest.generation,
-        "depth": manifest.depth, "layers": list(manifest.layers),
-        "rotation": rotation_summary(manifest),
-        "rotation_decision": manifest.rotation.decision if manifest.rotation else None,
-    }
+    disk = summary["disk_bytes"]
     if json_output:
         emit_json(summary)
         return

@@ -17,15 +17,6 @@ def snippet(text: str, width: int = 100) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def rotation_summary(manifest: Any) -> dict[str, Any]:
-    """The basis an index stores its vectors in, per depth ("full", "2", ...), for --json."""
-    rotation = manifest.rotation
-    if rotation is None:
-        return {"requested": None, "by_depth": {"full": "none"}, "note": "built before rotations: the model's order"}
-    return {"requested": rotation.requested, "by_depth": {key: record.get("method", "none") for key, record in rotation.decision.items()}
-            or {"full": "none"}, "files": sorted(rotation.files)}
-
-
 def rotation_lines(manifest: Any) -> list[str]:
     """One line per depth: the basis chosen and why (with the measured prefix agreement)."""
     rotation = manifest.rotation

@@ -11,7 +11,7 @@ from funnel.cli.output import emit_json, snippet
 
 
 def search_command(
-    index: Path = typer.Argument(..., help="An index folder made by `funnel index`."),
+    index: Path = typer.Argument(..., help="An index folder made by `funnel index` (with --server: the served index's name)."),
     query: Optional[str] = typer.Argument(None, help="The query; omit it to read queries from --queries."),
     k: Optional[int] = typer.Option(None, "-k", help="Hits per query [default: 10, or the last stage's candidates with --stages]."),
     shortlist: Optional[int] = typer.Option(None, help="Candidates the first stage keeps [default: max(200, 20k)]."),
@@ -19,12 +19,15 @@ def search_command(
     queries: Optional[Path] = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
     model: Optional[str] = typer.Option(None, help="Model folder [default: the one the index was built with]."),
     json_output: bool = typer.Option(False, "--json", help="Print hits as JSON."),
+    server: Optional[str] = typer.Option(None, "--server", help="Ask a `funnel serve` server at this URL (http://HOST:PORT) instead of loading the index."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="With --server: environment variable holding the server's key."),
 ) -> None:
     """Search an index with one query, or many from a file or stdin."""
     from funnel.errors import InputError
     from funnel.indexes.index import Index
     from funnel.models import Encoder
-    from funnel.retriever import Retriever, check_queries
+    from funnel.remote import RemoteRetriever
+    from funnel.retriever import Retriever, check_queries, choose_plan
     from funnel.stages import parse_stages, two_stage, validate_plan
 
     texts = _queries(query, queries)
@@ -33,12 +36,16 @@ def search_command(
         raise InputError("give either --stages or --shortlist, not both")
     if k is None:
         k = parse_stages(stages)[-1].candidates if stages else 10
-    opened = Index.load(index)
-    plan = stages or (two_stage(opened.shortlist_dims[0], shortlist, k) if shortlist else None)
-    # Everything cheap is checked before the model loads (seconds): k, the plan, the queries.
-    planned = Retriever.plan_for(opened, k, plan)
-    validate_plan(planned, k, opened)
-    retriever = Retriever(opened, Encoder.load(model or opened.manifest.model), plan)
+    retriever: "Retriever | RemoteRetriever"
+    if server:
+        retriever = _remote(server, index, model, api_key_env)
+        plan = stages or (two_stage(_shortlist_dim(retriever), shortlist, k) if shortlist else None)
+    else:
+        opened = Index.load(index)
+        plan = stages or (two_stage(opened.shortlist_dims[0], shortlist, k) if shortlist else None)
+        # Everything cheap is checked before the model loads (seconds): k, the plan, the queries.
+        validate_plan(choose_plan(k, plan, opened.manifest.plan, opened.shortlist_dims[0], opened.count), k, opened)
+        retriever = Retriever(opened, Encoder.load(model or opened.manifest.model), plan)
     results = retriever.search_batch(texts, k=k, stages=plan)
     if json_output:
         rows = [{"query": text, "hits": [hit.__dict__ for hit in hits]} for text, hits in zip(texts, results)]
@@ -49,6 +56,28 @@ def search_command(
             typer.echo(f"\n» {text}")
         for hit in hits:
             typer.echo(f"{hit.rank:>3}. {hit.score:.4f}  {hit.id}  {snippet((hit.title + ': ' if hit.title else '') + hit.text)}")
+
+
+def _remote(server: str, index: Path, model: Optional[str], api_key_env: Optional[str]):
+    from funnel.errors import InputError
+    from funnel.remote import RemoteRetriever
+
+    if model:
+        raise InputError("--model does not apply with --server: the server searches with the model it loaded")
+    key = None
+    if api_key_env:
+        from funnel.serve.settings import api_key_from_env
+
+        key = api_key_from_env(api_key_env)
+    return RemoteRetriever(server, index.name, api_key=key)
+
+
+def _shortlist_dim(retriever) -> int:
+    from funnel.remote import RemoteRetriever
+
+    if isinstance(retriever, RemoteRetriever):
+        return retriever.info()["shortlists"][0]["dim"]
+    return retriever.index.shortlist_dims[0]
 
 
 def _queries(query: Optional[str], path: Optional[Path]) -> list[str]:

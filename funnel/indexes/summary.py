@@ -1,0 +1,35 @@
+"""What an index holds, as a plain dict: the data behind `funnel info` and a server's /info."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from funnel.indexes.manifest import Manifest, read_manifest
+
+
+def index_summary(path: str | Path) -> dict[str, Any]:
+    """Model, size, shortlists, default plan and version of the index at ``path`` (reads the
+    manifest and sizes the folder's files; opens no vectors)."""
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return {
+        "index": str(folder), "format_version": manifest.format_version, "documents": manifest.count,
+        "segments": len(manifest.segments), "model": manifest.model, "dim": manifest.dim,
+        "vector_dtype": manifest.vector_dtype, "shortlists": [s.__dict__ for s in manifest.shortlists],
+        "plan": manifest.plan, "disk_bytes": disk, "source": manifest.source,
+        "deleted_rows": manifest.deleted, "generation": manifest.generation,
+        "depth": manifest.depth, "layers": list(manifest.layers),
+        "rotation": rotation_summary(manifest),
+        "rotation_decision": manifest.rotation.decision if manifest.rotation else None,
+    }
+
+
+def rotation_summary(manifest: Manifest) -> dict[str, Any]:
+    """The basis an index stores its vectors in, per depth ("full", "2", ...), for --json."""
+    rotation = manifest.rotation
+    if rotation is None:
+        return {"requested": None, "by_depth": {"full": "none"}, "note": "built before rotations: the model's order"}
+    return {"requested": rotation.requested, "by_depth": {key: record.get("method", "none") for key, record in rotation.decision.items()}
+            or {"full": "none"}, "files": sorted(rotation.files)}
+

@@ -1,0 +1,190 @@
+"""The HTTP app: ``create_app({"docs": retriever}, limits)`` gives a FastAPI app serving
+``POST /search``, ``GET /health``, ``GET /info`` and OpenAPI docs at ``/docs``.
+
+Searches run in a pool of worker threads sized by ``limits.threads``, never in the event loop,
+so a slow encode does not hold up other requests; requests that queue for a worker with the same
+index, k and plan are searched as one batch (:mod:`funnel.serve.batching`). Each search first
+moves its retriever to the newest version of the index (``reload_if_changed``: a stat when
+nothing changed).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from funnel.errors import FunnelError, InputError
+from funnel.serve.batching import Coalescer
+from funnel.serve.guards import BearerKey, BodyLimit
+from funnel.serve.schemas import ErrorOut, Health, SearchRequest, SearchResponse
+from funnel.serve.settings import ServeLimits
+from funnel.stages import parse_stages
+
+if TYPE_CHECKING:
+    from funnel.retriever import Retriever
+
+logger = logging.getLogger("funnel.serve")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422)
+}
+
+
+def create_app(retrievers: Mapping[str, Retriever], limits: ServeLimits | None = None, *, api_key: str | None = None, warm: bool = True) -> FastAPI:
+    """An app serving ``retrievers`` by name (the first is the default index).
+
+    Args:
+        retrievers: name → loaded Retriever; the names are what requests put in ``index``.
+        limits: bounds on each request and the number of worker threads [default: ServeLimits()].
+        api_key: when set, every request but ``GET /health`` must send ``Authorization: Bearer KEY``.
+        warm: at startup, run one search per worker thread so the first requests pay no warm-up.
+    """
+    if not retrievers:
+        raise InputError("give at least one index to serve")
+    limits = limits or ServeLimits()
+    served = dict(retrievers)
+    default = next(iter(served))
+    limiter = anyio.CapacityLimiter(limits.threads)
+    coalescer = Coalescer(limits.threads, limits.max_coalesce, _follow_writers)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            async with anyio.create_task_group() as group:
+                for _ in range(limits.threads):  # one search per thread, so each worker has run torch once
+                    group.start_soon(_in_worker, limiter, _warm, served)
+        yield
+
+    app = FastAPI(
+        title="funnel", summary="Two-stage retrieval on nested (Matryoshka) embeddings.",
+        version=_version(), lifespan=lifespan,
+    )
+
+    def pick(name: str | None) -> tuple[str, Retriever]:
+        name = default if name is None else name
+        if name not in served:
+            raise HTTPException(404, f"no index named {name!r}; this server has: {', '.join(served)}")
+        return name, served[name]
+
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS)
+    async def search(body: SearchRequest) -> Response:
+        """Top-``k`` hits for ``query`` (or each of ``queries``), with the plan run and per-stage timings."""
+        started = time.perf_counter()
+        name, retriever = pick(body.index)
+        texts = _check_queries(body, limits)
+        k = _check_k(body, limits)
+        payload = await coalescer.search(name, retriever, texts, k, body.stages, started)
+        return Response(payload, media_type="application/json")
+
+    @app.get("/health", response_model=Health)
+    async def health() -> dict[str, Any]:
+        """Liveness: answers without a key once the models are loaded."""
+        return {"status": "ok", "indexes": list(served)}
+
+    @app.get("/info", responses=ERRORS)
+    async def info(index: str | None = Query(None, description="Which served index [default: the first].")) -> dict[str, Any]:
+        """The index's `funnel info --json`, plus the name it is served under and the version loaded."""
+        name, retriever = pick(index)
+        return await _in_worker(limiter, _info, name, retriever)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc.errors())}, status_code=422)
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(FunnelError)
+    async def funnel_failed(request: Request, exc: FunnelError) -> JSONResponse:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server logged it"}, status_code=500)
+
+    # Outermost first: the key is checked before a body is read.
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)  # type: ignore[arg-type]
+    if api_key is not None:
+        app.add_middleware(BearerKey, key=api_key)  # type: ignore[arg-type]
+    return app
+
+
+async def _in_worker(limiter: anyio.CapacityLimiter, function: Any, *args: Any) -> Any:
+    return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
+
+
+def _check_queries(body: SearchRequest, limits: ServeLimits) -> list[str]:
+    if (body.query is None) == (body.queries is None):
+        raise InputError('give "query" (one string) or "queries" (a list of strings), not both and not neither')
+    texts = [body.query] if body.query is not None else list(body.queries or [])
+    if not texts:
+        raise InputError('"queries" is empty: give at least one query')
+    if len(texts) > limits.max_batch:
+        raise HTTPException(413, f"{len(texts)} queries is over the limit of {limits.max_batch} per request (max_batch)")
+    for number, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise InputError(f"query {number} is empty: give some text to search for")
+        if len(text) > limits.max_query_chars:
+            raise HTTPException(413, f"query {number} has {len(text):,} characters, over the limit of {limits.max_query_chars:,} (max_query_chars)")
+    return texts
+
+
+def _check_k(body: SearchRequest, limits: ServeLimits) -> int:
+    k = body.k
+    if k is None:
+        k = parse_stages(body.stages)[-1].candidates if body.stages else 10
+    if not 1 <= k <= limits.max_k:
+        raise InputError(f"k must be between 1 and {limits.max_k} (max_k), not {k}")
+    return k
+
+
+def _info(name: str, retriever: Retriever) -> dict[str, Any]:
+    from funnel.indexes.summary import index_summary
+
+    _follow_writers(name, retriever)
+    return {"name": name, "loaded_version": retriever.index.version, **index_summary(retriever.index.path)}
+
+
+def _follow_writers(name: str, retriever: Retriever) -> None:
+    try:
+        if retriever.reload_if_changed():
+            logger.info("index %s: now at version %d", name, retriever.index.version)
+    except FunnelError as exc:
+        # Keep answering from the version already open (its files stay mapped) rather than fail.
+        logger.warning("index %s: could not load its new version (%s); still serving version %d", name, exc, retriever.index.version)
+
+
+def _warm(served: Mapping[str, Retriever]) -> None:
+    for retriever in served.values():
+        retriever.search("warm up", k=1)
+
+
+def _one_line(errors: Sequence[Any]) -> str:
+    """Pydantic's list of errors as one line: where, then what, for the first few."""
+    parts = []
+    for error in errors[:3]:
+        if error.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})")
+            continue
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        message = error.get("msg", "invalid")
+        parts.append(f"{where}: {message}" if where else message)
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _version() -> str:
+    from funnel import __version__
+
+    return __version__
