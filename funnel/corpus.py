@@ -203,11 +203,11 @@ def _to_documents(
     id_column = _pick(columns.id, ("id", "_id"), available, "id", path)
     text_column = _pick(columns.text, ("text",), available, "text", path)
     title_column = _pick(columns.title, ("title",), available, "title", path)
-    for role, found in (("id", id_column), ("text", text_column)):
-        if found is None:
-            raise InputError(
-                f"{path} has no {role} column; its columns are: {', '.join(available)} (choose one with --{role}-column)"
-            )
+    if id_column is None or text_column is None:
+        role = "id" if id_column is None else "text"
+        raise InputError(
+            f"{path} has no {role} column; its columns are: {', '.join(available)} (choose one with --{role}-column)"
+        )
     known = {id_column, text_column, title_column}
     ids, titles, texts, metadata = [], [], [], []
     for position, row in enumerate(rows, start=row_offset):

@@ -57,6 +57,14 @@ def num_layers(model: "SentenceTransformer") -> int:
     return int(getattr(config, "num_hidden_layers", 0) or 0)
 
 
+def embedding_dimension(model: SentenceTransformer) -> int:
+    """The model's full embedding dimension; ModelError when none of its modules states one."""
+    dim = model.get_embedding_dimension()
+    if dim is None:
+        raise ModelError("the model does not state its embedding dimension (no module reports one)")
+    return int(dim)
+
+
 def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> "SentenceTransformer":
     """Load a sentence-transformers model offline (``HF_HUB_OFFLINE=1``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -101,7 +109,7 @@ class Encoder:
     @property
     def dim(self) -> int:
         """Full embedding dimension."""
-        return int(self.model.get_embedding_dimension())
+        return embedding_dimension(self.model)
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         """Encode texts; returns float32 array of shape (len(texts), dim), rows L2-normalized."""

@@ -48,10 +48,15 @@ class EncoderShape:
     def of(cls, encoder: "Encoder") -> "EncoderShape | None":
         """The shape of a BERT-like encoder; None when the model is not one (e.g. static embeddings)."""
         try:
-            config = encoder.model[0].auto_model.config
+            # The stubs type a submodule's attributes as Tensor | Module; this is the Hugging Face model.
+            auto_model: Any = encoder.model[0].auto_model
+            config = auto_model.config
+            max_tokens = encoder.model.max_seq_length
+            if max_tokens is None:
+                return None
             return cls(
                 layers=int(config.num_hidden_layers), hidden=int(config.hidden_size),
-                ffn=int(config.intermediate_size), max_tokens=int(encoder.model.max_seq_length),
+                ffn=int(config.intermediate_size), max_tokens=int(max_tokens),
             )
         except (AttributeError, IndexError, KeyError, TypeError):
             return None
@@ -132,7 +137,8 @@ def visited_per_query(index: "Index", queries: np.ndarray, dim: int, n: int, lay
     spec, _ = index.segments[0].shortlist_index(dim, index.depth_key(layer))
     if spec.kind not in ("hnsw", "ivf"):
         return None
-    stats = faiss.cvar.hnsw_stats if spec.kind == "hnsw" else faiss.cvar.indexIVF_stats
+    cvar: Any = faiss.cvar  # the stubs list only a few of FAISS's globals, not its search statistics
+    stats = cvar.hnsw_stats if spec.kind == "hnsw" else cvar.indexIVF_stats
     stats.reset()
     index.shortlist(index.rotate_queries(queries, layer), dim, n, layer)
     return float(stats.ndis) / max(len(queries), 1)

@@ -281,7 +281,7 @@ def _ranked_levels(
         )
     # lexsort's last key is primary: ascending (score, doc id), reversed, is trec_eval's order of
     # score descending then doc id descending.
-    order = np.lexsort((np.array(doc_ids, dtype=str), scores))[::-1] if doc_ids else []
+    order: np.ndarray | list[int] = np.lexsort((np.array(doc_ids, dtype=str), scores))[::-1] if doc_ids else []
     return np.array([judgements.get(doc_ids[i], 0) for i in order], dtype=float)
 
 

@@ -7,6 +7,7 @@ writes data only; the plot is :func:`funnel.evaluation.plot.plot_report`, called
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,8 @@ class EvaluationReport:
             "|---|---|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if layered else ""),
         ]
         for row in self.rows:
-            encoding = row.stage_encoding or [None] * len(row.costs)
+            # A row without stage encoding (nothing layered) shows dashes in the encoding columns.
+            encoding: Sequence[dict[str, Any] | None] = row.stage_encoding if row.stage_encoding else [None] * len(row.costs)
             for cost, timing, step in zip(row.costs, row.stage_timings, encoding):
                 line = (
                     f"| {row.name} | {cost.stage} | {cost.role} | {cost.kind} | {cost.dim} | {cost.vectors:,.0f} | "

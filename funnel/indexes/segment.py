@@ -112,7 +112,7 @@ class SegmentWriter:
     def _restore(self) -> None:
         """Continue from the checkpoint: drop whatever was written after it."""
         path = self.folder / CHECKPOINT_FILE
-        state = json.loads(path.read_text()) if path.exists() else {"rows": 0, "parts": [], "fingerprint": self.fingerprint}
+        state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"rows": 0, "parts": [], "fingerprint": self.fingerprint}
         if state.get("fingerprint") != self.fingerprint:
             raise InputError(
                 f"the interrupted build in {self.folder.parent} was started with other settings or another corpus: "

@@ -53,10 +53,11 @@ def build(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count
     import faiss
 
     if spec.kind == "binary":
-        index = faiss.IndexBinaryFlat(spec.dim)
+        binary = faiss.IndexBinaryFlat(spec.dim)
         for chunk in chunks():
-            index.add(_sign_bits(np.asarray(chunk[:, : spec.dim])))
-        return index
+            binary.add(_sign_bits(np.asarray(chunk[:, : spec.dim])))
+        return binary
+    index: faiss.Index
     if spec.kind == "flat":
         index = faiss.IndexFlatIP(spec.dim)
     elif spec.kind == "hnsw":

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from funnel.errors import InputError
-from funnel.models import num_layers
+from funnel.models import embedding_dimension, num_layers
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -29,7 +29,9 @@ def layer_features(model: "SentenceTransformer", features: dict[str, Tensor]) ->
     num_layers + 1 tensors of shape (batch, tokens, hidden); index L is the output of L layers).
     """
     transformer = model[0]
-    config = transformer.auto_model.config
+    # The stubs type a submodule's attributes as Tensor | Module; this is the Hugging Face model.
+    auto_model: Any = transformer.auto_model
+    config = auto_model.config
     original = config.output_hidden_states
     try:
         config.output_hidden_states = True
@@ -102,7 +104,7 @@ class StarbucksLoss(nn.Module):
         weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        depth, width = num_layers(model), model.get_embedding_dimension()
+        depth, width = num_layers(model), embedding_dimension(model)
         if depth == 0:
             raise InputError("Starbucks training needs a transformer model with layers (not a static model)")
         pairs = [(int(layer), int(dim)) for layer, dim in layer_dim_pairs]
@@ -126,7 +128,7 @@ class StarbucksLoss(nn.Module):
         sentence_features = list(sentence_features)
         original_forward = self.model.forward
         layered = _LayerDimForward(self.model)
-        self.model.forward = layered
+        self.model.forward = layered  # type: ignore[method-assign, assignment]  # swapped back below
         try:
             # Merging builds fresh column batches per call; one forward per column keeps the
             # call order (and so the hidden-state cache) the same for every pair.
@@ -136,7 +138,7 @@ class StarbucksLoss(nn.Module):
                     layered.select(layer, dim)
                     total = total + weight * self.loss(sentence_features, labels)
         finally:
-            self.model.forward = original_forward
+            self.model.forward = original_forward  # type: ignore[method-assign]
         return total  # type: ignore[return-value]
 
     def get_config_dict(self) -> dict[str, Any]:

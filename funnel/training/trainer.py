@@ -54,16 +54,17 @@ def freeze(model: "SentenceTransformer", layers: int) -> None:
     depth = num_layers(model)
     if not 0 < layers < depth:
         raise InputError(f"frozen_layers must leave a layer to train: choose 1..{depth - 1}, got {layers}")
-    encoder = model[0].auto_model
+    # The stubs type a submodule's attributes as Tensor | Module; this is the Hugging Face model.
+    encoder: Any = model[0].auto_model
     for module in (encoder.embeddings, *encoder.encoder.layer[:layers]):
         module.requires_grad_(False)
 
 
 def nesting(config: TrainConfig, model: "SentenceTransformer") -> tuple[list[int], list[tuple[int, int]]]:
     """The dims and (layer, dim) pairs this run trains, from the config or the model's shape."""
-    from funnel.training.losses import num_layers
+    from funnel.models import embedding_dimension, num_layers
 
-    width, depth = int(model.get_embedding_dimension()), num_layers(model)
+    width, depth = embedding_dimension(model), num_layers(model)
     dims = sorted(set(config.dims or default_dims(width)), reverse=True)
     if dims[0] > width:
         raise InputError(f"dims {dims} exceed the model's {width} dims")
@@ -139,7 +140,8 @@ def run_training(config: TrainConfig) -> Path:
     if config.max_seq_length is not None and inference_length is not None:
         model.max_seq_length = config.max_seq_length
 
-    callbacks = _callbacks(config, log := [])
+    log: list[dict[str, float]] = []
+    callbacks = _callbacks(config, log)
     if config.hard_negatives:
         if kind != PAIR_KIND:
             raise InputError("hard negatives are mined for (query, positive) pairs, not scored pairs")

@@ -103,7 +103,7 @@ def gather_evidence(
             present = rank < max_candidates
             for middle_dim in middle_dims:
                 query_part = truncate(queries[rows], middle_dim)
-                if corpus is None:
+                if vectors is not None:  # no corpus in memory: the gathered rows
                     scores = np.einsum("cnd,cd->cn", truncate(vectors, middle_dim), query_part)
                 else:
                     scores = np.take_along_axis(query_part @ truncated[middle_dim].T, safe, axis=1)

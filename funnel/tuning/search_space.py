@@ -95,13 +95,14 @@ def first_stage_cost(index: "Index", dim: int, candidates: int) -> Cost:
     """The shortlist search at ``dim``, by the kind of FAISS index stored for it."""
     spec = index.segments[0].shortlists[dim][0] if index.segments else None
     kind = spec.kind if spec else "flat"
+    params = spec.params if spec else {}
     count = index.count
     if kind == "hnsw":
-        visited = max(spec.params.get("ef_search", 128), candidates) * spec.params.get("m", 32)
+        visited = max(params.get("ef_search", 128), candidates) * params.get("m", 32)
         return Cost(2 * visited * dim, 4 * visited * dim)
     if kind == "ivf":
-        nlist = spec.params.get("nlist") or max(1, int(4 * math.sqrt(count)))
-        scanned = nlist + min(count, spec.params.get("nprobe", 16) * count // nlist)
+        nlist = params.get("nlist") or max(1, int(4 * math.sqrt(count)))
+        scanned = nlist + min(count, params.get("nprobe", 16) * count // nlist)
         return Cost(2 * scanned * dim, 4 * scanned * dim)
     if kind == "binary":
         return Cost(count * dim // 32, count * dim // 8)  # popcounts of 64-bit words, roughly
