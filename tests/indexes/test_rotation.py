@@ -177,7 +177,8 @@ def test_bad_rotation_name():
 
 def test_tuned_plan_on_a_rotated_index_meets_its_target(indexes, sample_vectors):
     from funnel.tuning import TuneOptions, tune
-    from funnel.tuning.measure import ExactReference, recall_against, run_plan
+    from funnel.agreement import recall_against
+    from funnel.tuning.measure import ExactReference, run_plan
 
     index = indexes["pca"]
     plan = tune(index, None, 0.95, 5, options=TuneOptions(calibration_size=120, timing_queries=5, dims=(32, 64)))
