@@ -84,15 +84,7 @@ class Retriever:
     def plan(self, k: int, stages: Sequence[Stage] | str | None = None, index: Index | None = None) -> tuple[Stage, ...]:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the index's default."""
         index = index or self.index
-        chosen = stages if stages is not None else self.stages
-        if isinstance(chosen, str):
-            return parse_stages(chosen)
-        if chosen:
-            return tuple(chosen)
-        stored = index.manifest.plan
-        if stored and stored.get("k", 0) >= k:
-            return parse_stages(stored["stages"])
-        return two_stage(index.shortlist_dims[0], min(max(DEFAULT_SHORTLIST, 20 * k), max(index.count, 1)), k)
+        return choose_plan(k, stages if stages is not None else self.stages, index.manifest.plan, index.shortlist_dims[0], index.count)
 
     def tune(
         self, target_recall: float = 0.99, k: int = 10, queries: Sequence[str] | np.ndarray | str | Path | None = None,
@@ -158,6 +150,20 @@ class Retriever:
             Hit(id=doc["id"], score=float(score), rank=rank, text=doc["text"], title=doc["title"], metadata=doc["metadata"])
             for rank, (score, doc) in enumerate(zip(scores[keep], documents), start=1)
         ]
+
+
+def choose_plan(
+    k: int, chosen: Sequence[Stage] | str | None, stored: dict[str, Any] | None, shortlist_dim: int, count: int
+) -> tuple[Stage, ...]:
+    """The stages a search with ``k`` runs: ``chosen`` ones, else a stored (tuned) plan made for at
+    least ``k`` results, else a two-stage funnel from ``shortlist_dim``. Shared by every backend."""
+    if isinstance(chosen, str):
+        return parse_stages(chosen)
+    if chosen:
+        return tuple(chosen)
+    if stored and stored.get("k", 0) >= k:
+        return parse_stages(stored["stages"])
+    return two_stage(shortlist_dim, min(max(DEFAULT_SHORTLIST, 20 * k), max(count, 1)), k)
 
 
 def _check_queries(queries: Sequence[str]) -> None:
