@@ -122,10 +122,12 @@ def _to_stored_basis(layout: QdrantLayout, vectors: np.ndarray) -> np.ndarray:
 @contextmanager
 def qdrant_errors(location: str) -> Iterator[None]:
     """Turn qdrant-client's transport and API failures into one QdrantError line."""
-    from qdrant_client.http.exceptions import ApiException
+    from qdrant_client.http.exceptions import ApiException, ResponseHandlingException
 
     try:
         yield
+    except ResponseHandlingException as exc:  # the request never got an answer
+        raise QdrantError(f"cannot reach Qdrant at {location}: {_first_line(exc)}") from None
     except ApiException as exc:
         raise QdrantError(f"Qdrant at {location} failed: {_first_line(exc)}") from None
     except (ConnectionError, TimeoutError) as exc:
@@ -149,7 +151,7 @@ def connect(location: str, *, timeout: int = 30) -> "QdrantClient":
     except ImportError:
         raise InputError("the Qdrant backend needs qdrant-client: pip install 'funnel[qdrant]'") from None
     if location.startswith(("http://", "https://")):
-        client = QdrantClient(url=location, timeout=timeout)
+        client = QdrantClient(url=location, timeout=timeout, check_compatibility=False)  # get_collections below is the check
     elif location == ":memory:":
         client = QdrantClient(":memory:")
     else:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
 
-from funnel.corpus import DOCUMENT_SCHEMA, CorpusColumns, _to_documents, document_text, open_corpus
+from funnel.corpus import DOCUMENT_SCHEMA, Corpus, CorpusColumns, _to_documents, document_text
 from funnel.errors import InputError
 
 if TYPE_CHECKING:
@@ -68,21 +68,41 @@ def parquet_files(source: str | Path) -> list[Path]:
     return [path]
 
 
-def validate_shards(files: Sequence[Path], columns: CorpusColumns, skip_invalid: bool) -> int:
-    """The cheap first pass of every build, over all shards with one set of seen ids: a bad row or
-    an id repeated across shards stops the build before any encoding. Returns the rows kept."""
-    seen: set[str] = set()
-    kept = 0
-    for file in files:
-        corpus = open_corpus(file, columns, skip_invalid=skip_invalid)
-        offset = 0
-        skips: dict[str, int] | None = {} if skip_invalid else None
-        for rows, names in corpus._parquet_batches():
-            kept += _to_documents(rows, names, columns, file, offset, seen, skips).num_rows
-            offset += len(rows)
-    if kept == 0:
-        raise InputError("no documents to index")
-    return kept
+@dataclass
+class ShardedCorpus(Corpus):
+    """A parquet corpus in one file or a folder of shards, read in name order with one set of
+    seen ids: the validation pass of a Ray build (a bad row, or an id repeated across shards,
+    stops it before any encoding), and a corpus for any local use too."""
+
+    files: tuple[Path, ...] = ()
+
+    @property
+    def num_rows(self) -> int | None:
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(file).metadata.num_rows for file in self.files)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+
+        seen: set[str] = set()
+        self.skipped.clear()
+        for file in self.files:
+            parquet = pq.ParquetFile(file)
+            names, offset = parquet.schema_arrow.names, 0
+            for raw in parquet.iter_batches(batch_size=self.batch_size):
+                rows = raw.to_pylist()
+                batch = _to_documents(rows, names, self.columns, file, offset, seen, self._skips())
+                offset += len(rows)
+                if batch.num_rows:
+                    yield batch
+        if not seen:
+            raise InputError(f"{self.path} holds no documents")
+
+
+def sharded_corpus(source: str | Path, columns: CorpusColumns = CorpusColumns(), skip_invalid: bool = False) -> ShardedCorpus:
+    """A parquet file or a folder of ``*.parquet`` shards as one corpus."""
+    return ShardedCorpus(Path(source).expanduser(), "parquet", columns, skip_invalid=skip_invalid, files=tuple(parquet_files(source)))
 
 
 class _Encode:
@@ -179,9 +199,12 @@ def ray_batches(
         num_cpus=options.cpus_per_worker, num_gpus=gpus,
     )
     seen: set[str] = set()
-    for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
-        ids = table.column("id").to_pylist()
-        keep = np.array([not (i in seen or seen.add(i)) for i in ids], dtype=bool)  # type: ignore[func-returns-value]
+    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
+        table = cast(pa.Table, batch)
+        keep = np.zeros(table.num_rows, dtype=bool)
+        for row, doc_id in enumerate(table.column("id").to_pylist()):
+            keep[row] = doc_id not in seen
+            seen.add(doc_id)
         if not keep.any():
             continue
         if not keep.all():
@@ -195,18 +218,17 @@ def ray_batches(
 
 
 def encode_with_ray(
-    source: str | Path, encoder: "Encoder", options: RayOptions, sink: Callable[[Iterator[tuple[Any, ...]]], T], *,
-    layers: tuple[int, ...] = (), encode_batch_size: int = 64, columns: CorpusColumns = CorpusColumns(), skip_invalid: bool = False,
+    corpus: ShardedCorpus, encoder: "Encoder", options: RayOptions, sink: Callable[[Iterator[tuple[Any, ...]]], T], *,
+    layers: tuple[int, ...] = (), encode_batch_size: int = 64,
 ) -> T:
-    """Validate a parquet corpus (file or folder of shards), encode it with Ray, and hand the
+    """Validate a parquet corpus (see :func:`sharded_corpus`), encode it with Ray, and hand the
     batches (in corpus order) to ``sink``, e.g. funnel's index writer or a Qdrant upload; returns
     what ``sink`` returns. ``encoder`` names the model; each actor loads the same one. A Ray
     started here is shut down at the end."""
-    files = parquet_files(source)
-    validate_shards(files, columns, skip_invalid)
+    corpus.validate()
     started = start_ray(options)
     try:
-        return sink(ray_batches(files, _model_path(encoder), columns, options, layers=layers,
+        return sink(ray_batches(list(corpus.files), _model_path(encoder), corpus.columns, options, layers=layers,
                                 encode_batch_size=encode_batch_size, dim=encoder.dim))
     finally:
         if started:
@@ -216,23 +238,22 @@ def encode_with_ray(
 
 
 def build_with_ray(
-    source: str | Path, encoder: "Encoder", path: str | Path, config: "IndexConfig", options: RayOptions, *,
-    columns: CorpusColumns = CorpusColumns(), skip_invalid: bool = False, overwrite: bool = False,
+    corpus: ShardedCorpus, encoder: "Encoder", path: str | Path, config: "IndexConfig", options: RayOptions, *, overwrite: bool = False,
 ) -> Path:
-    """Encode a parquet corpus (file or folder of shards) with Ray and write an index at ``path``
-    with funnel's own writer: the same segments and manifest as :func:`~funnel.indexes.builder.build_index`."""
+    """Encode a parquet corpus (file or folder of shards, see :func:`sharded_corpus`) with Ray and
+    write an index at ``path`` with funnel's own writer: the same segments and manifest as
+    :func:`~funnel.indexes.builder.build_index` writes for that corpus."""
     from funnel.indexes.builder import encoder_depth, write_index
 
     depth = encoder_depth(encoder)
     layers = config.checked_layers(depth)
-    info = {"path": str(source), "format": "parquet", "built_with": "ray"}
+    info = {"path": str(corpus.path), "format": "parquet", "built_with": "ray", "shards": len(corpus.files), "skipped": corpus.skipped}
 
     def write(batches: Iterator[tuple[Any, ...]]) -> Path:
         return write_index(batches, path, model=encoder.name, dim=encoder.dim, config=config, model_metadata=encoder.metadata,
                            source=info, depth=depth, overwrite=overwrite)
 
-    return encode_with_ray(source, encoder, options, write, layers=layers, encode_batch_size=config.encode_batch_size,
-                           columns=columns, skip_invalid=skip_invalid)
+    return encode_with_ray(corpus, encoder, options, write, layers=layers, encode_batch_size=config.encode_batch_size)
 
 
 def _model_path(encoder: "Encoder") -> str | None:
