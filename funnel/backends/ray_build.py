@@ -180,12 +180,12 @@ def ray_batches(
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     workers = options.workers or (int(ray.cluster_resources().get("GPU", 0)) if gpus else 0) or 2
     cpus = ray.cluster_resources().get("CPU", 0)
-    if workers * options.cpus_per_worker >= cpus:
-        # Ray Data lists and reads files in tasks that need a CPU slot: actors holding every
-        # slot would wait for input forever.
+    if cpus - workers * options.cpus_per_worker < 1:
+        # Ray Data lists the files in a task that needs a whole CPU slot: actors holding the
+        # slots would wait for input forever.
         raise InputError(
-            f"{workers} encoder workers × {options.cpus_per_worker} CPUs leave none of Ray's {cpus:g} CPUs for reading the parquet: "
-            "use fewer workers or fewer CPUs per worker"
+            f"{workers} encoder workers × {options.cpus_per_worker:g} CPUs leave less than one of Ray's {cpus:g} CPUs for listing "
+            "and reading the parquet: use fewer workers or fewer CPUs per worker"
         )
     # Every column is read: metadata is each column besides id, title and text, as in a local
     # build. Reading takes no CPU slot, so that the encoder actors may have every one.

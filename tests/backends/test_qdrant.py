@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import SAMPLE, assert_same_ranking, vector_index
 
 from funnel.corpus import open_corpus
 from funnel.errors import InputError
@@ -16,14 +17,20 @@ from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import add_corpus, delete_documents
 from funnel.retriever import Retriever
 from funnel.vectors import normalize
-from helpers import SAMPLE, assert_same_ranking, vector_index
 
 pytest.importorskip("qdrant_client")
 
-from funnel.backends.qdrant import (  # noqa: E402
-    ExportOptions, QdrantError, connect, export_index, index_batches, layout_of_index, point_id, upload,
+from funnel.backends.qdrant import (
+    ExportOptions,
+    QdrantError,
+    connect,
+    export_index,
+    index_batches,
+    layout_of_index,
+    point_id,
+    upload,
 )
-from funnel.backends.qdrant_retriever import QdrantIndex, QdrantRetriever  # noqa: E402
+from funnel.backends.qdrant_retriever import QdrantIndex, QdrantRetriever
 
 QUERIES = [
     "play a puzzle game over the network", "read e-mail in a terminal", "python library for http requests",
@@ -215,3 +222,21 @@ def test_cli_export(tmp_path, local_index):
     assert summary["points"] == INDEXED and summary["shortlist_dims"] == [64, 128] and summary["quantization"] == "scalar"
     assert_one_line_error(funnel("export", local_index, "--qdrant", target, "--collection", "debian"), "already exists")
     assert_one_line_error(funnel("export", local_index, "--qdrant", target, "--collection", "x", "--quantization", "pq"), "quantization 'pq'")
+
+
+def test_a_corpus_encodes_straight_into_a_collection(sample_parts, encoder):
+    from funnel.backends.build import build_to_qdrant
+
+    client = connect(":memory:")
+    summary = build_to_qdrant(open_corpus(sample_parts / "more.parquet"), encoder, IndexConfig(), client, ExportOptions("direct"))
+    assert summary.points == 10 and summary.layout.shortlist_dims == (64,) and summary.layout.complete
+    remote = QdrantRetriever(QdrantIndex(client, "direct"), encoder)
+    table = pq.read_table(sample_parts / "more.parquet")
+    assert remote.search(table.column("text")[4].as_py(), 1, "64:10,full:1")[0].id == table.column("id")[4].as_py()
+
+
+def test_cli_refuses_ray_options_without_ray(sample_parts):
+    from test_cli import assert_one_line_error, funnel
+
+    assert_one_line_error(funnel("index", sample_parts / "more.parquet", "--workers", "2"), "--ray-address and --workers go with --ray")
+    assert_one_line_error(funnel("index", sample_parts / "more.parquet", "--backend", "qdrant"), "--backend qdrant needs --qdrant")

@@ -6,16 +6,15 @@ import signal
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import SAMPLE
 
+from funnel.backends.ray_build import RayOptions, build_with_ray, sharded_corpus
 from funnel.corpus import open_corpus
 from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig, build_index
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.verify import verify_index
-from helpers import SAMPLE
-
-from funnel.backends.ray_build import RayOptions, build_with_ray, sharded_corpus
 
 SLICE = 120
 CONFIG = IndexConfig(shortlists=(make_spec(64), make_spec(128)), encode_batch_size=32)
