@@ -185,7 +185,7 @@ def report(result: dict) -> str:
         "",
         "## Serving: recall@10 against exact full-dim search, latency per query",
         "",
-        (f"Qdrant here is **embedded mode** ({result['qdrant']['mode']}): the same funnel runs as one Query API request per query "
+        (f"Qdrant mode: **{result['qdrant']['mode']}**. The same funnel runs as one Query API request per query "
          "(nested prefetch); the latency is the embedded Python engine's, not a Qdrant server's."),
         "",
         "| plan | local recall@10 | Qdrant recall@10 | same top-10 | local ms (median / p95) | Qdrant ms (median / p95) | batch ms/query local / Qdrant |",
