@@ -37,15 +37,15 @@ class RayOptions:
     Args:
         address: a Ray cluster's address; None starts a local Ray on this machine.
         workers: encoder actors (None: one per GPU Ray sees, else 2).
-        cpus_per_worker / gpus_per_worker: resources each actor asks for (GPUs: None means 1
-            where the cluster has GPUs, else 0).
+        cpus_per_worker / gpus_per_worker: resources each actor asks for (None: up to 1 CPU,
+            leaving one for reading the parquet; 1 GPU where the cluster has GPUs, else 0).
         batch_size: documents per actor call (the encoder batches inside it).
         env: environment variables for the workers (e.g. OMP_NUM_THREADS=1 on shared CPUs).
     """
 
     address: str | None = None
     workers: int | None = None
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None
     gpus_per_worker: float | None = None
     batch_size: int = 256
     num_cpus: int | None = None
@@ -180,11 +180,14 @@ def ray_batches(
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     workers = options.workers or (int(ray.cluster_resources().get("GPU", 0)) if gpus else 0) or 2
     cpus = ray.cluster_resources().get("CPU", 0)
-    if cpus - workers * options.cpus_per_worker < 1:
+    per_worker = options.cpus_per_worker
+    if per_worker is None:
+        per_worker = max(0.0, min(1.0, (cpus - 1) / workers))
+    if cpus - workers * per_worker < 1:
         # Ray Data lists the files in a task that needs a whole CPU slot: actors holding the
         # slots would wait for input forever.
         raise InputError(
-            f"{workers} encoder workers × {options.cpus_per_worker:g} CPUs leave less than one of Ray's {cpus:g} CPUs for listing "
+            f"{workers} encoder workers × {per_worker:g} CPUs leave less than one of Ray's {cpus:g} CPUs for listing "
             "and reading the parquet: use fewer workers or fewer CPUs per worker"
         )
     # Every column is read: metadata is each column besides id, title and text, as in a local
@@ -196,7 +199,7 @@ def ray_batches(
     dataset = blocks.map_batches(
         _Encode, fn_constructor_kwargs={"model": model, "columns": columns, "layers": layers, "encode_batch_size": encode_batch_size},
         batch_format="pyarrow", batch_size=options.batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=options.cpus_per_worker, num_gpus=gpus,
+        num_cpus=per_worker, num_gpus=gpus,
     )
     seen: set[str] = set()
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):

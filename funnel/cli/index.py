@@ -111,7 +111,7 @@ def _ray_options(ray: bool, address: Optional[str], workers: Optional[int]) -> "
         return None
     from funnel.backends.ray_build import RayOptions
 
-    return RayOptions(address=address, workers=workers)
+    return RayOptions(address=address, workers=workers, env={"TOKENIZERS_PARALLELISM": "false"})
 
 
 def register(app: typer.Typer) -> None:
