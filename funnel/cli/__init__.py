@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from funnel.cli import add, compact, delete, evaluate, index, info, search, serve, train, tune, verify
+from funnel.cli import add, compact, delete, evaluate, export, index, info, search, serve, train, tune, verify
 from funnel.errors import FunnelError
 
 app = typer.Typer(
@@ -15,7 +15,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (index, search, info, serve, tune, evaluate, train, add, delete, compact, verify):
+for command in (index, search, info, serve, tune, evaluate, train, add, delete, compact, verify, export):
     command.register(app)
 
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from funnel.cli.output import emit_json, human_bytes, rotation_lines
+
+if TYPE_CHECKING:
+    from funnel.backends.ray_build import RayOptions
+    from funnel.corpus import Corpus
 
 
 def index_command(
@@ -31,6 +35,12 @@ def index_command(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index (or an interrupted build) at the output path."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build of the same corpus from its last checkpoint."),
+    ray: bool = typer.Option(False, "--ray", help="Encode with Ray (parquet file or folder of shards): a local Ray, or the cluster at --ray-address."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (e.g. ray://head:10001 or auto) [default: start a local Ray]."),
+    workers: Optional[int] = typer.Option(None, help="Ray encoder actors [default: one per GPU, else 2]."),
+    backend: str = typer.Option("local", help="Where the index goes: local (an index folder) or qdrant (a collection, see --qdrant)."),
+    qdrant: Optional[str] = typer.Option(None, help="With --backend qdrant: a Qdrant URL or a folder for embedded mode."),
+    collection: Optional[str] = typer.Option(None, help="With --backend qdrant: the collection [default: the corpus name]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -42,7 +52,15 @@ def index_command(
     from funnel.indexes.shortlist import make_spec
     from funnel.models import Encoder
 
-    source = open_corpus(corpus, CorpusColumns(id=id_column, text=text_column, title=title_column), skip_invalid=skip_invalid)
+    columns = CorpusColumns(id=id_column, text=text_column, title=title_column)
+    ray_options = _ray_options(ray, ray_address, workers)
+    source: Corpus
+    if ray_options is not None:  # a parquet file or a folder of parquet shards
+        from funnel.backends.ray_build import sharded_corpus
+
+        source = sharded_corpus(corpus, columns, skip_invalid)
+    else:
+        source = open_corpus(corpus, columns, skip_invalid=skip_invalid)
     target = output or Path("indexes") / (corpus.stem if corpus.is_file() else corpus.resolve().name)
     from funnel.evaluation.sweep import parse_sizes
 
@@ -52,11 +70,20 @@ def index_command(
     )
     from funnel.indexes.builder import check_output
 
+    if backend != "local":
+        from funnel.cli.index_qdrant import index_to_qdrant
+
+        return index_to_qdrant(source, config, backend, qdrant, collection or target.name, model, ray_options, overwrite, resume, quiet, json_output)
     check_output(target, overwrite=overwrite, resume=resume, keep=source.path)  # before the slow model load
     started = time.perf_counter()
     source.validate()  # before the model loads: a bad row costs a second, not an encoding run
     encoder = Encoder.load(model)
-    path = build_index(source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output)
+    if ray_options is not None:
+        from funnel.backends.ray_build import build_with_ray
+
+        path = build_with_ray(source, encoder, target, config, ray_options, overwrite=overwrite)  # type: ignore[arg-type]
+    else:
+        path = build_index(source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output)
     index = Index.load(path)
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     summary = {
@@ -77,6 +104,18 @@ def index_command(
         typer.echo(f"indexed {index.count} documents into {path} ({human_bytes(disk)}; shortlist {dims}{stored}; {summary['seconds']} s)")
         for line in rotation_lines(index.manifest):
             typer.echo(f"  {line}")
+
+
+def _ray_options(ray: bool, address: Optional[str], workers: Optional[int]) -> "RayOptions | None":
+    if not ray:
+        if address or workers:
+            from funnel.errors import InputError
+
+            raise InputError("--ray-address and --workers go with --ray")
+        return None
+    from funnel.backends.ray_build import RayOptions
+
+    return RayOptions(address=address, workers=workers, env={"TOKENIZERS_PARALLELISM": "false"})
 
 
 def register(app: typer.Typer) -> None:
