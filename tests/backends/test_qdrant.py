@@ -54,9 +54,17 @@ def sample_parts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_index(tmp_path_factory, sample_parts, encoder):
-    """A real index (64- and 128-dim flat shortlists) over 250 Debian descriptions. Read-only."""
+    """A real index (64- and 128-dim flat shortlists, stored rotated) over 250 Debian descriptions. Read-only."""
     path = tmp_path_factory.mktemp("qdrant-index") / "debian"
-    return build_index(open_corpus(sample_parts / "indexed.parquet"), encoder, path, IndexConfig(shortlists=(make_spec(64), make_spec(128))))
+    config = IndexConfig(shortlists=(make_spec(64), make_spec(128)), rotation="pca")
+    return build_index(open_corpus(sample_parts / "indexed.parquet"), encoder, path, config)
+
+
+def test_the_rotation_travels_with_the_export(local_index, exported):
+    _, summary = exported
+    rotation = Index.load(local_index).rotation(None)
+    assert rotation is not None and summary.layout.rotation_matrix is not None
+    np.testing.assert_array_equal(summary.layout.rotation_matrix, rotation)
 
 
 @pytest.fixture(scope="module")
