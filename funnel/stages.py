@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
@@ -124,6 +124,7 @@ class StageTrace:
     """Transformer layers the query had been through once this stage had its vector (0: ready vectors)."""
 
 
+@runtime_checkable
 class QuerySource(Protocol):
     """Query vectors by depth: ``at(layer)`` gives (q, dim) normalized vectors of the model cut
     after ``layer`` layers (None: the full model)."""
@@ -232,9 +233,9 @@ def run_funnel(index: "Index", queries: Queries, stages: Sequence[Stage], k: int
     from funnel.indexes.index import top_n
 
     validate_plan(stages, k, index)
-    source: QuerySource = queries if hasattr(queries, "at") else _ReadyQueries(queries, index)  # type: ignore[assignment]
-    trace = []
-    scores = positions = None
+    source: QuerySource = queries if isinstance(queries, QuerySource) else _ReadyQueries(queries, index)
+    trace: list[StageTrace] = []
+    scores = positions = np.zeros((0, 0))
     rotated: dict[int | None, np.ndarray] = {}
     for number, stage in enumerate(stages):
         encode_started = time.perf_counter()

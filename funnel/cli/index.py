@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -86,7 +86,7 @@ def index_command(
         path = build_index(source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output)
     index = Index.load(path)
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    summary = {
+    summary: dict[str, Any] = {
         "index": str(path), "documents": index.count, "model": index.manifest.model, "dim": index.dim,
         "shortlists": [{"dim": s.dim, "kind": s.kind} for s in index.manifest.shortlists],
         "layers": list(index.layers), "depth": index.depth,

@@ -34,13 +34,15 @@ def info_command(
         typer.echo(f"  shortlist  {spec.dim} dims, {spec.kind} {json.dumps(spec.params) if spec.params else ''}".rstrip())
     plan = f"{manifest.plan['stages']} (k ≤ {manifest.plan['k']})" if manifest.plan else "shortlist max(200, 20k), rescore at full dims"
     typer.echo(f"  plan       {plan}")
-    measured = (manifest.plan or {}).get("measured")
+    stored = manifest.plan or {}
+    measured = stored.get("measured")
     if measured:
         recall = measured.get("recall") or measured.get("recall_fit")
         ms = f", {measured['ms_per_query']:.2f} ms/query" if measured.get("ms_per_query") is not None else ""
         exact = f" (exact: {measured['exact_ms_per_query']:.2f})" if measured.get("exact_ms_per_query") is not None else ""
-        typer.echo(f"  tuned      recall@{manifest.plan['k']} {recall:.4f} vs exact (target {manifest.plan.get('target_recall')}){ms}{exact}")
-        typer.echo(f"             calibrated on {manifest.plan.get('calibration', {}).get('queries')} queries: {manifest.plan.get('calibration', {}).get('source')}")
+        typer.echo(f"  tuned      recall@{stored['k']} {recall:.4f} vs exact (target {stored.get('target_recall')}){ms}{exact}")
+        calibration = stored.get("calibration", {})
+        typer.echo(f"             calibrated on {calibration.get('queries')} queries: {calibration.get('source')}")
 
 
 def register(app: typer.Typer) -> None:

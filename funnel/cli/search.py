@@ -92,7 +92,7 @@ def _queries(query: Optional[str], path: Optional[Path]) -> list[str]:
             lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
         except UnicodeDecodeError:
             raise InputError("the queries on stdin are not UTF-8 text: write one query per line") from None
-    elif not path.is_file():
+    elif path is None or not path.is_file():
         raise InputError(f"queries file {path} does not exist")
     else:
         try:

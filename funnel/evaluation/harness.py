@@ -124,7 +124,7 @@ def evaluate(
     texts = [data.queries[query_id] for query_id in query_ids]
     vectors = inputs.query_vectors(encoder, query_ids, texts, options.embeddings_cache, dataset, say)
     configs = [reference(k), *_configurations(options.dims, options.shortlists, plans, k, loaded.dim, layers)]
-    shallow = sorted({s.layer for c in configs for s in c.stages if not loaded.is_full_depth(s.layer)})  # type: ignore[type-var]
+    shallow = sorted({s.layer for c in configs for s in c.stages if s.layer is not None and not loaded.is_full_depth(s.layer)})
     for layer in shallow:
         loaded.check_layer(layer)
     _prepare_shortlists(loaded, configs, options.shortlist_kind)
@@ -133,7 +133,8 @@ def evaluate(
         from funnel.layers import LayeredEncoder
 
         say(f"encoding {len(texts)} queries at layers {', '.join(map(str, shallow))}")
-        queries_by_layer.update(LayeredEncoder(encoder).encode_layers(texts, shallow))
+        for layer, at_layer in LayeredEncoder(encoder).encode_layers(texts, shallow).items():
+            queries_by_layer[layer] = at_layer
 
     timed = sample(texts, options.encode_sample)
     say(f"timing query encoding ({len(timed)} queries, one at a time)")
@@ -217,18 +218,20 @@ def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: En
     depth = encoding.layers or 0
     if not depth:
         return row
-    reached, steps = 0, []
+    reached, steps, flops = 0, [], 0.0
     for stage in config.stages:
-        layer = max(reached, depth if index.is_full_depth(stage.layer) else int(stage.layer))  # type: ignore[arg-type]
+        layer = max(reached, depth if stage.layer is None or index.is_full_depth(stage.layer) else stage.layer)
         added = layer - reached
+        stage_flops = (encoding.flops_mean or 0.0) * added / depth
+        flops += stage_flops
         steps.append({
             "stage": str(stage), "layer": layer, "layers_added": added,
-            "flops": (encoding.flops_mean or 0.0) * added / depth,
+            "flops": stage_flops,
             "ms": max(0.0, encoding.layer_ms.get(layer, 0.0) - encoding.layer_ms.get(reached, 0.0)) if added else 0.0,
         })
         reached = layer
     return replace(
-        row, encode_layers=reached, encode_flops=sum(step["flops"] for step in steps),
+        row, encode_layers=reached, encode_flops=flops,
         encode_ms=encoding.layer_ms.get(reached), stage_encoding=steps,
     )
 

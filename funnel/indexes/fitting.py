@@ -101,7 +101,8 @@ class RotationFit:
         self._source = (f"{len(positions)} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans of sampled documents, "
                         "each left out of its own query's results")
         out: Queries = {None: full}
-        out.update(dict(by_layer.items()))  # type: ignore[arg-type]  # int keys are depths too
+        for layer, vectors in by_layer.items():
+            out[layer] = vectors
         return out, positions
 
 

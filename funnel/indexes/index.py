@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,7 @@ class Index:
             raise InputError(f"shortlist dim {dim} does not fit this index's {self.dim} dims")
         key = self.depth_key(layer)
         for segment in self.segments:
-            built = shortlist.build(spec, lambda v=segment.stored_vectors(key): iter_chunks(v), segment.count)
+            built = shortlist.build(spec, partial(iter_chunks, segment.stored_vectors(key)), segment.count)
             if key is None:
                 segment.shortlists[dim] = (spec, built)
             else:

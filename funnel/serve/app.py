@@ -114,9 +114,9 @@ def create_app(retrievers: Mapping[str, Retriever], limits: ServeLimits | None =
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server logged it"}, status_code=500)
 
     # Outermost first: the key is checked before a body is read.
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if api_key is not None:
-        app.add_middleware(BearerKey, key=api_key)  # type: ignore[arg-type]
+        app.add_middleware(BearerKey, key=api_key)
     return app
 
 
