@@ -96,7 +96,8 @@ class RotationFit:
 
         documents = read_documents(writer.folder / DOCUMENTS_FILE).take(positions)
         rng = np.random.default_rng([SEED, 1])
-        texts = [random_span(document_text(t, x), rng) for t, x in zip(documents.column("title").to_pylist(), documents.column("text").to_pylist())]
+        titles, bodies = documents.column("title").to_pylist(), documents.column("text").to_pylist()
+        texts = [random_span(document_text(title, body), rng) for title, body in zip(titles, bodies)]
         full, by_layer = encode_documents(self.encoder, texts, self.template.layers)
         self._source = (f"{len(positions)} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans of sampled documents, "
                         "each left out of its own query's results")
