@@ -87,6 +87,24 @@ def funnel_agreement(prefix: np.ndarray, full: np.ndarray, n: int) -> float:
     return float(np.mean([set(a) == set(b) for a, b in zip(found, exact)]))
 
 
+def span_vectors(dataset: Path, corpus_ids: list[str], count: int, seed: int = 0) -> np.ndarray:
+    """Encoded random 5–10-word spans of ``count`` sampled documents (as the tuner makes queries)."""
+    from funnel.corpus import document_text
+    from funnel.models import Encoder
+    from funnel.tuning.calibration import random_span, sample_positions
+
+    wanted = set(corpus_ids)
+    texts = {}
+    with (dataset / "corpus.jsonl").open() as handle:
+        for line in handle:
+            row = json.loads(line)
+            if str(row["_id"]) in wanted:
+                texts[str(row["_id"])] = document_text(row.get("title") or None, row.get("text") or "")
+    rng = np.random.default_rng([seed, 1])
+    chosen = sample_positions(len(corpus_ids), count, seed)
+    return Encoder.load().encode([random_span(texts[corpus_ids[p]], rng) for p in chosen])
+
+
 def pca(documents: np.ndarray) -> np.ndarray:
     from funnel.indexes.rotation import pca_rotation, second_moment
 
@@ -233,6 +251,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True, help="embed_cache folder of the model (holds <dataset>/corpus.npy)")
     parser.add_argument("--other", type=Path, default=None, help="another dataset whose corpus PCA is applied here (cached too)")
     parser.add_argument("--train-seconds", type=float, default=90.0, help="training time of each learned map")
+    parser.add_argument("--spans", type=int, default=1000, help="corpus spans encoded for pca-spans")
+    parser.add_argument("--span-weight", type=float, default=0.5, help="weight of the spans' second moment in pca-spans")
     parser.add_argument("--only", default=None, help="comma-separated bases to run (default: all)")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
@@ -271,6 +291,21 @@ def main() -> None:
         run("pca-other-corpus", lambda: (lambda v, r=pca(other): v @ r))
         notes["pca-other-corpus"] = f"fitted on {args.other.resolve().name}'s corpus"
     run("pca-queries", lambda: (lambda v, r=pca(queries): v @ r))
+
+    def spans() -> Callable[[np.ndarray], np.ndarray]:
+        """PCA of DᵀD plus the second moment of encoded 5–10-word spans of sampled documents (the
+        tuner's calibration queries, query-like vectors made from the corpus alone), each scaled to
+        a unit trace, with weight ``--span-weight`` on the spans."""
+        from funnel.indexes.rotation import pca_rotation, second_moment
+
+        made = span_vectors(args.dataset, corpus_ids, args.spans)
+        moment_docs, moment_spans = second_moment([documents]), second_moment([made])
+        mixed = (1 - args.span_weight) * moment_docs / np.trace(moment_docs) + args.span_weight * moment_spans / np.trace(moment_spans)
+        notes["pca-spans"] = {"spans": len(made), "span_weight": args.span_weight}
+        matrix = pca_rotation(mixed)
+        return lambda v: v @ matrix
+
+    run("pca-spans", spans)
     mean = documents.mean(axis=0)
     centered = pca(documents - mean)
     run("pca-centered", lambda: (lambda v: (v - mean) @ centered))

@@ -32,7 +32,7 @@ def eval_command(
     index_dir: Path = typer.Option(Path("indexes"), "--index-dir", help="Where the dataset's index is built once and reused."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the dataset's index even if one exists."),
     rotation: str = typer.Option(
-        "auto", "--rotation", help="The dataset index's rotation (as for funnel index): auto, pca or none; an index built otherwise is rebuilt."
+        "auto", "--rotation", help="The dataset index's rotation (see funnel index): auto, pca or none; one built otherwise is rebuilt."
     ),
     no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG (no matplotlib needed)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
