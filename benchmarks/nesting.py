@@ -155,7 +155,11 @@ def learned_rotation(documents: np.ndarray, start: np.ndarray, seconds: float, s
         steps += 1
     with torch.no_grad():
         rotation = layer.weight.detach().numpy().T.astype(np.float32)
-    return rotation, {"steps": steps, "seconds": round(time.perf_counter() - began, 1), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
+    return rotation, _training_info(steps, began, losses)
+
+
+def _training_info(steps: int, began: float, losses: list[float]) -> dict:
+    return {"steps": steps, "seconds": round(time.perf_counter() - began, 1), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
 
 
 def _distillation_loss(query, candidates, query_full, candidates_full, temperature: float = 0.05):
@@ -227,7 +231,7 @@ def train_adaptor(rotated: np.ndarray, seconds: float, seed: int = 0) -> tuple[A
         optimizer.step()
         losses.append(float(loss.detach()))
         steps += 1
-    return adaptor, {"steps": steps, "seconds": round(time.perf_counter() - began, 1), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
+    return adaptor, _training_info(steps, began, losses)
 
 
 def score_basis(name: str, queries: np.ndarray, documents: np.ndarray, full: np.ndarray, query_ids, corpus_ids, qrels,
