@@ -159,7 +159,8 @@ def learned_rotation(documents: np.ndarray, start: np.ndarray, seconds: float, s
 
 
 def _training_info(steps: int, began: float, losses: list[float]) -> dict:
-    return {"steps": steps, "seconds": round(time.perf_counter() - began, 1), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
+    seconds = round(time.perf_counter() - began, 1)
+    return {"steps": steps, "seconds": seconds, "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
 
 
 def _distillation_loss(query, candidates, query_full, candidates_full, temperature: float = 0.05):
