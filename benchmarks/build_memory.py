@@ -96,7 +96,7 @@ def anon_rss_mb() -> float:
     return float("nan")
 
 
-def child_build(target: Path, count: int, batch: int, seed: int) -> dict:
+def child_build(target: Path, count: int, batch: int, seed: int, rotation: str = "auto") -> dict:
     from funnel.indexes.builder import IndexConfig, write_index
     from funnel.indexes.shortlist import make_spec
 
@@ -105,7 +105,7 @@ def child_build(target: Path, count: int, batch: int, seed: int) -> dict:
     baseline = current_rss_mb()
     started = time.perf_counter()
     write_index(batches(count, batch, seed), target, model="synthetic-minilm-shaped", dim=DIM,
-                config=IndexConfig(shortlists=(make_spec(64),)), overwrite=True)
+                config=IndexConfig(shortlists=(make_spec(64),), rotation=rotation), overwrite=True)
     return {"build_seconds": round(time.perf_counter() - started, 1), "rss_after_imports_mb": round(baseline, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1), "load_average": os.getloadavg()[0]}
 
@@ -156,11 +156,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the indexes are built [default: a temp folder]")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "build-memory")
     parser.add_argument("--keep", action="store_true", help="Keep the built indexes.")
+    parser.add_argument("--rotation", default="auto", choices=("auto", "pca", "none"), help="the index's rotation (see funnel index)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, target, *rest = args.child
-        result = child_build(Path(target), int(rest[0]), args.batch, args.seed) if kind == "build" else child_open(Path(target), args.seed)
+        result = child_build(Path(target), int(rest[0]), args.batch, args.seed, rest[1]) if kind == "build" else child_open(Path(target), args.seed)
         print(json.dumps(result))
         return
     if args.workdir is None:
@@ -169,7 +170,7 @@ def main() -> None:
     runs = []
     for count in args.documents:
         target = args.workdir / f"index-{count}"
-        build = run_child("build", str(target), str(count))
+        build = run_child("build", str(target), str(count), args.rotation)
         opened = run_child("open", str(target))
         disk = {p.name: p.stat().st_size for p in (target / "seg-000000").iterdir()}
         runs.append({"documents": count, **build, **opened, "shortlist_mb": round(count * 64 * 4 / 2**20, 1),

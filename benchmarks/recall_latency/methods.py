@@ -93,7 +93,9 @@ def funnel_index(docs: np.ndarray, workdir: Path, name: str, specs: tuple) -> tu
     path = workdir / name
     shutil.rmtree(path, ignore_errors=True)
     started = time.perf_counter()
-    write_index(_document_batches(len(docs), docs), path, model="bench-vectors", dim=docs.shape[1], config=IndexConfig(shortlists=specs), overwrite=True)
+    # rotation="none": the run's vectors are already in the order it names (model or PCA order).
+    write_index(_document_batches(len(docs), docs), path, model="bench-vectors", dim=docs.shape[1],
+                config=IndexConfig(shortlists=specs, rotation="none"), overwrite=True)
     index = Index.load(path)
     return index, time.perf_counter() - started, path
 

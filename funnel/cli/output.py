@@ -31,6 +31,7 @@ def rotation_lines(manifest: Any) -> list[str]:
         lines.append(f"rotation{where}   {method} [{rotation.requested}]: {record.get('reason', '')}")
         agreement = record.get("agreement")
         if agreement:
-            pairs = ", ".join(f"{dim}-d {agreement['model_order'][dim]:.3f} → {agreement['rotated'][dim]:.3f}" for dim in agreement["model_order"])
+            dims = sorted(agreement["model_order"], key=int)
+            pairs = ", ".join(f"{dim}-d {agreement['model_order'][dim]:.3f} → {agreement['rotated'][dim]:.3f}" for dim in dims)
             lines.append(f"           {agreement['measure']} on {agreement['queries']} corpus queries, model order → rotated: {pairs}")
     return lines

@@ -170,11 +170,12 @@ def index_summary(index: "Index") -> dict[str, object]:
 
     disk = sum(f.stat().st_size for f in index.path.rglob("*") if f.is_file())
     vectors = index.count * index.dim * np.dtype(index.manifest.vector_dtype).itemsize
+    rotation = index.manifest.rotation
     stored = [{"dim": spec.dim, "kind": spec.kind, "params": spec.params} for spec in index.manifest.shortlists]
     in_memory = {str(dim): shortlist_bytes(index, dim) for dim in index.shortlist_dims}
     return {
         "path": str(index.path), "count": index.count, "dim": index.dim, "vector_dtype": index.manifest.vector_dtype,
         "shortlists_on_disk": stored, "shortlist_memory_bytes": in_memory, "vectors_bytes": vectors,
         "disk_bytes": disk, "source": index.manifest.source,
-        "rotation": {key: record.get("method") for key, record in index.manifest.rotation.decision.items()} if index.manifest.rotation else None,
+        "rotation": rotation and {key: record.get("method") for key, record in rotation.decision.items()},
     }

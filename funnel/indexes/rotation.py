@@ -80,7 +80,8 @@ def pca_rotation(moment: np.ndarray) -> np.ndarray:
 
 def explained(moment: np.ndarray, rotation: np.ndarray | None, dims: Sequence[int]) -> dict[str, float]:
     """Share of the second moment's trace in the first ``d`` dims of a basis (None: the model's)."""
-    diagonal = np.diag(moment) if rotation is None else np.einsum("ij,ik,kj->j", rotation.astype(np.float64), moment, rotation.astype(np.float64))
+    basis = None if rotation is None else rotation.astype(np.float64)
+    diagonal = np.diag(moment) if basis is None else np.einsum("ij,ik,kj->j", basis, moment, basis)
     total = float(np.trace(moment)) or 1.0
     return {str(d): round(float(diagonal[:d].sum()) / total, 4) for d in dims}
 
