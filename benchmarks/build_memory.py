@@ -12,6 +12,7 @@ the corpus apart from the in-memory shortlist (N × dim × 4 bytes for a flat on
 
 Writes benchmarks/results/build-memory/{results.json,README.md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -39,7 +40,6 @@ def embedding_stats() -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Per-dimension mean and standard deviation of the cached real corpus embeddings."""
     found = [p for p in sorted(CACHE.glob("*/corpus.npy"))]
     if not found:
-        rng = np.random.default_rng(0)
         return np.zeros(DIM), np.full(DIM, 1 / np.sqrt(DIM)), ["none: isotropic"]
     stacked = np.concatenate([np.load(p, mmap_mode="r")[:50_000] for p in found])
     return stacked.mean(axis=0), stacked.std(axis=0), [p.parent.name for p in found]
@@ -70,8 +70,12 @@ def batches(count: int, batch: int, seed: int) -> Iterator:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         rows = [next(texts) for _ in range(size)]
         documents = pa.RecordBatch.from_arrays(
-            [pa.array([f"doc-{start + i}" for i in range(size)]), pa.array([r[0] for r in rows]),
-             pa.array([r[1] for r in rows]), pa.array([None] * size, pa.string())],
+            [
+                pa.array([f"doc-{start + i}" for i in range(size)]),
+                pa.array([r[0] for r in rows]),
+                pa.array([r[1] for r in rows]),
+                pa.array([None] * size, pa.string()),
+            ],
             schema=DOCUMENT_SCHEMA,
         )
         yield documents, vectors
@@ -97,24 +101,34 @@ def anon_rss_mb() -> float:
 
 
 def child_build(target: Path, count: int, batch: int, seed: int, rotation: str = "auto") -> dict:
+    import faiss  # noqa: F401  (imported before the baseline, as the build needs it)
+
     from funnel.indexes.builder import IndexConfig, write_index
     from funnel.indexes.shortlist import make_spec
 
-    import faiss  # noqa: F401  (imported before the baseline, as the build needs it)
-
     baseline = current_rss_mb()
     started = time.perf_counter()
-    write_index(batches(count, batch, seed), target, model="synthetic-minilm-shaped", dim=DIM,
-                config=IndexConfig(shortlists=(make_spec(64),), rotation=rotation), overwrite=True)
-    return {"build_seconds": round(time.perf_counter() - started, 1), "rss_after_imports_mb": round(baseline, 1),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "load_average": os.getloadavg()[0]}
+    write_index(
+        batches(count, batch, seed),
+        target,
+        model="synthetic-minilm-shaped",
+        dim=DIM,
+        config=IndexConfig(shortlists=(make_spec(64),), rotation=rotation),
+        overwrite=True,
+    )
+    return {
+        "build_seconds": round(time.perf_counter() - started, 1),
+        "rss_after_imports_mb": round(baseline, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def child_open(target: Path, seed: int) -> dict:
+    import faiss  # noqa: F401
+
     from funnel.indexes.index import Index
     from funnel.stages import run_funnel, two_stage
-
-    import faiss  # noqa: F401
 
     baseline = current_rss_mb()
     started = time.perf_counter()
@@ -126,23 +140,36 @@ def child_open(target: Path, seed: int) -> dict:
     run_funnel(index, query, two_stage(64, 200, 10), 10)
     first = time.perf_counter() - started
     times, stages = [], []
-    for documents, queries in batches(50, 1, seed + 2):
+    for _documents, queries in batches(50, 1, seed + 2):
         started = time.perf_counter()
         result = run_funnel(index, queries, two_stage(64, 200, 10), 10)
         times.append(time.perf_counter() - started)
         stages.append([t.seconds for t in result.trace])
     shortlist_ms, rescore_ms = (np.median(np.array(stages), axis=0) * 1000).round(2).tolist()
-    return {"open_seconds": round(opened, 4), "rss_before_open_mb": round(baseline, 1), "rss_after_open_mb": round(after_open, 1),
-            "first_query_ms": round(first * 1000, 2), "median_query_ms": round(float(np.median(times)) * 1000, 2),
-            "median_shortlist_ms": shortlist_ms, "median_rescore_ms": rescore_ms,
-            "rss_after_queries_mb": round(current_rss_mb(), 1), "rss_anon_after_queries_mb": round(anon_rss_mb(), 1),
-            "documents": index.count}
+    return {
+        "open_seconds": round(opened, 4),
+        "rss_before_open_mb": round(baseline, 1),
+        "rss_after_open_mb": round(after_open, 1),
+        "first_query_ms": round(first * 1000, 2),
+        "median_query_ms": round(float(np.median(times)) * 1000, 2),
+        "median_shortlist_ms": shortlist_ms,
+        "median_rescore_ms": rescore_ms,
+        "rss_after_queries_mb": round(current_rss_mb(), 1),
+        "rss_anon_after_queries_mb": round(anon_rss_mb(), 1),
+        "documents": index.count,
+    }
 
 
 def run_child(*args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO), os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.build_memory", "--child", *args], cwd=common.REPO, env=env,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.build_memory", "--child", *args],
+        cwd=common.REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -161,7 +188,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, target, *rest = args.child
-        result = child_build(Path(target), int(rest[0]), args.batch, args.seed, rest[1]) if kind == "build" else child_open(Path(target), args.seed)
+        result = (
+            child_build(Path(target), int(rest[0]), args.batch, args.seed, rest[1])
+            if kind == "build"
+            else child_open(Path(target), args.seed)
+        )
         print(json.dumps(result))
         return
     if args.workdir is None:
@@ -173,16 +204,30 @@ def main() -> None:
         build = run_child("build", str(target), str(count), args.rotation)
         opened = run_child("open", str(target))
         disk = {p.name: p.stat().st_size for p in (target / "seg-000000").iterdir()}
-        runs.append({"documents": count, **build, **opened, "shortlist_mb": round(count * 64 * 4 / 2**20, 1),
-                     "files_mb": {k: round(v / 2**20, 1) for k, v in sorted(disk.items())}})
+        runs.append(
+            {
+                "documents": count,
+                **build,
+                **opened,
+                "shortlist_mb": round(count * 64 * 4 / 2**20, 1),
+                "files_mb": {k: round(v / 2**20, 1) for k, v in sorted(disk.items())},
+            }
+        )
         print(json.dumps(runs[-1]), flush=True)
         if not args.keep:
             shutil.rmtree(target)
     _, _, sources = embedding_stats()
     result = {
-        "command": common.command(), "machine": common.machine(),
-        "setup": {"dim": DIM, "vector_dtype": "float16", "shortlist": "64-d flat", "batch": args.batch,
-                  "vector_stats_from": sources, "texts": "PyPI package summaries (pypi.tsv), cycled"},
+        "command": common.command(),
+        "machine": common.machine(),
+        "setup": {
+            "dim": DIM,
+            "vector_dtype": "float16",
+            "shortlist": "64-d flat",
+            "batch": args.batch,
+            "vector_stats_from": sources,
+            "texts": "PyPI package summaries (pypi.tsv), cycled",
+        },
         "runs": runs,
     }
     common.write_json(args.out / "results.json", result)
@@ -191,11 +236,14 @@ def main() -> None:
 
 def report(result: dict) -> str:
     lines = [
-        "# Streaming build: peak memory, open time, first query", "",
-        f"`{result['command']}` ({result['machine']['cores']} shared CPU cores; warm page cache for the open).", "",
+        "# Streaming build: peak memory, open time, first query",
+        "",
+        f"`{result['command']}` ({result['machine']['cores']} shared CPU cores; warm page cache for the open).",
+        "",
         f"{result['setup']['dim']}-dim vectors stored as float16, one 64-d flat shortlist, batches of {result['setup']['batch']} documents; "
         f"vectors drawn per dimension like the cached MiniLM embeddings of {', '.join(result['setup']['vector_stats_from'])}; "
-        "texts are PyPI package summaries.", "",
+        "texts are PyPI package summaries.",
+        "",
         "| documents | build s | peak RSS MB | RSS after imports MB | shortlist MB | open s | RSS after open MB | first query ms | median query ms (shortlist + rescore) | RSS after 50 queries MB (anonymous) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -206,14 +254,19 @@ def report(result: dict) -> str:
             f"{run['median_query_ms']} ({run['median_shortlist_ms']} + {run['median_rescore_ms']}) | {run['rss_after_queries_mb']} ({run['rss_anon_after_queries_mb']}) |"
         )
     load = result["runs"][-1].get("load_average")
-    lines += ["", "Peak RSS is the build process's ru_maxrss. The vectors file is never held in memory: it is appended",
-              "batch by batch and read back in 16,384-row chunks, and a flat shortlist is streamed straight to its file,",
-              "so peak memory does not grow with the corpus (an HNSW or IVF shortlist would add its own size).",
-              "Opening memory-maps documents, vectors and the flat shortlist. After queries, RSS counts the pages of the",
-              "mapped files that searches touched (the whole 64-d shortlist for a flat scan, and the page cache around",
-              "rescored rows); the part in brackets is the process's own (anonymous) memory. Times are from a shared, busy",
-              f"machine (load average {load:.1f} on {result['machine']['cores']} cores during the last build): read them as upper bounds." if load
-              else "machine: read times as upper bounds.", ""]
+    lines += [
+        "",
+        "Peak RSS is the build process's ru_maxrss. The vectors file is never held in memory: it is appended",
+        "batch by batch and read back in 16,384-row chunks, and a flat shortlist is streamed straight to its file,",
+        "so peak memory does not grow with the corpus (an HNSW or IVF shortlist would add its own size).",
+        "Opening memory-maps documents, vectors and the flat shortlist. After queries, RSS counts the pages of the",
+        "mapped files that searches touched (the whole 64-d shortlist for a flat scan, and the page cache around",
+        "rescored rows); the part in brackets is the process's own (anonymous) memory. Times are from a shared, busy",
+        f"machine (load average {load:.1f} on {result['machine']['cores']} cores during the last build): read them as upper bounds."
+        if load
+        else "machine: read times as upper bounds.",
+        "",
+    ]
     return "\n".join(lines)
 
 

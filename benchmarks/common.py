@@ -5,6 +5,7 @@ Paths default to places relative to the repository (``../shared/data`` beside it
 and paths written into a result are made relative (:func:`shown`), so result files hold no
 machine paths either.
 """
+
 from __future__ import annotations
 
 import json

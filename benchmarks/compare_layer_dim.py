@@ -1,7 +1,8 @@
 """Put several train_nested results side by side over (layer, dim): one markdown table.
 
-    python -m benchmarks.compare_layer_dim minilm-starbucks minilm-2d --out starbucks-vs-2d
+python -m benchmarks.compare_layer_dim minilm-starbucks minilm-2d --out starbucks-vs-2d
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,18 @@ def main() -> None:
     keys = sorted({k for r in records for k in r["ndcg@10"]["trained"]}, key=lambda k: tuple(map(int, k.split(":"))))
     starbucks = {tuple(p) for r in records if r["metadata"].get("scheme") == "starbucks" for p in r["metadata"]["layer_dim_pairs"]}
     lines = [
-        "# NDCG@10 on Cranfield by (layer, dim), same data and time budget", "",
-        f"`{common.command()}`", "",
-        "Made from: " + "; ".join(f"`{r['command']}`" for r in records), "",
-        "| " + " | ".join(
-            f"{r['tag']} ({r['metadata']['scheme']}, {r['metadata']['steps']} steps, {r['metadata']['train_seconds']:.0f} s)" for r in records
-        ) + " |",
+        "# NDCG@10 on Cranfield by (layer, dim), same data and time budget",
+        "",
+        f"`{common.command()}`",
+        "",
+        "Made from: " + "; ".join(f"`{r['command']}`" for r in records),
+        "",
+        "| "
+        + " | ".join(
+            f"{r['tag']} ({r['metadata']['scheme']}, {r['metadata']['steps']} steps, {r['metadata']['train_seconds']:.0f} s)"
+            for r in records
+        )
+        + " |",
     ]
     lines[-1] = "| layer:dim " + lines[-1]
     lines.append("|---" * (len(records) + 1) + "|")

@@ -9,6 +9,7 @@ L2-normalized rows) and {corpus,queries}_ids.json.
 Every line of a file gets a row (a repeated id too), and a document is encoded as
 :func:`funnel.readers.document_text` joins it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,8 +84,11 @@ def encode_in_parts(model, texts: list[str], parts: Path, batch_size: int, part_
         part = parts / f"{number:05d}.npy"
         if not part.exists():
             vectors = model.encode(
-                texts[start : start + part_size], batch_size=batch_size, normalize_embeddings=True,
-                show_progress_bar=False, convert_to_numpy=True,
+                texts[start : start + part_size],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+                convert_to_numpy=True,
             ).astype(np.float32)
             np.save(parts / "tmp.npy", vectors)
             os.replace(parts / "tmp.npy", part)

@@ -19,6 +19,7 @@ and 6 runs 6 layers, not 8); plus search time per query. Writes
 
     python -m benchmarks.layer_funnel --model ../models/starbucks-distill --dataset ../shared/data/cranfield
 """
+
 from __future__ import annotations
 
 import argparse
@@ -108,20 +109,40 @@ def main() -> None:
 
     rows = []
     exact_scores, exact_positions = exact_search(index, vectors[depth], 100)
-    rows.append({"name": "full model, exact", "family": "reference", "stages": f"{depth}:full:100", **score(exact_positions, exact_scores), **cost(depth)})
+    rows.append(
+        {
+            "name": "full model, exact",
+            "family": "reference",
+            "stages": f"{depth}:full:100",
+            **score(exact_positions, exact_scores),
+            **cost(depth),
+        }
+    )
 
     def add(name: str, family: str, text: str, k: int = 100) -> None:
         plan = parse_stages(text)
         result = run_funnel(index, vectors, plan, min(k, plan[-1].candidates))
         deepest = max(depth if stage.layer is None else stage.layer for stage in plan)
-        rows.append({"name": name, "family": family, "stages": text, **score(result.positions, result.scores),
-                     **cost(deepest), "search_ms": search_ms(plan)})
+        rows.append(
+            {
+                "name": name,
+                "family": family,
+                "stages": text,
+                **score(result.positions, result.scores),
+                **cost(deepest),
+                "search_ms": search_ms(plan),
+            }
+        )
 
     for layer in range(1, depth):
         add(f"layer {layer} alone", "shallow model", f"{layer}:full:100")
         for dim in dims:
             for size in sizes:
-                add(f"{layer}:{dim} shortlist {size} → full", "shallow shortlist + full rescore", f"{layer}:{dim}:{size},{depth}:full:{min(size, 100)}")
+                add(
+                    f"{layer}:{dim} shortlist {size} → full",
+                    "shallow shortlist + full rescore",
+                    f"{layer}:{dim}:{size},{depth}:full:{min(size, 100)}",
+                )
             add(f"{layer}:{dim} shortlist 200 → {layer}:full", "shallow shortlist + shallow rescore", f"{layer}:{dim}:200,{layer}:full:100")
     for dim in dims:
         for size in sizes:
@@ -140,12 +161,18 @@ def main() -> None:
                 scores = np.where(stop[:, None], shallow.scores, deep.scores)
                 ms = np.where(stop, encode_ms[:, layer - 1], encode_ms[:, depth - 1])
                 gf = np.where(stop, flops[:, layer - 1], flops[:, depth - 1])
-                early.append({
-                    "name": f"{layer}:{dim}:200, exit if top-1 leads by ≥ {margin}", "layer": layer, "margin": margin,
-                    "exit_rate": round(float(stop.mean()), 3), **score(positions, scores),
-                    "encode_gflops": round(float(gf.mean()) / 1e9, 4), "encode_ms": round(float(np.median(ms)), 3),
-                    "encode_ms_mean": round(float(ms.mean()), 3),
-                })
+                early.append(
+                    {
+                        "name": f"{layer}:{dim}:200, exit if top-1 leads by ≥ {margin}",
+                        "layer": layer,
+                        "margin": margin,
+                        "exit_rate": round(float(stop.mean()), 3),
+                        **score(positions, scores),
+                        "encode_gflops": round(float(gf.mean()) / 1e9, 4),
+                        "encode_ms": round(float(np.median(ms)), 3),
+                        "encode_ms_mean": round(float(ms.mean()), 3),
+                    }
+                )
 
     reference = rows[0]
     for row in rows + early:
@@ -153,11 +180,18 @@ def main() -> None:
         row["encode_time_ratio"] = round(row["encode_ms"] / reference["encode_ms"], 3)
     record = {
         "command": common.command(),
-        "model": common.shown(args.model), "model_metadata": {k: v for k, v in encoder.metadata.items() if k != "loss_log"},
-        "dataset": common.shown(args.dataset), "documents": index.count, "queries": len(query_ids),
-        "tokens_per_query": round(float(tokens.mean()), 1), "depth": depth, "dim": full_dim,
+        "model": common.shown(args.model),
+        "model_metadata": {k: v for k, v in encoder.metadata.items() if k != "loss_log"},
+        "dataset": common.shown(args.dataset),
+        "documents": index.count,
+        "queries": len(query_ids),
+        "tokens_per_query": round(float(tokens.mean()), 1),
+        "depth": depth,
+        "dim": full_dim,
         "encode_ms_by_layer": [round(float(np.median(encode_ms[:, i])), 3) for i in range(depth)],
-        "rows": rows, "early_exit": early, "seconds": round(time.time() - started, 1),
+        "rows": rows,
+        "early_exit": early,
+        "seconds": round(time.time() - started, 1),
         "machine": common.machine(),
     }
     common.write_json(RESULTS / f"{tag}.json", record)
@@ -186,7 +220,13 @@ def _markdown(record: dict) -> str:
             f"{row['recall@100']:.4f} | {row['layers_run']} | {row['encode_gflops']} | {row['encode_ms']} | "
             f"{row['encode_time_ratio']} | {row.get('search_ms', '')} |"
         )
-    lines += ["", "## Early exit", "", "| configuration | exits | NDCG@10 | kept | MRR@10 | query GFLOPs | encode ms (median / mean) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Early exit",
+        "",
+        "| configuration | exits | NDCG@10 | kept | MRR@10 | query GFLOPs | encode ms (median / mean) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in record["early_exit"]:
         lines.append(
             f"| {row['name']} | {100 * row['exit_rate']:.1f}% | {row['ndcg@10']:.4f} | {row['ndcg_kept_pct']}% | {row['mrr@10']:.4f} | "
@@ -196,7 +236,9 @@ def _markdown(record: dict) -> str:
     lines += ["", f"Reference: full model exact, NDCG@10 {ref['ndcg@10']:.4f}, {ref['encode_ms']} ms to encode a query.", ""]
     if best:
         pick = min(best, key=lambda r: r["encode_ms"])
-        lines.append(f"Halves query encoding within 1% NDCG@10: **{pick['name']}** (`{pick['stages']}`), {pick['ndcg_kept_pct']}% kept at {pick['encode_time_ratio']}× the encode time.")
+        lines.append(
+            f"Halves query encoding within 1% NDCG@10: **{pick['name']}** (`{pick['stages']}`), {pick['ndcg_kept_pct']}% kept at {pick['encode_time_ratio']}× the encode time."
+        )
     else:
         lines.append("No configuration halves query-encoding time while keeping 99% of the full model's NDCG@10 (see the frontier above).")
     return "\n".join(lines) + "\n"

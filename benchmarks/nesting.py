@@ -25,6 +25,7 @@ Bases:
     python -m benchmarks.nesting ../shared/data/cranfield --cache CACHE/all-MiniLM-L6-v2 \\
         --other ../shared/data/scifact -o benchmarks/results/nesting/cranfield.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,8 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -235,8 +236,16 @@ def train_adaptor(rotated: np.ndarray, seconds: float, seed: int = 0) -> tuple[A
     return adaptor, _training_info(steps, began, losses)
 
 
-def score_basis(name: str, queries: np.ndarray, documents: np.ndarray, full: np.ndarray, query_ids, corpus_ids, qrels,
-                shortlist_map: Callable[[np.ndarray], np.ndarray]) -> dict:
+def score_basis(
+    name: str,
+    queries: np.ndarray,
+    documents: np.ndarray,
+    full: np.ndarray,
+    query_ids,
+    corpus_ids,
+    qrels,
+    shortlist_map: Callable[[np.ndarray], np.ndarray],
+) -> dict:
     """Figures for one basis: ``shortlist_map`` gives the vectors the prefixes are taken from
     (documents and queries alike); full-dim scores are ``full`` (the model's own)."""
     q, d = shortlist_map(queries), shortlist_map(documents)
@@ -286,16 +295,16 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     rotation = pca(documents)
-    run("model", lambda: (lambda v: v))
-    run("pca", lambda: (lambda v: v @ rotation))
+    run("model", lambda: lambda v: v)
+    run("pca", lambda: lambda v: v @ rotation)
     rng = np.random.default_rng(0)
     sample = documents[rng.choice(len(documents), max(1, len(documents) // 10), replace=False)]
-    run("pca-sample10", lambda: (lambda v, r=pca(sample): v @ r))
+    run("pca-sample10", lambda: lambda v, r=pca(sample): v @ r)
     if args.other is not None:
         other = load_cached(args.other, args.cache)[1]
-        run("pca-other-corpus", lambda: (lambda v, r=pca(other): v @ r))
+        run("pca-other-corpus", lambda: lambda v, r=pca(other): v @ r)
         notes["pca-other-corpus"] = f"fitted on {args.other.resolve().name}'s corpus"
-    run("pca-queries", lambda: (lambda v, r=pca(queries): v @ r))
+    run("pca-queries", lambda: lambda v, r=pca(queries): v @ r)
 
     def spans() -> Callable[[np.ndarray], np.ndarray]:
         """PCA of DᵀD plus the second moment of encoded 5–10-word spans of sampled documents (the
@@ -313,7 +322,7 @@ def main() -> None:
     run("pca-spans", spans)
     mean = documents.mean(axis=0)
     centered = pca(documents - mean)
-    run("pca-centered", lambda: (lambda v: (v - mean) @ centered))
+    run("pca-centered", lambda: lambda v: (v - mean) @ centered)
 
     def learned() -> Callable[[np.ndarray], np.ndarray]:
         matrix, info = learned_rotation(documents, rotation, args.train_seconds)
@@ -332,9 +341,12 @@ def main() -> None:
             row["full"] = round(ndcg(full, query_ids, corpus_ids, data.qrels), 4)
             row["full_note"] = "shortlist-only map: the funnel's full-dim stage rescores with the model's own vectors"
     report = {
-        "dataset": args.dataset.resolve().name, "documents": len(documents), "queries": len(query_ids),
+        "dataset": args.dataset.resolve().name,
+        "documents": len(documents),
+        "queries": len(query_ids),
         "command": "python -m benchmarks.nesting " + shlex.join(sys.argv[1:]),
-        "rows": rows, "notes": notes,
+        "rows": rows,
+        "notes": notes,
         "environment": {"python": platform.python_version(), "cpus": os.cpu_count(), "torch_threads": _threads()},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

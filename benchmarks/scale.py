@@ -9,6 +9,7 @@ that of the embedded engine, not of a Qdrant server. Ray runs locally with --wor
 actors; the single-process build encodes with one process. Both builds use the same threads per
 encoder (OMP_NUM_THREADS, recorded). Writes scale.json and README.md under --output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ def to_parquet_shards(corpus: Path, folder: Path, shards: int) -> Path:
     import pyarrow.parquet as pq
 
     rows = [json.loads(line) for line in (corpus / "corpus.jsonl").open()]
-    table = pa.table({"id": [str(r["_id"]) for r in rows], "title": [r.get("title") or None for r in rows],
-                      "text": [r.get("text") or "" for r in rows]})
+    table = pa.table(
+        {"id": [str(r["_id"]) for r in rows], "title": [r.get("title") or None for r in rows], "text": [r.get("text") or "" for r in rows]}
+    )
     folder.mkdir(parents=True)
     step = -(-table.num_rows // shards)
     for number in range(shards):
@@ -134,32 +136,54 @@ def main() -> None:
         local_batch, local_result = timed(lambda plan=plan: local.search_vectors(vectors, 10, plan), args.repeats)
         remote_batch, remote_result = timed(lambda plan=plan: remote.search_vectors(vectors, 10, plan), args.repeats)
         local_ids = [[ids[p] for p in row if p >= 0] for row in local_result.positions]
-        rows.append({
-            "plan": plan,
-            "local": {"recall@10": round(recall(local_ids, truth), 4), "batch_ms_per_query": round(1000 * local_batch / len(queries), 3),
-                      **per_query_ms(lambda v, plan=plan: local.search_vectors(v, 10, plan), vectors, args.repeats)},
-            "qdrant_embedded": {"recall@10": round(recall(remote_result.ids, truth), 4),
-                                "batch_ms_per_query": round(1000 * remote_batch / len(queries), 3),
-                                **per_query_ms(lambda v, plan=plan: remote.search_vectors(v, 10, plan), vectors, args.repeats)},
-            "same_top10_as_local": round(float(np.mean([a == b for a, b in zip(local_ids, remote_result.ids)])), 4),
-        })
+        rows.append(
+            {
+                "plan": plan,
+                "local": {
+                    "recall@10": round(recall(local_ids, truth), 4),
+                    "batch_ms_per_query": round(1000 * local_batch / len(queries), 3),
+                    **per_query_ms(lambda v, plan=plan: local.search_vectors(v, 10, plan), vectors, args.repeats),
+                },
+                "qdrant_embedded": {
+                    "recall@10": round(recall(remote_result.ids, truth), 4),
+                    "batch_ms_per_query": round(1000 * remote_batch / len(queries), 3),
+                    **per_query_ms(lambda v, plan=plan: remote.search_vectors(v, 10, plan), vectors, args.repeats),
+                },
+                "same_top10_as_local": round(float(np.mean([a == b for a, b in zip(local_ids, remote_result.ids)])), 4),
+            }
+        )
         print(json.dumps(rows[-1]), file=sys.stderr)
 
     result = {
         "command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]),
-        "corpus": args.corpus.name, "documents": documents, "queries": len(queries),
-        "machine": {"platform": platform.platform(), "cpus": cpus, "load_before": [round(x, 2) for x in load_before],
-                    "load_after": [round(x, 2) for x in os.getloadavg()], "threads_per_encoder": env.get("OMP_NUM_THREADS", "default")},
+        "corpus": args.corpus.name,
+        "documents": documents,
+        "queries": len(queries),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": cpus,
+            "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()],
+            "threads_per_encoder": env.get("OMP_NUM_THREADS", "default"),
+        },
         "versions": _versions(),
         "build": {
             "single_process": {"seconds": round(single_seconds, 2), "docs_per_s": round(documents / single_seconds, 1)},
-            "ray": {"workers": args.workers, "seconds": round(ray_seconds, 2), "docs_per_s": round(documents / ray_seconds, 1),
-                    "includes": "Ray start, actor model loads, encoding, writing"},
+            "ray": {
+                "workers": args.workers,
+                "seconds": round(ray_seconds, 2),
+                "docs_per_s": round(documents / ray_seconds, 1),
+                "includes": "Ray start, actor model loads, encoding, writing",
+            },
             "ray_over_single_speed": round(single_seconds / ray_seconds, 3),
-            "same_ids": same_ids, "max_vector_difference": max_diff,
+            "same_ids": same_ids,
+            "max_vector_difference": max_diff,
         },
-        "qdrant": {"mode": "embedded (qdrant-client :memory:, exact scoring, no server)", "export_seconds": round(export_seconds, 2),
-                   "points": export.points},
+        "qdrant": {
+            "mode": "embedded (qdrant-client :memory:, exact scoring, no server)",
+            "export_seconds": round(export_seconds, 2),
+            "points": export.points,
+        },
         "plans": rows,
     }
     args.output.mkdir(parents=True, exist_ok=True)
@@ -179,14 +203,18 @@ def report(result: dict) -> str:
     lines = [
         "# Qdrant and Ray beside the local funnel",
         "",
-        (f"`{result['command']}` — {result['corpus']}, {result['documents']} documents, {result['queries']} queries; "
-         f"{result['machine']['cpus']} CPUs, load average {result['machine']['load_before'][0]} before and "
-         f"{result['machine']['load_after'][0]} after (the machine is shared: read ratios, not absolutes)."),
+        (
+            f"`{result['command']}` — {result['corpus']}, {result['documents']} documents, {result['queries']} queries; "
+            f"{result['machine']['cpus']} CPUs, load average {result['machine']['load_before'][0]} before and "
+            f"{result['machine']['load_after'][0]} after (the machine is shared: read ratios, not absolutes)."
+        ),
         "",
         "## Serving: recall@10 against exact full-dim search, latency per query",
         "",
-        (f"Qdrant mode: **{result['qdrant']['mode']}**. The same funnel runs as one Query API request per query "
-         "(nested prefetch); the latency is the embedded Python engine's, not a Qdrant server's."),
+        (
+            f"Qdrant mode: **{result['qdrant']['mode']}**. The same funnel runs as one Query API request per query "
+            "(nested prefetch); the latency is the embedded Python engine's, not a Qdrant server's."
+        ),
         "",
         "| plan | local recall@10 | Qdrant recall@10 | same top-10 | local ms (median / p95) | Qdrant ms (median / p95) | batch ms/query local / Qdrant |",
         "|---|---|---|---|---|---|---|",
@@ -208,9 +236,11 @@ def report(result: dict) -> str:
         f"| single process | {single['seconds']} | {single['docs_per_s']} |",
         f"| Ray, {ray['workers']} encoder actors ({ray['includes']}) | {ray['seconds']} | {ray['docs_per_s']} |",
         "",
-        (f"Ray / single-process speed: {build['ray_over_single_speed']}×, threads per encoder: "
-         f"{result['machine']['threads_per_encoder']}. Same ids in the same order: {build['same_ids']}; largest vector difference "
-         f"{build['max_vector_difference']:.2g} (float16 storage)."),
+        (
+            f"Ray / single-process speed: {build['ray_over_single_speed']}×, threads per encoder: "
+            f"{result['machine']['threads_per_encoder']}. Same ids in the same order: {build['same_ids']}; largest vector difference "
+            f"{build['max_vector_difference']:.2g} (float16 storage)."
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ application would. The server stops with SIGTERM at the end; its exit status is 
 
 Writes benchmarks/results/serve/{results.json,README.md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("index", type=Path, help="An index folder (made by `funnel index`).")
-    parser.add_argument("--queries", type=Path, required=True, help="queries.jsonl (BEIR: a `text` per line) or a text file, one query a line.")
+    parser.add_argument(
+        "--queries", type=Path, required=True, help="queries.jsonl (BEIR: a `text` per line) or a text file, one query a line."
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--paired", type=int, default=200, help="Queries in the paired single-client latency run.")
     parser.add_argument("--requests", type=int, default=200, help="Requests per concurrency level.")
@@ -80,7 +83,9 @@ def main() -> None:
         load["after_paired"] = os.getloadavg()
         levels = []
         for clients in args.concurrency:
-            served = run_level(lambda client, query: post(client, query, args.k), lambda: Client(port), queries, clients, args.requests, args.time_cap)
+            served = run_level(
+                lambda client, query: post(client, query, args.k), lambda: Client(port), queries, clients, args.requests, args.time_cap
+            )
             in_process = run_level(lambda _, query: local(query), lambda: None, queries, clients, args.requests, args.time_cap)
             levels.append({"clients": clients, "served": served, "in_process": in_process, "load_after": os.getloadavg()})
     finally:
@@ -147,7 +152,9 @@ def paired_latency(retriever: Any, port: int, queries: list[str], k: int) -> dic
                 served_hits = answer["results"][0]["hits"]
         expected = [(h.id, h.score) for h in hits]
         got = [(h["id"], h["score"]) for h in served_hits]
-        mismatches += [i for i, _ in expected] != [i for i, _ in got] or not np.allclose([s for _, s in expected], [s for _, s in got], atol=1e-6)
+        mismatches += [i for i, _ in expected] != [i for i, _ in got] or not np.allclose(
+            [s for _, s in expected], [s for _, s in got], atol=1e-6
+        )
     local, served = np.array(local_ms), np.array(served_ms)
     return {
         "queries": len(queries),
@@ -211,8 +218,12 @@ def run_level(
         thread.join()
     wall = time.perf_counter() - started
     return {
-        "completed": len(latencies), "errors": len(errors), "error_samples": errors[:5], "seconds": wall,
-        "qps": len(latencies) / wall if wall > 0 else 0.0, "latency_ms": percentiles(np.array(latencies)),
+        "completed": len(latencies),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "seconds": wall,
+        "qps": len(latencies) / wall if wall > 0 else 0.0,
+        "latency_ms": percentiles(np.array(latencies)),
     }
 
 
@@ -230,8 +241,21 @@ def free_port() -> int:
 
 
 def start_server(index: Path, port: int, workers: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "funnel", "serve", str(index), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(workers), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "funnel",
+        "serve",
+        str(index),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -270,8 +294,15 @@ def index_facts(index: Path) -> dict[str, Any]:
     source = dict(summary["source"] or {})
     if source.get("path"):
         source["path"] = Path(source["path"]).name  # no machine paths in committed results
-    return {"name": index.name, "documents": summary["documents"], "model": summary["model"], "dim": summary["dim"],
-            "shortlists": summary["shortlists"], "plan": summary["plan"], "source": source}
+    return {
+        "name": index.name,
+        "documents": summary["documents"],
+        "model": summary["model"],
+        "dim": summary["dim"],
+        "shortlists": summary["shortlists"],
+        "plan": summary["plan"],
+        "source": source,
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -279,9 +310,16 @@ def machine() -> dict[str, Any]:
     import torch
     import uvicorn
 
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__,
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "fastapi": fastapi.__version__,
+        "uvicorn": uvicorn.__version__,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
 
 
 def checks(result: dict[str, Any]) -> dict[str, Any]:
@@ -301,32 +339,49 @@ def report(result: dict[str, Any]) -> str:
     paired = result["paired_single_client"]
     index = result["index"]
     lines = [
-        "# `funnel serve` under load, beside the in-process Retriever", "",
-        (f"Index: {index['name']}, {index['documents']:,} documents, {index['model']} ({index['dim']} dims), "
-         f"shortlists {', '.join(str(s['dim']) + '-d ' + s['kind'] for s in index['shortlists'])}; "
-         f"{'(' + index['recipe'] + ') ' if index.get('recipe') else ''}"
-         f"queries: {result['queries']['file']} (Debian package one-line summaries); k = {result['k']}; default plan."),
-        (f"Server: `funnel serve` in a child process on 127.0.0.1; clients: `http.client` threads in the benchmark process, "
-         f"kept-alive connections, every answer parsed. Machine: {result['machine']['cpus']} CPU cores shared with other jobs; "
-         f"load average (1/5/15 min) {fmt_load(result['load']['before'])} at the start, "
-         f"{fmt_load(result['levels'][-1]['load_after']) if result['levels'] else '-'} at the end. Noisy: compare ratios from the same run."), "",
-        f"Command: `{result['command']}`", "",
-        "## One client: served against in-process, query by query", "",
-        "| | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|",
+        "# `funnel serve` under load, beside the in-process Retriever",
+        "",
+        (
+            f"Index: {index['name']}, {index['documents']:,} documents, {index['model']} ({index['dim']} dims), "
+            f"shortlists {', '.join(str(s['dim']) + '-d ' + s['kind'] for s in index['shortlists'])}; "
+            f"{'(' + index['recipe'] + ') ' if index.get('recipe') else ''}"
+            f"queries: {result['queries']['file']} (Debian package one-line summaries); k = {result['k']}; default plan."
+        ),
+        (
+            f"Server: `funnel serve` in a child process on 127.0.0.1; clients: `http.client` threads in the benchmark process, "
+            f"kept-alive connections, every answer parsed. Machine: {result['machine']['cpus']} CPU cores shared with other jobs; "
+            f"load average (1/5/15 min) {fmt_load(result['load']['before'])} at the start, "
+            f"{fmt_load(result['levels'][-1]['load_after']) if result['levels'] else '-'} at the end. Noisy: compare ratios from the same run."
+        ),
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "## One client: served against in-process, query by query",
+        "",
+        "| | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|",
         row("in-process `Retriever.search`", paired["in_process_ms"]),
         row("served, `POST /search` round trip", paired["served_ms"]),
         row("served minus in-process (paired)", paired["paired_difference_ms"]),
         row("server's own search time (`timings.search_ms`)", paired["server_search_ms"]),
         row("server, request in to body out (`timings.total_ms`)", paired["server_total_ms"]),
         row("round trip minus `total_ms` (HTTP, both ends)", paired["round_trip_minus_server_total_ms"]),
-        row("`GET /health` round trip (transport floor)", paired["health_round_trip_ms"]), "",
-        (f"p50 difference: **{paired['p50_difference_ms']:+.2f} ms** over {paired['queries']} queries, run alternately "
-         f"(goal: within 2 ms). Answers differing from in-process (ids or scores): {paired['answers_differing_from_in_process']}."), "",
-        ("Reading it: `total_ms` − `search_ms` is the app's own work around the search (validation, hand-off to the worker "
-         "thread, building the JSON); round trip − `total_ms` is HTTP parsing, the hop back to the event loop and both ends' "
-         "sockets. The `/health` floor shows the transport alone; on a loaded machine the gap above it is mostly threads "
-         "waiting for a core after each search, which the in-process call does not do."), "",
-        "## Concurrent clients", "",
+        row("`GET /health` round trip (transport floor)", paired["health_round_trip_ms"]),
+        "",
+        (
+            f"p50 difference: **{paired['p50_difference_ms']:+.2f} ms** over {paired['queries']} queries, run alternately "
+            f"(goal: within 2 ms). Answers differing from in-process (ids or scores): {paired['answers_differing_from_in_process']}."
+        ),
+        "",
+        (
+            "Reading it: `total_ms` − `search_ms` is the app's own work around the search (validation, hand-off to the worker "
+            "thread, building the JSON); round trip − `total_ms` is HTTP parsing, the hop back to the event loop and both ends' "
+            "sockets. The `/health` floor shows the transport alone; on a loaded machine the gap above it is mostly threads "
+            "waiting for a core after each search, which the in-process call does not do."
+        ),
+        "",
+        "## Concurrent clients",
+        "",
         "| clients | served QPS | p50 ms | p95 ms | p99 ms | errors | in-process QPS (threads) | served / in-process QPS |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -334,13 +389,22 @@ def report(result: dict[str, Any]) -> str:
         served, local = level["served"], level["in_process"]
         ratio = served["qps"] / local["qps"] if local["qps"] else float("nan")
         lat = served["latency_ms"]
-        lines.append(f"| {level['clients']} | {served['qps']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | {lat.get('p99', 0):.1f} | "
-                     f"{served['errors']} of {served['completed'] + served['errors']} | {local['qps']:.1f} | {ratio:.2f} |")
+        lines.append(
+            f"| {level['clients']} | {served['qps']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | {lat.get('p99', 0):.1f} | "
+            f"{served['errors']} of {served['completed'] + served['errors']} | {local['qps']:.1f} | {ratio:.2f} |"
+        )
     lines += ["", "## Goals in this run", ""]
     lines += [f"- {name.replace('_', ' ')}: {'yes' if ok else 'NO'}" for name, ok in result["checks"].items()]
-    lines += ["", ("Several clients: requests queued for a worker are searched as one batch (`timings.batched_queries`); "
-                   "in-process threads call `Retriever.search` one query each."),
-              "", f"Server exit status after SIGTERM: {result['server_exit_status_on_sigterm']}.", ""]
+    lines += [
+        "",
+        (
+            "Several clients: requests queued for a worker are searched as one batch (`timings.batched_queries`); "
+            "in-process threads call `Retriever.search` one query each."
+        ),
+        "",
+        f"Server exit status after SIGTERM: {result['server_exit_status_on_sigterm']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ identical, plus mean overlap@k (:func:`funnel.agreement.recall_against`). Writes
     python -m benchmarks.shortlist_agreement indexes/cranfield ../shared/data/cranfield \
         --plans 64:200,full:10 128:200,full:10 --output benchmarks/results/shortlist-agreement/cranfield.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,15 @@ def main() -> None:
         rows.append({"plan": plan, "identical_top_k": float(np.mean(same)), "mean_overlap": float(np.mean(overlap))})
         print(f"{plan:<24} identical top-{args.k}: {np.mean(same):.2%}   mean overlap@{args.k}: {np.mean(overlap):.4f}")
     report = {
-        "index": common.shown(args.index), "dataset": common.shown(args.dataset), "queries": len(queries), "documents": retriever.index.count,
-        "model": retriever.index.manifest.model, "k": args.k, "results": rows,
-        "command": common.command(), "machine": common.machine(),
+        "index": common.shown(args.index),
+        "dataset": common.shown(args.dataset),
+        "queries": len(queries),
+        "documents": retriever.index.count,
+        "model": retriever.index.manifest.model,
+        "k": args.k,
+        "results": rows,
+        "command": common.command(),
+        "machine": common.machine(),
     }
     if args.output:
         common.write_json(args.output, report)

@@ -9,6 +9,7 @@ stored as float32, and the shortlist keeps every row, so the serial answer is un
 
     python -m benchmarks.soak --seconds 60 --readers 3 --output benchmarks/results/soak/soak.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,11 +97,13 @@ def reader(path: Path, results: Path, deadline: float, reload_only_on_change: bo
             plan = (Stage(SHORTLIST_DIM, max(index.rows, K)), Stage(None, K))
             result = run_funnel(index, queries, plan, K)
             ids = index.ids()
-            records.append({
-                "generation": index.version,
-                "ids": [[ids[p] for p in row if p >= 0] for row in result.positions.tolist()],
-                "scores": result.scores.tolist(),
-            })
+            records.append(
+                {
+                    "generation": index.version,
+                    "ids": [[ids[p] for p in row if p >= 0] for row in result.positions.tolist()],
+                    "scores": result.scores.tolist(),
+                }
+            )
         except Exception:  # every error is a finding: count it and go on
             errors.append(traceback.format_exc(limit=3))
     results.write_text(json.dumps({"records": records, "errors": errors}))
@@ -164,9 +167,16 @@ def run(seconds: float, readers: int, workdir: Path) -> dict[str, Any]:
             )
             mixed += not ok
     return {
-        "seconds": seconds, "wall_seconds": round(wall, 1), "readers": readers, "writes": len(versions) - 1,
-        "writer_exit_code": processes[0].exitcode, "answers": answers, "versions_seen_by_readers": len(seen),
-        "errors": len(errors), "error_samples": errors[:3], "mixed_answers": mixed,
+        "seconds": seconds,
+        "wall_seconds": round(wall, 1),
+        "readers": readers,
+        "writes": len(versions) - 1,
+        "writer_exit_code": processes[0].exitcode,
+        "answers": answers,
+        "versions_seen_by_readers": len(seen),
+        "errors": len(errors),
+        "error_samples": errors[:3],
+        "mixed_answers": mixed,
     }
 
 

@@ -11,6 +11,7 @@ TAG.md (the table). NDCG@10 by exact cosine search over title + " " + text, pytr
 Datasets come from ``$FUNNEL_DATA`` or ``../shared/data``; models are written to ``--models-dir``
 (default ``../models`` beside the repository).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,7 @@ def encode_layers(model, texts: list[str], layers: list[int], batch_size: int = 
     out = {layer: np.zeros((len(texts), model.get_embedding_dimension()), dtype=np.float32) for layer in layers}
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in model.preprocess([texts[i] for i in index]).items()}
             hidden = layer_features(model, features)
             for layer in layers:
@@ -90,7 +91,9 @@ def evaluate(model, grid: list[tuple[int, int]], data, cached: tuple[np.ndarray,
     else:
         q_by_layer, d_by_layer = encode_layers(model, queries, layers), encode_layers(model, docs, layers)
     return {
-        f"{layer}:{dim}": round(ndcg_at_10(truncate(q_by_layer[layer], dim), query_ids, truncate(d_by_layer[layer], dim), doc_ids, qrels), 4)
+        f"{layer}:{dim}": round(
+            ndcg_at_10(truncate(q_by_layer[layer], dim), query_ids, truncate(d_by_layer[layer], dim), doc_ids, qrels), 4
+        )
         for layer, dim in grid
     }
 
@@ -98,7 +101,10 @@ def evaluate(model, grid: list[tuple[int, int]], data, cached: tuple[np.ndarray,
 def base_cache(doc_ids: list[str], query_ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     folder = CACHE / "all-MiniLM-L6-v2" / "cranfield"
     try:
-        if json.loads((folder / "corpus_ids.json").read_text()) == doc_ids and json.loads((folder / "queries_ids.json").read_text()) == query_ids:
+        if (
+            json.loads((folder / "corpus_ids.json").read_text()) == doc_ids
+            and json.loads((folder / "queries_ids.json").read_text()) == query_ids
+        ):
             return np.load(folder / "queries.npy"), np.load(folder / "corpus.npy")
     except FileNotFoundError:
         pass
@@ -120,7 +126,9 @@ def main() -> None:
     parser.add_argument("--tag", required=True, help="results file name and model folder name")
     parser.add_argument("--model", help="model folder to start from (default: the offline all-MiniLM-L6-v2)")
     parser.add_argument("--models-dir", type=Path, default=common.REPO.parent / "models")
-    parser.add_argument("--data", type=Path, nargs="+", default=[SHARED / "train" / "debian-pairs.jsonl", SHARED / "train" / "scifact-train-pairs.jsonl"])
+    parser.add_argument(
+        "--data", type=Path, nargs="+", default=[SHARED / "train" / "debian-pairs.jsonl", SHARED / "train" / "scifact-train-pairs.jsonl"]
+    )
     parser.add_argument("--scheme", default="matryoshka", choices=["matryoshka", "2d", "starbucks", "none"])
     parser.add_argument("--static", choices=["tokenizer", "distill"])
     parser.add_argument("--static-dim", type=int, default=1024)
@@ -146,6 +154,7 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+
     from funnel.models import default_model_path, load_model, read_model_metadata
     from funnel.training import TrainConfig, train
     from funnel.training.losses import num_layers
@@ -156,12 +165,28 @@ def main() -> None:
     started = time.time()
     if not args.eval_only:
         config = TrainConfig(
-            data=tuple(args.data), output=output, model=args.model, static=args.static, static_dim=args.static_dim, scheme=args.scheme,
-            dims=ints(args.dims), dim_weights=floats(args.dim_weights),
+            data=tuple(args.data),
+            output=output,
+            model=args.model,
+            static=args.static,
+            static_dim=args.static_dim,
+            scheme=args.scheme,
+            dims=ints(args.dims),
+            dim_weights=floats(args.dim_weights),
             layer_dim_pairs=tuple(tuple(int(x) for x in p.split(":")) for p in args.pairs.split(",")) if args.pairs else None,
-            pair_weights=floats(args.pair_weights), loss=args.loss, batch_size=args.batch_size, learning_rate=args.lr,
-            max_seq_length=args.seq_len, frozen_layers=args.frozen_layers, epochs=args.epochs, max_steps=args.max_steps, max_pairs=args.max_pairs,
-            max_minutes=args.max_minutes, seed=args.seed, show_progress=False, extra={"log_every": 10},
+            pair_weights=floats(args.pair_weights),
+            loss=args.loss,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            max_seq_length=args.seq_len,
+            frozen_layers=args.frozen_layers,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            max_pairs=args.max_pairs,
+            max_minutes=args.max_minutes,
+            seed=args.seed,
+            show_progress=False,
+            extra={"log_every": 10},
         )
         train(config)
     metadata = read_model_metadata(output)
@@ -213,11 +238,15 @@ def _markdown(record: dict) -> str:
     base, trained = record["ndcg@10"]["base"], record["ndcg@10"]["trained"]
     full_key = max(trained, key=lambda k: tuple(int(x) for x in k.split(":")))
     lines = [
-        f"# {record['tag']}: NDCG@10 on Cranfield by (layer, dim)", "",
-        f"`{record['command']}`", "",
+        f"# {record['tag']}: NDCG@10 on Cranfield by (layer, dim)",
+        "",
+        f"`{record['command']}`",
+        "",
         f"scheme {record['metadata'].get('scheme')}, {record['metadata'].get('steps')} steps, "
-        f"{record['metadata'].get('train_pairs')} pairs, {record['metadata'].get('train_seconds')} s training", "",
-        "| layer:dim | base all-MiniLM-L6-v2 | trained | trained / trained full |", "|---|---|---|---|",
+        f"{record['metadata'].get('train_pairs')} pairs, {record['metadata'].get('train_seconds')} s training",
+        "",
+        "| layer:dim | base all-MiniLM-L6-v2 | trained | trained / trained full |",
+        "|---|---|---|---|",
     ]
     for key in sorted(set(base) | set(trained), key=lambda k: tuple(int(x) for x in k.split(":"))):
         b, t = base.get(key), trained.get(key)
@@ -225,8 +254,11 @@ def _markdown(record: dict) -> str:
         lines.append(f"| {key} | {b if b is not None else ''} | {t if t is not None else ''} | {share} |")
     if record["encode_speed"]:
         s = record["encode_speed"]
-        lines += ["", f"Encode speed, {s['passages']} Cranfield passages, same run: static {s['static_passages_per_s']}/s, "
-                  f"MiniLM {s['minilm_passages_per_s']}/s ({s['ratio']}x)."]
+        lines += [
+            "",
+            f"Encode speed, {s['passages']} Cranfield passages, same run: static {s['static_passages_per_s']}/s, "
+            f"MiniLM {s['minilm_passages_per_s']}/s ({s['ratio']}x).",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ rescore multipliers (×4, ×10), nDCG@10 from the qrels, and what per-query adap
 
 Writes OUT/results.json and OUT/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads while timing")
     parser.add_argument("--timing-queries", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
-    parser.add_argument("--user-queries", type=Path, default=None,
-                        help="also tune on real-style queries from this JSONL ('query' field), e.g. training pairs disjoint from the test queries")
+    parser.add_argument(
+        "--user-queries",
+        type=Path,
+        default=None,
+        help="also tune on real-style queries from this JSONL ('query' field), e.g. training pairs disjoint from the test queries",
+    )
     parser.add_argument("--out", type=Path, default=common.RESULTS / "tune-debian")
     return parser.parse_args()
 
@@ -74,8 +79,14 @@ def build_index(data: Path, embeddings: Path, target: Path, dims: list[int]) -> 
                 return
 
     config = IndexConfig(shortlists=tuple(make_spec(d) for d in dims))
-    write_index(batches(), target, model=DEFAULT_MODEL, dim=vectors.shape[1], config=config,
-                source={"path": common.shown(data / "corpus.jsonl"), "embeddings": common.shown(embeddings), "skipped": corpus.skipped})
+    write_index(
+        batches(),
+        target,
+        model=DEFAULT_MODEL,
+        dim=vectors.shape[1],
+        config=config,
+        source={"path": common.shown(data / "corpus.jsonl"), "embeddings": common.shown(embeddings), "skipped": corpus.skipped},
+    )
 
 
 def cached_corpus(embeddings: Path) -> np.ndarray:
@@ -133,8 +144,7 @@ def adaptive_tradeoff(index, test, truth, dim: int, k: int, narrow: int, wide: i
         recall = float((ranks < budget[:, None]).mean())
         mean_n = float(budget.mean())
         fixed = float((ranks < int(round(mean_n))).mean())
-        rows.append({"widened_share": float(widen.mean()), "mean_candidates": mean_n, "recall": recall,
-                     "fixed_same_mean_recall": fixed})
+        rows.append({"widened_share": float(widen.mean()), "mean_candidates": mean_n, "recall": recall, "fixed_same_mean_recall": fixed})
     return rows
 
 
@@ -202,7 +212,10 @@ def main() -> None:
         plans[f"tuned on user queries ({user_plan.stages_text})"] = user_plan.stages
     for dim in sorted({first_dim, 64} & set(index.shortlist_dims)):
         for multiplier in (4, 10):
-            plans[f"×{multiplier} at {dim} dims ({dim}:{multiplier * args.k},full:{args.k})"] = (Stage(dim, multiplier * args.k), Stage(None, args.k))
+            plans[f"×{multiplier} at {dim} dims ({dim}:{multiplier * args.k},full:{args.k})"] = (
+                Stage(dim, multiplier * args.k),
+                Stage(None, args.k),
+            )
     timing = test[np.random.default_rng(args.seed).permutation(len(test))[: args.timing_queries]]
     ms = timed(index, timing, plans, reference, args.k, args.rounds)
     rows = []
@@ -216,12 +229,18 @@ def main() -> None:
         rank_scores = np.tile(-np.arange(found.shape[1], dtype=np.float32), (len(found), 1))  # nDCG needs the order only
         run = run_from_arrays(test_ids, found, rank_scores, corpus_ids=corpus_ids)
         ndcg = evaluate_run(run, qrels, ["ndcg@10"]).means["ndcg@10"]
-        rows.append({
-            "plan": label, "stages": "exact" if stages is None else format_stages(stages),
-            "recall_at_k_vs_exact": float(recall_against(found, truth).mean()),
-            "ndcg@10": round(ndcg, 4), "ms_per_query": round(ms[label], 3), "flops": cost.flops, "bytes": cost.bytes,
-            "estimated_us": round(cost.estimated_us, 1),
-        })
+        rows.append(
+            {
+                "plan": label,
+                "stages": "exact" if stages is None else format_stages(stages),
+                "recall_at_k_vs_exact": float(recall_against(found, truth).mean()),
+                "ndcg@10": round(ndcg, 4),
+                "ms_per_query": round(ms[label], 3),
+                "flops": cost.flops,
+                "bytes": cost.bytes,
+                "estimated_us": round(cost.estimated_us, 1),
+            }
+        )
     exact_row = rows[0]
     for row in rows:
         row["ms_vs_exact"] = round(row["ms_per_query"] / exact_row["ms_per_query"], 3)
@@ -232,12 +251,22 @@ def main() -> None:
 
     result = {
         "command": common.command(),
-        "dataset": common.shown(args.data), "documents": index.count,
-        "subset": f"the first {vectors_available} corpus lines (the cache was still being encoded)" if subset else None, "test_queries": len(test), "k": args.k,
-        "target_recall": args.recall, "shortlist_dims": index.shortlist_dims,
-        "tuned": plan.to_manifest(), "tuned_on_user_queries": shown_source(user_plan.to_manifest()) if user_plan else None, "tuning_runs_same_seed": runs, "calibration_encoding_seconds": encode_seconds, "tuned_with_seed_plus_1": other.stages_text,
+        "dataset": common.shown(args.data),
+        "documents": index.count,
+        "subset": f"the first {vectors_available} corpus lines (the cache was still being encoded)" if subset else None,
+        "test_queries": len(test),
+        "k": args.k,
+        "target_recall": args.recall,
+        "shortlist_dims": index.shortlist_dims,
+        "tuned": plan.to_manifest(),
+        "tuned_on_user_queries": shown_source(user_plan.to_manifest()) if user_plan else None,
+        "tuning_runs_same_seed": runs,
+        "calibration_encoding_seconds": encode_seconds,
+        "tuned_with_seed_plus_1": other.stages_text,
         "candidates_timed_while_tuning": [m.__dict__ for m in plan.candidates],
-        "plans_considered": plan.plans_considered, "test": rows, "adaptive_widening": adaptive,
+        "plans_considered": plan.plans_considered,
+        "test": rows,
+        "adaptive_widening": adaptive,
         "machine": common.machine(faiss_threads=args.threads),
     }
     common.write_json(args.out / "results.json", result)
@@ -252,8 +281,14 @@ def markdown(r: dict) -> str:
         "",
         f"`{r['command']}`",
         "",
-        *([f"- **Subset:** {r['subset']}; recall is against exact search over this subset, and nDCG@10 counts "
-            "relevant documents outside it as missed."] if r.get("subset") else []),
+        *(
+            [
+                f"- **Subset:** {r['subset']}; recall is against exact search over this subset, and nDCG@10 counts "
+                "relevant documents outside it as missed."
+            ]
+            if r.get("subset")
+            else []
+        ),
         f"- {r['documents']} documents, all-MiniLM-L6-v2 (384 dims, float16 vectors), flat shortlists at {r['shortlist_dims']} dims.",
         f"- Calibration: {t['calibration']['queries']} queries, {t['calibration']['source']} "
         f"(fit {t['calibration']['fit']}, held out {t['calibration']['holdout']}, seed {t['calibration']['seed']}); "
@@ -267,18 +302,22 @@ def markdown(r: dict) -> str:
     lines += [f"- Note: {note}" for note in t.get("notes", [])]
     u = r.get("tuned_on_user_queries")
     if u:
-        lines.append(f"- Also tuned on user queries: {u['calibration']['queries']} queries ({u['calibration']['source']}) → "
-                     f"`{u['stages']}` (held-out calibration recall {u['measured']['recall']:.4f}).")
+        lines.append(
+            f"- Also tuned on user queries: {u['calibration']['queries']} queries ({u['calibration']['source']}) → "
+            f"`{u['stages']}` (held-out calibration recall {u['measured']['recall']:.4f})."
+        )
     lines += [
         "",
         f"## On the {r['test_queries']} real test queries",
         "",
-        "| plan | recall@%d vs exact | nDCG@10 | ms/query | × exact ms | MFLOPs | × exact FLOPs |" % r["k"],
+        f"| plan | recall@{r['k']} vs exact | nDCG@10 | ms/query | × exact ms | MFLOPs | × exact FLOPs |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in r["test"]:
-        lines.append(f"| {row['plan']} | {row['recall_at_k_vs_exact']:.4f} | {row['ndcg@10']:.4f} | {row['ms_per_query']:.2f} | "
-                     f"{row['ms_vs_exact']:.2f} | {row['flops'] / 1e6:.2f} | {row['flops_vs_exact']:.3f} |")
+        lines.append(
+            f"| {row['plan']} | {row['recall_at_k_vs_exact']:.4f} | {row['ndcg@10']:.4f} | {row['ms_per_query']:.2f} | "
+            f"{row['ms_vs_exact']:.2f} | {row['flops'] / 1e6:.2f} | {row['flops_vs_exact']:.3f} |"
+        )
     lines += [
         "",
         "ms/query: one query at a time, FAISS single-threaded, median of interleaved rounds on a shared "
@@ -292,7 +331,9 @@ def markdown(r: dict) -> str:
         "|---|---|---|---|",
     ]
     for row in r["adaptive_widening"]:
-        lines.append(f"| {row['widened_share']:.0%} | {row['mean_candidates']:.0f} | {row['recall']:.4f} | {row['fixed_same_mean_recall']:.4f} |")
+        lines.append(
+            f"| {row['widened_share']:.0%} | {row['mean_candidates']:.0f} | {row['recall']:.4f} | {row['fixed_same_mean_recall']:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

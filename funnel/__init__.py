@@ -8,6 +8,7 @@ the shortlist with the full vectors::
     hits = retriever.search("how do wings stall?", k=5)
     retriever.add("more.parquet"); retriever.delete(["id-1"]); retriever.compact()
 """
+
 from __future__ import annotations
 
 from funnel.corpus import CorpusColumns, open_corpus

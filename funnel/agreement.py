@@ -4,6 +4,7 @@ The tuner, the evaluation and the benchmarks all ask the same question of a plan
 the exact top-k did it find? — and answer it here, so "recall@k against exact search" means one
 thing in every report.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,13 +6,15 @@ column, an empty text, a duplicate id) raise :class:`~funnel.errors.InputError` 
 JSONL is parsed by :mod:`funnel.readers`, and a document is encoded as its
 :func:`~funnel.readers.document_text` (``title + " " + text``).
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -180,8 +182,7 @@ def _pick(wanted: str | None, candidates: tuple[str, ...], available: list[str],
     if wanted is not None:
         if wanted not in available:
             raise InputError(
-                f"{path} has no {role} column {wanted!r}; its columns are: {', '.join(available)} "
-                f"(choose one with --{role}-column)"
+                f"{path} has no {role} column {wanted!r}; its columns are: {', '.join(available)} (choose one with --{role}-column)"
             )
         return wanted
     for name in candidates:
@@ -205,9 +206,7 @@ def _to_documents(
     title_column = _pick(columns.title, ("title",), available, "title", path)
     if id_column is None or text_column is None:
         role = "id" if id_column is None else "text"
-        raise InputError(
-            f"{path} has no {role} column; its columns are: {', '.join(available)} (choose one with --{role}-column)"
-        )
+        raise InputError(f"{path} has no {role} column; its columns are: {', '.join(available)} (choose one with --{role}-column)")
     known = {id_column, text_column, title_column}
     ids, titles, texts, metadata = [], [], [], []
     for position, row in enumerate(rows, start=row_offset):

@@ -1,4 +1,5 @@
 """The exceptions funnel raises: one family, each message a sentence a user can act on."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Numbers written for people: shared by the CLI and the evaluation reports."""
+
 from __future__ import annotations
 
 

@@ -6,10 +6,12 @@ query costs exactly the layers its deepest stage needs. Works for BERT-like sent
 models (a Transformer module whose ``auto_model`` has ``embeddings`` and ``encoder.layer``),
 followed by the model's own pooling and normalization modules.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +30,7 @@ class HiddenStates:
     to reach them, so compute accounting sees only what actually ran."""
 
     layer: int
-    hidden: "torch.Tensor"
+    hidden: torch.Tensor
     mask: Any
     features: dict[str, Any]
     layers_run: int
@@ -37,13 +39,11 @@ class HiddenStates:
 class LayeredEncoder:
     """Layer-wise access to a BERT-like :class:`~funnel.models.Encoder`. Thread-safe like it."""
 
-    def __init__(self, encoder: "Encoder") -> None:
+    def __init__(self, encoder: Encoder) -> None:
         transformer = encoder.model[0]
         backbone = getattr(transformer, "auto_model", None)
         if backbone is None or not hasattr(backbone, "embeddings") or not hasattr(getattr(backbone, "encoder", None), "layer"):
-            raise ModelError(
-                f"{encoder.name} has no transformer layers to stop early in (a static model?): the layer axis is absent"
-            )
+            raise ModelError(f"{encoder.name} has no transformer layers to stop early in (a static model?): the layer axis is absent")
         self.encoder = encoder
         self._backbone = backbone
         self._layers = backbone.encoder.layer
@@ -115,7 +115,7 @@ class LayeredEncoder:
 
 
 def encode_documents(
-    encoder: "Encoder", texts: Sequence[str], layers: Sequence[int] = (), batch_size: int = 64
+    encoder: Encoder, texts: Sequence[str], layers: Sequence[int] = (), batch_size: int = 64
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Full-depth vectors of ``texts`` and, for each of ``layers``, the vectors of the model cut
     after that many layers, from one pass through the encoder. Without layers: a plain encode."""

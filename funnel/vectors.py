@@ -1,4 +1,5 @@
 """Vector math shared by indexing and search: truncation to a prefix and re-normalization."""
+
 from __future__ import annotations
 
 import numpy as np

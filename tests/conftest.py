@@ -1,4 +1,5 @@
 """Shared fixtures: the offline MiniLM loaded once, and small indexes of real documents."""
+
 from __future__ import annotations
 
 import json
@@ -66,12 +67,14 @@ def cranfield_queries(data_dir: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def cranfield_parquet(tmp_path_factory, cranfield_docs) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "cranfield-150.parquet"
-    table = pa.table({
-        "id": [row["_id"] for row in cranfield_docs],
-        "title": [row["title"] for row in cranfield_docs],
-        "text": [row["text"] for row in cranfield_docs],
-        "year": [1960 + i % 10 for i in range(len(cranfield_docs))],
-    })
+    table = pa.table(
+        {
+            "id": [row["_id"] for row in cranfield_docs],
+            "title": [row["title"] for row in cranfield_docs],
+            "text": [row["text"] for row in cranfield_docs],
+            "year": [1960 + i % 10 for i in range(len(cranfield_docs))],
+        }
+    )
     pq.write_table(table, path)
     return path
 

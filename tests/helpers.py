@@ -1,4 +1,5 @@
 """Test helpers shared by several test modules."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +17,12 @@ SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "debian-300.parquet"
 def documents(count: int, start: int = 0) -> pa.RecordBatch:
     ids = [f"doc-{i}" for i in range(start, start + count)]
     return pa.RecordBatch.from_arrays(
-        [pa.array(ids), pa.array([None] * count, pa.string()), pa.array([f"text of {i}" for i in ids]), pa.array([None] * count, pa.string())],
+        [
+            pa.array(ids),
+            pa.array([None] * count, pa.string()),
+            pa.array([f"text of {i}" for i in ids]),
+            pa.array([None] * count, pa.string()),
+        ],
         schema=DOCUMENT_SCHEMA,
     )
 

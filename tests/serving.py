@@ -1,4 +1,5 @@
 """Run an ASGI app on 127.0.0.1 in a background thread for a test, over real HTTP."""
+
 from __future__ import annotations
 
 import socket

@@ -1,4 +1,5 @@
 """recall_against: the one overlap measure of the tuner, the evaluation and the benchmarks."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from helpers import documents, vector_index
 
 from funnel.corpus import open_corpus
 from funnel.errors import IndexFormatError, InputError
@@ -7,8 +8,6 @@ from funnel.indexes.builder import IndexConfig, build_index, default_shortlist_d
 from funnel.indexes.index import Index
 from funnel.indexes.manifest import read_manifest
 from funnel.indexes.shortlist import make_spec
-
-from helpers import documents, vector_index
 
 
 def test_built_index_holds_documents_vectors_and_shortlists(cranfield_index, cranfield_docs, encoder):

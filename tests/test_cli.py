@@ -1,4 +1,5 @@
 """The `funnel` command as a user runs it: a subprocess, exit codes, one-line errors."""
+
 import json
 import os
 import subprocess
@@ -7,13 +8,14 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from helpers import SAMPLE
 
 
 def funnel(*args, stdin=None, cwd=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "funnel", *map(str, args)], capture_output=True, text=True, input=stdin, env=env, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "funnel", *map(str, args)], capture_output=True, text=True, input=stdin, env=env, cwd=cwd, timeout=600
+    )
 
 
 def assert_one_line_error(result, pattern):
@@ -86,7 +88,11 @@ def test_empty_query_and_bad_stages(tmp_path, small_corpus):
 def test_help_is_quick_and_lists_commands():
     result = funnel("--help")
     assert result.returncode == 0 and "index" in result.stdout and "search" in result.stdout
-    check = subprocess.run([sys.executable, "-c", "import funnel.cli, sys; print('torch' in sys.modules, 'faiss' in sys.modules)"], capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-c", "import funnel.cli, sys; print('torch' in sys.modules, 'faiss' in sys.modules)"],
+        capture_output=True,
+        text=True,
+    )
     assert check.stdout.strip() == "False False", "the CLI must not import torch or faiss to show help"
 
 

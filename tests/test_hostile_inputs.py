@@ -1,6 +1,7 @@
 """Hostile input, tried as a user would: every case gets one error line, a non-zero exit, and
 changes nothing. The CLI cases run the real `funnel` command in a subprocess; the cases that
 would need the model fail before it loads, so a wrong order shows up as a model error."""
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import SAMPLE
 
 from funnel.corpus import open_corpus
 from funnel.errors import FunnelError, IndexFormatError, InputError
@@ -24,7 +26,6 @@ from funnel.indexes.lock import LOCK_FILE, writer_lock
 from funnel.indexes.manifest import MANIFEST_FILE
 from funnel.indexes.updates import delete_documents
 from funnel.retriever import Retriever
-from helpers import SAMPLE
 
 REPO = Path(__file__).resolve().parents[1]
 MISSING_MODEL = "no-such-model-folder"  # any command that loads a model before its cheap checks fails on this
@@ -73,6 +74,7 @@ def index_path(tmp_path, built) -> Path:
 
 
 # 1. --overwrite never deletes what funnel did not create ----------------------------------------
+
 
 def test_overwrite_refuses_the_folder_that_holds_the_corpus(tmp_path, sample_40):
     data = tmp_path / "data"
@@ -130,6 +132,7 @@ def test_overwrite_replaces_an_index(tmp_path, sample_40, built, encoder):
 
 # 3. the manifest is as readable as every other file ---------------------------------------------
 
+
 def test_manifest_has_the_mode_of_the_other_files(index_path):
     delete_documents(index_path, ["0ad"], ignore_missing=True)
     documents = next(index_path.glob("seg-*/documents.arrow"))
@@ -139,10 +142,17 @@ def test_manifest_has_the_mode_of_the_other_files(index_path):
 
 # 4. one id rule, and a way to name any id --------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("bad_id", "why"),
-    [(" padded ", "leading or trailing white space"), ("two\nlines", "control character"), (float("nan"), "is a float"),
-     (True, "is a bool"), ([1, 2], "is a list"), ({"a": 1}, "is a dict")],
+    [
+        (" padded ", "leading or trailing white space"),
+        ("two\nlines", "control character"),
+        (float("nan"), "is a float"),
+        (True, "is a bool"),
+        ([1, 2], "is a list"),
+        ({"a": 1}, "is a dict"),
+    ],
 )
 def test_ids_outside_the_rule_are_refused_with_the_row_named(tmp_path, bad_id, why):
     path = tmp_path / "corpus.jsonl"
@@ -204,6 +214,7 @@ def test_delete_on_a_folder_that_is_not_an_index_leaves_nothing(tmp_path):
 
 # 5. bad files and bad values: one line, never a traceback ---------------------------------------
 
+
 def test_truncated_parquet_and_undecodable_jsonl(tmp_path, sample_40):
     truncated = tmp_path / "truncated.parquet"
     truncated.write_bytes(sample_40.read_bytes()[: sample_40.stat().st_size // 2])
@@ -218,7 +229,9 @@ def test_binary_queries_from_a_file_stdin_or_an_argument(tmp_path, index_path):
     binary = tmp_path / "queries.bin"
     binary.write_bytes(bytes(range(256)))
     one_error_line(funnel("search", index_path, "--queries", binary, "--model", MISSING_MODEL), "is not UTF-8 text")
-    one_error_line(funnel("search", index_path, "--queries", "-", "--model", MISSING_MODEL, stdin=b"\xff\xfe\x00bin"), "stdin are not UTF-8")
+    one_error_line(
+        funnel("search", index_path, "--queries", "-", "--model", MISSING_MODEL, stdin=b"\xff\xfe\x00bin"), "stdin are not UTF-8"
+    )
     argument = os.fsdecode(b"caf\xe9")  # undecodable bytes on a command line arrive as lone surrogates
     one_error_line(funnel("search", index_path, argument, "--model", MISSING_MODEL), "query 1 is not valid UTF-8 text")
 
@@ -291,6 +304,7 @@ def test_python_calls_with_bad_values(built, encoder, call, message):
 
 # 6. cheap checks before the model loads ---------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -324,6 +338,7 @@ def test_load_of_a_missing_index_is_one_error(tmp_path):
 
 # 2. readers never see an error because a writer is busy -----------------------------------------
 
+
 def test_load_that_read_a_manifest_whose_files_are_gone_loads_the_new_version(index_path, monkeypatch):
     """The interleaving a fast writer causes: a reader reads the manifest, then two changes land
     (the second removes the files the first made garbage) before it opens the files, again and
@@ -346,9 +361,15 @@ def test_load_that_read_a_manifest_whose_files_are_gone_loads_the_new_version(in
 def test_soak_one_writer_many_readers_no_errors_no_mixed_answers(tmp_path):
     """A short run of the soak benchmark (the committed figure is a minute): processes, real files."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--seconds", "6", "--readers", "2"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.soak", "--seconds", "6", "--readers", "2"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["errors"] == 0, summary["error_samples"]
     assert summary["mixed_answers"] == 0 and result.returncode == 0
     assert summary["writes"] >= 20 and summary["versions_seen_by_readers"] >= 5 and summary["answers"] >= 100

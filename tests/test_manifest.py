@@ -4,16 +4,25 @@ import pytest
 
 from funnel.errors import IndexFormatError
 from funnel.indexes.manifest import (
-    FORMAT_VERSION, FileEntry, Manifest, SegmentEntry, ShortlistSpec, read_manifest, write_manifest_atomically,
+    FORMAT_VERSION,
+    FileEntry,
+    Manifest,
+    SegmentEntry,
+    ShortlistSpec,
+    read_manifest,
+    write_manifest_atomically,
 )
 
 
 def sample_manifest() -> Manifest:
     return Manifest(
-        model="all-MiniLM-L6-v2", dim=384, vector_dtype="float16",
+        model="all-MiniLM-L6-v2",
+        dim=384,
+        vector_dtype="float16",
         shortlists=(ShortlistSpec(64, "flat", {}), ShortlistSpec(128, "hnsw", {"m": 32, "ef_construction": 80, "ef_search": 128})),
         segments=(SegmentEntry("seg-000000", 3, {"vectors.f16": FileEntry(2304, "ab" * 32)}),),
-        model_metadata={"nested_dims": [64, 384]}, plan={"stages": "64:200,full:10", "k": 10},
+        model_metadata={"nested_dims": [64, 384]},
+        plan={"stages": "64:200,full:10", "k": 10},
         source={"path": "c.parquet"},
     )
 
@@ -30,7 +39,9 @@ def test_newer_format_version_is_refused(tmp_path):
     data = json.loads(sample_manifest().to_json())
     data["format_version"] = FORMAT_VERSION + 1
     (tmp_path / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(IndexFormatError, match=rf"format version {FORMAT_VERSION + 1}, newer than this funnel reads \({FORMAT_VERSION}\): upgrade funnel"):
+    with pytest.raises(
+        IndexFormatError, match=rf"format version {FORMAT_VERSION + 1}, newer than this funnel reads \({FORMAT_VERSION}\): upgrade funnel"
+    ):
         read_manifest(tmp_path)
 
 

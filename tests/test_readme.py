@@ -1,4 +1,5 @@
 """The README's Python section, run exactly as written, in a folder laid out like a checkout."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """RemoteRetriever against a real server on 127.0.0.1: the same Hits as the in-process Retriever."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor

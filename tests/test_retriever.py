@@ -1,14 +1,12 @@
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
+from helpers import assert_same_ranking
 
 from funnel import Retriever, Stage
 from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.stages import exact_search, two_stage
-
-from helpers import assert_same_ranking
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,20 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck
+from helpers import assert_same_ranking, vector_index
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
-from funnel.vectors import truncate
 from funnel.stages import Stage, _rescore, exact_search, format_stages, parse_stages, run_funnel, two_stage
-
-from helpers import assert_same_ranking, vector_index
+from funnel.vectors import truncate
 
 stage_st = st.builds(
-    Stage, dim=st.one_of(st.none(), st.integers(1, 4096)), candidates=st.integers(1, 10_000),
+    Stage,
+    dim=st.one_of(st.none(), st.integers(1, 4096)),
+    candidates=st.integers(1, 10_000),
     layer=st.one_of(st.none(), st.integers(1, 48)),
 )
 
@@ -82,18 +84,23 @@ def test_three_stage_chain_and_other_shortlist_kinds(random_index):
 def test_fewer_documents_than_candidates_pads_nothing_into_results(tmp_path):
     vectors = np.random.default_rng(0).normal(size=(7, 16))
     index = Index.load(vector_index(tmp_path / "tiny", vectors, IndexConfig(shortlists=(make_spec(8),))))
-    result = run_funnel(index, vectors[:2].astype(np.float32) / np.linalg.norm(vectors[:2], axis=1, keepdims=True), two_stage(8, 50, 10), 10)
+    result = run_funnel(
+        index, vectors[:2].astype(np.float32) / np.linalg.norm(vectors[:2], axis=1, keepdims=True), two_stage(8, 50, 10), 10
+    )
     assert result.positions.shape == (2, 7)
     assert result.positions[0, 0] == 0 and result.positions[1, 0] == 1
 
 
-@pytest.mark.parametrize("stages, k, message", [
-    ((Stage(12, 100), Stage(None, 10)), 10, r"first stage scores at 12 dims but this index has shortlists at: 8, 16, 32"),
-    ((Stage(8, 50), Stage(None, 100)), 10, r"keeps more candidates than stage 8:50 passes on"),
-    ((Stage(8, 50), Stage(None, 5)), 10, r"k=10 but the last stage keeps only 5"),
-    ((Stage(8, 50), Stage(64, 10)), 10, r"asks for 64 dims but the index has 48"),
-    ((Stage(8, 50, layer=2), Stage(None, 10)), 10, r"not of layer 2: rebuild it with --layers 2"),
-])
+@pytest.mark.parametrize(
+    "stages, k, message",
+    [
+        ((Stage(12, 100), Stage(None, 10)), 10, r"first stage scores at 12 dims but this index has shortlists at: 8, 16, 32"),
+        ((Stage(8, 50), Stage(None, 100)), 10, r"keeps more candidates than stage 8:50 passes on"),
+        ((Stage(8, 50), Stage(None, 5)), 10, r"k=10 but the last stage keeps only 5"),
+        ((Stage(8, 50), Stage(64, 10)), 10, r"asks for 64 dims but the index has 48"),
+        ((Stage(8, 50, layer=2), Stage(None, 10)), 10, r"not of layer 2: rebuild it with --layers 2"),
+    ],
+)
 def test_plans_that_cannot_run(random_index, stages, k, message):
     with pytest.raises(InputError, match=message):
         run_funnel(random_index, np.ones((1, 48), np.float32), stages, k)

@@ -23,6 +23,7 @@ Two kinds of vectors over those texts (cached under ``~/.cache/funnel/bench/``):
 
 All vectors are stored as float16 (what funnel stores) and every method reads the same values.
 """
+
 from __future__ import annotations
 
 import csv
@@ -227,19 +228,45 @@ def load(kind: str, count: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Documents (count, 384) and queries (q, 384), float16, and a description of where they come from."""
     if kind == "minilm":
         if count > MINILM_MAX_DOCS:
-            raise SystemExit(f"real MiniLM vectors are made for up to {MINILM_MAX_DOCS:,} documents, not {count:,}: use --vectors surrogate")
+            raise SystemExit(
+                f"real MiniLM vectors are made for up to {MINILM_MAX_DOCS:,} documents, not {count:,}: use --vectors surrogate"
+            )
         documents, queries = minilm_vectors(count)
-        return documents[:count], queries, {"vectors": "all-MiniLM-L6-v2 (real)", "texts": "PyPI+npm package summaries", "queries": "real query texts of cranfield, scifact (test), debian"}
+        return (
+            documents[:count],
+            queries,
+            {
+                "vectors": "all-MiniLM-L6-v2 (real)",
+                "texts": "PyPI+npm package summaries",
+                "queries": "real query texts of cranfield, scifact (test), debian",
+            },
+        )
     if kind == "surrogate":
         documents, queries, facts = surrogate_vectors(count)
-        return documents, queries, {"vectors": "MiniLM-space surrogate (see corpus.py)", "texts": "PyPI+npm package summaries", "queries": "real query texts of cranfield, scifact (test), debian", **facts}
+        return (
+            documents,
+            queries,
+            {
+                "vectors": "MiniLM-space surrogate (see corpus.py)",
+                "texts": "PyPI+npm package summaries",
+                "queries": "real query texts of cranfield, scifact (test), debian",
+                **facts,
+            },
+        )
     if kind in ("minilm-pca", "surrogate-pca"):
         base = kind.removesuffix("-pca")
         documents, queries, source = load(base, count if base == "minilm" else 1_000_000)
         documents, queries = rotated(base, documents, queries, count)
         label = "real MiniLM" if base == "minilm" else "MiniLM-space surrogate"
-        return documents, queries, {**source, "vectors": f"{label}, rotated to PCA order (nested-like prefixes)",
-                                    "rotation": "principal axes of the 10k real MiniLM documents, largest variance first; inner products unchanged"}
+        return (
+            documents,
+            queries,
+            {
+                **source,
+                "vectors": f"{label}, rotated to PCA order (nested-like prefixes)",
+                "rotation": "principal axes of the 10k real MiniLM documents, largest variance first; inner products unchanged",
+            },
+        )
     raise SystemExit(f"unknown vectors {kind!r}: minilm, surrogate, minilm-pca or surrogate-pca")
 
 

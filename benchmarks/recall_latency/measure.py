@@ -3,6 +3,7 @@
 Recall is :func:`funnel.agreement.recall_against` and every latency a
 :class:`funnel.evaluation.timing.Timing`, the same measure and record as funnel's own reports.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,14 @@ def batch_timing(seconds: list[tuple[float, float]], batch: int) -> Timing:
     """Per-query ms of full batches: median and p95 over batches; QPS from the median batch."""
     wall = np.asarray([s[0] for s in seconds]) * 1000 / batch
     cpu = np.asarray([s[1] for s in seconds]) * 1000 / batch
-    return Timing(float(np.median(wall)), float(np.percentile(wall, 95)), float(1000 / np.median(wall)), len(seconds),
-                  float(np.median(cpu)), float(np.percentile(cpu, 95)))
+    return Timing(
+        float(np.median(wall)),
+        float(np.percentile(wall, 95)),
+        float(1000 / np.median(wall)),
+        len(seconds),
+        float(np.median(cpu)),
+        float(np.percentile(cpu, 95)),
+    )
 
 
 def single_timing(search: SearchFn, queries: np.ndarray, k: int, params: dict, min_seconds: float, max_rounds: int = 20) -> Timing:

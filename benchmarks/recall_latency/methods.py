@@ -3,13 +3,15 @@
 Every ``search`` takes normalized float32 query vectors (q, 384) and returns positions (q, k);
 query encoding is the same for every method, so it is left out of every latency.
 """
+
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -82,7 +84,10 @@ def _document_batches(count: int, docs: np.ndarray, batch: int = 65_536):
         n = min(batch, count - start)
         ids = pa.array([f"d{i}" for i in range(start, start + n)])
         empty = pa.nulls(n, pa.string())
-        yield pa.RecordBatch.from_arrays([ids, empty, pa.array([""] * n), empty], schema=DOCUMENT_SCHEMA), np.asarray(docs[start : start + n], dtype=np.float32)
+        yield (
+            pa.RecordBatch.from_arrays([ids, empty, pa.array([""] * n), empty], schema=DOCUMENT_SCHEMA),
+            np.asarray(docs[start : start + n], dtype=np.float32),
+        )
 
 
 def funnel_index(docs: np.ndarray, workdir: Path, name: str, specs: tuple) -> tuple[Any, float, Path]:
@@ -94,13 +99,21 @@ def funnel_index(docs: np.ndarray, workdir: Path, name: str, specs: tuple) -> tu
     shutil.rmtree(path, ignore_errors=True)
     started = time.perf_counter()
     # rotation="none": the run's vectors are already in the order it names (model or PCA order).
-    write_index(_document_batches(len(docs), docs), path, model="bench-vectors", dim=docs.shape[1],
-                config=IndexConfig(shortlists=specs, rotation="none"), overwrite=True)
+    write_index(
+        _document_batches(len(docs), docs),
+        path,
+        model="bench-vectors",
+        dim=docs.shape[1],
+        config=IndexConfig(shortlists=specs, rotation="none"),
+        overwrite=True,
+    )
     index = Index.load(path)
     return index, time.perf_counter() - started, path
 
 
-def _funnel_built(family: str, index: Any, path: Path, seconds: float, configs: list[tuple[str, dict]], shortlist_dims: list[int], notes: str = "") -> Built:
+def _funnel_built(
+    family: str, index: Any, path: Path, seconds: float, configs: list[tuple[str, dict]], shortlist_dims: list[int], notes: str = ""
+) -> Built:
     from funnel.stages import parse_stages, run_funnel
 
     plans: dict[str, Any] = {}
@@ -134,11 +147,10 @@ def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[st
     def flat() -> list[Built]:
         dims = (64, 128) if large else (32, 64, 128)
         index, seconds, path = funnel_index(docs, workdir, "funnel-flat", tuple(make_spec(d, "flat") for d in dims))
-        built = [
-            _funnel_built(f"funnel flat-{d} → 384", index, path, seconds, [(f"n={n}", two(d, n)) for n in sizes], [d])
-            for d in dims
-        ]
-        three = [("64:3000→128:300", {"stages": "64:3000,128:300,full:K"})] + ([] if large else [("32:3000→128:300", {"stages": "32:3000,128:300,full:K"})])
+        built = [_funnel_built(f"funnel flat-{d} → 384", index, path, seconds, [(f"n={n}", two(d, n)) for n in sizes], [d]) for d in dims]
+        three = [("64:3000→128:300", {"stages": "64:3000,128:300,full:K"})] + (
+            [] if large else [("32:3000→128:300", {"stages": "32:3000,128:300,full:K"})]
+        )
         built.append(_funnel_built("funnel 3-stage flat → 128 → 384", index, path, seconds, three, [64]))
         return built
 
@@ -153,7 +165,9 @@ def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[st
         three = [(f"64:{n}→128:{m}", {"stages": f"64:{n},128:{m},full:K"}) for n, m in ((1600, 200), (3200, 300))]
         return [
             _funnel_built("funnel hnsw-64 → 384", index, path, seconds, two_stage, [64], f"HNSW M={m}, efConstruction={ef_construction}"),
-            _funnel_built("funnel 3-stage hnsw-64 → 128 → 384", index, path, seconds, three, [64], f"HNSW M={m}, efConstruction={ef_construction}"),
+            _funnel_built(
+                "funnel 3-stage hnsw-64 → 128 → 384", index, path, seconds, three, [64], f"HNSW M={m}, efConstruction={ef_construction}"
+            ),
         ]
 
     def hnsw128() -> list[Built]:
@@ -164,7 +178,9 @@ def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[st
         spec = make_spec(128, "hnsw", m=m, ef_construction=ef_construction, ef_search=16)
         index, seconds, path = funnel_index(docs, workdir, "funnel-hnsw128", (spec,))
         configs = [(f"n=ef={n}", two(128, n)) for n in (100, 200, 400, 800, 1600) + ((3200,) if large else ())]
-        return [_funnel_built("funnel hnsw-128 → 384", index, path, seconds, configs, [128], f"HNSW M={m}, efConstruction={ef_construction}")]
+        return [
+            _funnel_built("funnel hnsw-128 → 384", index, path, seconds, configs, [128], f"HNSW M={m}, efConstruction={ef_construction}")
+        ]
 
     def ivf() -> list[Built]:
         spec = make_spec(64, "ivf", **({"nlist": 1024} if large else {}))  # default 4·sqrt(n) = 4000 at 1M: too slow to train here
@@ -177,7 +193,14 @@ def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[st
         dims = (256, 384) if large else (128, 256, 384)
         index, seconds, path = funnel_index(docs, workdir, "funnel-binary", tuple(make_spec(d, "binary") for d in dims))
         built = [
-            _funnel_built(f"funnel binary-{d} → 384", index, path, seconds, [(f"n={n}", two(d, n)) for n in ((200, 1000, 4000) if d == 384 else (1000, 4000))], [d])
+            _funnel_built(
+                f"funnel binary-{d} → 384",
+                index,
+                path,
+                seconds,
+                [(f"n={n}", two(d, n)) for n in ((200, 1000, 4000) if d == 384 else (1000, 4000))],
+                [d],
+            )
             for d in dims
         ]
         three = [(f"bin256:{n}→128:{m}", {"stages": f"256:{n},128:{m},full:K"}) for n, m in ((4000, 300), (8000, 400))]
@@ -223,7 +246,9 @@ def faiss_refine(docs: np.ndarray, workdir: Path, base: str, use_gpu: bool) -> B
     return Built(f"faiss IndexRefineFlat({base})", "faiss-refine", search, configs, seconds, ram, 0, ram)
 
 
-def faiss_refine_hnsw(docs: np.ndarray, workdir: Path, m: int, ef_construction: int, efs: tuple[int, ...], k_factors: tuple[int, ...]) -> Built:
+def faiss_refine_hnsw(
+    docs: np.ndarray, workdir: Path, m: int, ef_construction: int, efs: tuple[int, ...], k_factors: tuple[int, ...]
+) -> Built:
     """``IndexRefineFlat`` over ``IndexHNSWSQ`` (HNSW on 8-bit scalar-quantized full vectors).
 
     The usual memory-saving HNSW: the graph walks 8-bit codes (a quarter of float32), and the
@@ -251,8 +276,17 @@ def faiss_refine_hnsw(docs: np.ndarray, workdir: Path, m: int, ef_construction: 
         search_params = faiss.IndexRefineSearchParameters(k_factor=params["k_factor"], base_index_params=inner)
         return refine.search(queries, k, params=search_params)[1]
 
-    return Built(f"faiss IndexRefineFlat(HNSW{m},SQ8)", "faiss-refine", search, configs, seconds, ram, 0, ram,
-                 f"HNSW M={m}, efConstruction={ef_construction}, 8-bit codes; re-rank on float32")
+    return Built(
+        f"faiss IndexRefineFlat(HNSW{m},SQ8)",
+        "faiss-refine",
+        search,
+        configs,
+        seconds,
+        ram,
+        0,
+        ram,
+        f"HNSW M={m}, efConstruction={ef_construction}, 8-bit codes; re-rank on float32",
+    )
 
 
 # ---------------------------------------------------------------- sentence-transformers quantized search
@@ -279,8 +313,13 @@ def st_quantized(docs: np.ndarray, workdir: Path, precision: str, multipliers: t
 
     def search(queries: np.ndarray, k: int, params: dict) -> np.ndarray:
         results, _ = semantic_search_faiss(
-            queries, corpus_index=index, corpus_precision=precision, top_k=k, ranges=ranges,
-            rescore=True, rescore_multiplier=params["rescore_multiplier"],
+            queries,
+            corpus_index=index,
+            corpus_precision=precision,
+            top_k=k,
+            ranges=ranges,
+            rescore=True,
+            rescore_multiplier=params["rescore_multiplier"],
         )
         out = np.full((len(queries), k), -1, dtype=np.int64)
         for row, hits in enumerate(results):

@@ -5,6 +5,7 @@
 Per run: ``<run>.png`` (recall@10 against single-query and batch-64 latency, every method) and
 ``<run>.md`` (equal-recall and equal-latency comparisons, then every configuration measured).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,10 +70,21 @@ def plot(run: dict, path: Path) -> None:
                 if yi > best:
                     front.append((xi, yi))
                     best = yi
-            axis.plot(*zip(*front), styles[method["method"]], marker="o", markersize=4, linewidth=2.2 if _funnel(method) else 1.4,
-                      color=colour, label=method["family"])
+            axis.plot(
+                *zip(*front),
+                styles[method["method"]],
+                marker="o",
+                markersize=4,
+                linewidth=2.2 if _funnel(method) else 1.4,
+                color=colour,
+                label=method["family"],
+            )
         axis.set_xscale("log")
-        axis.set_xlabel("CPU ms per query, one query per call, one thread (median)" if timing == "batch1" else "CPU ms per query in batches of 64, all threads of the process (median)")
+        axis.set_xlabel(
+            "CPU ms per query, one query per call, one thread (median)"
+            if timing == "batch1"
+            else "CPU ms per query in batches of 64, all threads of the process (median)"
+        )
         axis.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
         axis.grid(True, which="both", alpha=0.3)
         axis.set_ylim(max(0.0, min(min(r["recall@10"] for m in run["methods"] for r in m["configs"]) - 0.02, 0.8)), 1.005)
@@ -95,18 +107,28 @@ def markdown(run: dict, name: str) -> str:
     funnels = [m for m in run["methods"] if _funnel(m)]
     others = [m for m in run["methods"] if not _funnel(m)]
     lines = [f"## {title(run)}", ""]
-    lines.append(f"{run['queries']} queries for recall, {run['latency_queries']} timed one at a time, k=10. "
-                 f"Latency here is CPU time per query (single-query calls on one thread: what the call takes on an idle core); "
-                 f"wall-clock figures are in the last table. Exact flat search: {exact_ms:.2f} ms CPU ({exact_wall:.2f} ms wall) per query at the start of the run, "
-                 + (f"{run['exact_batch1_cpu_ms_start_end'][1]:.2f} ms CPU ({run['exact_batch1_ms_start_end'][1]:.2f} ms wall) at the end. "
-                    if run["exact_batch1_cpu_ms_start_end"][1] is not None else "not re-measured at the end (run cut short). ")
-                 + f"Load average at start/end: "
-                 f"{run['load_average_start_end'][0][0]:.1f} / {run['load_average_start_end'][1][0]:.1f} on {run['machine']['cores']} cores. "
-                 f"FAISS threads: {run.get('threads', {}).get('faiss_omp', '?')}. "
-                 f"Run took {run['seconds_total'] / 60:.1f} min wall, {run.get('cpu_seconds_total', 0) / 60:.1f} min CPU"
-                 f"{'' if run.get('complete', True) else ' (cut short by the time budget: the methods below are those it finished)'}. Command: `{run['command']}`."
-                 + (f" Methods come from {len(run['exact_cpu_ms_per_process'])} processes run one after another (wall and CPU above are their sums); exact search in each: "
-                    + ", ".join(f"{ms:.1f}" for ms in run["exact_cpu_ms_per_process"]) + " ms CPU; the first is the reference here." if run.get("exact_cpu_ms_per_process") else ""))
+    lines.append(
+        f"{run['queries']} queries for recall, {run['latency_queries']} timed one at a time, k=10. "
+        f"Latency here is CPU time per query (single-query calls on one thread: what the call takes on an idle core); "
+        f"wall-clock figures are in the last table. Exact flat search: {exact_ms:.2f} ms CPU ({exact_wall:.2f} ms wall) per query at the start of the run, "
+        + (
+            f"{run['exact_batch1_cpu_ms_start_end'][1]:.2f} ms CPU ({run['exact_batch1_ms_start_end'][1]:.2f} ms wall) at the end. "
+            if run["exact_batch1_cpu_ms_start_end"][1] is not None
+            else "not re-measured at the end (run cut short). "
+        )
+        + f"Load average at start/end: "
+        f"{run['load_average_start_end'][0][0]:.1f} / {run['load_average_start_end'][1][0]:.1f} on {run['machine']['cores']} cores. "
+        f"FAISS threads: {run.get('threads', {}).get('faiss_omp', '?')}. "
+        f"Run took {run['seconds_total'] / 60:.1f} min wall, {run.get('cpu_seconds_total', 0) / 60:.1f} min CPU"
+        f"{'' if run.get('complete', True) else ' (cut short by the time budget: the methods below are those it finished)'}. Command: `{run['command']}`."
+        + (
+            f" Methods come from {len(run['exact_cpu_ms_per_process'])} processes run one after another (wall and CPU above are their sums); exact search in each: "
+            + ", ".join(f"{ms:.1f}" for ms in run["exact_cpu_ms_per_process"])
+            + " ms CPU; the first is the reference here."
+            if run.get("exact_cpu_ms_per_process")
+            else ""
+        )
+    )
     lines.append("")
 
     def best_funnel_at(target: float) -> tuple[dict | None, dict | None]:
@@ -121,10 +143,19 @@ def markdown(run: dict, name: str) -> str:
         rivals = [pair for pair in rivals if pair[0]]
         rival, rival_method = min(rivals, key=lambda pair: latency(pair[0])) if rivals else (None, None)
         text = f"- recall@10 ≥ {target:.2f}: "
-        text += (f"funnel **{latency(best):.2f} ms** CPU per query ({best_method['family']}, {best['label']}, recall@10 {best['recall@10']:.3f}), "
-                 f"**{exact_ms / latency(best):.1f}× faster than exact** search ({exact_ms:.1f} ms)") if best else "no funnel setting reached it"
-        text += (f"; best alternative: {rival_method['family']} ({rival['label']}) {latency(rival):.2f} ms, {exact_ms / latency(rival):.1f}× exact."
-                 if rival else "; no alternative reached it.")
+        text += (
+            (
+                f"funnel **{latency(best):.2f} ms** CPU per query ({best_method['family']}, {best['label']}, recall@10 {best['recall@10']:.3f}), "
+                f"**{exact_ms / latency(best):.1f}× faster than exact** search ({exact_ms:.1f} ms)"
+            )
+            if best
+            else "no funnel setting reached it"
+        )
+        text += (
+            f"; best alternative: {rival_method['family']} ({rival['label']}) {latency(rival):.2f} ms, {exact_ms / latency(rival):.1f}× exact."
+            if rival
+            else "; no alternative reached it."
+        )
         lines.append(text)
     for divisor in (30, 10):
         budget = exact_ms / divisor
@@ -159,8 +190,10 @@ def markdown(run: dict, name: str) -> str:
 
     lines += ["### Equal latency: best recall@10 within a single-query CPU budget (median ms)", ""]
     budgets = LATENCY_BUDGETS_MS + (float(f"{exact_ms / 30:.3g}"),)
-    lines += ["| method | " + " | ".join(f"≤ {b:g} ms" + (" (exact/30)" if b == budgets[-1] else "") for b in budgets) + " |",
-              "|---|" + "---:|" * len(budgets)]
+    lines += [
+        "| method | " + " | ".join(f"≤ {b:g} ms" + (" (exact/30)" if b == budgets[-1] else "") for b in budgets) + " |",
+        "|---|" + "---:|" * len(budgets),
+    ]
     for method in funnels + others:
         cells = []
         for budget in budgets:
@@ -169,23 +202,39 @@ def markdown(run: dict, name: str) -> str:
         lines.append(f"| {method['family']} | " + " | ".join(cells) + " |")
     lines.append("")
 
-    lines += ["### Cost of each index", "", "| method | build s | RAM MB | memory-mapped MB | disk MB | notes |", "|---|---:|---:|---:|---:|---|"]
+    lines += [
+        "### Cost of each index",
+        "",
+        "| method | build s | RAM MB | memory-mapped MB | disk MB | notes |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for method in run["methods"]:
-        lines.append(f"| {method['family']} | {method['build_seconds']:.1f} | {method['ram_bytes'] / 2**20:.1f} | "
-                     f"{method['mapped_bytes'] / 2**20:.1f} | {method['disk_bytes'] / 2**20:.1f} | {method['notes']} |")
+        lines.append(
+            f"| {method['family']} | {method['build_seconds']:.1f} | {method['ram_bytes'] / 2**20:.1f} | "
+            f"{method['mapped_bytes'] / 2**20:.1f} | {method['disk_bytes'] / 2**20:.1f} | {method['notes']} |"
+        )
     for skipped in run.get("skipped", []):
         lines.append(f"| {skipped['method']} | not run | | | | {skipped['why']} |")
     lines.append("")
 
-    lines += ["### Every configuration", "",
-              "| method | setting | recall@10 | recall@100 | batch 1: CPU ms | × exact (CPU) | wall median ms | wall p95 ms | wall QPS | batch 64: CPU ms/query | wall ms/query | wall p95 | wall QPS |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "### Every configuration",
+        "",
+        "| method | setting | recall@10 | recall@100 | batch 1: CPU ms | × exact (CPU) | wall median ms | wall p95 ms | wall QPS | batch 64: CPU ms/query | wall ms/query | wall p95 | wall QPS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for method in run["methods"]:
         for row in method["configs"]:
             one, many = row["batch1"], row.get("batch64")
-            many_cells = f"{many['cpu_median_ms']:.3f} | {many['median_ms']:.3f} | {many['p95_ms']:.3f} | {many['qps']:.0f}" if many else "— | — | — | —"
-            lines.append(f"| {method['family']} | {row['label']} | {row['recall@10']:.4f} | {row['recall@100']:.4f} | "
-                         f"{one['cpu_median_ms']:.3f} | {exact_ms / one['cpu_median_ms']:.1f} | {one['median_ms']:.3f} | {one['p95_ms']:.3f} | {one['qps']:.0f} | {many_cells} |")
+            many_cells = (
+                f"{many['cpu_median_ms']:.3f} | {many['median_ms']:.3f} | {many['p95_ms']:.3f} | {many['qps']:.0f}"
+                if many
+                else "— | — | — | —"
+            )
+            lines.append(
+                f"| {method['family']} | {row['label']} | {row['recall@10']:.4f} | {row['recall@100']:.4f} | "
+                f"{one['cpu_median_ms']:.3f} | {exact_ms / one['cpu_median_ms']:.1f} | {one['median_ms']:.3f} | {one['p95_ms']:.3f} | {one['qps']:.0f} | {many_cells} |"
+            )
     lines.append("")
     lines.append(f"![recall vs latency]({name}.png)")
     return "\n".join(lines) + "\n"
@@ -218,17 +267,25 @@ def scale_headlines(runs: list[dict]) -> str:
     by_scale: dict[int, list[dict]] = {}
     for run in runs:
         by_scale.setdefault(run["scale"], []).append(run)
-    lines = ["## Per scale: funnel's best against the best alternative, across both dimension orders", "",
-             "CPU ms per query, one query per call (median); × = exact search's CPU ms in the same run divided by the method's. "
-             "At 10k every method runs in both orders; from 100k on, funnel's prefix shortlists and the full-dimension alternatives run in PCA order only, "
-             "binary methods in model order only (full-dimension methods do not depend on the order: a rotation keeps every inner product). "
-             "Which vectors: real all-MiniLM-L6-v2 at 10k and 100k; the MiniLM-space surrogate at 1M (see benchmarks/README.md).", "",
-             "| scale | vectors | exact ms | target | funnel: best | × exact | best alternative | × exact |", "|---|---|---:|---|---|---:|---|---:|"]
+    lines = [
+        "## Per scale: funnel's best against the best alternative, across both dimension orders",
+        "",
+        "CPU ms per query, one query per call (median); × = exact search's CPU ms in the same run divided by the method's. "
+        "At 10k every method runs in both orders; from 100k on, funnel's prefix shortlists and the full-dimension alternatives run in PCA order only, "
+        "binary methods in model order only (full-dimension methods do not depend on the order: a rotation keeps every inner product). "
+        "Which vectors: real all-MiniLM-L6-v2 at 10k and 100k; the MiniLM-space surrogate at 1M (see benchmarks/README.md).",
+        "",
+        "| scale | vectors | exact ms | target | funnel: best | × exact | best alternative | × exact |",
+        "|---|---|---:|---|---|---:|---|---:|",
+    ]
 
     def entry(row: dict, method: dict, run: dict) -> tuple[str, float]:
         exact_ms = latency(next(m for m in run["methods"] if m["method"] == "exact")["configs"][0])
-        return (f"{method['family']}, {row['label']} ({ORDER_NAMES.get(run['vectors'], run['vectors'])}): "
-                f"{row['recall@10']:.3f} at {latency(row):.2f} ms", exact_ms / latency(row))
+        return (
+            f"{method['family']}, {row['label']} ({ORDER_NAMES.get(run['vectors'], run['vectors'])}): "
+            f"{row['recall@10']:.3f} at {latency(row):.2f} ms",
+            exact_ms / latency(row),
+        )
 
     for scale, group in sorted(by_scale.items()):
         exact_ms = min(latency(next(m for m in r["methods"] if m["method"] == "exact")["configs"][0]) for r in group)
@@ -236,31 +293,50 @@ def scale_headlines(runs: list[dict]) -> str:
         for target in (0.99, 0.95):
             cells = []
             for want_funnel in (True, False):
-                found = [(fastest_at(m, target), m, r) for r in group for m in r["methods"] if _funnel(m) == want_funnel and m["method"] != "exact"]
+                found = [
+                    (fastest_at(m, target), m, r)
+                    for r in group
+                    for m in r["methods"]
+                    if _funnel(m) == want_funnel and m["method"] != "exact"
+                ]
                 found = [f for f in found if f[0]]
                 if found:
                     text, ratio = entry(*min(found, key=lambda f: latency(f[0])))
                     cells += [text, f"{ratio:.1f}×"]
                 else:
-                    best = [(max(m["configs"], key=lambda row: row["recall@10"]), m, r) for r in group for m in r["methods"]
-                            if _funnel(m) == want_funnel and m["method"] != "exact"]
+                    best = [
+                        (max(m["configs"], key=lambda row: row["recall@10"]), m, r)
+                        for r in group
+                        for m in r["methods"]
+                        if _funnel(m) == want_funnel and m["method"] != "exact"
+                    ]
                     text, ratio = entry(*max(best, key=lambda f: f[0]["recall@10"])) if best else ("—", 0)
                     cells += [f"not reached; highest {text}" if best else "—", f"{ratio:.1f}×" if best else ""]
-            lines.append(f"| {SCALE_NAMES.get(scale, scale)} | {vectors} | {exact_ms:.2f} | recall@10 ≥ {target:.2f} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {SCALE_NAMES.get(scale, scale)} | {vectors} | {exact_ms:.2f} | recall@10 ≥ {target:.2f} | " + " | ".join(cells) + " |"
+            )
         for divisor in (30, 10):
             cells = []
             for want_funnel in (True, False):
                 found = []
                 for r in group:
                     run_exact = latency(next(m for m in r["methods"] if m["method"] == "exact")["configs"][0])
-                    found += [(best_within(m, run_exact / divisor), m, r) for m in r["methods"] if _funnel(m) == want_funnel and m["method"] != "exact"]
+                    found += [
+                        (best_within(m, run_exact / divisor), m, r)
+                        for m in r["methods"]
+                        if _funnel(m) == want_funnel and m["method"] != "exact"
+                    ]
                 found = [f for f in found if f[0]]
                 if found:
                     text, ratio = entry(*max(found, key=lambda f: f[0]["recall@10"]))
                     cells += [text, f"{ratio:.1f}×"]
                 else:
                     cells += ["none that fast", ""]
-            lines.append(f"| {SCALE_NAMES.get(scale, scale)} | {vectors} | {exact_ms:.2f} | ≥ {divisor}× below exact: highest recall@10 | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {SCALE_NAMES.get(scale, scale)} | {vectors} | {exact_ms:.2f} | ≥ {divisor}× below exact: highest recall@10 | "
+                + " | ".join(cells)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -271,15 +347,22 @@ def wall_clock_table(groups: dict[str, list[Path]]) -> str:
         for path in paths:
             run = json.loads(path.read_text())
             by_scale.setdefault(run["scale"], []).append(run)
-    lines = ["## Wall clock per scale", "",
-             "Each run's own wall and CPU time (from its JSON; vectors are prepared and cached before, outside these times). "
-             "Load average is the 1-minute figure at the start and end of each run, on this machine's cores.", "",
-             "| scale | runs | wall min | CPU min | load average start → end |", "|---|---|---:|---:|---|"]
+    lines = [
+        "## Wall clock per scale",
+        "",
+        "Each run's own wall and CPU time (from its JSON; vectors are prepared and cached before, outside these times). "
+        "Load average is the 1-minute figure at the start and end of each run, on this machine's cores.",
+        "",
+        "| scale | runs | wall min | CPU min | load average start → end |",
+        "|---|---|---:|---:|---|",
+    ]
     for scale, runs in sorted(by_scale.items()):
         names = ", ".join(f"{r['vectors']}{' (cut short)' if not r.get('complete', True) else ''}" for r in runs)
         load = "; ".join(f"{r['load_average_start_end'][0][0]:.1f} → {r['load_average_start_end'][1][0]:.1f}" for r in runs)
-        lines.append(f"| {SCALE_NAMES.get(scale, scale)} | {names} | {sum(r['seconds_total'] for r in runs) / 60:.1f} | "
-                     f"{sum(r.get('cpu_seconds_total', 0) for r in runs) / 60:.1f} | {load} |")
+        lines.append(
+            f"| {SCALE_NAMES.get(scale, scale)} | {names} | {sum(r['seconds_total'] for r in runs) / 60:.1f} | "
+            f"{sum(r.get('cpu_seconds_total', 0) for r in runs) / 60:.1f} | {load} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -299,9 +382,13 @@ def main() -> None:
         plot(run, path.with_suffix(".png"))
         text = markdown(run, path.stem)
         path.with_suffix(".md").write_text(text)
-        sections.append(text.split("### Cost of each index")[0] + f"Details: [{path.stem}.md]({path.stem}.md)\n\n![{path.stem}]({path.stem}.png)\n")
+        sections.append(
+            text.split("### Cost of each index")[0] + f"Details: [{path.stem}.md]({path.stem}.md)\n\n![{path.stem}]({path.stem}.png)\n"
+        )
     runs = [merged(sorted(paths, key=lambda p: (len(p.stem), p.name))) for paths in groups.values()]
-    (args.dir / "summary.md").write_text("# Recall against latency: every run\n\n" + scale_headlines(runs) + "\n" + wall_clock_table(groups) + "\n" + "\n".join(sections))
+    (args.dir / "summary.md").write_text(
+        "# Recall against latency: every run\n\n" + scale_headlines(runs) + "\n" + wall_clock_table(groups) + "\n" + "\n".join(sections)
+    )
     print(f"wrote {len(groups)} plots and tables under {args.dir}")
 
 

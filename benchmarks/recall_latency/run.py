@@ -5,6 +5,7 @@
 
 Writes ``OUT/<vectors>-<scale>.json``; ``report.py`` turns those files into plots and tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,10 @@ def builders(docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hn
     out = methods.funnel_methods(docs, workdir, scale)
     out += [
         ("faiss-refine-ivfpq", lambda: [methods.faiss_refine(docs, workdir, f"IVF{nlist},PQ48", use_gpu)]),
-        ("faiss-refine-hnsw", lambda: [methods.faiss_refine_hnsw(docs, workdir, **hnsw_build, efs=(16, 64, 256, 1024), k_factors=(1, 2, 8))]),
+        (
+            "faiss-refine-hnsw",
+            lambda: [methods.faiss_refine_hnsw(docs, workdir, **hnsw_build, efs=(16, 64, 256, 1024), k_factors=(1, 2, 8))],
+        ),
         ("st-ubinary", lambda: [methods.st_quantized(docs, workdir, "ubinary", (1, 4, 16))]),
         # uint8 search runs on a flat float index as big as the exact one: at 1M one setting shows the cost.
         ("st-uint8", lambda: [methods.st_quantized(docs, workdir, "uint8", (4,) if large else (1, 4))]),
@@ -69,12 +73,31 @@ def builders(docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hn
     if with_hnsw_full:
         out.append(("hnsw-full", lambda: [methods.hnsw_full(docs, workdir, **hnsw_build, efs=efs)]))
     if large:  # cheap builds first, so that a run cut short by the budget still has them
-        priority = ["funnel-binary", "st-ubinary", "faiss-refine-ivfpq", "funnel-hnsw", "funnel-hnsw128", "funnel-ivf", "faiss-refine-hnsw", "hnsw-full", "st-uint8", "funnel-flat"]
+        priority = [
+            "funnel-binary",
+            "st-ubinary",
+            "faiss-refine-ivfpq",
+            "funnel-hnsw",
+            "funnel-hnsw128",
+            "funnel-ivf",
+            "faiss-refine-hnsw",
+            "hnsw-full",
+            "st-uint8",
+            "funnel-flat",
+        ]
         out.sort(key=lambda pair: priority.index(pair[0]) if pair[0] in priority else len(priority))
     return out
 
 
-def measure_built(built: methods.Built, queries: np.ndarray, latency_queries: np.ndarray, truth: np.ndarray, min_seconds: float, exact_ms: float | None, exact_cpu_ms: float | None) -> dict:
+def measure_built(
+    built: methods.Built,
+    queries: np.ndarray,
+    latency_queries: np.ndarray,
+    truth: np.ndarray,
+    min_seconds: float,
+    exact_ms: float | None,
+    exact_cpu_ms: float | None,
+) -> dict:
     rows = []
     for label, params in built.configs:
         found10, seconds = batched(built.search, queries, 10, params)
@@ -92,8 +115,12 @@ def measure_built(built: methods.Built, queries: np.ndarray, latency_queries: np
             row["speedup_batch1"] = exact_ms / single.median_ms
             row["speedup_batch1_cpu"] = exact_cpu_ms / single.cpu_median_ms
         rows.append(row)
-        print(f"  {built.family:45s} {label:22s} r@10={row['recall@10']:.4f} r@100={row['recall@100']:.4f} "
-              f"b1={single.median_ms:8.3f} ms cpu={single.cpu_median_ms:8.3f} ms" + (f" x{row['speedup_batch1_cpu']:.1f} (cpu)" if exact_ms else ""), flush=True)
+        print(
+            f"  {built.family:45s} {label:22s} r@10={row['recall@10']:.4f} r@100={row['recall@100']:.4f} "
+            f"b1={single.median_ms:8.3f} ms cpu={single.cpu_median_ms:8.3f} ms"
+            + (f" x{row['speedup_batch1_cpu']:.1f} (cpu)" if exact_ms else ""),
+            flush=True,
+        )
     fields = {k: getattr(built, k) for k in ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")}
     return {**fields, "configs": rows}
 
@@ -143,12 +170,18 @@ def main() -> None:
             "k_latency": 10,
             "latency_note": LATENCY_NOTE,
             "gpu": use_gpu,
-            "threads": {"faiss_omp": faiss_threads, **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")}},
+            "threads": {
+                "faiss_omp": faiss_threads,
+                **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")},
+            },
             "machine": machine(),
             "load_average_start_end": [load_before, os.getloadavg()],
             "command": common.command(),
             "exact_batch1_ms_start_end": [results[0]["configs"][0]["batch1"]["median_ms"], exact_end.median_ms if exact_end else None],
-            "exact_batch1_cpu_ms_start_end": [results[0]["configs"][0]["batch1"]["cpu_median_ms"], exact_end.cpu_median_ms if exact_end else None],
+            "exact_batch1_cpu_ms_start_end": [
+                results[0]["configs"][0]["batch1"]["cpu_median_ms"],
+                exact_end.cpu_median_ms if exact_end else None,
+            ],
             "complete": exact_end is not None,
             "seconds_total": time.perf_counter() - began,
             "cpu_seconds_total": time.process_time(),
@@ -162,10 +195,26 @@ def main() -> None:
         truth, seconds = batched(reference.search, queries, 100, {})
         exact_single = single_timing(reference.search, latency_queries, 10, {}, args.min_seconds)
         exact_ms = exact_single.median_ms
-        results.append({
-            **{k: getattr(reference, k) for k in ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")},
-            "configs": [{"label": "flat", "params": {}, "recall@10": 1.0, "recall@100": 1.0, "batch1": asdict(exact_single), "batch64": asdict(batch_timing(seconds, 64)), "speedup_batch1": 1.0, "speedup_batch1_cpu": 1.0}],
-        })
+        results.append(
+            {
+                **{
+                    k: getattr(reference, k)
+                    for k in ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")
+                },
+                "configs": [
+                    {
+                        "label": "flat",
+                        "params": {},
+                        "recall@10": 1.0,
+                        "recall@100": 1.0,
+                        "batch1": asdict(exact_single),
+                        "batch64": asdict(batch_timing(seconds, 64)),
+                        "speedup_batch1": 1.0,
+                        "speedup_batch1_cpu": 1.0,
+                    }
+                ],
+            }
+        )
         print(f"  exact: {exact_ms:.2f} ms/query wall, {exact_single.cpu_median_ms:.2f} ms CPU (batch 1)", flush=True)
         for name, build in builders(docs, workdir, scale, use_gpu, with_hnsw_full):
             if args.only and name not in args.only:
@@ -174,7 +223,9 @@ def main() -> None:
             print(f"building {name} ...", flush=True)
             for built in build():
                 print(f"  built {built.family} in {built.build_seconds:.1f} s", flush=True)
-                results.append(measure_built(built, queries, latency_queries, truth, args.min_seconds, exact_ms, exact_single.cpu_median_ms))
+                results.append(
+                    measure_built(built, queries, latency_queries, truth, args.min_seconds, exact_ms, exact_single.cpu_median_ms)
+                )
             print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
             write(None)
             gc.collect()

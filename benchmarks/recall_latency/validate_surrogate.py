@@ -7,6 +7,7 @@ the residual noise scaled by 0, 0.5 and 1 (1 is what ``corpus.py`` uses).
 
     python -m benchmarks.recall_latency.validate_surrogate
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,7 +1,9 @@
 """Encode a corpus straight into a Qdrant collection, on this process or with Ray; no index folder."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from funnel.backends.qdrant import ExportOptions, ExportSummary, QdrantLayout, upload
 from funnel.errors import InputError
@@ -15,20 +17,33 @@ if TYPE_CHECKING:
     from funnel.models import Encoder
 
 
-def layout_of_config(encoder: "Encoder", config: "IndexConfig", options: ExportOptions) -> QdrantLayout:
+def layout_of_config(encoder: Encoder, config: IndexConfig, options: ExportOptions) -> QdrantLayout:
     """The collection a build with ``config`` would make: its shortlist dims get HNSW."""
     if config.layers:
         raise InputError("a Qdrant collection holds the full model's vectors only: drop --layers")
     shortlists = config.resolved_shortlists(encoder.dim, encoder.metadata)
     return QdrantLayout(
-        model=encoder.name, dim=encoder.dim, shortlist_dims=tuple(spec.dim for spec in shortlists), rescore_dims=options.rescore_dims,
-        quantization=options.quantization, vector_dtype=config.vector_dtype, model_metadata=encoder.metadata, upload_batch=options.batch_size,
+        model=encoder.name,
+        dim=encoder.dim,
+        shortlist_dims=tuple(spec.dim for spec in shortlists),
+        rescore_dims=options.rescore_dims,
+        quantization=options.quantization,
+        vector_dtype=config.vector_dtype,
+        model_metadata=encoder.metadata,
+        upload_batch=options.batch_size,
     )
 
 
 def build_to_qdrant(
-    corpus: "Corpus", encoder: "Encoder", config: "IndexConfig", client: "QdrantClient", options: ExportOptions, *,
-    location: str = "qdrant", ray: "RayOptions | None" = None, show_progress: bool = False,
+    corpus: Corpus,
+    encoder: Encoder,
+    config: IndexConfig,
+    client: QdrantClient,
+    options: ExportOptions,
+    *,
+    location: str = "qdrant",
+    ray: RayOptions | None = None,
+    show_progress: bool = False,
 ) -> ExportSummary:
     """Encode ``corpus`` (here, or with Ray when ``ray`` is given: parquet only) and upload it to a
     collection; the collection equals an export of the index a local build would write."""

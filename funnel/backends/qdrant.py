@@ -14,17 +14,18 @@ so a retriever knows the model, the dims and the tuned plan without the index fo
 
 qdrant-client is imported here only: ``import funnel`` never loads it.
 """
+
 from __future__ import annotations
 
 import base64
 import functools
-
 import json
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -105,10 +106,12 @@ class QdrantLayout:
         return {METADATA_KEY: asdict(self)}
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, Any] | None, where: str) -> "QdrantLayout":
+    def from_metadata(cls, metadata: dict[str, Any] | None, where: str) -> QdrantLayout:
         data = (metadata or {}).get(METADATA_KEY)
         if not isinstance(data, dict):
-            raise QdrantError(f"{where} was not written by funnel (no '{METADATA_KEY}' metadata): export an index to it with `funnel export`")
+            raise QdrantError(
+                f"{where} was not written by funnel (no '{METADATA_KEY}' metadata): export an index to it with `funnel export`"
+            )
         try:
             return cls(**{**data, "shortlist_dims": tuple(data["shortlist_dims"]), "rescore_dims": tuple(data.get("rescore_dims", ()))})
         except (TypeError, KeyError) as exc:
@@ -157,7 +160,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def connect(location: str, *, timeout: int = 30) -> "QdrantClient":
+def connect(location: str, *, timeout: int = 30) -> QdrantClient:
     """A client for ``location``: an ``http(s)://`` URL (a Qdrant server or cluster), ``:memory:``,
     or a folder (qdrant-client's embedded local mode). Checks that it answers."""
     try:
@@ -181,7 +184,7 @@ def connect(location: str, *, timeout: int = 30) -> "QdrantClient":
     return client
 
 
-def read_layout(client: "QdrantClient", collection: str, location: str) -> QdrantLayout:
+def read_layout(client: QdrantClient, collection: str, location: str) -> QdrantLayout:
     """The layout of an existing funnel collection; QdrantError if it is missing or not funnel's."""
     with qdrant_errors(location):
         if not client.collection_exists(collection):
@@ -200,7 +203,7 @@ def read_layout(client: "QdrantClient", collection: str, location: str) -> Qdran
     return layout
 
 
-def _vectors_config(layout: QdrantLayout, hnsw_m: int, ef_construct: int) -> dict[str, "qmodels.VectorParams"]:
+def _vectors_config(layout: QdrantLayout, hnsw_m: int, ef_construct: int) -> dict[str, qmodels.VectorParams]:
     from qdrant_client.http import models as qm
 
     def params(dim: int) -> qm.VectorParams:
@@ -212,7 +215,8 @@ def _vectors_config(layout: QdrantLayout, hnsw_m: int, ef_construct: int) -> dic
         elif shortlists and layout.quantization == "binary":
             quantization = qm.BinaryQuantization(binary=qm.BinaryQuantizationConfig(always_ram=True))
         return qm.VectorParams(
-            size=dim, distance=qm.Distance.COSINE,
+            size=dim,
+            distance=qm.Distance.COSINE,
             # m=0 builds no graph: a rescoring stage scores only the candidates it is handed.
             hnsw_config=qm.HnswConfigDiff(m=hnsw_m if shortlists else 0, ef_construct=ef_construct),
             quantization_config=quantization,
@@ -258,17 +262,25 @@ class ExportSummary:
     layout: QdrantLayout
 
 
-def layout_of_index(index: "Index", options: ExportOptions) -> QdrantLayout:
+def layout_of_index(index: Index, options: ExportOptions) -> QdrantLayout:
     """The collection layout for a funnel index: its shortlist dims get HNSW, its tuned plan travels."""
     manifest = index.manifest
     return QdrantLayout(
-        model=manifest.model, dim=manifest.dim, shortlist_dims=tuple(index.shortlist_dims), rescore_dims=_plan_dims(manifest.plan, options),
-        quantization=options.quantization, vector_dtype=manifest.vector_dtype, depth=manifest.depth, plan=manifest.plan,
-        model_metadata=manifest.model_metadata, upload_batch=options.batch_size, rotation=_encoded_rotation(index),
+        model=manifest.model,
+        dim=manifest.dim,
+        shortlist_dims=tuple(index.shortlist_dims),
+        rescore_dims=_plan_dims(manifest.plan, options),
+        quantization=options.quantization,
+        vector_dtype=manifest.vector_dtype,
+        depth=manifest.depth,
+        plan=manifest.plan,
+        model_metadata=manifest.model_metadata,
+        upload_batch=options.batch_size,
+        rotation=_encoded_rotation(index),
     )
 
 
-def _encoded_rotation(index: "Index") -> str | None:
+def _encoded_rotation(index: Index) -> str | None:
     rotation = index.rotation(None)
     return None if rotation is None else base64.b64encode(np.ascontiguousarray(rotation, dtype=np.float32).tobytes()).decode("ascii")
 
@@ -283,8 +295,9 @@ def _plan_dims(plan: dict[str, Any] | None, options: ExportOptions) -> tuple[int
     return tuple(sorted(dims))
 
 
-def export_index(index: "Index", client: "QdrantClient", options: ExportOptions, *, location: str = "qdrant",
-                 show_progress: bool = False) -> ExportSummary:
+def export_index(
+    index: Index, client: QdrantClient, options: ExportOptions, *, location: str = "qdrant", show_progress: bool = False
+) -> ExportSummary:
     """Upload an index's live documents and stored vectors to a collection (created here).
 
     With ``options.resume``, an export stopped part-way continues from the last full batch the
@@ -292,9 +305,18 @@ def export_index(index: "Index", client: "QdrantClient", options: ExportOptions,
     ids, so a batch sent twice is simply overwritten.
     """
     if any(stage_layer for stage_layer in _plan_layers(index.manifest.plan)):
-        raise InputError("the index's tuned plan uses shallower layers, which a Qdrant collection does not hold: tune it at full depth first")
-    return upload(index_batches(index), client, layout_of_index(index, options), options, total=index.count,
-                  location=location, show_progress=show_progress)
+        raise InputError(
+            "the index's tuned plan uses shallower layers, which a Qdrant collection does not hold: tune it at full depth first"
+        )
+    return upload(
+        index_batches(index),
+        client,
+        layout_of_index(index, options),
+        options,
+        total=index.count,
+        location=location,
+        show_progress=show_progress,
+    )
 
 
 def _plan_layers(plan: dict[str, Any] | None) -> list[int | None]:
@@ -304,8 +326,14 @@ def _plan_layers(plan: dict[str, Any] | None) -> list[int | None]:
 
 
 def upload(
-    batches: Iterable[tuple[Any, ...]], client: "QdrantClient", layout: QdrantLayout, options: ExportOptions,
-    *, total: int | None = None, location: str = "qdrant", show_progress: bool = False,
+    batches: Iterable[tuple[Any, ...]],
+    client: QdrantClient,
+    layout: QdrantLayout,
+    options: ExportOptions,
+    *,
+    total: int | None = None,
+    location: str = "qdrant",
+    show_progress: bool = False,
 ) -> ExportSummary:
     """Write (documents, vectors) batches, vectors normalized (n, dim), into a new collection
     (or continue one with ``options.resume``); marks the collection complete at the end."""
@@ -335,7 +363,7 @@ def upload(
     return ExportSummary(name, location, points, uploaded, done, complete)
 
 
-def _prepare(client: "QdrantClient", layout: QdrantLayout, options: ExportOptions, location: str) -> QdrantLayout:
+def _prepare(client: QdrantClient, layout: QdrantLayout, options: ExportOptions, location: str) -> QdrantLayout:
     """Create the collection, or check the one an interrupted export left; returns the layout in force."""
     name = options.collection
     with qdrant_errors(location):
@@ -343,23 +371,29 @@ def _prepare(client: "QdrantClient", layout: QdrantLayout, options: ExportOption
         if exists and options.resume:
             stored = read_layout(client, name, location)
             if stored.complete:
-                raise InputError(f"collection {name!r} at {location} is complete already: nothing to resume (pass --overwrite to export again)")
+                raise InputError(
+                    f"collection {name!r} at {location} is complete already: nothing to resume (pass --overwrite to export again)"
+                )
             ours = replace(layout, upload_batch=stored.upload_batch)
             if ours != stored:
                 raise InputError(f"collection {name!r} at {location} was started with other settings: pass --overwrite to start over")
             return stored
         if exists and not options.overwrite:
-            raise InputError(f"collection {name!r} already exists at {location}: choose another --collection, or pass --overwrite or --resume")
+            raise InputError(
+                f"collection {name!r} already exists at {location}: choose another --collection, or pass --overwrite or --resume"
+            )
         if exists:
             client.delete_collection(name)
         client.create_collection(
-            name, vectors_config=_vectors_config(layout, options.hnsw_m, options.ef_construct),
-            shard_number=options.shards, metadata=layout.to_metadata(),
+            name,
+            vectors_config=_vectors_config(layout, options.hnsw_m, options.ef_construct),
+            shard_number=options.shards,
+            metadata=layout.to_metadata(),
         )
     return layout
 
 
-def points_batch(layout: QdrantLayout, documents: pa.RecordBatch | pa.Table, vectors: np.ndarray) -> "qmodels.Batch":
+def points_batch(layout: QdrantLayout, documents: pa.RecordBatch | pa.Table, vectors: np.ndarray) -> qmodels.Batch:
     """One upsert request: ids, a named vector per stored dim, and the documents as payload."""
     from qdrant_client.http import models as qm
 
@@ -376,7 +410,7 @@ def points_batch(layout: QdrantLayout, documents: pa.RecordBatch | pa.Table, vec
     return qm.Batch(ids=[point_id(i) for i in columns["id"]], vectors=named, payloads=payloads)
 
 
-def index_batches(index: "Index", rows: int = 4096) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def index_batches(index: Index, rows: int = 4096) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """The index's live documents with their stored full vectors (float32), in position order."""
     for segment in index.segments:
         live = segment.live_mask()

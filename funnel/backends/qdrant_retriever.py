@@ -10,23 +10,25 @@ Qdrant runs the innermost prefetch on the ``d64`` HNSW index, then scores only t
 the vectors named by each outer level: the funnel, server-side, across shards and replicas, in
 one request. A batch of queries is one ``query_batch_points`` call.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
 
 from funnel.backends.qdrant import (
     QdrantLayout,
-    to_stored_basis,
     connect,
     point_id,
     points_batch,
     qdrant_errors,
     read_layout,
     rechunk,
+    to_stored_basis,
     vector_name,
 )
 from funnel.errors import InputError
@@ -59,7 +61,7 @@ class QdrantIndex:
     code as for a local index.
     """
 
-    def __init__(self, client: "QdrantClient", collection: str, location: str = "qdrant") -> None:
+    def __init__(self, client: QdrantClient, collection: str, location: str = "qdrant") -> None:
         self.client = client
         self.collection = collection
         self.location = location
@@ -68,7 +70,7 @@ class QdrantIndex:
             raise InputError(f"the export to collection {collection!r} at {location} did not finish: run `funnel export ... --resume`")
 
     @classmethod
-    def open(cls, location: str, collection: str) -> "QdrantIndex":
+    def open(cls, location: str, collection: str) -> QdrantIndex:
         return cls(connect(location), collection, location)
 
     @property
@@ -93,7 +95,9 @@ class QdrantIndex:
 
     def check_layer(self, layer: int | None) -> None:
         if not self.is_full_depth(layer):
-            raise InputError(f"a Qdrant collection holds the full model's vectors only, not layer {layer}'s: drop the layer from the stages")
+            raise InputError(
+                f"a Qdrant collection holds the full model's vectors only, not layer {layer}'s: drop the layer from the stages"
+            )
 
     def check_plan(self, stages: Sequence[Stage], k: int) -> None:
         """InputError unless every stage's dim is stored and the plan narrows (as for a local index)."""
@@ -103,11 +107,10 @@ class QdrantIndex:
             if not self.layout.stores(dim):
                 have = ", ".join(map(str, (*self.layout.prefix_dims, self.dim)))
                 raise InputError(
-                    f"stage {stage} rescores at {dim} dims but the collection stores only {have}: "
-                    f"export again with --rescore-dim {dim}"
+                    f"stage {stage} rescores at {dim} dims but the collection stores only {have}: export again with --rescore-dim {dim}"
                 )
 
-    def requests(self, vectors: np.ndarray, stages: Sequence[Stage], k: int, with_payload: Any) -> list["qmodels.QueryRequest"]:
+    def requests(self, vectors: np.ndarray, stages: Sequence[Stage], k: int, with_payload: Any) -> list[qmodels.QueryRequest]:
         """One Query API request per query vector: nested prefetches for all stages but the last."""
         from qdrant_client.http import models as qm
 
@@ -122,12 +125,18 @@ class QdrantIndex:
             prefetch = None
             for stage, dim, name in zip(stages[:-1], dims, names):
                 prefetch = qm.Prefetch(prefetch=prefetch, query=by_dim[dim][row].tolist(), using=name, limit=stage.candidates)
-            out.append(qm.QueryRequest(
-                prefetch=prefetch, query=by_dim[dims[-1]][row].tolist(), using=names[-1], limit=k, with_payload=with_payload,
-            ))
+            out.append(
+                qm.QueryRequest(
+                    prefetch=prefetch,
+                    query=by_dim[dims[-1]][row].tolist(),
+                    using=names[-1],
+                    limit=k,
+                    with_payload=with_payload,
+                )
+            )
         return out
 
-    def query(self, vectors: np.ndarray, stages: Sequence[Stage], k: int, with_payload: Any = ("id",)) -> list[list["qmodels.ScoredPoint"]]:
+    def query(self, vectors: np.ndarray, stages: Sequence[Stage], k: int, with_payload: Any = ("id",)) -> list[list[qmodels.ScoredPoint]]:
         """The top-``k`` points for each query vector (q, dim) under the plan, best first."""
         self.check_plan(stages, k)
         requests = self.requests(vectors, stages, k, list(with_payload) if isinstance(with_payload, tuple) else with_payload)
@@ -171,7 +180,9 @@ class QdrantIndex:
         missing = [i for i in wanted if i not in found]
         if missing and not ignore_missing:
             shown = ", ".join(repr(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
-            raise InputError(f"{len(missing)} of the ids are not in the collection ({shown}): nothing deleted; check them or pass ignore_missing")
+            raise InputError(
+                f"{len(missing)} of the ids are not in the collection ({shown}): nothing deleted; check them or pass ignore_missing"
+            )
         if found:
             with qdrant_errors(self.location):
                 self.client.delete(self.collection, points_selector=qm.PointIdsList(points=[point_id(i) for i in found]), wait=True)
@@ -185,7 +196,7 @@ class QdrantRetriever:
     ``QdrantRetriever.load("http://localhost:6333", "docs").search("query", k=10)``
     """
 
-    def __init__(self, index: QdrantIndex, encoder: "Encoder", stages: Sequence[Stage] | str | None = None) -> None:
+    def __init__(self, index: QdrantIndex, encoder: Encoder, stages: Sequence[Stage] | str | None = None) -> None:
         if encoder.dim != index.dim:
             raise InputError(f"the model gives {encoder.dim}-dim vectors but the collection holds {index.dim}-dim ones")
         self.index = index
@@ -194,9 +205,14 @@ class QdrantRetriever:
 
     @classmethod
     def load(
-        cls, location: str, collection: str, model: str | None = None, *, device: str | None = None,
+        cls,
+        location: str,
+        collection: str,
+        model: str | None = None,
+        *,
+        device: str | None = None,
         stages: Sequence[Stage] | str | None = None,
-    ) -> "QdrantRetriever":
+    ) -> QdrantRetriever:
         """Open ``collection`` at ``location`` (a URL, or a folder of qdrant-client's embedded mode)
         with the model the index was built with (or ``model``)."""
         from funnel.models import Encoder
@@ -245,7 +261,7 @@ class QdrantRetriever:
         """Add documents with their vectors made elsewhere; see :meth:`QdrantIndex.add`."""
         return self.index.add(documents, vectors)
 
-    def add_corpus(self, corpus: "Corpus", *, batch_size: int = 64) -> int:
+    def add_corpus(self, corpus: Corpus, *, batch_size: int = 64) -> int:
         """Encode a corpus with the retriever's model and add it; returns how many were added."""
         from funnel.corpus import document_text
 
@@ -259,10 +275,16 @@ class QdrantRetriever:
         return self.index.delete(ids, ignore_missing=ignore_missing)
 
 
-def _hit(point: "qmodels.ScoredPoint", rank: int) -> Hit:
+def _hit(point: qmodels.ScoredPoint, rank: int) -> Hit:
     payload = point.payload or {}
-    return Hit(id=str(payload.get("id")), score=float(point.score), rank=rank, text=payload.get("text", ""),
-               title=payload.get("title"), metadata=payload.get("metadata") or {})
+    return Hit(
+        id=str(payload.get("id")),
+        score=float(point.score),
+        rank=rank,
+        text=payload.get("text", ""),
+        title=payload.get("title"),
+        metadata=payload.get("metadata") or {},
+    )
 
 
 __all__ = ["QdrantIndex", "QdrantLayout", "QdrantResult", "QdrantRetriever"]

@@ -9,11 +9,13 @@ Ray supplies the batches, in corpus order, so the index is the one a single-proc
 or ``auto``) the same code runs on a cluster, where every node needs funnel and the model
 installed (``pip install 'funnel[ray]'``). One actor per GPU where Ray sees GPUs, else per CPU.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -163,8 +165,14 @@ def start_ray(options: RayOptions) -> bool:
 
 
 def ray_batches(
-    files: Sequence[Path], model: str | None, columns: CorpusColumns, options: RayOptions, *,
-    layers: tuple[int, ...] = (), encode_batch_size: int = 64, dim: int,
+    files: Sequence[Path],
+    model: str | None,
+    columns: CorpusColumns,
+    options: RayOptions,
+    *,
+    layers: tuple[int, ...] = (),
+    encode_batch_size: int = 64,
+    dim: int,
 ) -> Iterator[tuple[Any, ...]]:
     """(documents, vectors[, {layer: vectors}]) batches in corpus order, encoded by Ray actors.
 
@@ -197,9 +205,13 @@ def ray_batches(
     # only. The split keeps the row order.
     blocks = read.repartition(target_num_rows_per_block=options.batch_size)
     dataset = blocks.map_batches(
-        _Encode, fn_constructor_kwargs={"model": model, "columns": columns, "layers": layers, "encode_batch_size": encode_batch_size},
-        batch_format="pyarrow", batch_size=options.batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=per_worker, num_gpus=gpus,
+        _Encode,
+        fn_constructor_kwargs={"model": model, "columns": columns, "layers": layers, "encode_batch_size": encode_batch_size},
+        batch_format="pyarrow",
+        batch_size=options.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=per_worker,
+        num_gpus=gpus,
     )
     seen: set[str] = set()
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
@@ -221,8 +233,13 @@ def ray_batches(
 
 
 def encode_with_ray(
-    corpus: ShardedCorpus, encoder: "Encoder", options: RayOptions, sink: Callable[[Iterator[tuple[Any, ...]]], T], *,
-    layers: tuple[int, ...] = (), encode_batch_size: int = 64,
+    corpus: ShardedCorpus,
+    encoder: Encoder,
+    options: RayOptions,
+    sink: Callable[[Iterator[tuple[Any, ...]]], T],
+    *,
+    layers: tuple[int, ...] = (),
+    encode_batch_size: int = 64,
 ) -> T:
     """Validate a parquet corpus (see :func:`sharded_corpus`), encode it with Ray, and hand the
     batches (in corpus order) to ``sink``, e.g. funnel's index writer or a Qdrant upload; returns
@@ -231,8 +248,17 @@ def encode_with_ray(
     corpus.validate()
     started = start_ray(options)
     try:
-        return sink(ray_batches(list(corpus.files), _model_path(encoder), corpus.columns, options, layers=layers,
-                                encode_batch_size=encode_batch_size, dim=encoder.dim))
+        return sink(
+            ray_batches(
+                list(corpus.files),
+                _model_path(encoder),
+                corpus.columns,
+                options,
+                layers=layers,
+                encode_batch_size=encode_batch_size,
+                dim=encoder.dim,
+            )
+        )
     finally:
         if started:
             import ray
@@ -241,7 +267,13 @@ def encode_with_ray(
 
 
 def build_with_ray(
-    corpus: ShardedCorpus, encoder: "Encoder", path: str | Path, config: "IndexConfig", options: RayOptions, *, overwrite: bool = False,
+    corpus: ShardedCorpus,
+    encoder: Encoder,
+    path: str | Path,
+    config: IndexConfig,
+    options: RayOptions,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Encode a parquet corpus (file or folder of shards, see :func:`sharded_corpus`) with Ray and
     write an index at ``path`` with funnel's own writer: the same segments and manifest as
@@ -253,13 +285,22 @@ def build_with_ray(
     info = {"path": str(corpus.path), "format": "parquet", "built_with": "ray", "shards": len(corpus.files), "skipped": corpus.skipped}
 
     def write(batches: Iterator[tuple[Any, ...]]) -> Path:
-        return write_index(batches, path, model=encoder.name, dim=encoder.dim, config=config, model_metadata=encoder.metadata,
-                           source=info, depth=depth, overwrite=overwrite)
+        return write_index(
+            batches,
+            path,
+            model=encoder.name,
+            dim=encoder.dim,
+            config=config,
+            model_metadata=encoder.metadata,
+            source=info,
+            depth=depth,
+            overwrite=overwrite,
+        )
 
     return encode_with_ray(corpus, encoder, options, write, layers=layers, encode_batch_size=config.encode_batch_size)
 
 
-def _model_path(encoder: "Encoder") -> str | None:
+def _model_path(encoder: Encoder) -> str | None:
     """What an actor passes to Encoder.load to get the same model (None: the default model)."""
     from funnel.models import DEFAULT_MODEL
 

@@ -1,4 +1,5 @@
 """The ``funnel`` command: a Typer app with one small module per command."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """`funnel add INDEX CORPUS`: encode more documents and add them to an index as a new segment."""
+
 from __future__ import annotations
 
 import time
@@ -39,14 +40,20 @@ def add_command(
     encoder = Encoder.load(model or before.model)
     manifest = add_corpus(index, source, encoder, batch_size=batch_size, show_progress=not quiet and not json_output)
     summary = {
-        "index": str(index), "added": manifest.count - before.count, "documents": manifest.count,
-        "segments": len(manifest.segments), "version": manifest.generation,
-        "seconds": round(time.perf_counter() - started, 2), "skipped": dict(source.skipped),
+        "index": str(index),
+        "added": manifest.count - before.count,
+        "documents": manifest.count,
+        "segments": len(manifest.segments),
+        "version": manifest.generation,
+        "seconds": round(time.perf_counter() - started, 2),
+        "skipped": dict(source.skipped),
     }
     if json_output:
         emit_json(summary)
         return
-    typer.echo(f"added {summary['added']} documents to {index}: {manifest.count} documents in {len(manifest.segments)} segments ({summary['seconds']} s)")
+    typer.echo(
+        f"added {summary['added']} documents to {index}: {manifest.count} documents in {len(manifest.segments)} segments ({summary['seconds']} s)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
 """`funnel compact INDEX`: rewrite the live documents into one segment, dropping deleted rows."""
+
 from __future__ import annotations
 
 import time
@@ -21,15 +22,21 @@ def compact_command(
     started = time.perf_counter()
     after = compact_index(index)
     summary = {
-        "index": str(index), "documents": after.count, "segments_before": len(before.segments),
-        "rows_dropped": before.rows - after.rows, "version": after.generation, "seconds": round(time.perf_counter() - started, 2),
+        "index": str(index),
+        "documents": after.count,
+        "segments_before": len(before.segments),
+        "rows_dropped": before.rows - after.rows,
+        "version": after.generation,
+        "seconds": round(time.perf_counter() - started, 2),
     }
     if json_output:
         emit_json(summary)
     elif after is before or after.generation == before.generation:
         typer.echo(f"{index} is already compact ({after.count} documents in one segment)")
     else:
-        typer.echo(f"compacted {index}: {after.count} documents in 1 segment, {summary['rows_dropped']} deleted rows dropped ({summary['seconds']} s)")
+        typer.echo(
+            f"compacted {index}: {after.count} documents in 1 segment, {summary['rows_dropped']} deleted rows dropped ({summary['seconds']} s)"
+        )
 
 
 def register(app: typer.Typer) -> None:

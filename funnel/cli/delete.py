@@ -1,4 +1,5 @@
 """`funnel delete INDEX --ids a,b`: delete documents by id (a tombstone file; `funnel compact` reclaims space)."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ def delete_command(
     index: Path = typer.Argument(..., help="An index folder."),
     ids: list[str] = typer.Option([], "--ids", help="Ids to delete, comma-separated (repeatable); white space around each is dropped."),
     exact_ids: list[str] = typer.Option([], "--id", help="One id, exactly as given (repeatable): for ids holding commas."),
-    ids_file: Optional[Path] = typer.Option(None, "--ids-file", help='JSON lines, one id per line as a JSON string (e.g. "my id"); any id can be named.'),
+    ids_file: Optional[Path] = typer.Option(
+        None, "--ids-file", help='JSON lines, one id per line as a JSON string (e.g. "my id"); any id can be named.'
+    ),
     ignore_missing: bool = typer.Option(False, "--ignore-missing", help="Delete the ids that exist instead of refusing when some do not."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -33,7 +36,13 @@ def delete_command(
     deleted = delete_documents(index, wanted, ignore_missing=ignore_missing)
     manifest = read_manifest(index)
     share = manifest.deleted / max(manifest.rows, 1)
-    summary = {"index": str(index), "deleted": deleted, "documents": manifest.count, "deleted_rows": manifest.deleted, "version": manifest.generation}
+    summary = {
+        "index": str(index),
+        "deleted": deleted,
+        "documents": manifest.count,
+        "deleted_rows": manifest.deleted,
+        "version": manifest.generation,
+    }
     if json_output:
         emit_json(summary)
         return

@@ -1,4 +1,5 @@
 """`funnel eval DATASET`: quality, compute and speed of funnel configurations against exact search."""
+
 from __future__ import annotations
 
 import shlex
@@ -14,21 +15,33 @@ from funnel.cli.output import emit_json
 def eval_command(
     dataset: Optional[Path] = typer.Argument(None, help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."),
     index: Optional[Path] = typer.Option(None, "--index", help="Evaluate an existing index instead (with --queries and --qrels)."),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="Queries JSONL ({\"_id\", \"text\"}) for --index."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help='Queries JSONL ({"_id", "text"}) for --index.'),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="Qrels TSV (query-id, corpus-id, score) or TREC qrels for --index."),
     split: str = typer.Option("test", help="Qrels split of the dataset (qrels/<split>.tsv)."),
     model: Optional[str] = typer.Option(None, help="Model folder (default: the index's, else the offline all-MiniLM-L6-v2)."),
     dims: Optional[str] = typer.Option(None, "--dims", help="Shortlist dims to sweep (default: 16,32,64,128,256)."),
     shortlist: Optional[str] = typer.Option(None, "--shortlist", help="Shortlist sizes to sweep (default: 50,100,200,500)."),
-    stages: list[str] = typer.Option([], "--stages", help="A plan to add: its stages, e.g. 32:500,128:100,full:100 (repeat for several; alone: no grid)."),
+    stages: list[str] = typer.Option(
+        [], "--stages", help="A plan to add: its stages, e.g. 32:500,128:100,full:100 (repeat for several; alone: no grid)."
+    ),
     k: Optional[int] = typer.Option(None, "-k", help="Documents each ranking returns (default: the largest metric cutoff)."),
     metrics: str = typer.Option("ndcg@10,mrr@10,recall@10,recall@100,map@100", help="Metrics; the first one ranks the Pareto frontier."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for report.json, per_query.json, report.md, report.png (default: evaluations/<dataset>)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Folder for report.json, per_query.json, report.md, report.png (default: evaluations/<dataset>)."
+    ),
     shortlist_kind: str = typer.Option("flat", help="Kind of the shortlists built in memory for swept dims: flat, hnsw, ivf or binary."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="Also sweep shortlists at these depths (the model cut after that many layers), e.g. 2,3 (LAYER:DIM:N,full:K); reports query-encoding cost per stage."),
+    layers: Optional[str] = typer.Option(
+        None,
+        "--layers",
+        help="Also sweep shortlists at these depths (the model cut after that many layers), e.g. 2,3 (LAYER:DIM:N,full:K); reports query-encoding cost per stage.",
+    ),
     repeats: int = typer.Option(3, help="Times each query is searched for timing (its median is kept)."),
     encode_sample: int = typer.Option(50, help="Queries whose encoding is timed (a seeded sample)."),
-    embeddings_cache: Optional[Path] = typer.Option(None, "--embeddings-cache", help="Folder of precomputed embeddings (python -m benchmarks.embed_cache); a sample is re-encoded to check them."),
+    embeddings_cache: Optional[Path] = typer.Option(
+        None,
+        "--embeddings-cache",
+        help="Folder of precomputed embeddings (python -m benchmarks.embed_cache); a sample is re-encoded to check them.",
+    ),
     index_dir: Path = typer.Option(Path("indexes"), "--index-dir", help="Where the dataset's index is built once and reused."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the dataset's index even if one exists."),
     rotation: str = typer.Option(
@@ -42,7 +55,6 @@ def eval_command(
     from funnel.errors import InputError
     from funnel.evaluation.harness import EvalOptions, evaluate
     from funnel.evaluation.sweep import parse_sizes
-
     from funnel.indexes.index import Index
 
     source: Path | Index
@@ -55,13 +67,26 @@ def eval_command(
     options = EvalOptions(
         dims=parse_sizes(dims, "--dims") if dims else None,
         shortlists=parse_sizes(shortlist, "--shortlist") if shortlist else None,
-        plans=tuple(stages), layers=parse_sizes(layers, "--layers") if layers else (),
-        metrics=tuple(m for m in metrics.split(",") if m.strip()), k=k, queries=queries, qrels=qrels, split=split,
-        index_dir=index_dir, rebuild=rebuild, embeddings_cache=embeddings_cache, shortlist_kind=shortlist_kind, rotation=rotation,
-        repeats=repeats, encode_sample=encode_sample, command="funnel " + shlex.join(sys.argv[1:]),
+        plans=tuple(stages),
+        layers=parse_sizes(layers, "--layers") if layers else (),
+        metrics=tuple(m for m in metrics.split(",") if m.strip()),
+        k=k,
+        queries=queries,
+        qrels=qrels,
+        split=split,
+        index_dir=index_dir,
+        rebuild=rebuild,
+        embeddings_cache=embeddings_cache,
+        shortlist_kind=shortlist_kind,
+        rotation=rotation,
+        repeats=repeats,
+        encode_sample=encode_sample,
+        command="funnel " + shlex.join(sys.argv[1:]),
     )
     report = evaluate(
-        source, model=model, options=options,
+        source,
+        model=model,
+        options=options,
         progress=None if quiet or json_output else (lambda line: typer.echo(line, err=True)),
     )
     folder = output or Path("evaluations") / report.dataset["name"]

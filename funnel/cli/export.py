@@ -1,4 +1,5 @@
 """`funnel export INDEX --qdrant URL|FOLDER --collection NAME`: put an index into a Qdrant collection."""
+
 from __future__ import annotations
 
 import time
@@ -14,7 +15,9 @@ def export_command(
     qdrant: str = typer.Option(..., "--qdrant", help="A Qdrant URL (http://localhost:6333) or a folder for qdrant-client's embedded mode."),
     collection: str = typer.Option(..., "--collection", help="The collection to create (or continue with --resume)."),
     quantization: str = typer.Option("none", help="Quantize the shortlist vectors in Qdrant: none, scalar (int8) or binary."),
-    rescore_dim: list[int] = typer.Option([], "--rescore-dim", help="Also store this prefix dim, without an index, for middle stages (repeat)."),
+    rescore_dim: list[int] = typer.Option(
+        [], "--rescore-dim", help="Also store this prefix dim, without an index, for middle stages (repeat)."
+    ),
     batch_size: int = typer.Option(256, help="Points per upload request."),
     shards: int = typer.Option(0, help="Shards of the collection on a cluster [default: the server's]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing collection of that name."),
@@ -26,23 +29,39 @@ def export_command(
     from funnel.backends.qdrant import ExportOptions, connect, export_index
     from funnel.indexes.index import Index
 
-    options = ExportOptions(collection=collection, quantization=quantization, rescore_dims=tuple(rescore_dim), batch_size=batch_size,
-                            shards=shards or None, overwrite=overwrite, resume=resume)
+    options = ExportOptions(
+        collection=collection,
+        quantization=quantization,
+        rescore_dims=tuple(rescore_dim),
+        batch_size=batch_size,
+        shards=shards or None,
+        overwrite=overwrite,
+        resume=resume,
+    )
     started = time.perf_counter()
     source = Index.load(index, use_gpu=False)
     summary = export_index(source, connect(qdrant), options, location=qdrant, show_progress=not quiet and not json_output)
     layout = summary.layout
     result = {
-        "index": str(index), "qdrant": qdrant, "collection": collection, "points": summary.points, "uploaded": summary.uploaded,
-        "resumed_from": summary.resumed_from, "shortlist_dims": list(layout.shortlist_dims), "rescore_dims": list(layout.rescore_dims),
-        "quantization": layout.quantization, "seconds": round(time.perf_counter() - started, 2),
+        "index": str(index),
+        "qdrant": qdrant,
+        "collection": collection,
+        "points": summary.points,
+        "uploaded": summary.uploaded,
+        "resumed_from": summary.resumed_from,
+        "shortlist_dims": list(layout.shortlist_dims),
+        "rescore_dims": list(layout.rescore_dims),
+        "quantization": layout.quantization,
+        "seconds": round(time.perf_counter() - started, 2),
     }
     if json_output:
         emit_json(result)
         return
     resumed = f", resumed after {summary.resumed_from}" if summary.resumed_from else ""
-    typer.echo(f"exported {summary.points} documents to collection {collection!r} at {qdrant} "
-               f"(HNSW at {', '.join(map(str, layout.shortlist_dims))} dims{resumed}; {result['seconds']} s)")
+    typer.echo(
+        f"exported {summary.points} documents to collection {collection!r} at {qdrant} "
+        f"(HNSW at {', '.join(map(str, layout.shortlist_dims))} dims{resumed}; {result['seconds']} s)"
+    )
 
 
 def register(app: typer.Typer) -> None:

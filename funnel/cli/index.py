@@ -1,4 +1,5 @@
 """`funnel index CORPUS`: encode a corpus once and write an index folder."""
+
 from __future__ import annotations
 
 import time
@@ -21,22 +22,35 @@ def index_command(
     id_column: Optional[str] = typer.Option(None, help="Id column [default: id, else _id]."),
     text_column: Optional[str] = typer.Option(None, help="Text column [default: text]."),
     title_column: Optional[str] = typer.Option(None, help="Optional title column, prepended to the text [default: title if present]."),
-    shortlist_dim: list[int] = typer.Option([], "--shortlist-dim", "-d", help="Dims of a shortlist index (repeat for several) [default: 64, or the model's smallest trained dim]."),
+    shortlist_dim: list[int] = typer.Option(
+        [],
+        "--shortlist-dim",
+        "-d",
+        help="Dims of a shortlist index (repeat for several) [default: 64, or the model's smallest trained dim].",
+    ),
     shortlist_kind: str = typer.Option("flat", help="Shortlist index kind: flat, hnsw, ivf or binary."),
     layers: Optional[str] = typer.Option(
-        None, help="Also store the vectors of the model cut after these layers, e.g. 2,3 (each with the same shortlists), for stages like 2:64:200,6:384:10."
+        None,
+        help="Also store the vectors of the model cut after these layers, e.g. 2,3 (each with the same shortlists), for stages like 2:64:200,6:384:10.",
     ),
     dtype: str = typer.Option("float16", help="Storage type of the full vectors: float16 or float32."),
     rotation: str = typer.Option(
-        "auto", help="Store vectors in the corpus's PCA rotation, so short prefixes shortlist better (full-dim scores unchanged): "
-        "auto (rotate unless the model's own order nests as well, measured on queries made from the corpus), pca or none."
+        "auto",
+        help="Store vectors in the corpus's PCA rotation, so short prefixes shortlist better (full-dim scores unchanged): "
+        "auto (rotate unless the model's own order nests as well, measured on queries made from the corpus), pca or none.",
     ),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index (or an interrupted build) at the output path."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build of the same corpus from its last checkpoint."),
-    ray: bool = typer.Option(False, "--ray", help="Encode with Ray (parquet file or folder of shards): a local Ray, or the cluster at --ray-address."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (e.g. ray://head:10001 or auto) [default: start a local Ray]."),
+    ray: bool = typer.Option(
+        False, "--ray", help="Encode with Ray (parquet file or folder of shards): a local Ray, or the cluster at --ray-address."
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, help="Ray cluster address (e.g. ray://head:10001 or auto) [default: start a local Ray]."
+    ),
     workers: Optional[int] = typer.Option(None, help="Ray encoder actors [default: one per GPU, else 2]."),
     backend: str = typer.Option("local", help="Where the index goes: local (an index folder) or qdrant (a collection, see --qdrant)."),
     qdrant: Optional[str] = typer.Option(None, help="With --backend qdrant: a Qdrant URL or a folder for embedded mode."),
@@ -48,8 +62,8 @@ def index_command(
     from funnel.corpus import CorpusColumns, open_corpus
     from funnel.indexes.builder import IndexConfig, build_index
     from funnel.indexes.index import Index
-    from funnel.indexes.summary import rotation_summary
     from funnel.indexes.shortlist import make_spec
+    from funnel.indexes.summary import rotation_summary
     from funnel.models import Encoder
 
     columns = CorpusColumns(id=id_column, text=text_column, title=title_column)
@@ -65,15 +79,20 @@ def index_command(
     from funnel.evaluation.sweep import parse_sizes
 
     config = IndexConfig(
-        shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim), vector_dtype=dtype, encode_batch_size=batch_size,
-        layers=parse_sizes(layers, "--layers") if layers else (), rotation=rotation,
+        shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim),
+        vector_dtype=dtype,
+        encode_batch_size=batch_size,
+        layers=parse_sizes(layers, "--layers") if layers else (),
+        rotation=rotation,
     )
     from funnel.indexes.builder import check_output
 
     if backend != "local":
         from funnel.cli.index_qdrant import index_to_qdrant
 
-        return index_to_qdrant(source, config, backend, qdrant, collection or target.name, model, ray_options, overwrite, resume, quiet, json_output)
+        return index_to_qdrant(
+            source, config, backend, qdrant, collection or target.name, model, ray_options, overwrite, resume, quiet, json_output
+        )
     check_output(target, overwrite=overwrite, resume=resume, keep=source.path)  # before the slow model load
     started = time.perf_counter()
     source.validate()  # before the model loads: a bad row costs a second, not an encoding run
@@ -87,11 +106,17 @@ def index_command(
     index = Index.load(path)
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     summary: dict[str, Any] = {
-        "index": str(path), "documents": index.count, "model": index.manifest.model, "dim": index.dim,
+        "index": str(path),
+        "documents": index.count,
+        "model": index.manifest.model,
+        "dim": index.dim,
         "shortlists": [{"dim": s.dim, "kind": s.kind} for s in index.manifest.shortlists],
-        "layers": list(index.layers), "depth": index.depth,
+        "layers": list(index.layers),
+        "depth": index.depth,
         "rotation": rotation_summary(index.manifest),
-        "disk_bytes": disk, "seconds": round(time.perf_counter() - started, 2), "skipped": dict(source.skipped),
+        "disk_bytes": disk,
+        "seconds": round(time.perf_counter() - started, 2),
+        "skipped": dict(source.skipped),
     }
     if json_output:
         emit_json(summary)
@@ -106,7 +131,7 @@ def index_command(
             typer.echo(f"  {line}")
 
 
-def _ray_options(ray: bool, address: Optional[str], workers: Optional[int]) -> "RayOptions | None":
+def _ray_options(ray: bool, address: Optional[str], workers: Optional[int]) -> RayOptions | None:
     if not ray:
         if address or workers:
             from funnel.errors import InputError

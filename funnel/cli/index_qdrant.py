@@ -1,4 +1,5 @@
 """`funnel index CORPUS --backend qdrant`: encode straight into a Qdrant collection (no index folder)."""
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,17 @@ if TYPE_CHECKING:
 
 
 def index_to_qdrant(
-    source: "Corpus", config: "IndexConfig", backend: str, qdrant: Optional[str], collection: str, model: Optional[str],
-    ray: "RayOptions | None", overwrite: bool, resume: bool, quiet: bool, json_output: bool,
+    source: Corpus,
+    config: IndexConfig,
+    backend: str,
+    qdrant: Optional[str],
+    collection: str,
+    model: Optional[str],
+    ray: RayOptions | None,
+    overwrite: bool,
+    resume: bool,
+    quiet: bool,
+    json_output: bool,
 ) -> None:
     """Print what `funnel index --backend qdrant` did; the work is funnel.backends.build's."""
     if backend != "qdrant":
@@ -33,10 +43,17 @@ def index_to_qdrant(
     source.validate()
     encoder = Encoder.load(model)
     options = ExportOptions(collection=collection, overwrite=overwrite, resume=resume)
-    summary = build_to_qdrant(source, encoder, config, client, options, location=qdrant, ray=ray, show_progress=not quiet and not json_output)
+    summary = build_to_qdrant(
+        source, encoder, config, client, options, location=qdrant, ray=ray, show_progress=not quiet and not json_output
+    )
     result = {
-        "qdrant": qdrant, "collection": collection, "points": summary.points, "shortlist_dims": list(summary.layout.shortlist_dims),
-        "model": encoder.name, "seconds": round(time.perf_counter() - started, 2), "skipped": dict(source.skipped),
+        "qdrant": qdrant,
+        "collection": collection,
+        "points": summary.points,
+        "shortlist_dims": list(summary.layout.shortlist_dims),
+        "model": encoder.name,
+        "seconds": round(time.perf_counter() - started, 2),
+        "skipped": dict(source.skipped),
     }
     if json_output:
         emit_json(result)

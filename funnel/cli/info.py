@@ -1,4 +1,5 @@
 """`funnel info INDEX`: what an index holds."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ def info_command(
     typer.echo(f"{index}: {manifest.count} documents in {len(manifest.segments)} segment(s), {human_bytes(disk)}{deleted}")
     typer.echo(f"  model      {manifest.model} ({manifest.dim} dims, stored as {manifest.vector_dtype})")
     if manifest.layers:
-        typer.echo(f"  layers     {', '.join(map(str, manifest.layers))} of {manifest.depth} (vectors and shortlists for each; stages LAYER:DIM:N)")
+        typer.echo(
+            f"  layers     {', '.join(map(str, manifest.layers))} of {manifest.depth} (vectors and shortlists for each; stages LAYER:DIM:N)"
+        )
     for line in rotation_lines(manifest):
         typer.echo(f"  {line}")
     for spec in manifest.shortlists:

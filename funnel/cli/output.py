@@ -1,4 +1,5 @@
 """Shared printing helpers for the CLI: JSON for programs, short lines for people."""
+
 from __future__ import annotations
 
 import json

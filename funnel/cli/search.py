@@ -1,4 +1,5 @@
 """`funnel search INDEX "query"`: top-k hits through the funnel."""
+
 from __future__ import annotations
 
 import sys
@@ -15,11 +16,15 @@ def search_command(
     query: Optional[str] = typer.Argument(None, help="The query; omit it to read queries from --queries."),
     k: Optional[int] = typer.Option(None, "-k", help="Hits per query [default: 10, or the last stage's candidates with --stages]."),
     shortlist: Optional[int] = typer.Option(None, help="Candidates the first stage keeps [default: max(200, 20k)]."),
-    stages: Optional[str] = typer.Option(None, help="The plan, its stages in order, e.g. 64:200,128:50,full:10 (DIM:CANDIDATES or LAYER:DIM:CANDIDATES; DIM may be 'full')."),
+    stages: Optional[str] = typer.Option(
+        None, help="The plan, its stages in order, e.g. 64:200,128:50,full:10 (DIM:CANDIDATES or LAYER:DIM:CANDIDATES; DIM may be 'full')."
+    ),
     queries: Optional[Path] = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
     model: Optional[str] = typer.Option(None, help="Model folder [default: the one the index was built with]."),
     json_output: bool = typer.Option(False, "--json", help="Print hits as JSON."),
-    server: Optional[str] = typer.Option(None, "--server", help="Ask a `funnel serve` server at this URL (http://HOST:PORT) instead of loading the index."),
+    server: Optional[str] = typer.Option(
+        None, "--server", help="Ask a `funnel serve` server at this URL (http://HOST:PORT) instead of loading the index."
+    ),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="With --server: environment variable holding the server's key."),
 ) -> None:
     """Search an index with one query, or many from a file or stdin."""
@@ -36,7 +41,7 @@ def search_command(
         raise InputError("give either --stages or --shortlist, not both")
     if k is None:
         k = parse_stages(stages)[-1].candidates if stages else 10
-    retriever: "Retriever | RemoteRetriever"
+    retriever: Retriever | RemoteRetriever
     if server:
         retriever = _remote(server, index, model, api_key_env)
         plan = stages or (two_stage(_shortlist_dim(retriever), shortlist, k) if shortlist else None)

@@ -1,4 +1,5 @@
 """`funnel serve INDEX [INDEX…]`: search over HTTP, the model loaded once."""
+
 from __future__ import annotations
 
 import typer
@@ -8,7 +9,9 @@ def serve_command(
     indexes: list[str] = typer.Argument(..., help="Index folders to serve, each PATH or NAME=PATH (named by its folder otherwise)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the server to the network."),
     port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
-    api_key_env: str | None = typer.Option(None, "--api-key-env", help="Require 'Authorization: Bearer KEY', KEY read from this environment variable."),
+    api_key_env: str | None = typer.Option(
+        None, "--api-key-env", help="Require 'Authorization: Bearer KEY', KEY read from this environment variable."
+    ),
     workers: int = typer.Option(0, help="Searches run at once, in threads (0: one per core)."),
     max_k: int = typer.Option(1000, help="Largest k a request may ask for."),
     max_batch: int = typer.Option(256, help="Most queries in one request."),
@@ -29,8 +32,14 @@ def serve_command(
     except ImportError as exc:
         raise InputError(f"funnel serve needs the serve extra ({exc.name} is missing): pip install 'funnel[serve]'") from exc
 
-    limits = ServeLimits(max_k=max_k, max_batch=max_batch, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes,
-                         workers=workers, max_coalesce=max_coalesce)
+    limits = ServeLimits(
+        max_k=max_k,
+        max_batch=max_batch,
+        max_query_chars=max_query_chars,
+        max_body_bytes=max_body_bytes,
+        workers=workers,
+        max_coalesce=max_coalesce,
+    )
     settings = ServeSettings(host=host, port=port, api_key=api_key_from_env(api_key_env) if api_key_env else None, limits=limits)
     paths = name_indexes(indexes)
     typer.echo(f"loading {len(paths)} index(es) and the model…", err=True)

@@ -1,4 +1,5 @@
 """`funnel train DATA... --output DIR`: train a nested-embedding model (Matryoshka, 2D, Starbucks, static)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -71,14 +72,35 @@ def train_command(
     from funnel.training import TrainConfig, train
 
     config = TrainConfig(
-        data=tuple(data), output=output, model=model, static=static, static_dim=static_dim, scheme=scheme,
-        dims=_ints(dims, "--dims"), dim_weights=_floats(dim_weights, "--dim-weights"), layer_dim_pairs=_pairs(pairs),
-        pair_weights=_floats(pair_weights, "--pair-weights"), loss=loss, guide_model=guide_model,
-        batch_size=batch_size, mini_batch_size=mini_batch_size, learning_rate=lr, epochs=epochs, max_steps=max_steps,
-        max_minutes=max_minutes, max_pairs=max_pairs, max_seq_length=max_seq_length, frozen_layers=frozen_layers,
+        data=tuple(data),
+        output=output,
+        model=model,
+        static=static,
+        static_dim=static_dim,
+        scheme=scheme,
+        dims=_ints(dims, "--dims"),
+        dim_weights=_floats(dim_weights, "--dim-weights"),
+        layer_dim_pairs=_pairs(pairs),
+        pair_weights=_floats(pair_weights, "--pair-weights"),
+        loss=loss,
+        guide_model=guide_model,
+        batch_size=batch_size,
+        mini_batch_size=mini_batch_size,
+        learning_rate=lr,
+        epochs=epochs,
+        max_steps=max_steps,
+        max_minutes=max_minutes,
+        max_pairs=max_pairs,
+        max_seq_length=max_seq_length,
+        frozen_layers=frozen_layers,
         hard_negatives=hard_negatives,
-        remine_every=remine_every, remine_factor=remine_factor, remine_floor=remine_floor,
-        checkpoint_every=checkpoint_every, resume=resume, seed=seed, show_progress=not quiet,
+        remine_every=remine_every,
+        remine_factor=remine_factor,
+        remine_floor=remine_floor,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        seed=seed,
+        show_progress=not quiet,
     )
     folder = train(config)
     from funnel.models import read_model_metadata

@@ -1,4 +1,5 @@
 """`funnel tune INDEX --recall 0.99`: choose the cheapest plan meeting a recall target, store it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,9 @@ def tune_command(
     dims: list[int] = typer.Option([], "--dim", help="Shortlist dims to consider (repeat) [default: every stored one]."),
     stages: int = typer.Option(3, "--max-stages", help="Largest number of stages to consider: 2 or 3."),
     margin: Optional[float] = typer.Option(None, help="Safety margin added to the target [default: a quarter of 1 - target]."),
-    select: str = typer.Option("estimate", help="Pick the cheapest by the latency 'estimate' (reproducible) or the 'measured' ms of the few cheapest."),
+    select: str = typer.Option(
+        "estimate", help="Pick the cheapest by the latency 'estimate' (reproducible) or the 'measured' ms of the few cheapest."
+    ),
     model: Optional[str] = typer.Option(None, help="Model folder [default: the one the index was built with]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the plan without storing it in the index."),
     json_output: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
@@ -31,8 +34,16 @@ def tune_command(
 
     retriever = Retriever.load(index, model)
     plan = retriever.tune(
-        recall, k, queries, save=not dry_run, seed=seed, calibration_size=size, dims=tuple(dims) or None,
-        max_stages=stages, margin=margin, select=select,
+        recall,
+        k,
+        queries,
+        save=not dry_run,
+        seed=seed,
+        calibration_size=size,
+        dims=tuple(dims) or None,
+        max_stages=stages,
+        margin=margin,
+        select=select,
     )
     if json_output:
         emit_json({**asdict(plan), "stages": plan.stages_text, "stored": not dry_run})
@@ -40,7 +51,9 @@ def tune_command(
     for note in plan.notes:
         typer.echo(f"note: {note}", err=True)
     about = plan.calibration
-    typer.echo(f"calibration: {about['queries']} queries ({about['source']}); fit {about.get('fit')}, held out {about.get('holdout')}, seed {about['seed']}")
+    typer.echo(
+        f"calibration: {about['queries']} queries ({about['source']}); fit {about.get('fit')}, held out {about.get('holdout')}, seed {about['seed']}"
+    )
     typer.echo(f"selection:   {plan.selection} ({plan.plans_considered} plans considered)")
     exact = plan.exact
     typer.echo(f"{'':<24} {'stages':<22} {'recall fit':>10} {'held-out':>9} {'ms/query':>9} {'× exact':>8} {'MFLOPs':>8} {'× exact':>8}")

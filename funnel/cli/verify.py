@@ -1,4 +1,5 @@
 """`funnel verify INDEX`: check every byte of an index against its manifest, and files against each other."""
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,16 @@ def verify_command(
         read_manifest(index)  # no folder to check: one error line (exit 2), not a report of problems
     report = verify_index(index)
     if json_output:
-        emit_json({"index": str(index), "ok": report.ok, "documents": report.documents, "files": report.files,
-                   "bytes": report.bytes, "problems": report.problems})
+        emit_json(
+            {
+                "index": str(index),
+                "ok": report.ok,
+                "documents": report.documents,
+                "files": report.files,
+                "bytes": report.bytes,
+                "problems": report.problems,
+            }
+        )
     elif report.ok:
         typer.echo(f"{index}: ok ({report.documents} documents; {report.files} files, {human_bytes(report.bytes)} checked)")
     else:

@@ -3,6 +3,7 @@
 ``from funnel.evaluation import evaluate`` loads the harness on first use, so importing this
 package stays cheap.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -20,10 +20,12 @@ Search (per query; one multiply-add = 2 FLOPs):
 - **rescoring** ``n`` candidates at ``D`` dims: n·D multiply-adds; each candidate's full stored
   row is read (n · full_dim · bytes per stored value), since truncation happens after the read.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,7 +47,7 @@ class EncoderShape:
     max_tokens: int
 
     @classmethod
-    def of(cls, encoder: "Encoder") -> "EncoderShape | None":
+    def of(cls, encoder: Encoder) -> EncoderShape | None:
         """The shape of a BERT-like encoder; None when the model is not one (e.g. static embeddings)."""
         try:
             # The stubs type a submodule's attributes as Tensor | Module; this is the Hugging Face model.
@@ -55,8 +57,10 @@ class EncoderShape:
             if max_tokens is None:
                 return None
             return cls(
-                layers=int(config.num_hidden_layers), hidden=int(config.hidden_size),
-                ffn=int(config.intermediate_size), max_tokens=int(max_tokens),
+                layers=int(config.num_hidden_layers),
+                hidden=int(config.hidden_size),
+                ffn=int(config.intermediate_size),
+                max_tokens=int(max_tokens),
             )
         except (AttributeError, IndexError, KeyError, TypeError):
             return None
@@ -68,7 +72,7 @@ class EncoderShape:
         return (self.layers if layers is None else layers) * per_layer
 
 
-def count_tokens(encoder: "Encoder", texts: Sequence[str]) -> np.ndarray:
+def count_tokens(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
     """Tokens each text becomes with the model's tokenizer (special tokens in, truncated as encoding does)."""
     tokenizer = encoder.model.tokenizer
     max_length = int(getattr(encoder.model, "max_seq_length", 0) or 512)
@@ -90,7 +94,7 @@ class StageCost:
     bytes_read: float
 
 
-def shortlist_cost(stage: "Stage", spec: Any, count: int, visited: float | None = None, nlist: int = 0) -> StageCost:
+def shortlist_cost(stage: Stage, spec: Any, count: int, visited: float | None = None, nlist: int = 0) -> StageCost:
     """Cost of a first stage: ``spec`` the ShortlistSpec, ``count`` the index size.
 
     ``visited`` (distance computations per query) is needed for hnsw and ivf; flat and binary
@@ -109,15 +113,21 @@ def shortlist_cost(stage: "Stage", spec: Any, count: int, visited: float | None 
     return StageCost(str(stage), "shortlist", spec.kind, dim, vectors, vectors * dim, 2.0 * vectors * dim, vectors * dim * FLOAT32_BYTES)
 
 
-def rescore_cost(stage: "Stage", candidates: float, dim: int, full_dim: int, stored_bytes: int) -> StageCost:
+def rescore_cost(stage: Stage, candidates: float, dim: int, full_dim: int, stored_bytes: int) -> StageCost:
     """Cost of rescoring ``candidates`` at ``dim`` dims from full rows of ``stored_bytes`` per value."""
     return StageCost(
-        str(stage), "rescore", "full vectors", dim, float(candidates), candidates * dim, 2.0 * candidates * dim,
+        str(stage),
+        "rescore",
+        "full vectors",
+        dim,
+        float(candidates),
+        candidates * dim,
+        2.0 * candidates * dim,
         candidates * full_dim * stored_bytes,
     )
 
 
-def funnel_costs(index: "Index", trace: Sequence["StageTrace"], visited: float | None = None) -> list[StageCost]:
+def funnel_costs(index: Index, trace: Sequence[StageTrace], visited: float | None = None) -> list[StageCost]:
     """Per-stage costs of one funnel run (its trace), per query. ``visited``: see shortlist_cost."""
     first = trace[0]
     spec, built = index.segments[0].shortlist_index(first.dim, index.depth_key(first.stage.layer))
@@ -129,7 +139,7 @@ def funnel_costs(index: "Index", trace: Sequence["StageTrace"], visited: float |
     return costs
 
 
-def visited_per_query(index: "Index", queries: np.ndarray, dim: int, n: int, layer: int | None = None) -> float | None:
+def visited_per_query(index: Index, queries: np.ndarray, dim: int, n: int, layer: int | None = None) -> float | None:
     """Distance computations per query that FAISS reports for an hnsw or ivf shortlist; None for others.
     ``queries`` come from the same depth as the shortlist (``layer``)."""
     import faiss
@@ -144,7 +154,7 @@ def visited_per_query(index: "Index", queries: np.ndarray, dim: int, n: int, lay
     return float(stats.ndis) / max(len(queries), 1)
 
 
-def shortlist_bytes(index: "Index", dim: int, layer: int | None = None) -> int:
+def shortlist_bytes(index: Index, dim: int, layer: int | None = None) -> int:
     """Memory the ``dim``-dim shortlist indexes take (their serialized size, summed over segments)."""
     import faiss
 

@@ -8,6 +8,7 @@ file, the line where there is one, what was expected, and what to do. Judgements
 query or document the folder does not hold are skipped and counted in ``BeirDataset.warnings``:
 the library never prints, the caller decides what to show.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,8 +84,7 @@ def _check_folder(folder: Path) -> None:
         raise InputError(f"{folder} is a file; give the BEIR folder that holds {CORPUS_FILE}")
     if not folder.is_dir():
         parent = folder.parent
-        where = (f"{parent} holds: {listing(parent)}" if parent.is_dir()
-                 else f"{parent} does not exist either")
+        where = f"{parent} holds: {listing(parent)}" if parent.is_dir() else f"{parent} does not exist either"
         raise InputError(f"no dataset folder at {folder}; {where}")
     for name in (CORPUS_FILE, QUERIES_FILE, QRELS_FOLDER):
         if not (folder / name).exists():
@@ -101,9 +101,7 @@ def _qrels_path(folder: Path, split: str) -> Path:
     if not path.is_file():
         splits = sorted(p.stem for p in qrels_folder.glob("*.tsv") if p.is_file())
         found = ", ".join(splits) if splits else "none (no .tsv file)"
-        raise InputError(
-            f"{qrels_folder} has no split {split!r} ({split}.tsv); splits there: {found}"
-        )
+        raise InputError(f"{qrels_folder} has no split {split!r} ({split}.tsv); splits there: {found}")
     return path
 
 
@@ -142,8 +140,7 @@ def known_judgements(
     lost = [query_id for query_id in qrels if query_id in queries and query_id not in kept]
     if lost:
         warnings.append(
-            f"{qrels_path}: {len(lost)} queries lost every judgement to unknown document ids "
-            f"and are left out (such as {examples(lost)})"
+            f"{qrels_path}: {len(lost)} queries lost every judgement to unknown document ids and are left out (such as {examples(lost)})"
         )
     return kept, warnings
 

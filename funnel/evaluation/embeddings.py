@@ -7,12 +7,14 @@ named after the dataset. Before use, a seeded sample of documents and queries is
 the model: a cache made from other text or another model is refused, so figures computed from
 the cache are the figures a real encode gives.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -67,7 +69,9 @@ def load_part(folder: Path, part: str, dim: int) -> CachedEmbeddings:
     """Read ``part`` ("corpus" or "queries") of a cache; InputError if absent or inconsistent."""
     vectors_path, ids_path = folder / f"{part}.npy", folder / f"{part}_ids.json"
     if not vectors_path.is_file() or not ids_path.is_file():
-        raise InputError(f"{folder} has no cached {part} embeddings ({part}.npy and {part}_ids.json); make them with python -m benchmarks.embed_cache")
+        raise InputError(
+            f"{folder} has no cached {part} embeddings ({part}.npy and {part}_ids.json); make them with python -m benchmarks.embed_cache"
+        )
     vectors = np.load(vectors_path, mmap_mode="r")
     ids = [str(doc_id) for doc_id in json.loads(ids_path.read_text())]
     if vectors.ndim != 2 or vectors.shape[0] != len(ids):
@@ -77,7 +81,7 @@ def load_part(folder: Path, part: str, dim: int) -> CachedEmbeddings:
     return CachedEmbeddings(vectors_path, ids, normalize(np.asarray(vectors, dtype=np.float32)))
 
 
-def verify(cached: CachedEmbeddings, ids: Sequence[str], texts: Sequence[str], encoder: "Encoder", seed: int = 0) -> None:
+def verify(cached: CachedEmbeddings, ids: Sequence[str], texts: Sequence[str], encoder: Encoder, seed: int = 0) -> None:
     """Re-encode a seeded sample of (id, text) pairs; InputError if a cached vector differs from the model's."""
     if not ids:
         return
@@ -94,7 +98,7 @@ def verify(cached: CachedEmbeddings, ids: Sequence[str], texts: Sequence[str], e
         )
 
 
-def corpus_batches(corpus: "Corpus", cached: CachedEmbeddings) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+def corpus_batches(corpus: Corpus, cached: CachedEmbeddings) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """The corpus reader's validated batches, each with its documents' cached vectors."""
     for batch in corpus.batches():
         yield batch, cached.rows(batch.column("id").to_pylist())

@@ -9,11 +9,13 @@ reports quality kept (%) and speed-up (×) against it.
 Judged documents that are not in the index (a corpus row skipped as empty, say) stay in the qrels:
 they count as relevant and never retrieved, as in trec_eval.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -79,7 +81,10 @@ class EvalOptions:
 
 
 def evaluate(
-    source: "str | Path | Index", *, model: "str | Encoder | None" = None, options: EvalOptions = EvalOptions(),
+    source: str | Path | Index,
+    *,
+    model: str | Encoder | None = None,
+    options: EvalOptions = EvalOptions(),
     progress: Progress | None = None,
 ) -> EvaluationReport:
     """Evaluate funnel plans (see :class:`EvalOptions`) against exact search.
@@ -109,7 +114,9 @@ def evaluate(
         data = inputs.dataset_data(dataset, options.split)
         say("loading the model")
         encoder = model if isinstance(model, Encoder) else Encoder.load(model)
-        loaded, notes = inputs.dataset_index(dataset, encoder, Path(options.index_dir), options.embeddings_cache, options.rebuild, say, layers, options.rotation)
+        loaded, notes = inputs.dataset_index(
+            dataset, encoder, Path(options.index_dir), options.embeddings_cache, options.rebuild, say, layers, options.rotation
+        )
     else:
         loaded, notes = inputs.open_index(source), []
         data = inputs.index_data(loaded, options.queries, options.qrels)
@@ -149,8 +156,13 @@ def evaluate(
         rows.append(_with_encoding(row, config, encoding, loaded))
     rows = _compare(rows, str(parsed[0]))
     return EvaluationReport(
-        dataset={"name": data.name, "path": data.path, "split": data.split, "queries": len(query_ids),
-                 "judgements": sum(len(j) for j in data.qrels.values())},
+        dataset={
+            "name": data.name,
+            "path": data.path,
+            "split": data.split,
+            "queries": len(query_ids),
+            "judgements": sum(len(j) for j in data.qrels.values()),
+        },
         model={"name": encoder.name, "dim": encoder.dim, **_shape_dict(encoder)},
         index=inputs.index_summary(loaded),
         metrics=[str(metric) for metric in parsed],
@@ -163,10 +175,16 @@ def evaluate(
 
 
 def _configurations(
-    dims: Sequence[int] | None, shortlists: Sequence[int] | None, plans: Sequence[tuple[Stage, ...]], k: int, full_dim: int,
+    dims: Sequence[int] | None,
+    shortlists: Sequence[int] | None,
+    plans: Sequence[tuple[Stage, ...]],
+    k: int,
+    full_dim: int,
     layers: Sequence[int] = (),
 ) -> list[Configuration]:
-    configs = [] if plans and dims is None and shortlists is None else grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim)
+    configs = (
+        [] if plans and dims is None and shortlists is None else grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim)
+    )
     for layer in layers:
         configs += grid(dims or DEFAULT_DIMS, shortlists or DEFAULT_SHORTLISTS, k, full_dim, layer=layer)
     configs += [plan_configuration(stages, k) for stages in plans]
@@ -177,7 +195,7 @@ def _configurations(
     return configs
 
 
-def _prepare_shortlists(index: "Index", configs: Sequence[Configuration], kind: str) -> None:
+def _prepare_shortlists(index: Index, configs: Sequence[Configuration], kind: str) -> None:
     """Build in memory the shortlists the configurations start from; exact search needs a flat full-dim one."""
     full_spec = index.segments[0].shortlists.get(index.dim) if index.segments else None
     if full_spec is None or full_spec[0].kind != "flat":
@@ -188,8 +206,14 @@ def _prepare_shortlists(index: "Index", configs: Sequence[Configuration], kind: 
 
 
 def _evaluate_configuration(
-    index: "Index", index_ids: list[str], config: Configuration, vectors: "np.ndarray | dict[int | None, np.ndarray]",
-    query_ids: list[str], qrels: Qrels, metrics: Sequence[Metric], repeats: int,
+    index: Index,
+    index_ids: list[str],
+    config: Configuration,
+    vectors: np.ndarray | dict[int | None, np.ndarray],
+    query_ids: list[str],
+    qrels: Qrels,
+    metrics: Sequence[Metric],
+    repeats: int,
 ) -> ConfigurationResult:
     from funnel.stages import run_funnel
 
@@ -202,15 +226,21 @@ def _evaluate_configuration(
     costs = funnel_costs(index, result.trace, visited_per_query(index, first_vectors, first_dim, first.candidates, first_layer))
     timing = time_funnel(index, vectors, config.stages, config.k, repeats)
     return ConfigurationResult(
-        name=config.name, stages=",".join(map(str, config.stages)), k=config.k,
-        means=scored.means, per_query=scored.per_query, costs=costs,
-        stage_timings=list(timing.stages), search=timing.total,
-        search_flops=sum(cost.flops for cost in costs), bytes_read=sum(cost.bytes_read for cost in costs),
+        name=config.name,
+        stages=",".join(map(str, config.stages)),
+        k=config.k,
+        means=scored.means,
+        per_query=scored.per_query,
+        costs=costs,
+        stage_timings=list(timing.stages),
+        search=timing.total,
+        search_flops=sum(cost.flops for cost in costs),
+        bytes_read=sum(cost.bytes_read for cost in costs),
         shortlist_bytes=shortlist_bytes(index, first_dim, first_layer),
     )
 
 
-def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: EncodingCost, index: "Index") -> ConfigurationResult:
+def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: EncodingCost, index: Index) -> ConfigurationResult:
     """Add the query encoding the configuration needs, stage by stage: each stage runs only the
     layers beyond the deepest one before it (continuation)."""
     from dataclasses import replace
@@ -224,15 +254,22 @@ def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: En
         added = layer - reached
         stage_flops = (encoding.flops_mean or 0.0) * added / depth
         flops += stage_flops
-        steps.append({
-            "stage": str(stage), "layer": layer, "layers_added": added,
-            "flops": stage_flops,
-            "ms": max(0.0, encoding.layer_ms.get(layer, 0.0) - encoding.layer_ms.get(reached, 0.0)) if added else 0.0,
-        })
+        steps.append(
+            {
+                "stage": str(stage),
+                "layer": layer,
+                "layers_added": added,
+                "flops": stage_flops,
+                "ms": max(0.0, encoding.layer_ms.get(layer, 0.0) - encoding.layer_ms.get(reached, 0.0)) if added else 0.0,
+            }
+        )
         reached = layer
     return replace(
-        row, encode_layers=reached, encode_flops=flops,
-        encode_ms=encoding.layer_ms.get(reached), stage_encoding=steps,
+        row,
+        encode_layers=reached,
+        encode_flops=flops,
+        encode_ms=encoding.layer_ms.get(reached),
+        stage_encoding=steps,
     )
 
 
@@ -244,18 +281,19 @@ def _compare(rows: list[ConfigurationResult], primary: str) -> list[Configuratio
     compared = []
     for row in rows:
         retained = {name: (100.0 * value / exact.means[name] if exact.means[name] else 100.0) for name, value in row.means.items()}
-        compared.append(replace(
-            row, retained=retained,
-            speedup=exact.search.median_ms / row.search.median_ms if row.search.median_ms else float("inf"),
-            flops_reduction=exact.search_flops / row.search_flops if row.search_flops else float("inf"),
-        ))
+        compared.append(
+            replace(
+                row,
+                retained=retained,
+                speedup=exact.search.median_ms / row.search.median_ms if row.search.median_ms else float("inf"),
+                flops_reduction=exact.search_flops / row.search_flops if row.search_flops else float("inf"),
+            )
+        )
     frontier = set(pareto_frontier([row.search.median_ms for row in compared], [row.means[primary] for row in compared]))
     return [replace(row, pareto=number in frontier) for number, row in enumerate(compared)]
 
 
-def _encoding_cost(
-    encoder: "Encoder", query_ids: list[str], texts: list[str], timed: list[str], shallow: Sequence[int] = ()
-) -> EncodingCost:
+def _encoding_cost(encoder: Encoder, query_ids: list[str], texts: list[str], timed: list[str], shallow: Sequence[int] = ()) -> EncodingCost:
     shape = EncoderShape.of(encoder)
     tokens = count_tokens(encoder, texts) if shape is not None else np.zeros(len(texts), dtype=np.int64)
     flops = float(np.mean([shape.flops(int(n)) for n in tokens])) if shape is not None and len(tokens) else None
@@ -265,14 +303,21 @@ def _encoding_cost(
     if shape is not None:
         layer_ms.setdefault(shape.layers, wall.median_ms)
     return EncodingCost(
-        model=encoder.name, layers=shape.layers if shape else None, hidden=shape.hidden if shape else None,
-        ffn=shape.ffn if shape else None, tokens_mean=float(np.mean(tokens)) if len(tokens) else 0.0,
-        tokens_max=int(np.max(tokens)) if len(tokens) else 0, flops_mean=flops, wall=wall, timed_queries=len(timed),
-        tokens=dict(zip(query_ids, map(int, tokens))), layer_ms=layer_ms,
+        model=encoder.name,
+        layers=shape.layers if shape else None,
+        hidden=shape.hidden if shape else None,
+        ffn=shape.ffn if shape else None,
+        tokens_mean=float(np.mean(tokens)) if len(tokens) else 0.0,
+        tokens_max=int(np.max(tokens)) if len(tokens) else 0,
+        flops_mean=flops,
+        wall=wall,
+        timed_queries=len(timed),
+        tokens=dict(zip(query_ids, map(int, tokens))),
+        layer_ms=layer_ms,
     )
 
 
-def median_layer_ms(encoder: "Encoder", timed: list[str], layers: Sequence[int]) -> dict[int, float]:
+def median_layer_ms(encoder: Encoder, timed: list[str], layers: Sequence[int]) -> dict[int, float]:
     """Median ms for one query to reach each of ``layers`` and the full depth (continuation)."""
     from funnel.layers import LayeredEncoder
 
@@ -282,6 +327,6 @@ def median_layer_ms(encoder: "Encoder", timed: list[str], layers: Sequence[int])
     return {layer: float(np.median(ms[:, column])) for column, layer in enumerate(wanted)} if timed else {}
 
 
-def _shape_dict(encoder: "Encoder") -> dict[str, int]:
+def _shape_dict(encoder: Encoder) -> dict[str, int]:
     shape = EncoderShape.of(encoder)
     return {} if shape is None else {"layers": shape.layers, "hidden": shape.hidden, "ffn": shape.ffn, "max_tokens": shape.max_tokens}

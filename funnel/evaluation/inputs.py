@@ -5,18 +5,20 @@ with ``skip_invalid`` and :mod:`funnel.indexes.builder`), once, into ``INDEX_DIR
 and reused after. Every problem is an :class:`~funnel.errors.InputError`; what is skipped on the way
 is returned as warning lines for the caller to show.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from funnel.errors import InputError
 from funnel.evaluation.datasets import known_judgements, load_beir
-from funnel.readers import load_qrels, load_queries
 from funnel.evaluation.metrics import Qrels
+from funnel.readers import load_qrels, load_queries
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
@@ -41,7 +43,7 @@ def dataset_data(dataset: str | Path, split: str) -> EvaluationData:
     return EvaluationData(Path(dataset).resolve().name, str(dataset), split, loaded.queries, loaded.qrels, list(loaded.warnings))
 
 
-def is_index(source: "str | Path | Index") -> bool:
+def is_index(source: str | Path | Index) -> bool:
     """Whether ``source`` is an index (an Index, or a folder with a manifest) rather than a BEIR folder."""
     from funnel.indexes.index import Index
     from funnel.indexes.manifest import MANIFEST_FILE
@@ -49,13 +51,13 @@ def is_index(source: "str | Path | Index") -> bool:
     return isinstance(source, Index) or (Path(source) / MANIFEST_FILE).is_file()
 
 
-def open_index(index: "str | Path | Index") -> "Index":
+def open_index(index: str | Path | Index) -> Index:
     from funnel.indexes.index import Index
 
     return index if isinstance(index, Index) else Index.load(index)
 
 
-def index_data(index: "Index", queries: str | Path | None, qrels: str | Path | None) -> EvaluationData:
+def index_data(index: Index, queries: str | Path | None, qrels: str | Path | None) -> EvaluationData:
     """Queries (BEIR JSONL) and qrels (BEIR TSV or TREC) for an existing index, checked against its ids."""
     if queries is None or qrels is None:
         raise InputError("an evaluation on an existing index needs --queries (JSONL) and --qrels (TSV)")
@@ -68,10 +70,15 @@ def index_data(index: "Index", queries: str | Path | None, qrels: str | Path | N
 
 
 def dataset_index(
-    dataset: str | Path, encoder: "Encoder", index_dir: Path, cache: str | Path | None, rebuild: bool, say: Callable[[str], None],
+    dataset: str | Path,
+    encoder: Encoder,
+    index_dir: Path,
+    cache: str | Path | None,
+    rebuild: bool,
+    say: Callable[[str], None],
     layers: tuple[int, ...] = (),
     rotation: str = "auto",
-) -> tuple["Index", list[str]]:
+) -> tuple[Index, list[str]]:
     """Build (or reuse) the index of a BEIR folder's corpus; returns it with notes on skipped rows.
     ``layers``: the index must hold those layers' vectors too (an index without them is rebuilt)."""
     from funnel.corpus import open_corpus
@@ -113,14 +120,20 @@ def dataset_index(
             _verify_corpus_sample(corpus, cached, encoder)
             source = {"path": str(corpus.path), "format": corpus.format, "skipped": corpus.skipped, "embeddings": str(folder)}
             write_index(
-                embeddings.corpus_batches(corpus, cached), target, model=encoder.name, dim=encoder.dim,
-                config=IndexConfig(rotation=rotation), model_metadata=encoder.metadata, source=source, overwrite=True,
+                embeddings.corpus_batches(corpus, cached),
+                target,
+                model=encoder.name,
+                dim=encoder.dim,
+                config=IndexConfig(rotation=rotation),
+                model_metadata=encoder.metadata,
+                source=source,
+                overwrite=True,
             )
         index = Index.load(target)
     return index, _skip_notes(index)
 
 
-def _verify_corpus_sample(corpus, cached, encoder: "Encoder") -> None:
+def _verify_corpus_sample(corpus, cached, encoder: Encoder) -> None:
     from funnel.corpus import document_text
     from funnel.evaluation import embeddings
 
@@ -129,7 +142,7 @@ def _verify_corpus_sample(corpus, cached, encoder: "Encoder") -> None:
     embeddings.verify(cached, first.column("id").to_pylist(), texts, encoder)
 
 
-def _skip_notes(index: "Index") -> list[str]:
+def _skip_notes(index: Index) -> list[str]:
     skipped = index.manifest.source.get("skipped") or {}
     if not skipped:
         return []
@@ -151,7 +164,7 @@ def missing_judged_documents(qrels: Qrels, index_ids: Sequence[str]) -> list[str
 
 
 def query_vectors(
-    encoder: "Encoder", ids: list[str], texts: list[str], cache: str | Path | None, dataset: str | Path | None, say: Callable[[str], None]
+    encoder: Encoder, ids: list[str], texts: list[str], cache: str | Path | None, dataset: str | Path | None, say: Callable[[str], None]
 ) -> np.ndarray:
     """Normalized query vectors (q, dim): encoded once, or read from the cache after a sample check."""
     if cache is None:
@@ -164,7 +177,7 @@ def query_vectors(
     return cached.rows(ids)
 
 
-def index_summary(index: "Index") -> dict[str, object]:
+def index_summary(index: Index) -> dict[str, object]:
     """Index settings and sizes for a report: shortlists on disk, memory and disk bytes."""
     from funnel.evaluation.compute import shortlist_bytes
 
@@ -174,8 +187,14 @@ def index_summary(index: "Index") -> dict[str, object]:
     stored = [{"dim": spec.dim, "kind": spec.kind, "params": spec.params} for spec in index.manifest.shortlists]
     in_memory = {str(dim): shortlist_bytes(index, dim) for dim in index.shortlist_dims}
     return {
-        "path": str(index.path), "count": index.count, "dim": index.dim, "vector_dtype": index.manifest.vector_dtype,
-        "shortlists_on_disk": stored, "shortlist_memory_bytes": in_memory, "vectors_bytes": vectors,
-        "disk_bytes": disk, "source": index.manifest.source,
+        "path": str(index.path),
+        "count": index.count,
+        "dim": index.dim,
+        "vector_dtype": index.manifest.vector_dtype,
+        "shortlists_on_disk": stored,
+        "shortlist_memory_bytes": in_memory,
+        "vectors_bytes": vectors,
+        "disk_bytes": disk,
+        "source": index.manifest.source,
         "rotation": rotation and {key: record.get("method") for key, record in rotation.decision.items()},
     }

@@ -3,6 +3,7 @@
 Every result file funnel writes (evaluation reports) and every benchmark result carries one, so a
 figure can be traced to the code and the machine that produced it.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("funnel", "numpy", "faiss-cpu", "faiss-gpu", "torch", "sentence-transformers", "transformers", "pyarrow", "pytrec-eval-terrier",
-            "model2vec")
+PACKAGES = (
+    "funnel",
+    "numpy",
+    "faiss-cpu",
+    "faiss-gpu",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "pyarrow",
+    "pytrec-eval-terrier",
+    "model2vec",
+)
 
 
 def machine_record(command: str | None = None) -> dict[str, Any]:
@@ -35,8 +46,13 @@ def machine_record(command: str | None = None) -> dict[str, Any]:
     except ImportError:
         physical = None
     record: dict[str, Any] = {
-        "python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(), "physical_cores": physical, "versions": versions, **git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "physical_cores": physical,
+        "versions": versions,
+        **git_commit(),
     }
     if command is not None:
         record["command"] = command
@@ -49,8 +65,9 @@ def git_commit(folder: Path | None = None) -> dict[str, Any]:
     where = folder or Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10,
-                                check=True).stdout
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
     return {"git_commit": sha, "git_dirty": bool(status.strip())}

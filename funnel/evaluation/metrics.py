@@ -41,6 +41,7 @@ Conventions, each one trec_eval's (checked against pytrec_eval to 1e-6 in the te
   run with no documents is an empty ranking and scores 0, as in pytrec_eval.
 - **Means** are arithmetic means over the evaluated queries.
 """
+
 from __future__ import annotations
 
 import re
@@ -73,8 +74,7 @@ class Metric:
     def __post_init__(self) -> None:
         if self.name not in METRIC_NAMES:
             raise InputError(
-                f"unknown metric {self.name!r}: use one of {', '.join(METRIC_NAMES)}, "
-                "optionally with a cutoff such as ndcg@10"
+                f"unknown metric {self.name!r}: use one of {', '.join(METRIC_NAMES)}, optionally with a cutoff such as ndcg@10"
             )
         if self.k is not None and self.k < 1:
             raise InputError(f"metric {self.name}@{self.k}: the cutoff k must be at least 1")
@@ -90,10 +90,7 @@ def parse_metric(text: str) -> Metric:
     """
     match = _METRIC_PATTERN.match(text.strip().lower())
     if match is None or match.group(1) not in METRIC_NAMES:
-        raise InputError(
-            f"unknown metric {text!r}: use one of {', '.join(METRIC_NAMES)}, "
-            "optionally with a cutoff such as ndcg@10"
-        )
+        raise InputError(f"unknown metric {text!r}: use one of {', '.join(METRIC_NAMES)}, optionally with a cutoff such as ndcg@10")
     cutoff = match.group(2)
     return Metric(match.group(1), None if cutoff is None else int(cutoff))
 
@@ -169,8 +166,7 @@ def evaluate_run(
     missing_queries: list[str] = []
     for query_id in judged:
         if query_id in run:
-            values = _evaluate_query(query_id, run[query_id], qrels[query_id], parsed,
-                                     relevance_level)
+            values = _evaluate_query(query_id, run[query_id], qrels[query_id], parsed, relevance_level)
             per_query[query_id] = dict(zip(names, values))
         else:
             missing_queries.append(query_id)
@@ -178,13 +174,11 @@ def evaluate_run(
                 per_query[query_id] = dict.fromkeys(names, 0.0)
     if not per_query:
         raise InputError(
-            f"the run and the qrels share no query id (run: {examples(run)}; "
-            f"qrels: {examples(judged)}): check that both use the same ids"
+            f"the run and the qrels share no query id (run: {examples(run)}; qrels: {examples(judged)}): check that both use the same ids"
         )
     judged_set = set(judged)
     unjudged = tuple(query_id for query_id in run if query_id not in judged_set)
-    means = {name: float(np.mean([values[name] for values in per_query.values()]))
-             for name in names}
+    means = {name: float(np.mean([values[name] for values in per_query.values()])) for name in names}
     return EvaluationResult(names, per_query, means, missing, tuple(missing_queries), unjudged)
 
 
@@ -210,10 +204,7 @@ def run_from_arrays(
     run: Run = {}
     for query_id, id_row, score_row in zip(query_ids, doc_ids, scores):
         if len(id_row) != len(score_row):
-            raise InputError(
-                f"run_from_arrays: query {query_id!r} has {len(id_row)} doc ids but "
-                f"{len(score_row)} scores"
-            )
+            raise InputError(f"run_from_arrays: query {query_id!r} has {len(id_row)} doc ids but {len(score_row)} scores")
         if query_id in run:
             raise InputError(f"run_from_arrays: query id {query_id!r} appears twice")
         run[query_id] = _ranking_row(query_id, id_row, score_row, corpus_ids)
@@ -235,8 +226,7 @@ def _ranking_row(
                 continue
             if row >= len(corpus_ids):
                 raise InputError(
-                    f"run_from_arrays: query {query_id!r} names corpus row {row}, but the corpus "
-                    f"has {len(corpus_ids)} documents"
+                    f"run_from_arrays: query {query_id!r} names corpus row {row}, but the corpus has {len(corpus_ids)} documents"
                 )
             doc = corpus_ids[row]
         doc_id = str(doc)
@@ -260,14 +250,10 @@ def _evaluate_query(
     # Negative levels gain nothing, in the run and in the ideal ranking alike (as pytrec_eval).
     gains = np.maximum(levels, 0.0)
     ideal_gains = np.sort(np.maximum(np.fromiter(judgements.values(), float), 0.0))[::-1]
-    return [
-        _metric_value(metric, relevant, num_relevant, gains, ideal_gains) for metric in metrics
-    ]
+    return [_metric_value(metric, relevant, num_relevant, gains, ideal_gains) for metric in metrics]
 
 
-def _ranked_levels(
-    query_id: str, ranking: Mapping[str, float], judgements: Mapping[str, int]
-) -> np.ndarray:
+def _ranked_levels(query_id: str, ranking: Mapping[str, float], judgements: Mapping[str, int]) -> np.ndarray:
     """Judged levels (0 when unjudged) of the run's documents in trec_eval's rank order."""
     doc_ids = list(ranking)
     # trec_eval keeps scores as C floats: scores equal in float32 are ties, broken by doc id.
@@ -276,9 +262,7 @@ def _ranked_levels(
         scores = np.fromiter(ranking.values(), np.float64, len(doc_ids)).astype(np.float32)
     if np.isnan(scores).any():
         bad = doc_ids[int(np.flatnonzero(np.isnan(scores))[0])]
-        raise InputError(
-            f"query {query_id!r}: document {bad!r} has a NaN score; scores must be numbers"
-        )
+        raise InputError(f"query {query_id!r}: document {bad!r} has a NaN score; scores must be numbers")
     # lexsort's last key is primary: ascending (score, doc id), reversed, is trec_eval's order of
     # score descending then doc id descending.
     order: np.ndarray | list[int] = np.lexsort((np.array(doc_ids, dtype=str), scores))[::-1] if doc_ids else []

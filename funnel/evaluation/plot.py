@@ -3,6 +3,7 @@
 matplotlib is imported here only, with the Agg backend, so nothing needs a display and
 ``import funnel`` never pays for it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from funnel.evaluation.report import EvaluationReport
 
 
-def plot_report(report: "EvaluationReport", path: str | Path) -> Path:
+def plot_report(report: EvaluationReport, path: str | Path) -> Path:
     """Write a two-panel PNG to ``path``; returns the path."""
     try:
         import matplotlib
@@ -41,7 +42,15 @@ def plot_report(report: "EvaluationReport", path: str | Path) -> Path:
             name = f"shortlist {dim}-d" if dim != "plan" else "plans of 3+ stages"
             axis.scatter([cost[i] for i in chosen], [quality[i] for i in chosen], color=colors[dim], label=name, s=28, zorder=3)
         frontier = pareto_frontier(cost, quality)
-        axis.step([cost[i] for i in frontier], [quality[i] for i in frontier], where="post", color="tab:red", lw=1.2, label="Pareto frontier", zorder=2)
+        axis.step(
+            [cost[i] for i in frontier],
+            [quality[i] for i in frontier],
+            where="post",
+            color="tab:red",
+            lw=1.2,
+            label="Pareto frontier",
+            zorder=2,
+        )
         axis.scatter([cost[0]], [quality[0]], marker="*", s=180, color="black", label="exact (reference)", zorder=4)
         axis.axhline(quality[0], color="black", lw=0.6, ls=":")
         axis.set_xscale("log")
@@ -52,12 +61,16 @@ def plot_report(report: "EvaluationReport", path: str | Path) -> Path:
     axes[0].xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes[1].xaxis.set_major_formatter(EngFormatter())
     axes[0].legend(fontsize=8, loc="lower right")
-    figure.suptitle(f"{report.dataset['name']} ({report.dataset['split']}, {report.dataset['queries']} queries), "
-                    f"{report.model['name']}: {_pretty(metric)} against search cost")
+    figure.suptitle(
+        f"{report.dataset['name']} ({report.dataset['split']}, {report.dataset['queries']} queries), "
+        f"{report.model['name']}: {_pretty(metric)} against search cost"
+    )
     versions = report.environment.get("versions", {})
-    footer = (f"{report.command}\nfunnel {versions.get('funnel', '?')}, faiss {versions.get('faiss-cpu', versions.get('faiss-gpu', '?'))}, "
-              f"torch {versions.get('torch', '?')}; {report.environment.get('cores', '?')} cores; search timed on 1 thread, "
-              f"median of {report.environment.get('repeats', 1)} repeats per query")
+    footer = (
+        f"{report.command}\nfunnel {versions.get('funnel', '?')}, faiss {versions.get('faiss-cpu', versions.get('faiss-gpu', '?'))}, "
+        f"torch {versions.get('torch', '?')}; {report.environment.get('cores', '?')} cores; search timed on 1 thread, "
+        f"median of {report.environment.get('repeats', 1)} repeats per query"
+    )
     figure.text(0.5, -0.01, footer, ha="center", va="top", fontsize=7, wrap=True, color="dimgray")
     target = Path(path)
     figure.savefig(target, dpi=120, bbox_inches="tight")

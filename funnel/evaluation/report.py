@@ -4,6 +4,7 @@ Every report records what is needed to reproduce it: the dataset and split, the 
 settings, package versions, the machine (cores), the git commit and the exact command. This module
 writes data only; the plot is :func:`funnel.evaluation.plot.plot_report`, called by the CLI.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,9 +100,16 @@ class EvaluationReport:
         paths = {"json": target / "report.json", "per_query": target / "per_query.json", "markdown": target / "report.md"}
         paths["json"].write_text(json.dumps(self.to_json(per_query=False), indent=1, default=str) + "\n")
         per_query = {
-            "dataset": self.dataset, "model": self.model, "index": self.index, "environment": self.environment,
-            "command": self.command, "metrics": self.metrics, "encoding_tokens": self.encoding.tokens,
-            "rows": {row.name: {q: {m: round(v, 6) for m, v in values.items()} for q, values in row.per_query.items()} for row in self.rows},
+            "dataset": self.dataset,
+            "model": self.model,
+            "index": self.index,
+            "environment": self.environment,
+            "command": self.command,
+            "metrics": self.metrics,
+            "encoding_tokens": self.encoding.tokens,
+            "rows": {
+                row.name: {q: {m: round(v, 6) for m, v in values.items()} for q, values in row.per_query.items()} for row in self.rows
+            },
         }
         paths["per_query"].write_text(json.dumps(per_query, separators=(",", ":")) + "\n")
         paths["markdown"].write_text(self.markdown())
@@ -111,7 +119,16 @@ class EvaluationReport:
         """The results as a markdown table, reference row first; * marks the Pareto frontier."""
         metric_names = [_label(name) for name in self.metrics]
         layered = self.layered
-        header = ["config", *metric_names, f"{_label(self.primary_metric)} kept", "search ms (p50 / p95)", "speed-up", "search MFLOPs", "FLOPs cut", "bytes read"]
+        header = [
+            "config",
+            *metric_names,
+            f"{_label(self.primary_metric)} kept",
+            "search ms (p50 / p95)",
+            "speed-up",
+            "search MFLOPs",
+            "FLOPs cut",
+            "bytes read",
+        ]
         if layered:
             header += ["query layers", "encode MFLOPs", "encode ms"]
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -160,7 +177,8 @@ class EvaluationReport:
                 if layered:
                     line += (
                         f" {step['layer']} (+{step['layers_added']}) | {step['flops'] / 1e6:.1f} | {step['ms']:.2f} |"
-                        if step else " — | — | — |"
+                        if step
+                        else " — | — | — |"
                     )
                 lines.append(line)
         return "\n".join(lines) + "\n"
@@ -203,5 +221,3 @@ def _label(metric: str) -> str:
     name, _, k = metric.partition("@")
     pretty = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "recall": "R", "precision": "P", "hit_rate": "Hit"}.get(name, name)
     return f"{pretty}@{k}" if k else pretty
-
-

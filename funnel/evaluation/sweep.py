@@ -4,10 +4,11 @@ A grid configuration ``(dim, n)`` shortlists ``n`` documents at ``dim`` dims and
 full dims, keeping ``min(n, k)``: a funnel that shortlists 50 returns at most 50 documents, so its
 Recall@100 is what a user of that funnel gets, not a padded figure.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from funnel.errors import InputError
 from funnel.stages import Stage, format_stages, parse_stages

@@ -7,12 +7,14 @@ encoding) runs on one thread while timing, so a measurement depends less on how 
 to be free on a shared machine. Encoding is timed on a seeded sample of queries (50 by default):
 a model call costs milliseconds where a search costs microseconds.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,7 +44,7 @@ class Timing:
     cpu_p95_ms: float | None = None
 
     @classmethod
-    def of(cls, seconds: np.ndarray, cpu_seconds: np.ndarray | None = None, samples: int | None = None) -> "Timing":
+    def of(cls, seconds: np.ndarray, cpu_seconds: np.ndarray | None = None, samples: int | None = None) -> Timing:
         """Summarize per-query seconds (shape (q,)), and their CPU seconds when given; ``samples``
         defaults to q (say more when each value is already a median of repeats)."""
         if len(seconds) == 0:
@@ -50,9 +52,12 @@ class Timing:
         ms = np.asarray(seconds, dtype=np.float64) * 1000.0
         cpu = None if cpu_seconds is None else np.asarray(cpu_seconds, dtype=np.float64) * 1000.0
         return cls(
-            float(np.median(ms)), float(np.percentile(ms, 95)), float(1000.0 / ms.mean()) if ms.mean() > 0 else None,
+            float(np.median(ms)),
+            float(np.percentile(ms, 95)),
+            float(1000.0 / ms.mean()) if ms.mean() > 0 else None,
             len(ms) if samples is None else samples,
-            None if cpu is None else float(np.median(cpu)), None if cpu is None else float(np.percentile(cpu, 95)),
+            None if cpu is None else float(np.median(cpu)),
+            None if cpu is None else float(np.percentile(cpu, 95)),
         )
 
 
@@ -91,13 +96,13 @@ def _threads(get: Callable[[], int], set_to: Callable[[int], None], count: int) 
 
 
 def time_funnel(
-    index: "Index", queries: "np.ndarray | Mapping[int | None, np.ndarray]", stages: Sequence["Stage"], k: int, repeats: int = 3
+    index: Index, queries: np.ndarray | Mapping[int | None, np.ndarray], stages: Sequence[Stage], k: int, repeats: int = 3
 ) -> FunnelTiming:
     """Time ``run_funnel`` for each query (q, dim) alone, ``repeats`` times. ``queries``: full-model
     vectors, or a mapping {layer: vectors} for stages that name layers (search time only)."""
     from funnel.stages import run_funnel
 
-    def rows(start: int, stop: int) -> "np.ndarray | dict[int | None, np.ndarray]":
+    def rows(start: int, stop: int) -> np.ndarray | dict[int | None, np.ndarray]:
         if isinstance(queries, Mapping):
             return {layer: vectors[start:stop] for layer, vectors in queries.items()}
         return queries[start:stop]
@@ -119,7 +124,7 @@ def time_funnel(
     return FunnelTiming(tuple(Timing.of(medians[:, s]) for s in range(len(stages))), Timing.of(np.median(total, axis=1)))
 
 
-def time_layers(layered: "LayeredEncoder", texts: Sequence[str], layers: Sequence[int]) -> np.ndarray:
+def time_layers(layered: LayeredEncoder, texts: Sequence[str], layers: Sequence[int]) -> np.ndarray:
     """Cumulative ms for each text, encoded alone, to reach each of ``layers`` (ascending), each
     continuing from the one before, with a vector at each (what a layered funnel pays):
     shape (len(texts), len(layers))."""

@@ -6,16 +6,15 @@ partial folder keeps a checkpoint after every batch, so ``resume=True`` (``funne
 --resume``) continues an interrupted build where it stopped and gives the same index as a build
 that was never interrupted.
 """
+
 from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from funnel.corpus import Corpus, check_batch_ids, document_text
 from funnel.errors import FunnelError, IndexFormatError, InputError
@@ -89,7 +88,7 @@ Batches = Iterable[tuple[Any, ...]]
 
 def build_index(
     corpus: Corpus,
-    encoder: "Encoder",
+    encoder: Encoder,
     path: str | Path,
     config: IndexConfig = IndexConfig(),
     *,
@@ -107,8 +106,11 @@ def build_index(
     corpus.validate()
     stat = corpus.path.stat()
     fingerprint = {
-        "path": str(corpus.path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-        "columns": asdict(corpus.columns), "skip_invalid": corpus.skip_invalid,
+        "path": str(corpus.path.resolve()),
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "columns": asdict(corpus.columns),
+        "skip_invalid": corpus.skip_invalid,
     }
     source = {"path": str(corpus.path), "format": corpus.format, "skipped": corpus.skipped}
     depth = encoder_depth(encoder)
@@ -116,14 +118,27 @@ def build_index(
     return _build(
         lambda done: _encoded_batches(corpus, encoder, config, layers, show_progress, done),
         Path(path).expanduser(),
-        Manifest(model=encoder.name, dim=encoder.dim, vector_dtype=config.vector_dtype,
-                 shortlists=config.resolved_shortlists(encoder.dim, encoder.metadata), segments=(),
-                 model_metadata=encoder.metadata, source=source, depth=depth, layers=layers),
-        fingerprint, overwrite=overwrite, resume=resume, keep=corpus.path, rotation=config.rotation, encoder=encoder,
+        Manifest(
+            model=encoder.name,
+            dim=encoder.dim,
+            vector_dtype=config.vector_dtype,
+            shortlists=config.resolved_shortlists(encoder.dim, encoder.metadata),
+            segments=(),
+            model_metadata=encoder.metadata,
+            source=source,
+            depth=depth,
+            layers=layers,
+        ),
+        fingerprint,
+        overwrite=overwrite,
+        resume=resume,
+        keep=corpus.path,
+        rotation=config.rotation,
+        encoder=encoder,
     )
 
 
-def encoder_depth(encoder: "Encoder") -> int:
+def encoder_depth(encoder: Encoder) -> int:
     """Transformer layers of the encoder's model; 0 for a model without layers (static)."""
     from funnel.models import num_layers
 
@@ -153,11 +168,26 @@ def write_index(
     already written are skipped.
     """
     metadata = model_metadata or {}
-    manifest = Manifest(model=model, dim=dim, vector_dtype=config.vector_dtype,
-                        shortlists=config.resolved_shortlists(dim, metadata), segments=(),
-                        model_metadata=metadata, source=source or {}, depth=depth, layers=config.checked_layers(depth))
-    return _build(lambda done: skip_rows(_checked(batches), done), Path(path).expanduser(), manifest, {}, overwrite=overwrite, resume=resume,
-                  rotation=config.rotation)
+    manifest = Manifest(
+        model=model,
+        dim=dim,
+        vector_dtype=config.vector_dtype,
+        shortlists=config.resolved_shortlists(dim, metadata),
+        segments=(),
+        model_metadata=metadata,
+        source=source or {},
+        depth=depth,
+        layers=config.checked_layers(depth),
+    )
+    return _build(
+        lambda done: skip_rows(_checked(batches), done),
+        Path(path).expanduser(),
+        manifest,
+        {},
+        overwrite=overwrite,
+        resume=resume,
+        rotation=config.rotation,
+    )
 
 
 def _checked(batches: Batches) -> Iterator[tuple[Any, ...]]:
@@ -208,13 +238,16 @@ def _build(
     resume: bool,
     keep: Path | None = None,
     rotation: str = "none",
-    encoder: "Encoder | None" = None,
+    encoder: Encoder | None = None,
 ) -> Path:
     check_output(target, overwrite=overwrite, resume=resume, keep=keep)
     partial = partial_path(target)
     fingerprint = {
-        "model": template.model, "dim": template.dim, "vector_dtype": template.vector_dtype,
-        "shortlists": [asdict(spec) for spec in template.shortlists], "source": source_fingerprint,
+        "model": template.model,
+        "dim": template.dim,
+        "vector_dtype": template.vector_dtype,
+        "shortlists": [asdict(spec) for spec in template.shortlists],
+        "source": source_fingerprint,
     }
     if template.layers:
         fingerprint["layers"] = list(template.layers)
@@ -237,13 +270,25 @@ def _build(
     return target
 
 
-def _write_rows_and_finish(make_batches: Callable[[int], Batches], partial: Path, template: Manifest,
-                           fingerprint: dict[str, Any], resume: bool, rotation: str, encoder: "Encoder | None") -> None:
+def _write_rows_and_finish(
+    make_batches: Callable[[int], Batches],
+    partial: Path,
+    template: Manifest,
+    fingerprint: dict[str, Any],
+    resume: bool,
+    rotation: str,
+    encoder: Encoder | None,
+) -> None:
     from funnel.indexes.fitting import RotationFit
 
     (partial / MANIFEST_FILE).unlink(missing_ok=True)
     writer = SegmentWriter(
-        partial / "seg-000000", template.dim, template.vector_dtype, layers=template.layers, checkpoint=fingerprint, resume=resume,
+        partial / "seg-000000",
+        template.dim,
+        template.vector_dtype,
+        layers=template.layers,
+        checkpoint=fingerprint,
+        resume=resume,
         deferred=rotation != "none",
     )
     try:
@@ -301,7 +346,7 @@ def skip_rows(batches: Batches, skip: int) -> Iterator[tuple[Any, ...]]:
 
 
 def _encoded_batches(
-    corpus: Corpus, encoder: "Encoder", config: IndexConfig, layers: tuple[int, ...], show_progress: bool, skip: int = 0
+    corpus: Corpus, encoder: Encoder, config: IndexConfig, layers: tuple[int, ...], show_progress: bool, skip: int = 0
 ) -> Iterator[tuple[Any, ...]]:
     from tqdm.auto import tqdm
 
@@ -317,7 +362,9 @@ def _encoded_batches(
                 documents, skip = documents.slice(skip), 0
             titles = documents.column("title").to_pylist()
             texts = documents.column("text").to_pylist()
-            vectors, by_layer = encode_documents(encoder, [document_text(t, x) for t, x in zip(titles, texts)], layers, config.encode_batch_size)
+            vectors, by_layer = encode_documents(
+                encoder, [document_text(t, x) for t, x in zip(titles, texts)], layers, config.encode_batch_size
+            )
             yield (documents, vectors, by_layer) if layers else (documents, vectors)
 
 

@@ -6,6 +6,7 @@ cheap next to encoding: fitting on a 10% sample cost up to 3 points of NDCG@10 a
 SciFact), and for ``auto`` the prefixes' agreement with full-dim search is measured in a second
 pass, on calibration queries made from sampled documents the way the tuner makes them.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -68,8 +69,13 @@ class RotationFit:
             agreement = None
             if measure:
                 agreement = prefix_agreement(
-                    partial(writer.written_chunks, layer), queries[layer], sources, {"model": None, "pca": rotation},
-                    dims, AGREEMENT_K, depth,
+                    partial(writer.written_chunks, layer),
+                    queries[layer],
+                    sources,
+                    {"model": None, "pca": rotation},
+                    dims,
+                    AGREEMENT_K,
+                    depth,
                 )
             record = decide(self.requested, agreement, moment, rotation, dims)
             if measure:
@@ -99,8 +105,10 @@ class RotationFit:
         titles, bodies = documents.column("title").to_pylist(), documents.column("text").to_pylist()
         texts = [random_span(document_text(title, body), rng) for title, body in zip(titles, bodies)]
         full, by_layer = encode_documents(self.encoder, texts, self.template.layers)
-        self._source = (f"{len(positions)} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans of sampled documents, "
-                        "each left out of its own query's results")
+        self._source = (
+            f"{len(positions)} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans of sampled documents, "
+            "each left out of its own query's results"
+        )
         out: Queries = {None: full}
         for layer, vectors in by_layer.items():
             out[layer] = vectors

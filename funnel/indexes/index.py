@@ -1,10 +1,11 @@
 """An index loaded for search: segments behind one numbering of documents (positions 0..count-1)."""
+
 from __future__ import annotations
 
 import json
-from functools import partial
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ class Index:
     """The stored rotation by depth (None: the full model's vectors); a depth absent keeps the model's order."""
 
     @classmethod
-    def load(cls, path: str | Path, *, use_gpu: bool | None = None) -> "Index":
+    def load(cls, path: str | Path, *, use_gpu: bool | None = None) -> Index:
         """Open an index: memory-maps documents and vectors, reads shortlist indexes and deleted rows.
 
         Fast integrity checks: every file's size and sampled digest (``funnel verify`` checks all
@@ -215,7 +216,11 @@ class Index:
     def all_vectors(self) -> np.ndarray:
         """Every full vector as one float32 array (count, dim), as stored (in the index's rotated
         basis, if any): for exact search on small indexes."""
-        return np.concatenate([np.asarray(s.vectors, dtype=np.float32) for s in self.segments]) if self.segments else np.zeros((0, self.dim), np.float32)
+        return (
+            np.concatenate([np.asarray(s.vectors, dtype=np.float32) for s in self.segments])
+            if self.segments
+            else np.zeros((0, self.dim), np.float32)
+        )
 
     def documents(self, positions: list[int]) -> list[dict[str, Any]]:
         """Documents (id, title, text, metadata) at positions, in order."""
@@ -278,7 +283,13 @@ def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None) -> li
         deleted[tomb.segment] = read_tombstone(folder / tomb.name, tomb.file, tomb.count, counts[tomb.segment])
     return [
         Segment.load(
-            folder / entry.name, entry, manifest.dim, manifest.vector_dtype, manifest.shortlists, deleted.get(entry.name), use_gpu,
+            folder / entry.name,
+            entry,
+            manifest.dim,
+            manifest.vector_dtype,
+            manifest.shortlists,
+            deleted.get(entry.name),
+            use_gpu,
             manifest.layers,
         )
         for entry in manifest.segments

@@ -4,12 +4,13 @@ An exclusive ``flock`` on ``NAME/.lock``; readers never take it (they read immut
 an atomically replaced manifest). The lock is released when the process dies, so a killed writer
 never leaves the index locked.
 """
+
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from funnel.errors import FunnelError
 
@@ -49,7 +50,9 @@ def writer_lock(folder: Path) -> Iterator[None]:
         handle = path.open("a+")
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise IndexReadOnlyError(f"cannot change {folder} ({reason.lower()} on {path}): the index is read-only here; copy it somewhere writable") from None
+        raise IndexReadOnlyError(
+            f"cannot change {folder} ({reason.lower()} on {path}): the index is read-only here; copy it somewhere writable"
+        ) from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -20,6 +20,7 @@ swaps the manifest, so a reader holding the old manifest keeps a consistent view
 listed with its size and sha256: loading checks sizes and a sampled digest (head and tail), and
 ``funnel verify`` checks the full digests.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -165,7 +166,7 @@ class Manifest:
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, where: Path) -> "Manifest":
+    def from_json(cls, text: str, where: Path) -> Manifest:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -174,9 +175,7 @@ class Manifest:
             raise IndexFormatError(f"{where} is not a funnel index manifest")
         version = data.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{where} has format version {version}, newer than this funnel reads ({FORMAT_VERSION}): upgrade funnel"
-            )
+            raise IndexFormatError(f"{where} has format version {version}, newer than this funnel reads ({FORMAT_VERSION}): upgrade funnel")
         try:
             return cls(
                 model=data["model"],
@@ -184,16 +183,14 @@ class Manifest:
                 vector_dtype=data["vector_dtype"],
                 shortlists=tuple(ShortlistSpec(**spec) for spec in data["shortlists"]),
                 segments=tuple(
-                    SegmentEntry(s["name"], int(s["count"]), {n: FileEntry(**f) for n, f in s["files"].items()})
-                    for s in data["segments"]
+                    SegmentEntry(s["name"], int(s["count"]), {n: FileEntry(**f) for n, f in s["files"].items()}) for s in data["segments"]
                 ),
                 model_metadata=data.get("model_metadata", {}),
                 plan=data.get("plan"),
                 source=data.get("source", {}),
                 normalized=bool(data.get("normalized", True)),
                 tombstones=tuple(
-                    TombstoneEntry(t["segment"], t["name"], int(t["count"]), FileEntry(**t["file"]))
-                    for t in data.get("tombstones", [])
+                    TombstoneEntry(t["segment"], t["name"], int(t["count"]), FileEntry(**t["file"])) for t in data.get("tombstones", [])
                 ),
                 generation=int(data.get("generation", 0)),
                 depth=int(data.get("depth", 0)),
@@ -209,7 +206,8 @@ def _rotation(data: dict[str, Any] | None) -> RotationEntry | None:
     if data is None:
         return None
     return RotationEntry(
-        requested=str(data["requested"]), files={name: FileEntry(**f) for name, f in data.get("files", {}).items()},
+        requested=str(data["requested"]),
+        files={name: FileEntry(**f) for name, f in data.get("files", {}).items()},
         decision=dict(data.get("decision", {})),
     )
 
@@ -308,7 +306,9 @@ def check_file(path: Path, expected: FileEntry, *, full: bool = False) -> None:
         raise IndexFormatError(f"{path} is missing; the index is damaged: rebuild it")
     size = path.stat().st_size
     if size != expected.bytes:
-        raise IndexFormatError(f"{path} holds {size} bytes but the manifest says {expected.bytes}; the file is truncated or altered: rebuild the index")
+        raise IndexFormatError(
+            f"{path} holds {size} bytes but the manifest says {expected.bytes}; the file is truncated or altered: rebuild the index"
+        )
     altered = IndexFormatError(f"{path} does not match its checksum in the manifest; the file is altered or damaged: rebuild the index")
     if expected.sample_sha256 is not None and sample_digest(path) != expected.sample_sha256:
         raise altered

@@ -14,6 +14,7 @@ corpus (as the tuner makes them): a model trained to nest may already be better 
 Stored as a plain little-endian float32 ``dim × dim`` file (``rotation.f32``; ``rotation-lL.f32``
 for the vectors of layer L), listed with its checksum in the manifest.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
@@ -231,8 +232,11 @@ def decide(requested: str, agreement: Agreement | None, moment: np.ndarray, rota
         model, rotated = agreement.mean("model"), agreement.mean("pca")
         record["agreement"] = {
             "measure": f"share of exact full-dim top-{agreement.k} in each prefix's top-{agreement.depth}",
-            "queries": agreement.queries, "model_order": agreement.by_basis["model"], "rotated": agreement.by_basis["pca"],
-            "mean_model_order": round(model, 4), "mean_rotated": round(rotated, 4),
+            "queries": agreement.queries,
+            "model_order": agreement.by_basis["model"],
+            "rotated": agreement.by_basis["pca"],
+            "mean_model_order": round(model, 4),
+            "mean_rotated": round(rotated, 4),
         }
     if requested == "pca":
         record["method"], record["reason"] = "pca", "asked for (--rotation pca)"
@@ -244,8 +248,9 @@ def decide(requested: str, agreement: Agreement | None, moment: np.ndarray, rota
         better = gain > AUTO_MARGIN and gain > 2 * error
         record["method"] = "pca" if better else "none"
         record["reason"] = (
-            f"rotated prefixes agree better ({rotated:.4f} vs {model:.4f} in the model's order)" if better
+            f"rotated prefixes agree better ({rotated:.4f} vs {model:.4f} in the model's order)"
+            if better
             else f"the model's order nests about as well ({model:.4f} vs {rotated:.4f} rotated; a gain under {AUTO_MARGIN} "
-                 f"or under twice its standard error keeps it)"
+            f"or under twice its standard error keeps it)"
         )
     return record

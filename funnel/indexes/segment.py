@@ -14,14 +14,17 @@ the vectors as encoded to working files (``.raw-vectors.f16``); :meth:`SegmentWr
 writes the stored vector files through the rotation, chunk by chunk. The working files stay
 untouched until the segment is recorded, so a build interrupted while finishing resumes cleanly.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -129,9 +132,7 @@ class SegmentWriter:
             if stale.name not in keep:
                 stale.unlink()
 
-    def append(
-        self, documents: pa.RecordBatch | pa.Table, vectors: np.ndarray, layer_vectors: dict[int, np.ndarray] | None = None
-    ) -> None:
+    def append(self, documents: pa.RecordBatch | pa.Table, vectors: np.ndarray, layer_vectors: dict[int, np.ndarray] | None = None) -> None:
         """``vectors``: (documents.num_rows, dim), L2-normalized; ``layer_vectors``: the same for
         each of the writer's ``layers`` (the sub-model cut after that many layers)."""
         if vectors.shape != (documents.num_rows, self.dim):
@@ -179,7 +180,7 @@ class SegmentWriter:
         self._part_writer = self._part = None
 
     def finish(
-        self, specs: tuple[ShortlistSpec, ...], fit: "Callable[[SegmentWriter], dict[int | None, np.ndarray]] | None" = None
+        self, specs: tuple[ShortlistSpec, ...], fit: Callable[[SegmentWriter], dict[int | None, np.ndarray]] | None = None
     ) -> SegmentEntry:
         """Write documents.arrow and the shortlists; working files stay until :meth:`cleanup`.
 
@@ -245,10 +246,8 @@ class SegmentWriter:
                 path.unlink()
 
     def abort(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing after a failure: the folder is discarded or resumed anyway
             self._close()
-        except Exception:  # closing after a failure: the folder is discarded or resumed anyway
-            pass
 
 
 def read_vector_chunks(path: Path, dtype: str, dim: int, count: int, rows: int = READ_ROWS) -> Iterator[np.ndarray]:
@@ -351,7 +350,7 @@ class Segment:
         deleted: np.ndarray | None = None,
         use_gpu: bool | None = None,
         layers: tuple[int, ...] = (),
-    ) -> "Segment":
+    ) -> Segment:
         """Open a segment after the fast checks: every listed file present, of its size and sampled digest."""
         needed = [DOCUMENTS_FILE, *segment_files(dtype, specs, layers)]
         for name in needed:
@@ -375,8 +374,14 @@ class Segment:
         shortlists = {spec.dim: read(spec, None) for spec in specs}
         layer_shortlists = {(layer, spec.dim): read(spec, layer) for layer in layers for spec in specs}
         return cls(
-            folder, entry.count, documents, vectors, shortlists, np.zeros(0, np.int64) if deleted is None else deleted,
-            layer_vectors, layer_shortlists,
+            folder,
+            entry.count,
+            documents,
+            vectors,
+            shortlists,
+            np.zeros(0, np.int64) if deleted is None else deleted,
+            layer_vectors,
+            layer_shortlists,
         )
 
 

@@ -4,11 +4,13 @@ Kinds: ``flat`` (exact inner product), ``hnsw`` (graph), ``ivf`` (inverted lists
 (the signs of the first ``dim`` dims, Hamming distance). All return similarities where larger is
 better; for ``binary`` that is ``dim - 2 * hamming``, the inner product of the ±1 sign vectors.
 """
+
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,7 +38,9 @@ def make_spec(dim: int, kind: str = "flat", **params: int) -> ShortlistSpec:
         raise InputError(f"a binary shortlist needs a dim that is a multiple of 8, not {dim}")
     unknown = set(params) - set(DEFAULT_PARAMS[kind])
     if unknown:
-        raise InputError(f"{kind} shortlist has no parameter {', '.join(sorted(unknown))}; it takes: {', '.join(DEFAULT_PARAMS[kind]) or 'none'}")
+        raise InputError(
+            f"{kind} shortlist has no parameter {', '.join(sorted(unknown))}; it takes: {', '.join(DEFAULT_PARAMS[kind]) or 'none'}"
+        )
     return ShortlistSpec(dim=dim, kind=kind, params={**DEFAULT_PARAMS[kind], **params})
 
 
@@ -151,7 +155,9 @@ def read(spec: ShortlistSpec, path: Path, use_gpu: bool | None = None) -> Any:
     # Flat storage (flat, and HNSW's vectors) is memory-mapped rather than read: opening a
     # 1M-vector shortlist takes ~0.07 s instead of ~0.8 s. Index files are never changed in place.
     if spec.kind not in KINDS or set(spec.params) != set(DEFAULT_PARAMS[spec.kind]):
-        raise IndexFormatError(f"the manifest describes {path.name} as {spec.kind} {spec.params}, which funnel does not write; the manifest was edited or damaged: rebuild the index")
+        raise IndexFormatError(
+            f"the manifest describes {path.name} as {spec.kind} {spec.params}, which funnel does not write; the manifest was edited or damaged: rebuild the index"
+        )
     flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if spec.kind in ("flat", "hnsw") else 0
     try:
         index = faiss.read_index_binary(str(path)) if spec.kind == "binary" else faiss.read_index(str(path), flags)

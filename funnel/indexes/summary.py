@@ -1,4 +1,5 @@
 """What an index holds, as a plain dict: the data behind `funnel info` and a server's /info."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,12 +15,21 @@ def index_summary(path: str | Path) -> dict[str, Any]:
     manifest = read_manifest(folder)
     disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     return {
-        "index": str(folder), "format_version": manifest.format_version, "documents": manifest.count,
-        "segments": len(manifest.segments), "model": manifest.model, "dim": manifest.dim,
-        "vector_dtype": manifest.vector_dtype, "shortlists": [s.__dict__ for s in manifest.shortlists],
-        "plan": manifest.plan, "disk_bytes": disk, "source": manifest.source,
-        "deleted_rows": manifest.deleted, "generation": manifest.generation,
-        "depth": manifest.depth, "layers": list(manifest.layers),
+        "index": str(folder),
+        "format_version": manifest.format_version,
+        "documents": manifest.count,
+        "segments": len(manifest.segments),
+        "model": manifest.model,
+        "dim": manifest.dim,
+        "vector_dtype": manifest.vector_dtype,
+        "shortlists": [s.__dict__ for s in manifest.shortlists],
+        "plan": manifest.plan,
+        "disk_bytes": disk,
+        "source": manifest.source,
+        "deleted_rows": manifest.deleted,
+        "generation": manifest.generation,
+        "depth": manifest.depth,
+        "layers": list(manifest.layers),
         "rotation": rotation_summary(manifest),
         "rotation_decision": manifest.rotation.decision if manifest.rotation else None,
     }
@@ -30,6 +40,8 @@ def rotation_summary(manifest: Manifest) -> dict[str, Any]:
     rotation = manifest.rotation
     if rotation is None:
         return {"requested": None, "by_depth": {"full": "none"}, "note": "built before rotations: the model's order"}
-    return {"requested": rotation.requested, "by_depth": {key: record.get("method", "none") for key, record in rotation.decision.items()}
-            or {"full": "none"}, "files": sorted(rotation.files)}
-
+    return {
+        "requested": rotation.requested,
+        "by_depth": {key: record.get("method", "none") for key, record in rotation.decision.items()} or {"full": "none"},
+        "files": sorted(rotation.files),
+    }

@@ -7,14 +7,16 @@ needs any more are removed lazily, at the change after the one that made them ga
 reader that has just read the previous manifest can still open its files (and ``Index.load``
 retries with the new manifest if it loses that race).
 """
+
 from __future__ import annotations
 
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -80,17 +82,17 @@ def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manif
     return new
 
 
-def add_corpus(path: str | Path, corpus: Corpus, encoder: "Encoder", *, batch_size: int = 64, show_progress: bool = False) -> Manifest:
+def add_corpus(path: str | Path, corpus: Corpus, encoder: Encoder, *, batch_size: int = 64, show_progress: bool = False) -> Manifest:
     """Encode ``corpus`` with ``encoder`` (which must match the index's model dims) and add it."""
     manifest = read_manifest(Path(path).expanduser())
     if encoder.dim != manifest.dim:
-        raise InputError(f"the model gives {encoder.dim}-dim vectors but the index holds {manifest.dim}-dim ones: use the index's model ({manifest.model})")
+        raise InputError(
+            f"the model gives {encoder.dim}-dim vectors but the index holds {manifest.dim}-dim ones: use the index's model ({manifest.model})"
+        )
     return add_documents(path, _encode(corpus, encoder, manifest.layers, batch_size, show_progress))
 
 
-def _encode(
-    corpus: Corpus, encoder: "Encoder", layers: tuple[int, ...], batch_size: int, show_progress: bool
-) -> Iterator[tuple[Any, ...]]:
+def _encode(corpus: Corpus, encoder: Encoder, layers: tuple[int, ...], batch_size: int, show_progress: bool) -> Iterator[tuple[Any, ...]]:
     from tqdm.auto import tqdm
 
     from funnel.layers import encode_documents
@@ -127,7 +129,9 @@ def delete_documents(path: str | Path, ids: Sequence[str], *, ignore_missing: bo
         missing = [i for i in wanted.to_pylist() if i not in found]
         if missing and not ignore_missing:
             shown = ", ".join(repr(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
-            raise InputError(f"{len(missing)} of the ids are not in the index ({shown}): nothing deleted; check them or pass --ignore-missing")
+            raise InputError(
+                f"{len(missing)} of the ids are not in the index ({shown}): nothing deleted; check them or pass --ignore-missing"
+            )
         if not changed:
             return 0
         for segment, rows in changed.items():
@@ -162,7 +166,9 @@ def compact_index(path: str | Path) -> Manifest:
                 documents = read_documents(folder / entry.name / DOCUMENTS_FILE)
                 vectors = open_vectors(folder / entry.name / vectors_file(old.vector_dtype), old.vector_dtype, entry.count, old.dim)
                 by_layer = {
-                    layer: open_vectors(folder / entry.name / layer_vectors_file(old.vector_dtype, layer), old.vector_dtype, entry.count, old.dim)
+                    layer: open_vectors(
+                        folder / entry.name / layer_vectors_file(old.vector_dtype, layer), old.vector_dtype, entry.count, old.dim
+                    )
                     for layer in old.layers
                 }
                 live = np.ones(entry.count, bool)

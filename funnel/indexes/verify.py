@@ -1,5 +1,6 @@
 """Full integrity check of an index folder: every byte against the manifest, and every file's
 contents against the others (counts, dims, ids, vector norms). ``Index.load`` does the fast part."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -87,7 +88,9 @@ def verify_index(path: str | Path) -> VerifyReport:
                     live_ids.append(documents.column("id").filter(pa.array(live)))
             except FunnelError as exc:
                 report.problems.append(str(exc))
-        vector_names = [vectors_file(manifest.vector_dtype)] + [layer_vectors_file(manifest.vector_dtype, l) for l in manifest.layers]
+        vector_names = [vectors_file(manifest.vector_dtype)] + [
+            layer_vectors_file(manifest.vector_dtype, layer) for layer in manifest.layers
+        ]
         for vectors in (seg / name for name in vector_names):
             if vectors.name not in bad:
                 _check_norms(vectors, manifest.vector_dtype, manifest.dim, entry.count, report)
@@ -101,7 +104,9 @@ def verify_index(path: str | Path) -> VerifyReport:
             try:
                 index = shortlist.read(spec, seg / name, use_gpu=False)
                 if index.ntotal != entry.count or index.d != spec.dim:
-                    report.problems.append(f"{seg / name} holds {index.ntotal} vectors of {index.d} dims, the manifest says {entry.count} of {spec.dim}")
+                    report.problems.append(
+                        f"{seg / name} holds {index.ntotal} vectors of {index.d} dims, the manifest says {entry.count} of {spec.dim}"
+                    )
             except FunnelError as exc:
                 report.problems.append(str(exc))
     if live_ids:
@@ -109,7 +114,9 @@ def verify_index(path: str | Path) -> VerifyReport:
         counts_by_id = pc.value_counts(ids)
         repeated = pc.filter(counts_by_id, pc.greater(pc.struct_field(counts_by_id, [1]), 1))
         if len(repeated):
-            report.problems.append(f"{len(repeated)} ids appear more than once among live documents (e.g. {repeated[0]['values'].as_py()!r})")
+            report.problems.append(
+                f"{len(repeated)} ids appear more than once among live documents (e.g. {repeated[0]['values'].as_py()!r})"
+            )
         report.documents = len(ids)
     return report
 

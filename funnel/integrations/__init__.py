@@ -5,6 +5,7 @@
 
 Both take a local :class:`~funnel.retriever.Retriever` or a :class:`~funnel.remote.RemoteRetriever`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -3,6 +3,7 @@
 Each hit becomes a ``Document`` whose ``page_content`` is the hit's text and whose metadata holds
 ``id``, ``score``, ``rank``, ``title`` and the row's own metadata columns.
 """
+
 from __future__ import annotations
 
 import asyncio

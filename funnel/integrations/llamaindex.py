@@ -3,6 +3,7 @@
 Each hit becomes a ``NodeWithScore`` around a ``TextNode`` (``id_`` = the hit's id, ``text`` = its
 text, metadata = ``id``, ``score``, ``rank``, ``title`` and the row's own metadata columns).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -3,6 +3,7 @@
 ``create_app`` builds the app from loaded retrievers; ``serve`` runs it until SIGTERM. The
 settings import without FastAPI; the app and runner load it on first use.
 """
+
 from __future__ import annotations
 
 from typing import Any

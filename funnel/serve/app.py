@@ -7,6 +7,7 @@ index, k and plan are searched as one batch (:mod:`funnel.serve.batching`). Each
 moves its retriever to the newest version of the index (``reload_if_changed``: a stat when
 nothing changed).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,12 +34,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("funnel.serve")
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422)}
 
 
-def create_app(retrievers: Mapping[str, Retriever], limits: ServeLimits | None = None, *, api_key: str | None = None, warm: bool = True) -> FastAPI:
+def create_app(
+    retrievers: Mapping[str, Retriever], limits: ServeLimits | None = None, *, api_key: str | None = None, warm: bool = True
+) -> FastAPI:
     """An app serving ``retrievers`` by name (the first is the default index).
 
     Args:
@@ -64,8 +65,10 @@ def create_app(retrievers: Mapping[str, Retriever], limits: ServeLimits | None =
         yield
 
     app = FastAPI(
-        title="funnel", summary="Two-stage retrieval on nested (Matryoshka) embeddings.",
-        version=_version(), lifespan=lifespan,
+        title="funnel",
+        summary="Two-stage retrieval on nested (Matryoshka) embeddings.",
+        version=_version(),
+        lifespan=lifespan,
     )
 
     def pick(name: str | None) -> tuple[str, Retriever]:
@@ -136,7 +139,9 @@ def _check_queries(body: SearchRequest, limits: ServeLimits) -> list[str]:
         if not text.strip():
             raise InputError(f"query {number} is empty: give some text to search for")
         if len(text) > limits.max_query_chars:
-            raise HTTPException(413, f"query {number} has {len(text):,} characters, over the limit of {limits.max_query_chars:,} (max_query_chars)")
+            raise HTTPException(
+                413, f"query {number} has {len(text):,} characters, over the limit of {limits.max_query_chars:,} (max_query_chars)"
+            )
     return texts
 
 

@@ -5,6 +5,7 @@ On CPU one pass over 16 queries costs a fraction of 16 passes (measured here: 3-
 per second), so a busy server answers more while an idle one is unchanged: a request that finds
 a free worker runs alone, and its answer is exactly ``Retriever.search_batch`` on its queries.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,7 +89,14 @@ class Coalescer:
         outcome = retriever.search_batch_traced(texts, k, stages)
         search_ms = (time.perf_counter() - searched) * 1000
         stages_out = [
-            {"stage": str(t.stage), "dim": t.dim, "scored": t.scored, "kept": t.kept, "ms": t.seconds * 1000, "encode_ms": t.encode_seconds * 1000}
+            {
+                "stage": str(t.stage),
+                "dim": t.dim,
+                "scored": t.scored,
+                "kept": t.kept,
+                "ms": t.seconds * 1000,
+                "encode_ms": t.encode_seconds * 1000,
+            }
             for t in outcome.trace
         ]
         payloads, offset = [], 0
@@ -96,10 +104,16 @@ class Coalescer:
             hits = outcome.hits[offset : offset + len(waiting.texts)]
             offset += len(waiting.texts)
             timings: dict[str, Any] = {
-                "encode_ms": outcome.encode_seconds * 1000, "stages": stages_out, "search_ms": search_ms, "batched_queries": len(texts),
+                "encode_ms": outcome.encode_seconds * 1000,
+                "stages": stages_out,
+                "search_ms": search_ms,
+                "batched_queries": len(texts),
             }
             payload = {
-                "index": name, "version": outcome.version, "k": k, "plan": format_stages(outcome.plan),
+                "index": name,
+                "version": outcome.version,
+                "k": k,
+                "plan": format_stages(outcome.plan),
                 "results": [{"query": text, "hits": [hit.__dict__ for hit in found]} for text, found in zip(waiting.texts, hits)],
                 "timings": timings,
             }

@@ -3,6 +3,7 @@
 Plain ASGI rather than Starlette's BaseHTTPMiddleware: no extra task per request, so the guard
 costs microseconds on the search path.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -20,10 +21,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 async def reject(send: Send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     """Answer ``status`` with ``{"detail": detail}`` and close the exchange."""
     body = json.dumps({"detail": detail}).encode()
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -1,4 +1,5 @@
 """Run a server: load each index with its model once, warm it, and serve until SIGTERM or Ctrl+C."""
+
 from __future__ import annotations
 
 import signal
@@ -58,8 +59,13 @@ def make_server(retrievers: dict[str, Retriever], settings: ServeSettings, log_l
 
     app = create_app(retrievers, settings.limits, api_key=settings.api_key)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-        timeout_graceful_shutdown=10, lifespan="on",
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
     )
     return uvicorn.Server(config)
 

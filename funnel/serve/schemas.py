@@ -1,5 +1,6 @@
 """The JSON a server takes and gives, as pydantic models: they validate requests and document the
 API at /docs."""
+
 from __future__ import annotations
 
 from typing import Any

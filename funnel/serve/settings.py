@@ -1,4 +1,5 @@
 """What a server accepts and how it runs: limits on requests, the address, the key."""
+
 from __future__ import annotations
 
 import os

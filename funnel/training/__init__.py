@@ -2,6 +2,7 @@
 
 ``train(config)`` is the whole public surface; everything heavy loads on first call.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

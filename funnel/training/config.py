@@ -2,6 +2,7 @@
 
 The CLI parses strings ("2:32,4:64") into this; the library reads only this.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -117,9 +118,7 @@ class TrainConfig:
         if self.remine_every and not self.hard_negatives:
             raise InputError("remine_every needs mined negatives: set hard_negatives to 1 or more")
         if self.remine_factor < 1 or not 0 < self.remine_floor <= 1:
-            raise InputError(
-                f"remine_factor must be >= 1 and remine_floor in (0, 1]; got {self.remine_factor}, {self.remine_floor}"
-            )
+            raise InputError(f"remine_factor must be >= 1 and remine_floor in (0, 1]; got {self.remine_factor}, {self.remine_floor}")
 
 
 def default_dims(full_dim: int, smallest: int = 32) -> tuple[int, ...]:

@@ -12,10 +12,12 @@ Files are JSONL (``.jsonl``/``.json``) or parquet; other columns (ids, genre…)
 and BEIR files are parsed by :mod:`funnel.readers`, with its rules for qrels headers and for
 joining a title and a text.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from funnel.errors import InputError
 from funnel.readers import CORPUS_FILE, QRELS_FOLDER, QUERIES_FILE, document_text, load_qrels, load_queries, read_corpus, read_jsonl
@@ -30,9 +32,7 @@ SCORED_NAMES = (("sentence1", "sentence2"), ("score", "label"))
 PAIR_KIND, SCORED_KIND = "pairs", "scored"
 
 
-def load_examples(
-    sources: Sequence[Path | str], *, max_rows: int | None = None, seed: int = 12
-) -> "Dataset":
+def load_examples(sources: Sequence[Path | str], *, max_rows: int | None = None, seed: int = 12) -> Dataset:
     """Read every source, check they are one kind, concatenate, shuffle with ``seed``, keep ``max_rows``.
 
     Returns a Dataset with columns (anchor, positive[, negative_1..n]) or (sentence1, sentence2,
@@ -58,8 +58,8 @@ def load_examples(
     return dataset
 
 
-def kind_of(dataset: "Dataset") -> str:
-    """"pairs" or "scored", from a dataset made by :func:`load_examples`."""
+def kind_of(dataset: Dataset) -> str:
+    """ "pairs" or "scored", from a dataset made by :func:`load_examples`."""
     return SCORED_KIND if "score" in dataset.column_names else PAIR_KIND
 
 

@@ -5,9 +5,11 @@ dims). It has no Starbucks loss (Zhuang et al., 2024: a fixed list of (layer, di
 pair trained at every step, losses summed), so :class:`StarbucksLoss` is written here in the same
 shape: an ``nn.Module`` wrapping any base loss, swapping the model's forward while it runs.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from funnel.training.config import TrainConfig
 
 
-def layer_features(model: "SentenceTransformer", features: dict[str, Tensor]) -> dict[str, Any]:
+def layer_features(model: SentenceTransformer, features: dict[str, Tensor]) -> dict[str, Any]:
     """Run the model's transformer once and keep every layer's token embeddings.
 
     Returns the transformer's output features with ``all_layer_embeddings`` (a tuple of
@@ -41,7 +43,7 @@ def layer_features(model: "SentenceTransformer", features: dict[str, Tensor]) ->
     return output
 
 
-def pool_layer(model: "SentenceTransformer", transformer_output: dict[str, Any], layer: int) -> Tensor:
+def pool_layer(model: SentenceTransformer, transformer_output: dict[str, Any], layer: int) -> Tensor:
     """Sentence embeddings of the first ``layer`` layers, pooled by the model's own modules.
 
     Shape (batch, full_dim); the modules after the transformer (pooling, dense, normalize) run on
@@ -63,7 +65,7 @@ class _LayerDimForward:
     """Stands in for ``model.forward``: the transformer runs once per input column and batch;
     each later call with the same column reuses its hidden states and pools (layer, dim)."""
 
-    def __init__(self, model: "SentenceTransformer") -> None:
+    def __init__(self, model: SentenceTransformer) -> None:
         self.model = model
         self.cache: list[dict[str, Any]] = []
         self.index = 0
@@ -98,7 +100,7 @@ class StarbucksLoss(nn.Module):
 
     def __init__(
         self,
-        model: "SentenceTransformer",
+        model: SentenceTransformer,
         loss: nn.Module,
         layer_dim_pairs: Sequence[tuple[int, int]],
         weights: Sequence[float] | None = None,
@@ -163,7 +165,7 @@ class SimilarityDistillationLoss(nn.Module):
     per dim or pair, and each call reuses that batch's teacher scores.
     """
 
-    def __init__(self, model: "SentenceTransformer", teacher: "SentenceTransformer", temperature: float = 0.05) -> None:
+    def __init__(self, model: SentenceTransformer, teacher: SentenceTransformer, temperature: float = 0.05) -> None:
         super().__init__()
         self.model = model
         self.teacher = teacher.eval().requires_grad_(False)
@@ -207,7 +209,7 @@ def _anchor_scores(columns: list[Tensor]) -> Tensor:
     return scores.masked_fill(self_mask, -1e4)
 
 
-def build_base_loss(config: "TrainConfig", model: "SentenceTransformer", kind: str) -> nn.Module:
+def build_base_loss(config: TrainConfig, model: SentenceTransformer, kind: str) -> nn.Module:
     """The base loss named in ``config.loss``; scored pairs need CoSENT and vice versa."""
     from sentence_transformers.sentence_transformer import losses
 
@@ -231,8 +233,8 @@ def build_base_loss(config: "TrainConfig", model: "SentenceTransformer", kind: s
 
 
 def build_loss(
-    config: "TrainConfig",
-    model: "SentenceTransformer",
+    config: TrainConfig,
+    model: SentenceTransformer,
     kind: str,
     dims: Sequence[int],
     layer_dim_pairs: Sequence[tuple[int, int]],

@@ -5,6 +5,7 @@ steps it scores the negatives again with the model being trained; a negative who
 fallen so far that ``score * factor < original`` and that is no longer close (``score < floor``)
 has become easy, and is replaced by a fresh negative mined with the current model.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -32,14 +33,14 @@ def easy_negatives(original: np.ndarray, current: np.ndarray, factor: float = 1.
 
 
 def mine_negatives(
-    dataset: "Dataset",
-    model: "SentenceTransformer",
+    dataset: Dataset,
+    model: SentenceTransformer,
     num_negatives: int,
     *,
     relative_margin: float | None = 0.05,
     batch_size: int = 64,
     show_progress: bool = False,
-) -> tuple["Dataset", np.ndarray]:
+) -> tuple[Dataset, np.ndarray]:
     """Add ``num_negatives`` hard negatives per (anchor, positive) pair with sentence-transformers' miner.
 
     The corpus is every positive; a candidate scoring within ``relative_margin`` of the pair's own
@@ -52,9 +53,17 @@ def mine_negatives(
     if "negative_1" in dataset.column_names:
         raise InputError("the training data already has negatives: mine only (anchor, positive) pairs")
     mined = mine_hard_negatives(
-        dataset, model, anchor_column_name="anchor", positive_column_name="positive",
-        num_negatives=num_negatives, relative_margin=relative_margin, sampling_strategy="top",
-        output_format="n-tuple", output_scores=True, batch_size=batch_size, verbose=show_progress,
+        dataset,
+        model,
+        anchor_column_name="anchor",
+        positive_column_name="positive",
+        num_negatives=num_negatives,
+        relative_margin=relative_margin,
+        sampling_strategy="top",
+        output_format="n-tuple",
+        output_scores=True,
+        batch_size=batch_size,
+        verbose=show_progress,
     )
     if len(mined) == 0:
         raise InputError(
@@ -72,7 +81,7 @@ class NegativePool:
     changes what later batches see without rebuilding the dataset or the data loader.
     """
 
-    def __init__(self, dataset: "Dataset", scores: np.ndarray) -> None:
+    def __init__(self, dataset: Dataset, scores: np.ndarray) -> None:
         self.negative_columns = [c for c in dataset.column_names if c.startswith("negative_")]
         if not self.negative_columns:
             raise InputError("re-mining needs mined negatives (columns negative_1..n)")
@@ -85,7 +94,7 @@ class NegativePool:
         self.corpus = sorted(set(self.positives) | set(self.negatives.ravel().tolist()))
         self.replaced = 0
 
-    def dataset(self) -> "Dataset":
+    def dataset(self) -> Dataset:
         """Row ids and texts; the transform swaps in the current negatives when a batch is read."""
         from datasets import Dataset
 
@@ -103,8 +112,13 @@ class NegativePool:
         return out
 
     def refresh(
-        self, model: "SentenceTransformer", *, factor: float = 1.15, floor: float = 0.8,
-        relative_margin: float | None = 0.05, batch_size: int = 64,
+        self,
+        model: SentenceTransformer,
+        *,
+        factor: float = 1.15,
+        floor: float = 0.8,
+        relative_margin: float | None = 0.05,
+        batch_size: int = 64,
     ) -> int:
         """Score every negative with ``model``; replace the easy ones by fresh top negatives.
 
@@ -151,7 +165,7 @@ class NegativePool:
         return replaced
 
 
-def remining_callback(pool: NegativePool, model: "SentenceTransformer", config: "TrainConfig"):
+def remining_callback(pool: NegativePool, model: SentenceTransformer, config: TrainConfig):
     """A TrainerCallback that calls ``pool.refresh(model)`` every ``config.remine_every`` optimizer steps."""
     from transformers import TrainerCallback
 
@@ -161,9 +175,7 @@ def remining_callback(pool: NegativePool, model: "SentenceTransformer", config: 
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step % config.remine_every == 0:
-                replaced = pool.refresh(
-                    model, factor=config.remine_factor, floor=config.remine_floor, relative_margin=config.mining_margin
-                )
+                replaced = pool.refresh(model, factor=config.remine_factor, floor=config.remine_floor, relative_margin=config.mining_margin)
                 self.history.append((state.global_step, replaced))
 
     return ConanRemining()

@@ -3,6 +3,7 @@
 Two starts, both offline: random vectors over the MiniLM tokenizer's vocabulary (the
 static-embeddings recipe), or a model2vec distillation of a transformer (PCA'd token embeddings).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 
-def static_from_tokenizer(tokenizer_model: Path, dim: int) -> "SentenceTransformer":
+def static_from_tokenizer(tokenizer_model: Path, dim: int) -> SentenceTransformer:
     """A fresh StaticEmbedding of ``dim`` dims over ``tokenizer_model``'s tokenizer.json."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
@@ -26,7 +27,7 @@ def static_from_tokenizer(tokenizer_model: Path, dim: int) -> "SentenceTransform
     return SentenceTransformer(modules=[StaticEmbedding(Tokenizer.from_file(str(path)), embedding_dim=dim)], device="cpu")
 
 
-def static_from_distillation(teacher: Path, dim: int = 256) -> "SentenceTransformer":
+def static_from_distillation(teacher: Path, dim: int = 256) -> SentenceTransformer:
     """Distil ``teacher`` with model2vec into a StaticEmbedding of ``dim`` dims (PCA), offline."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding

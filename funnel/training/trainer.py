@@ -5,6 +5,7 @@ The output folder is a sentence-transformers model plus ``funnel.json``: the sch
 to ``OUTPUT.checkpoints/`` and are removed once the model is saved; ``resume`` continues from the
 latest one after an interruption.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from funnel.errors import InputError
-from funnel.models import METADATA_FILE, default_model_path, load_model, resolve_model
+from funnel.models import METADATA_FILE, load_model, resolve_model
 from funnel.training.config import TrainConfig, default_dims, scaled_starbucks_pairs
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def build_model(config: TrainConfig) -> tuple["SentenceTransformer", str]:
+def build_model(config: TrainConfig) -> tuple[SentenceTransformer, str]:
     """The model to train and a name for its starting point (recorded in the metadata)."""
     from funnel.training.static import static_from_distillation, static_from_tokenizer
 
@@ -47,7 +48,7 @@ def build_model(config: TrainConfig) -> tuple["SentenceTransformer", str]:
     return load_model(source, device="cpu"), base_name
 
 
-def freeze(model: "SentenceTransformer", layers: int) -> None:
+def freeze(model: SentenceTransformer, layers: int) -> None:
     """Stop training the word embeddings and the first ``layers`` transformer layers."""
     from funnel.training.losses import num_layers
 
@@ -60,7 +61,7 @@ def freeze(model: "SentenceTransformer", layers: int) -> None:
         module.requires_grad_(False)
 
 
-def nesting(config: TrainConfig, model: "SentenceTransformer") -> tuple[list[int], list[tuple[int, int]]]:
+def nesting(config: TrainConfig, model: SentenceTransformer) -> tuple[list[int], list[tuple[int, int]]]:
     """The dims and (layer, dim) pairs this run trains, from the config or the model's shape."""
     from funnel.models import embedding_dimension, num_layers
 
@@ -209,7 +210,7 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _save(model: "SentenceTransformer", metadata: dict[str, Any], output: Path) -> None:
+def _save(model: SentenceTransformer, metadata: dict[str, Any], output: Path) -> None:
     """Write the model and funnel.json to a temporary sibling folder, then move it into place."""
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=output.name + ".tmp-", dir=output.parent))

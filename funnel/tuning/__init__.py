@@ -1,4 +1,5 @@
 """Tune the funnel for a recall target: calibration queries, the plan search space, the tuner."""
+
 from __future__ import annotations
 
 from funnel.tuning.tuner import PlanMeasurement, TunedPlan, TuneOptions, tune

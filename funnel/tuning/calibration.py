@@ -11,11 +11,13 @@ the target, while spans were as hard or a little harder. The source document sta
 query's exact and funnel results, as if it were held out of the index. Without a model (indexes
 built from raw vectors), sampled documents' own vectors are the queries, left out the same way.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -74,7 +76,7 @@ def sample_positions(count: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(count, size=min(size, count), replace=False))
 
 
-def corpus_queries(index: "Index", encoder: "Encoder | None", size: int, seed: int) -> CalibrationQueries:
+def corpus_queries(index: Index, encoder: Encoder | None, size: int, seed: int) -> CalibrationQueries:
     """Queries made from ``size`` sampled documents (random word spans; see module doc)."""
     positions = sample_positions(index.count, size, seed)
     rng = np.random.default_rng([seed, 1])
@@ -89,13 +91,20 @@ def corpus_queries(index: "Index", encoder: "Encoder | None", size: int, seed: i
     kept = [number for number, text in enumerate(texts) if text]
     if not kept:
         raise InputError("the sampled documents have no text to make queries from: pass a queries file")
-    return CalibrationQueries(encoder.encode([texts[n] for n in kept]), f"{CORPUS_SOURCE} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans, {LEFT_OUT}",
-                              tuple(texts[n] for n in kept), positions[kept])
+    return CalibrationQueries(
+        encoder.encode([texts[n] for n in kept]),
+        f"{CORPUS_SOURCE} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans, {LEFT_OUT}",
+        tuple(texts[n] for n in kept),
+        positions[kept],
+    )
 
 
 def resolve_queries(
-    index: "Index", encoder: "Encoder | None", queries: "CalibrationQueries | Sequence[str] | np.ndarray | str | Path | None",
-    size: int, seed: int,
+    index: Index,
+    encoder: Encoder | None,
+    queries: CalibrationQueries | Sequence[str] | np.ndarray | str | Path | None,
+    size: int,
+    seed: int,
 ) -> CalibrationQueries:
     """Calibration queries from a file path, a list of texts, ready vectors (q, dim), the corpus
     (None), or already resolved ones (e.g. to tune several times without encoding again)."""

@@ -11,10 +11,12 @@ fraction of true top-k documents that survive its earlier stages:
 
 One shortlist of D candidates per first-stage dim therefore answers every N ≤ D by prefix.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -70,8 +72,14 @@ def true_ranks(shortlist: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def gather_evidence(
-    index: "Index", queries: np.ndarray, truth: np.ndarray, dim: int, max_candidates: int,
-    prefixes: Sequence[int], middle_dims: Sequence[int], corpus: np.ndarray | None = None,
+    index: Index,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    dim: int,
+    max_candidates: int,
+    prefixes: Sequence[int],
+    middle_dims: Sequence[int],
+    corpus: np.ndarray | None = None,
     sources: np.ndarray | None = None,
 ) -> DimEvidence:
     """Run one ``max_candidates``-long shortlist at ``dim`` for ``queries`` (q, full; the model's
@@ -115,6 +123,6 @@ def gather_evidence(
     return DimEvidence(dim, max_candidates, ranks, prefixes, middle)
 
 
-def corpus_in_memory(index: "Index") -> np.ndarray | None:
+def corpus_in_memory(index: Index) -> np.ndarray | None:
     """Every stored vector as float32 (count, full) when that takes under :data:`IN_MEMORY_BYTES`."""
     return index.all_vectors() if index.count * index.dim * 4 <= IN_MEMORY_BYTES else None

@@ -1,8 +1,10 @@
 """Measurements for the tuner: exact truth, a plan's top-k, and its ms per query (recall: :mod:`funnel.agreement`)."""
+
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +21,7 @@ RESCORE_BUDGET = 4_000_000  # floats gathered per batch of queries when rescorin
 class ExactReference:
     """Exhaustive full-dimension inner-product search, built once: the truth and the exact baseline."""
 
-    def __init__(self, index: "Index") -> None:
+    def __init__(self, index: Index) -> None:
         import faiss
 
         self.flat: Any = faiss.IndexFlatIP(index.dim)
@@ -41,7 +43,7 @@ class ExactReference:
         return _per_query_ms(lambda one: self.search(one, k), queries)
 
 
-def run_plan(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: int, sources: np.ndarray | None = None) -> np.ndarray:
+def run_plan(index: Index, queries: np.ndarray, stages: Sequence[Stage], k: int, sources: np.ndarray | None = None) -> np.ndarray:
     """Top-k positions (q, k) of a plan, in batches small enough to keep rescoring memory bounded.
 
     With ``sources`` (q,), each query's source document is left out, as if it were not indexed:
@@ -57,7 +59,7 @@ def run_plan(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: in
     return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
 
-def plan_ms_per_query(index: "Index", queries: np.ndarray, stages: Sequence[Stage], k: int) -> float:
+def plan_ms_per_query(index: Index, queries: np.ndarray, stages: Sequence[Stage], k: int) -> float:
     """Mean wall-clock ms of one search, queries sent one at a time (as a service would)."""
     return _per_query_ms(lambda one: run_funnel(index, one, stages, k), queries)
 

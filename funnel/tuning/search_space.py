@@ -5,11 +5,13 @@ A plan is two stages (shortlist N at a stored shortlist dim, rescore at full dim
 from a "nice number" ladder (10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, …) so plans read well.
 Layers are not searched: indexes store full-depth vectors only.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from funnel.errors import InputError
 from funnel.stages import Stage
@@ -40,14 +42,18 @@ class SearchSpace:
             raise InputError(f"plans have 2 or 3 stages; max_stages={self.max_stages} is not supported")
 
     @classmethod
-    def for_index(cls, index: "Index", k: int, *, dims: Sequence[int] | None = None, max_candidates: int | None = None, max_stages: int = 3) -> "SearchSpace":
+    def for_index(
+        cls, index: Index, k: int, *, dims: Sequence[int] | None = None, max_candidates: int | None = None, max_stages: int = 3
+    ) -> SearchSpace:
         """Stored shortlist dims (or ``dims``, which must be stored), max_candidates max(2000, 200k) capped at the index size."""
         stored = index.shortlist_dims
         chosen = tuple(sorted(set(dims))) if dims else tuple(d for d in stored if d < index.dim) or tuple(stored)
         missing = [d for d in chosen if d not in stored]
         if missing:
             have = ", ".join(map(str, stored))
-            raise InputError(f"dims {missing} have no shortlist index in this index (it has: {have}); rebuild with --shortlist-dim to tune them")
+            raise InputError(
+                f"dims {missing} have no shortlist index in this index (it has: {have}); rebuild with --shortlist-dim to tune them"
+            )
         wanted = max_candidates if max_candidates is not None else max(2000, 200 * k)
         middle = tuple(d for d in MIDDLE_DIMS if d < index.dim)
         return cls(chosen, middle, max(1, min(wanted, index.count)), max_stages)
@@ -91,7 +97,7 @@ class Cost:
         return self.flops * NS_PER_FLOP / 1000 + self.gathered * US_PER_GATHERED_ROW + self.stages * US_PER_STAGE
 
 
-def first_stage_cost(index: "Index", dim: int, candidates: int) -> Cost:
+def first_stage_cost(index: Index, dim: int, candidates: int) -> Cost:
     """The shortlist search at ``dim``, by the kind of FAISS index stored for it."""
     spec = index.segments[0].shortlists[dim][0] if index.segments else None
     kind = spec.kind if spec else "flat"
@@ -109,7 +115,7 @@ def first_stage_cost(index: "Index", dim: int, candidates: int) -> Cost:
     return Cost(2 * count * dim, 4 * count * dim)
 
 
-def plan_cost(index: "Index", stages: Sequence[Stage]) -> Cost:
+def plan_cost(index: Index, stages: Sequence[Stage]) -> Cost:
     """Estimated cost of a plan: the first stage's search plus, per later stage, gathering the
     full stored vectors of its input candidates (as :func:`funnel.stages.run_funnel` does) and
     scoring them at its dims."""
@@ -126,6 +132,6 @@ def plan_cost(index: "Index", stages: Sequence[Stage]) -> Cost:
     return Cost(flops, read, gathered, len(stages))
 
 
-def exact_cost(index: "Index") -> Cost:
+def exact_cost(index: Index) -> Cost:
     """Exhaustive search over every full vector (float32 flat index)."""
     return Cost(2 * index.count * index.dim, 4 * index.count * index.dim)

@@ -1,4 +1,5 @@
 """Store a tuned plan in an index's manifest, the one place the tuner writes to an index."""
+
 from __future__ import annotations
 
 from dataclasses import replace

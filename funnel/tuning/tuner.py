@@ -19,11 +19,13 @@ Method (see :mod:`funnel.tuning.evidence` for why prefixes suffice):
 A target of 1.0, an index smaller than :data:`SMALL_INDEX`, or k at least the index size gives an
 exact plan, because no measured sample can promise more than exact search does.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -100,9 +102,14 @@ class TunedPlan:
             "exact_flops": self.exact.flops,
         }
         return {
-            "stages": self.stages_text, "k": self.k, "target_recall": self.target_recall,
-            "calibration": self.calibration, "selection": self.selection, "measured": measured,
-            "exact": self.is_exact, "notes": list(self.notes),
+            "stages": self.stages_text,
+            "k": self.k,
+            "target_recall": self.target_recall,
+            "calibration": self.calibration,
+            "selection": self.selection,
+            "measured": measured,
+            "exact": self.is_exact,
+            "notes": list(self.notes),
         }
 
 
@@ -141,11 +148,11 @@ def check_target(target_recall: float, k: int) -> None:
 
 
 def tune(
-    index: "Index",
-    encoder: "Encoder | None",
+    index: Index,
+    encoder: Encoder | None,
     target_recall: float = 0.99,
     k: int = 10,
-    queries: "Sequence[str] | np.ndarray | str | Path | None" = None,
+    queries: Sequence[str] | np.ndarray | str | Path | None = None,
     options: TuneOptions = TuneOptions(),
 ) -> TunedPlan:
     """Calibrate a plan for ``index`` so its top-``k`` matches exact search at ``target_recall``."""
@@ -160,8 +167,14 @@ def tune(
     about = {"source": calibration.source, "queries": calibration.count, "fit": len(fit), "holdout": len(holdout), "seed": options.seed}
     truth = reference.search(calibration.vectors, k, calibration.documents)
     timing = calibration.vectors[holdout[: options.timing_queries]]
-    exact = PlanMeasurement("exact flat search", f"flat {index.dim}-d over {index.count}", 1.0, 1.0,
-                            reference.ms_per_query(timing, k) if len(timing) else None, *_cost(exact_cost(index)))
+    exact = PlanMeasurement(
+        "exact flat search",
+        f"flat {index.dim}-d over {index.count}",
+        1.0,
+        1.0,
+        reference.ms_per_query(timing, k) if len(timing) else None,
+        *_cost(exact_cost(index)),
+    )
 
     reason = _exact_reason(index, target_recall, k)
     if reason:
@@ -171,8 +184,17 @@ def tune(
     prefixes = nice_counts(k, space.max_candidates)
     corpus = corpus_in_memory(index) if space.max_stages == 3 else None
     evidence = [
-        gather_evidence(index, calibration.vectors, truth, dim, space.max_candidates, prefixes,
-                        [m for m in space.middle_dims if m > dim] if space.max_stages == 3 else [], corpus, calibration.documents)
+        gather_evidence(
+            index,
+            calibration.vectors,
+            truth,
+            dim,
+            space.max_candidates,
+            prefixes,
+            [m for m in space.middle_dims if m > dim] if space.max_stages == 3 else [],
+            corpus,
+            calibration.documents,
+        )
         for dim in space.shortlist_dims
     ]
     del corpus
@@ -183,8 +205,18 @@ def tune(
     ranked = _feasible(index, evidence, fit, k, threshold, z)
     selection = f"cheapest by estimated latency whose {options.confidence:.0%} lower bound of fit-half recall ≥ {threshold:g}"
     if not ranked:
-        return _exact_plan(index, calibration, truth, holdout, timing, k, target_recall, about, exact,
-                           f"no plan within a shortlist of {space.max_candidates} met the target; use exact search or tune with a larger max_candidates")
+        return _exact_plan(
+            index,
+            calibration,
+            truth,
+            holdout,
+            timing,
+            k,
+            target_recall,
+            about,
+            exact,
+            f"no plan within a shortlist of {space.max_candidates} met the target; use exact search or tune with a larger max_candidates",
+        )
     considered = _count_plans(index, evidence, k)
     measured = _time_candidates(index, ranked[: max(1, options.measure)], timing, k, calibration, truth, holdout)
     pick = min(measured, key=lambda m: m[1].ms_per_query) if options.select == "measured" else measured[0]
@@ -192,39 +224,59 @@ def tune(
         selection = selection.replace("estimated latency", "measured ms/query")
     stages, chosen, lower = pick[0], pick[1], pick[2]
     if chosen.recall_holdout is not None and chosen.recall_holdout < target_recall:
-        notes.append(f"held-out recall {chosen.recall_holdout:.4f} fell short of {target_recall:g} for {format_stages(stages)}: "
-                     f"reselected on all {calibration.count} calibration queries, "
-                     f"keeping only plans that reach the target on the held-out half too (so that check is no longer independent)")
+        notes.append(
+            f"held-out recall {chosen.recall_holdout:.4f} fell short of {target_recall:g} for {format_stages(stages)}: "
+            f"reselected on all {calibration.count} calibration queries, "
+            f"keeping only plans that reach the target on the held-out half too (so that check is no longer independent)"
+        )
         everyone = np.arange(calibration.count)
         ranked = _feasible(index, evidence, everyone, k, threshold, z, also=(holdout, target_recall)) or ranked
         stages, lower, _ = ranked[0]
         chosen = _measure(index, "tuned", stages, timing, k, calibration, truth, holdout, fit_recall=ranked[0][2])
     candidates = tuple(m[1] for m in measured)
-    baselines = _baselines(index, stages[0].resolved_dim(index.dim), options.baselines, k, evidence, fit, timing, calibration, truth, holdout)
+    baselines = _baselines(
+        index, stages[0].resolved_dim(index.dim), options.baselines, k, evidence, fit, timing, calibration, truth, holdout
+    )
     chosen = replace(chosen, name="tuned")
     if exact.estimated_us < chosen.estimated_us and index.dim not in index.shortlist_dims:
-        notes.append(f"exact flat search is estimated faster than any funnel meeting the target on {index.count} documents "
-                     f"({exact.estimated_us:.0f} vs {chosen.estimated_us:.0f} µs): rebuild with --shortlist-dim {index.dim} to make it a plan")
-    return TunedPlan(tuple(stages), k, target_recall, about, selection, chosen, lower, exact, baselines, candidates, tuple(notes),
-                     plans_considered=considered)
+        notes.append(
+            f"exact flat search is estimated faster than any funnel meeting the target on {index.count} documents "
+            f"({exact.estimated_us:.0f} vs {chosen.estimated_us:.0f} µs): rebuild with --shortlist-dim {index.dim} to make it a plan"
+        )
+    return TunedPlan(
+        tuple(stages),
+        k,
+        target_recall,
+        about,
+        selection,
+        chosen,
+        lower,
+        exact,
+        baselines,
+        candidates,
+        tuple(notes),
+        plans_considered=considered,
+    )
 
 
 def _cost(cost: Cost) -> tuple[int, int, float]:
     return cost.flops, cost.bytes, cost.estimated_us
 
 
-def _exact_reason(index: "Index", target_recall: float, k: int) -> str | None:
+def _exact_reason(index: Index, target_recall: float, k: int) -> str | None:
     if target_recall >= 1.0:
         return "a target of 1.0 can only be promised by exact search, so the plan is exact"
     if k >= index.count:
         return f"k={k} reaches the index's {index.count} documents, so the plan is exact"
     if index.count < SMALL_INDEX:
-        return (f"the index holds only {index.count} documents (fewer than {SMALL_INDEX}): a funnel saves nothing "
-                f"at this size, so the plan is exact")
+        return (
+            f"the index holds only {index.count} documents (fewer than {SMALL_INDEX}): a funnel saves nothing "
+            f"at this size, so the plan is exact"
+        )
     return None
 
 
-def exact_stages(index: "Index", k: int) -> tuple[Stage, ...]:
+def exact_stages(index: Index, k: int) -> tuple[Stage, ...]:
     """A plan equal to exact search: a full-dim shortlist if stored, else shortlist every document."""
     kinds = {dim: spec.kind for dim, (spec, _) in index.segments[0].shortlists.items()} if index.segments else {}
     if kinds.get(index.dim) == "flat":
@@ -239,12 +291,15 @@ def _exact_plan(index, calibration, truth, holdout, timing, k, target, about, ex
     # Rescoring every document is slow on a big index: a few queries confirm exactness and time it.
     few = holdout[:EXACT_PLAN_CHECKS]
     chosen = _measure(index, "tuned", stages, timing[:EXACT_PLAN_CHECKS], k, calibration, truth, few, fit_recall=1.0)
-    notes = (reason,) if chosen.recall_holdout in (None, 1.0) else (
-        reason, f"the first stage's {stages[0].dim}-dim shortlist is not flat, so this plan is not quite exact")
+    notes = (
+        (reason,)
+        if chosen.recall_holdout in (None, 1.0)
+        else (reason, f"the first stage's {stages[0].dim}-dim shortlist is not flat, so this plan is not quite exact")
+    )
     return TunedPlan(stages, k, target, about, "exact (see notes)", chosen, 1.0, exact, notes=notes, is_exact=True, plans_considered=1)
 
 
-def _plans(index: "Index", evidence: Sequence[DimEvidence], k: int):
+def _plans(index: Index, evidence: Sequence[DimEvidence], k: int):
     """Every (stages, per-query recall function) in the space, as (stages, lambda rows -> recall)."""
     if exact_stages(index, k) == (Stage(None, k),):  # a flat full-dim shortlist is exact search by itself
         yield (Stage(None, k),), (lambda rows: np.ones(len(rows)))
@@ -255,11 +310,13 @@ def _plans(index: "Index", evidence: Sequence[DimEvidence], k: int):
             for p, n1 in enumerate(ev.prefixes):
                 for n2 in ev.prefixes:
                     if k < n2 < n1:
-                        yield ((Stage(ev.dim, n1), Stage(middle_dim, n2), Stage(None, k)),
-                               (lambda rows, ev=ev, p=p, m=middle_dim, n2=n2: ev.three_stage(p, m, n2, rows)))
+                        yield (
+                            (Stage(ev.dim, n1), Stage(middle_dim, n2), Stage(None, k)),
+                            (lambda rows, ev=ev, p=p, m=middle_dim, n2=n2: ev.three_stage(p, m, n2, rows)),
+                        )
 
 
-def _count_plans(index: "Index", evidence: Sequence[DimEvidence], k: int) -> int:
+def _count_plans(index: Index, evidence: Sequence[DimEvidence], k: int) -> int:
     return sum(1 for _ in _plans(index, evidence, k))
 
 

@@ -1,4 +1,5 @@
 """A funnel index exported to Qdrant (qdrant-client's embedded mode) answers like the local index."""
+
 from __future__ import annotations
 
 import json
@@ -33,11 +34,22 @@ from funnel.backends.qdrant import (
 from funnel.backends.qdrant_retriever import QdrantIndex, QdrantRetriever
 
 QUERIES = [
-    "play a puzzle game over the network", "read e-mail in a terminal", "python library for http requests",
-    "compress files into an archive", "font for typesetting documents", "monitor network traffic",
-    "a library to parse XML", "edit images from the command line", "chess engine", "backup files to a remote server",
-    "perl module for dates and times", "documentation for developers", "music player for the desktop",
-    "translate text between languages", "manage virtual machines", "a tool to check spelling",
+    "play a puzzle game over the network",
+    "read e-mail in a terminal",
+    "python library for http requests",
+    "compress files into an archive",
+    "font for typesetting documents",
+    "monitor network traffic",
+    "a library to parse XML",
+    "edit images from the command line",
+    "chess engine",
+    "backup files to a remote server",
+    "perl module for dates and times",
+    "documentation for developers",
+    "music player for the desktop",
+    "translate text between languages",
+    "manage virtual machines",
+    "a tool to check spelling",
 ]
 PLANS = ["64:100,full:10", "128:40,full:10", "64:150,128:40,full:10", "64:20,128:12,full:10"]
 INDEXED = 250  # rows of the sample in the index; the rest are added by the add test
@@ -209,8 +221,9 @@ def test_clear_errors(tmp_path, exported, encoder, query_vectors):
     with pytest.raises(InputError, match="funnel only narrows"):
         remote.search("a query", 10, "64:10,full:20")
 
-    small = vector_index(tmp_path / "small", np.random.default_rng(0).normal(size=(40, 32)).astype(np.float32),
-                         IndexConfig(shortlists=(make_spec(16),)))
+    small = vector_index(
+        tmp_path / "small", np.random.default_rng(0).normal(size=(40, 32)).astype(np.float32), IndexConfig(shortlists=(make_spec(16),))
+    )
     export_index(Index.load(small), client, ExportOptions("small"))
     with pytest.raises(InputError, match="384-dim vectors but the collection holds 32-dim"):
         QdrantRetriever(QdrantIndex(client, "small"), encoder)
@@ -229,7 +242,9 @@ def test_cli_export(tmp_path, local_index):
     summary = json.loads(done.stdout)
     assert summary["points"] == INDEXED and summary["shortlist_dims"] == [64, 128] and summary["quantization"] == "scalar"
     assert_one_line_error(funnel("export", local_index, "--qdrant", target, "--collection", "debian"), "already exists")
-    assert_one_line_error(funnel("export", local_index, "--qdrant", target, "--collection", "x", "--quantization", "pq"), "quantization 'pq'")
+    assert_one_line_error(
+        funnel("export", local_index, "--qdrant", target, "--collection", "x", "--quantization", "pq"), "quantization 'pq'"
+    )
 
 
 def test_a_corpus_encodes_straight_into_a_collection(sample_parts, encoder):

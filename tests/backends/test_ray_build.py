@@ -1,4 +1,5 @@
 """A Ray build (local Ray, 2 encoder actors) writes the index a single-process build writes."""
+
 from __future__ import annotations
 
 import signal
@@ -21,7 +22,10 @@ CONFIG = IndexConfig(shortlists=(make_spec(64), make_spec(128)), encode_batch_si
 # Two cores shared with other work: small logical resources, one thread per actor. Reading the
 # parquet needs a CPU slot too, so the two actors take half a slot each.
 OPTIONS = RayOptions(
-    workers=2, num_cpus=2, cpus_per_worker=0.5, batch_size=30,
+    workers=2,
+    num_cpus=2,
+    cpus_per_worker=0.5,
+    batch_size=30,
     env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"},
 )
 RAY_SECONDS = 420

@@ -7,6 +7,7 @@ qrels/*.tsv), so the loaders meet the real thing: the first documents of each co
 document judged for the queries kept, and the judgements of those queries only; besides, the
 two empty Cranfield documents and two Debian ids that the corpus repeats, which tests need.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,9 +64,13 @@ def write_head(source: Path, name: str, lines: int) -> None:
 
 def main() -> None:
     shared = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data")
-    write_slice(shared / "cranfield", "cranfield", first_docs=200, queries_per_split={"test": 40}, also=("471", "995"))  # the two empty documents
+    write_slice(
+        shared / "cranfield", "cranfield", first_docs=200, queries_per_split={"test": 40}, also=("471", "995")
+    )  # the two empty documents
     write_slice(shared / "scifact", "scifact", first_docs=150, queries_per_split={"test": 60, "train": 40})
-    write_slice(shared / "debian", "debian", first_docs=150, queries_per_split={"test": 30}, also=("default-jdk", "default-jre"))  # repeated ids
+    write_slice(
+        shared / "debian", "debian", first_docs=150, queries_per_split={"test": 30}, also=("default-jdk", "default-jre")
+    )  # repeated ids
     (HERE / "train").mkdir(exist_ok=True)
     write_head(shared / "train" / "debian-pairs.jsonl", "debian-pairs.jsonl", 64)
     write_head(shared / "train" / "stsb-train.jsonl", "stsb-train.jsonl", 64)

@@ -1,4 +1,5 @@
 """Real evaluation data for the metric and dataset tests: Cranfield and SciFact, plus a real run."""
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ def scifact_run(scifact: BeirDataset) -> Run:
     judged = {doc for judgements in scifact.qrels.values() for doc in judgements}
     rows = [i for i, doc in enumerate(scifact.corpus_ids) if doc in judged or i < 300]
     passages = scifact.passages()
-    return tfidf_run([passages[i] for i in rows], [scifact.corpus_ids[i] for i in rows],
-                     scifact.queries, depth=100)
+    return tfidf_run([passages[i] for i in rows], [scifact.corpus_ids[i] for i in rows], scifact.queries, depth=100)
 
 
 def tfidf_run(passages: list[str], doc_ids: list[str], queries: dict[str, str], depth: int) -> Run:

@@ -1,16 +1,16 @@
 """Compute accounting on known configurations: counts that can be worked out by hand."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import vector_index
 
 from funnel.evaluation.compute import EncoderShape, count_tokens, funnel_costs, shortlist_cost, visited_per_query
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.stages import Stage, run_funnel
-from helpers import vector_index
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """BEIR loading: the real folders load as documented; bad files fail with one actionable line."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ QUERIES = [{"_id": "q1", "text": "wing lift"}, {"_id": "q2", "text": "drag"}, {"
 QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\td2\t1\n"
 
 
-def write_beir(folder: Path, corpus: list[dict] | None = None, queries: list[dict] | None = None,
-               splits: dict[str, str] | None = None) -> Path:
+def write_beir(
+    folder: Path, corpus: list[dict] | None = None, queries: list[dict] | None = None, splits: dict[str, str] | None = None
+) -> Path:
     """A small BEIR folder; each argument replaces the default file contents."""
     (folder / "qrels").mkdir(parents=True)
     write_jsonl(folder / "corpus.jsonl", CORPUS if corpus is None else corpus)
@@ -35,6 +37,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 # --- the real data: the in-repo slices, counted from their own files ---------------------------
+
 
 def raw_counts(folder: Path, split: str = "test") -> tuple[int, int, int]:
     """Distinct corpus ids, judged queries and judgements, counted straight from the files."""
@@ -73,6 +76,7 @@ def test_debian_repeated_document_ids_are_skipped_with_a_warning(data_dir: Path)
 
 # --- the whole datasets (pytest -m data) -------------------------------------------------------
 
+
 @pytest.mark.data
 def test_whole_datasets_load_with_their_published_counts(shared_data: Path) -> None:
     cranfield = load_beir(shared_data / "cranfield")
@@ -85,6 +89,7 @@ def test_whole_datasets_load_with_their_published_counts(shared_data: Path) -> N
 
 
 # --- a small clean folder ----------------------------------------------------------------------
+
 
 def test_small_folder_loads_in_file_order(tmp_path: Path) -> None:
     dataset = load_beir(write_beir(tmp_path / "tiny"))
@@ -102,12 +107,15 @@ def test_numeric_ids_read_as_strings(tmp_path: Path) -> None:
     assert load_queries(tmp_path / "queries.jsonl") == {"7": "seven"}
 
 
-@pytest.mark.parametrize("text", [
-    "q1\td1\t2\nq1\td2\t0\n",                            # BEIR without a header
-    "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\n",  # BEIR with a header
-    "q1 0 d1 2\nq1 0 d2 0\n",                            # TREC qrels
-    "q1\t0\td1\t2\n\nq1\t0\td2\t0\nq1\t0\td1\t2\n",      # TREC with tabs, a blank line, a repeat
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "q1\td1\t2\nq1\td2\t0\n",  # BEIR without a header
+        "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\n",  # BEIR with a header
+        "q1 0 d1 2\nq1 0 d2 0\n",  # TREC qrels
+        "q1\t0\td1\t2\n\nq1\t0\td2\t0\nq1\t0\td1\t2\n",  # TREC with tabs, a blank line, a repeat
+    ],
+)
 def test_load_qrels_formats(tmp_path: Path, text: str) -> None:
     (tmp_path / "qrels.tsv").write_text(text)
     assert load_qrels(tmp_path / "qrels.tsv") == {"q1": {"d1": 2, "d2": 0}}
@@ -119,15 +127,13 @@ def test_unknown_ids_in_qrels_are_skipped_and_counted(tmp_path: Path) -> None:
     assert dataset.qrels == {"q1": {"d1": 2}, "q2": {"d2": 1}}
     assert set(dataset.queries) == {"q1", "q2"}
     assert len(dataset.warnings) == 3
-    assert dataset.warnings[0].endswith(
-        "skipped 2 judgements of 1 query ids not in queries.jsonl (such as 'q9')")
-    assert dataset.warnings[1].endswith(
-        "skipped 3 judgements of 2 document ids not in corpus.jsonl (such as 'nope', 'gone')")
-    assert dataset.warnings[2].endswith(
-        "1 queries lost every judgement to unknown document ids and are left out (such as 'q3')")
+    assert dataset.warnings[0].endswith("skipped 2 judgements of 1 query ids not in queries.jsonl (such as 'q9')")
+    assert dataset.warnings[1].endswith("skipped 3 judgements of 2 document ids not in corpus.jsonl (such as 'nope', 'gone')")
+    assert dataset.warnings[2].endswith("1 queries lost every judgement to unknown document ids and are left out (such as 'q3')")
 
 
 # --- errors: one line that names the problem and the fix --------------------------------------
+
 
 def test_missing_folder_lists_what_is_there(tmp_path: Path) -> None:
     write_beir(tmp_path / "cranfield")
@@ -144,8 +150,11 @@ def test_a_file_is_not_a_folder(tmp_path: Path) -> None:
 def test_missing_file_lists_the_folder(tmp_path: Path) -> None:
     folder = write_beir(tmp_path / "tiny")
     (folder / "queries.jsonl").unlink()
-    with pytest.raises(InputError, match=r"tiny has no queries.jsonl \(it holds: corpus.jsonl, qrels/\); "
-                                         r"a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv"):
+    with pytest.raises(
+        InputError,
+        match=r"tiny has no queries.jsonl \(it holds: corpus.jsonl, qrels/\); "
+        r"a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv",
+    ):
         load_beir(folder)
 
 
@@ -160,34 +169,48 @@ def test_standalone_loaders_name_a_missing_file(tmp_path: Path) -> None:
         load_queries(tmp_path / "queries.jsonl")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("q1\td1\t1\nq1\td2\n",
-     r"qrels.tsv line 2: found 2 columns; expected 'query-id<TAB>corpus-id<TAB>score' \(BEIR\) or "
-     r"'query-id 0 doc-id level' \(TREC\) with an integer score"),
-    ("q1\td1\t1\nq1\td2\t0.5\n", r"qrels.tsv line 2: score '0.5' is not an integer; expected"),
-    ("query-id\tcorpus-id\tscore\nq1\td1\tyes\n", r"qrels.tsv line 2: score 'yes' is not an integer"),
-    ("q1\td1\t1\nq1\td1\t2\n",
-     r"qrels.tsv line 2: query 'q1' judges document 'd1' 2, but line 1 judged it 1; "
-     r"keep one judgement per pair"),
-    ("q1\t\t1\n", r"qrels.tsv line 1: empty query or document id"),
-    ("query-id\tcorpus-id\tscore\n\n", r"qrels.tsv holds no judgements: expected"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "q1\td1\t1\nq1\td2\n",
+            r"qrels.tsv line 2: found 2 columns; expected 'query-id<TAB>corpus-id<TAB>score' \(BEIR\) or "
+            r"'query-id 0 doc-id level' \(TREC\) with an integer score",
+        ),
+        ("q1\td1\t1\nq1\td2\t0.5\n", r"qrels.tsv line 2: score '0.5' is not an integer; expected"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\tyes\n", r"qrels.tsv line 2: score 'yes' is not an integer"),
+        (
+            "q1\td1\t1\nq1\td1\t2\n",
+            r"qrels.tsv line 2: query 'q1' judges document 'd1' 2, but line 1 judged it 1; "
+            r"keep one judgement per pair",
+        ),
+        ("q1\t\t1\n", r"qrels.tsv line 1: empty query or document id"),
+        ("query-id\tcorpus-id\tscore\n\n", r"qrels.tsv holds no judgements: expected"),
+    ],
+)
 def test_malformed_qrels_name_the_line(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "qrels.tsv").write_text(text)
     with pytest.raises(InputError, match=message):
         load_qrels(tmp_path / "qrels.tsv")
 
 
-@pytest.mark.parametrize(("lines", "message"), [
-    ('{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": }\n',
-     r"queries.jsonl line 2: not valid JSON \(Expecting value at column 23\); write one JSON object a line"),
-    ('{"_id": "q1", "text": "a"}\n\n["q2", "b"]\n', r"queries.jsonl line 3: expected a JSON object, found list"),
-    ('{"_id": "q1"}\n', r"queries.jsonl line 1: expected a string \"text\" \(no such field\)"),
-    ('{"_id": null, "text": "a"}\n', r"queries.jsonl line 1: expected a string \"_id\" \(found null\)"),
-    ('{"_id": "q1", "text": "a"}\n{"_id": "q1", "text": "b"}\n',
-     r"queries.jsonl line 2: duplicate _id 'q1' \(first on line 1\); ids must be unique"),
-    ("\n\n", r"queries.jsonl holds no queries"),
-])
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            '{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": }\n',
+            r"queries.jsonl line 2: not valid JSON \(Expecting value at column 23\); write one JSON object a line",
+        ),
+        ('{"_id": "q1", "text": "a"}\n\n["q2", "b"]\n', r"queries.jsonl line 3: expected a JSON object, found list"),
+        ('{"_id": "q1"}\n', r"queries.jsonl line 1: expected a string \"text\" \(no such field\)"),
+        ('{"_id": null, "text": "a"}\n', r"queries.jsonl line 1: expected a string \"_id\" \(found null\)"),
+        (
+            '{"_id": "q1", "text": "a"}\n{"_id": "q1", "text": "b"}\n',
+            r"queries.jsonl line 2: duplicate _id 'q1' \(first on line 1\); ids must be unique",
+        ),
+        ("\n\n", r"queries.jsonl holds no queries"),
+    ],
+)
 def test_malformed_queries_name_the_line(tmp_path: Path, lines: str, message: str) -> None:
     (tmp_path / "queries.jsonl").write_text(lines)
     with pytest.raises(InputError, match=message):
@@ -215,7 +238,10 @@ def test_empty_corpus_is_an_error(tmp_path: Path) -> None:
 
 def test_no_judged_query_in_the_split_is_an_error(tmp_path: Path) -> None:
     folder = write_beir(tmp_path / "tiny", splits={"test": "1\td1\t1\n2\td2\t1\n"})
-    with pytest.raises(InputError, match=r"test.tsv: none of the 3 queries in queries.jsonl is judged in split "
-                                         r"'test' \(qrels name queries such as '1', '2', queries.jsonl has "
-                                         r"'q1', 'q2', 'q3'\); check the split and the query ids"):
+    with pytest.raises(
+        InputError,
+        match=r"test.tsv: none of the 3 queries in queries.jsonl is judged in split "
+        r"'test' \(qrels name queries such as '1', '2', queries.jsonl has "
+        r"'q1', 'q2', 'q3'\); check the split and the query ids",
+    ):
         load_beir(folder)

@@ -1,4 +1,5 @@
 """Precomputed embeddings: used only when a re-encoded sample matches, and then the figures are equal."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,19 @@ def write_cache(root: Path, encoder, corrupt: bool = False) -> Path:
 
 
 def run(folder: Path, encoder, index_dir: Path, cache: Path | None):
-    return evaluate(folder, model=encoder, options=EvalOptions(index_dir=index_dir, embeddings_cache=cache, metrics=("ndcg@10", "mrr@10"),
-                    dims=(32,), shortlists=(2,), repeats=1, encode_sample=1))
+    return evaluate(
+        folder,
+        model=encoder,
+        options=EvalOptions(
+            index_dir=index_dir,
+            embeddings_cache=cache,
+            metrics=("ndcg@10", "mrr@10"),
+            dims=(32,),
+            shortlists=(2,),
+            repeats=1,
+            encode_sample=1,
+        ),
+    )
 
 
 def test_a_matching_cache_gives_the_figures_of_a_real_encode(folder: Path, tmp_path: Path, encoder) -> None:

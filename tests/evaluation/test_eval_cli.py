@@ -1,4 +1,5 @@
 """`funnel eval` on bad input: one line on stderr, exit code 2, no traceback; skips are warned with counts."""
+
 from __future__ import annotations
 
 import json
@@ -36,15 +37,18 @@ def funnel_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "funnel", "eval", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("case, args, message", [
-    ("split", ["--split", "dev"], r"qrels has no split 'dev' \(dev.tsv\); splits there: test"),
-    ("malformed", [], r"test.tsv line 3: found 2 columns"),
-    ("no queries", [], r"queries.jsonl holds no queries"),
-    ("nothing judged", [], r"none of the 2 queries in queries.jsonl is judged in split 'test'"),
-    ("dims", ["--dims", "16,x"], r"--dims '16,x' is not a comma-separated list of positive integers"),
-    ("metric", ["--metrics", "ndcg@10,bleu"], r"unknown metric 'bleu'"),
-    ("stages", ["--stages", "64:x,full:10"], r"stage '64:x' is not DIM:CANDIDATES"),
-])
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("split", ["--split", "dev"], r"qrels has no split 'dev' \(dev.tsv\); splits there: test"),
+        ("malformed", [], r"test.tsv line 3: found 2 columns"),
+        ("no queries", [], r"queries.jsonl holds no queries"),
+        ("nothing judged", [], r"none of the 2 queries in queries.jsonl is judged in split 'test'"),
+        ("dims", ["--dims", "16,x"], r"--dims '16,x' is not a comma-separated list of positive integers"),
+        ("metric", ["--metrics", "ndcg@10,bleu"], r"unknown metric 'bleu'"),
+        ("stages", ["--stages", "64:x,full:10"], r"stage '64:x' is not DIM:CANDIDATES"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path, case: str, args: list[str], message: str) -> None:
     qrels = {"malformed": QRELS.replace("q2\td3\t1", "q2 d3"), "nothing judged": "x\td1\t1\n"}.get(case, QRELS)
     folder = beir(tmp_path / "tiny", queries=[] if case == "no queries" else QUERIES, qrels=qrels)
@@ -65,8 +69,11 @@ def test_index_mode_needs_queries_and_qrels(tmp_path: Path) -> None:
 def test_unknown_ids_and_unindexed_documents_are_warned_with_counts(tmp_path: Path, encoder) -> None:
     qrels = QRELS + "q9\td1\t1\nq9\td2\t1\nq1\tnope\t1\n"
     report = evaluate(
-        beir(tmp_path / "tiny", qrels=qrels), model=encoder, options=EvalOptions(index_dir=tmp_path / "indexes", metrics=("ndcg@10", "recall@10"),
-        dims=(64,), shortlists=(2,), repeats=1, encode_sample=1),
+        beir(tmp_path / "tiny", qrels=qrels),
+        model=encoder,
+        options=EvalOptions(
+            index_dir=tmp_path / "indexes", metrics=("ndcg@10", "recall@10"), dims=(64,), shortlists=(2,), repeats=1, encode_sample=1
+        ),
     )
     text = "\n".join(report.warnings)
     assert "skipped 2 judgements of 1 query ids not in queries.jsonl (such as 'q9')" in text

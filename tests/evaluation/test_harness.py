@@ -1,4 +1,5 @@
 """The harness on a real index: exact search scored by funnel equals pytrec_eval on the same run."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,11 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from funnel.readers import load_qrels, load_queries
 from funnel.evaluation.harness import EvalOptions, evaluate
 from funnel.evaluation.plot import plot_report
 from funnel.evaluation.report import EvaluationReport
 from funnel.indexes.index import Index
+from funnel.readers import load_qrels, load_queries
 from funnel.stages import exact_search
 
 METRICS = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"]
@@ -30,9 +31,19 @@ def report(cranfield_index: Path, cranfield_files: tuple[Path, Path], encoder) -
     """150 Cranfield documents; a shortlist of all 150 at 64 dims, and a three-stage chain."""
     queries, qrels = cranfield_files
     return evaluate(
-        cranfield_index, model=encoder, options=EvalOptions(queries=queries, qrels=qrels, metrics=tuple(METRICS),
-        dims=(64,), shortlists=(150,), plans=("32:150,128:120,full:100",), repeats=1, encode_sample=3,
-        command="pytest"),
+        cranfield_index,
+        model=encoder,
+        options=EvalOptions(
+            queries=queries,
+            qrels=qrels,
+            metrics=tuple(METRICS),
+            dims=(64,),
+            shortlists=(150,),
+            plans=("32:150,128:120,full:100",),
+            repeats=1,
+            encode_sample=3,
+            command="pytest",
+        ),
     )
 
 
@@ -93,7 +104,9 @@ def test_report_records_what_reproduces_it(report, tmp_path: Path) -> None:
     assert data["rows"][0]["costs"][0]["role"] == "shortlist" and "per_query" not in data["rows"][0]
     per_query = json.loads(paths["per_query"].read_text())
     assert per_query["command"] == "pytest" and per_query["environment"]["versions"] and per_query["index"]["count"] == 150
-    assert per_query["rows"]["exact"] == {q: {m: round(v, 6) for m, v in values.items()} for q, values in report.reference.per_query.items()}
+    assert per_query["rows"]["exact"] == {
+        q: {m: round(v, 6) for m, v in values.items()} for q, values in report.reference.per_query.items()
+    }
     # Judgements of Cranfield documents beyond the first 150 are skipped, and said so with counts.
     assert any("judgements of" in warning and "not in the index" in warning for warning in data["warnings"])
     markdown = paths["markdown"].read_text()

@@ -1,4 +1,5 @@
 """The harness sweeping layers: shallow shortlists, full rescoring, query-encoding cost per stage."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,9 +29,20 @@ def layered_index(tmp_path_factory, cranfield_parquet, encoder) -> Path:
 def report(layered_index, cranfield_files, encoder):
     queries, qrels = cranfield_files
     return evaluate(
-        layered_index, model=encoder, options=EvalOptions(queries=queries, qrels=qrels, metrics=("ndcg@10", "recall@100"),
-        dims=(64,), shortlists=(150,), layers=(2,), plans=("2:64:150,4:full:120,full:100", "2:full:100"),
-        repeats=1, encode_sample=3, command="pytest"),
+        layered_index,
+        model=encoder,
+        options=EvalOptions(
+            queries=queries,
+            qrels=qrels,
+            metrics=("ndcg@10", "recall@100"),
+            dims=(64,),
+            shortlists=(150,),
+            layers=(2,),
+            plans=("2:64:150,4:full:120,full:100", "2:full:100"),
+            repeats=1,
+            encode_sample=3,
+            command="pytest",
+        ),
     )
 
 
@@ -63,5 +75,8 @@ def test_query_encoding_is_counted_per_stage_with_continuation(report):
 def test_a_layer_the_index_lacks(layered_index, cranfield_files, encoder):
     queries, qrels = cranfield_files
     with pytest.raises(InputError, match="not of layer 3: rebuild it with --layers 3"):
-        evaluate(layered_index, model=encoder, options=EvalOptions(queries=queries, qrels=qrels, dims=(64,), shortlists=(50,), layers=(3,), repeats=1,
-                                                                encode_sample=1))
+        evaluate(
+            layered_index,
+            model=encoder,
+            options=EvalOptions(queries=queries, qrels=qrels, dims=(64,), shortlists=(50,), layers=(3,), repeats=1, encode_sample=1),
+        )

@@ -1,4 +1,5 @@
 """machine_record: the machine, versions, git commit and command every result file carries."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """Metrics cross-checked against pytrec_eval (trec_eval) to 1e-6 on real and random runs."""
+
 from __future__ import annotations
 
 import copy
@@ -22,9 +23,7 @@ from funnel.evaluation.metrics import (
     run_from_arrays,
 )
 
-ALL_METRICS = [
-    f"{name}@{k}" for name in METRIC_NAMES for k in (1, 3, 10, 100)
-] + list(METRIC_NAMES)
+ALL_METRICS = [f"{name}@{k}" for name in METRIC_NAMES for k in (1, 3, 10, 100)] + list(METRIC_NAMES)
 
 
 def pytrec_per_query(run: Run, qrels: Qrels, metric: str, relevance_level: int = 1) -> dict[str, float]:
@@ -35,16 +34,18 @@ def pytrec_per_query(run: Run, qrels: Qrels, metric: str, relevance_level: int =
         # trec_eval's recip_rank has no cutoff: cut the run to k first in trec_eval's order
         # (float32 score descending, then doc id descending).
         if k is not None:
-            run = {q: dict(sorted(docs.items(), key=lambda kv: (np.float32(kv[1]), kv[0]),
-                                  reverse=True)[:k])
-                   for q, docs in run.items()}
+            run = {q: dict(sorted(docs.items(), key=lambda kv: (np.float32(kv[1]), kv[0]), reverse=True)[:k]) for q, docs in run.items()}
         measure, key = "recip_rank", "recip_rank"
     elif parsed.name == "hit_rate" and k is None:
         measure, key = "num_rel_ret", "num_rel_ret"
     else:
-        trec_name = {"ndcg": ("ndcg_cut", "ndcg"), "map": ("map_cut", "map"),
-                     "recall": ("recall", "set_recall"), "precision": ("P", "set_P"),
-                     "hit_rate": ("success", None)}[parsed.name]
+        trec_name = {
+            "ndcg": ("ndcg_cut", "ndcg"),
+            "map": ("map_cut", "map"),
+            "recall": ("recall", "set_recall"),
+            "precision": ("P", "set_P"),
+            "hit_rate": ("success", None),
+        }[parsed.name]
         if k is None:
             measure = key = trec_name[1]
         else:
@@ -70,6 +71,7 @@ def assert_matches_pytrec(run: Run, qrels: Qrels, metrics: list[str], relevance_
 
 # --- real runs -------------------------------------------------------------------------------
 
+
 def test_cranfield_tfidf_run_matches_pytrec_eval(cranfield: BeirDataset, cranfield_run: Run) -> None:
     assert_matches_pytrec(cranfield_run, cranfield.qrels, ALL_METRICS)
 
@@ -92,9 +94,7 @@ def test_graded_relevance_level_two_matches_pytrec_eval(cranfield: BeirDataset, 
     assert_matches_pytrec(cranfield_run, cranfield.qrels, ALL_METRICS, relevance_level=2)
 
 
-def test_queries_without_relevant_documents_score_zero_like_pytrec_eval(
-    cranfield: BeirDataset, cranfield_run: Run
-) -> None:
+def test_queries_without_relevant_documents_score_zero_like_pytrec_eval(cranfield: BeirDataset, cranfield_run: Run) -> None:
     qrels = copy.deepcopy(cranfield.qrels)
     # Judge the top documents of three queries non-relevant (level 0) and drop their relevant ones.
     for query_id in ("1", "2", "3"):
@@ -122,6 +122,7 @@ def test_scifact_tfidf_run_on_a_slice(scifact: BeirDataset, scifact_run: Run) ->
 
 
 # --- conventions, pinned on small hand-made cases ---------------------------------------------
+
 
 def test_ties_rank_by_doc_id_descending_as_strings() -> None:
     # Equal scores: trec_eval ranks "9" > "2" > "10" (strcmp, descending), whatever the run order.
@@ -192,11 +193,12 @@ QUERY_IDS = ["q1", "q2", "q3"]
 @st.composite
 def run_and_qrels(draw: st.DrawFn) -> tuple[Run, Qrels, int]:
     levels = st.integers(min_value=-1, max_value=3)
-    qrels = {q: draw(st.dictionaries(st.sampled_from(DOC_IDS), levels, max_size=6))
-             for q in draw(st.lists(st.sampled_from(QUERY_IDS), min_size=1, unique=True))}
+    qrels = {
+        q: draw(st.dictionaries(st.sampled_from(DOC_IDS), levels, max_size=6))
+        for q in draw(st.lists(st.sampled_from(QUERY_IDS), min_size=1, unique=True))
+    }
     # Coarse scores make ties common; the float scores keep the general case in play.
-    scores = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.0]),
-                       st.floats(-10, 10, allow_nan=False, allow_infinity=False))
+    scores = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.0]), st.floats(-10, 10, allow_nan=False, allow_infinity=False))
     run_queries = draw(st.lists(st.sampled_from(QUERY_IDS + ["unjudged"]), min_size=1, unique=True))
     run = {q: draw(st.dictionaries(st.sampled_from(DOC_IDS), scores, max_size=8)) for q in run_queries}
     return run, qrels, draw(st.sampled_from([1, 2]))
@@ -230,14 +232,18 @@ def test_missing_zero_mean_counts_every_judged_query(case: tuple[Run, Qrels, int
 
 # --- metric names --------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("ndcg@10", Metric("ndcg", 10)),
-    ("MRR@10", Metric("mrr", 10)),
-    (" recall@100 ", Metric("recall", 100)),
-    ("map", Metric("map")),
-    ("precision@10", Metric("precision", 10)),
-    ("hit_rate@1", Metric("hit_rate", 1)),
-])
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ndcg@10", Metric("ndcg", 10)),
+        ("MRR@10", Metric("mrr", 10)),
+        (" recall@100 ", Metric("recall", 100)),
+        ("map", Metric("map")),
+        ("precision@10", Metric("precision", 10)),
+        ("hit_rate@1", Metric("hit_rate", 1)),
+    ],
+)
 def test_parse_metric(text: str, expected: Metric) -> None:
     assert parse_metric(text) == expected
     assert str(parse_metric(str(expected))) == str(expected)
@@ -245,8 +251,11 @@ def test_parse_metric(text: str, expected: Metric) -> None:
 
 @pytest.mark.parametrize("text", ["ndgc@10", "ndcg@", "ndcg@ten", "ndcg@10@5", "p@10", ""])
 def test_unknown_metric_names_say_which_are_accepted(text: str) -> None:
-    with pytest.raises(InputError, match=r"unknown metric .*: use one of ndcg, mrr, map, recall, "
-                                         r"precision, hit_rate, optionally with a cutoff such as ndcg@10"):
+    with pytest.raises(
+        InputError,
+        match=r"unknown metric .*: use one of ndcg, mrr, map, recall, "
+        r"precision, hit_rate, optionally with a cutoff such as ndcg@10",
+    ):
         parse_metric(text)
 
 
@@ -267,6 +276,7 @@ def test_no_metrics_is_an_error() -> None:
 
 # --- errors from evaluate_run ---------------------------------------------------------------
 
+
 def test_disjoint_query_ids_are_an_error_not_a_zero() -> None:
     with pytest.raises(InputError, match=r"the run and the qrels share no query id \(run: 1; qrels: '1'\)"):
         evaluate_run({1: {"a": 1.0}}, {"1": {"a": 1}}, ["ndcg@10"])  # type: ignore[dict-item]
@@ -282,16 +292,20 @@ def test_nan_scores_are_an_error() -> None:
         evaluate_run({"q": {"a": 1.0, "b": float("nan")}}, {"q": {"a": 1}}, ["ndcg@10"])
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"missing": "ignore"}, r"missing='ignore': use 'skip' \(pytrec_eval's choice\) or 'zero'"),
-    ({"relevance_level": 0}, r"relevance_level=0: use 1 or more"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"missing": "ignore"}, r"missing='ignore': use 'skip' \(pytrec_eval's choice\) or 'zero'"),
+        ({"relevance_level": 0}, r"relevance_level=0: use 1 or more"),
+    ],
+)
 def test_bad_options_are_errors(options: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         evaluate_run({"q": {"a": 1.0}}, {"q": {"a": 1}}, ["ndcg@10"], **options)
 
 
 # --- run_from_arrays -------------------------------------------------------------------------
+
 
 def test_run_from_arrays_with_doc_ids() -> None:
     run = run_from_arrays(["q1", "q2"], np.array([["a", "b"], ["c", "a"]]), np.array([[0.9, 0.5], [0.7, 0.1]]))
@@ -306,15 +320,16 @@ def test_run_from_arrays_resolves_corpus_rows_and_drops_faiss_padding() -> None:
     assert run == {"q1": {"d2": pytest.approx(0.9), "d0": 0.5}, "q2": {"d1": pytest.approx(0.3)}}
 
 
-@pytest.mark.parametrize(("args", "kwargs", "message"), [
-    ((["q1"], [["a"], ["b"]], [[1.0], [2.0]]), {},
-     r"run_from_arrays: 1 query ids but 2 rows of doc ids and 2 rows of scores"),
-    ((["q1"], [["a", "b"]], [[1.0]]), {}, r"query 'q1' has 2 doc ids but 1 scores"),
-    ((["q1"], [[0, 3]], [[1.0, 0.5]]), {"corpus_ids": ["d0", "d1"]},
-     r"query 'q1' names corpus row 3, but the corpus has 2 documents"),
-    ((["q1"], [["a", "a"]], [[1.0, 0.5]]), {}, r"query 'q1' ranks document 'a' twice"),
-    ((["q1", "q1"], [["a"], ["b"]], [[1.0], [0.5]]), {}, r"query id 'q1' appears twice"),
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((["q1"], [["a"], ["b"]], [[1.0], [2.0]]), {}, r"run_from_arrays: 1 query ids but 2 rows of doc ids and 2 rows of scores"),
+        ((["q1"], [["a", "b"]], [[1.0]]), {}, r"query 'q1' has 2 doc ids but 1 scores"),
+        ((["q1"], [[0, 3]], [[1.0, 0.5]]), {"corpus_ids": ["d0", "d1"]}, r"query 'q1' names corpus row 3, but the corpus has 2 documents"),
+        ((["q1"], [["a", "a"]], [[1.0, 0.5]]), {}, r"query 'q1' ranks document 'a' twice"),
+        ((["q1", "q1"], [["a"], ["b"]], [[1.0], [0.5]]), {}, r"query id 'q1' appears twice"),
+    ],
+)
 def test_run_from_arrays_errors(args: tuple, kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         run_from_arrays(*args, **kwargs)

@@ -4,6 +4,7 @@ all-MiniLM-L6-v2 with exact cosine search scores NDCG@10 0.3817 on Cranfield (..
 a default index (rotated) must give the same at full dims, and its 64-dim prefix must keep at
 least 91% of it on its own, the figure the rotation was built for.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

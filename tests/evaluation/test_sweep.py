@@ -1,10 +1,11 @@
 """Sweep grids and the Pareto frontier on hand-made points."""
+
 from __future__ import annotations
 
 import pytest
 
 from funnel.errors import InputError
-from funnel.evaluation.sweep import Configuration, grid, parse_sizes, pareto_frontier, plan_configuration, reference
+from funnel.evaluation.sweep import Configuration, grid, pareto_frontier, parse_sizes, plan_configuration, reference
 from funnel.stages import Stage
 
 

@@ -1,4 +1,5 @@
 """Fixtures for the index storage tests: real Cranfield vectors and texts, saved once per session."""
+
 from __future__ import annotations
 
 import shutil

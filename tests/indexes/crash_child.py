@@ -5,6 +5,7 @@ Usage: python crash_child.py WORKDIR TARGET POINT NUMBER [--resume]
 POINT: before-checkpoint | mid-vectors | mid-documents | finishing | before-manifest | before-swap | none
 NUMBER: which call of the patched step dies (1-based).
 """
+
 from __future__ import annotations
 
 import os

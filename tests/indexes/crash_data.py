@@ -1,9 +1,10 @@
 """Documents and real vectors saved once per test session, streamed in small batches by the crash
 tests and their child processes (no model needed in the child)."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa

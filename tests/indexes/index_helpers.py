@@ -1,4 +1,5 @@
 """Helpers for the index storage tests (a module, not conftest, so imports are unambiguous)."""
+
 from __future__ import annotations
 
 from pathlib import Path

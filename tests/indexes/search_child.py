@@ -3,6 +3,7 @@ writer changes it, and print one JSON line per search: the version seen and the 
 
 Usage: python search_child.py INDEX QUERIES.npy STOPFILE MIN_SEARCHES
 """
+
 from __future__ import annotations
 
 import json

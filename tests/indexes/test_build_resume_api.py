@@ -1,5 +1,6 @@
 """build_index resumes from a real corpus without encoding the rows it already wrote, and a
 reader racing a writer loads the newer version instead of reporting damage."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,9 @@ import os
 
 import numpy as np
 import pytest
-
+from helpers import documents
 from index_helpers import folder_files, unit_rows
+
 from funnel.corpus import open_corpus
 from funnel.errors import InputError
 from funnel.indexes import index as index_module
@@ -16,7 +18,6 @@ from funnel.indexes.builder import IndexConfig, build_index, partial_path
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
-from helpers import documents
 
 
 class HashEncoder:

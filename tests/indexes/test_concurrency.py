@@ -1,5 +1,6 @@
 """Many readers, one writer: every search answers exactly as a serial search of one version would
 (the version it saw), never a mix, while add, delete and compact run."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import documents
 
 from funnel.indexes.index import Index
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
 from funnel.retriever import Retriever
 from funnel.stages import run_funnel, two_stage
-from helpers import documents
 
 REPO = Path(__file__).resolve().parents[2]
 THREADS = 8
@@ -93,8 +94,13 @@ def test_processes_search_while_a_writer_changes_the_index(index_copy, query_vec
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = Path(__file__).resolve().parent / "search_child.py"
     readers = [
-        subprocess.Popen([sys.executable, str(child), str(index_copy), str(queries), str(stop), "20"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(child), str(index_copy), str(queries), str(stop), "20"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
     answers = {}
@@ -117,7 +123,7 @@ def test_processes_search_while_a_writer_changes_the_index(index_copy, query_vec
         assert reader.returncode == 0, err[-2000:]
         # Native libraries may write to the same stdout (no newline of their own): read each
         # line's JSON object from its first brace.
-        lines = [json.loads(line[line.index("{"):]) for line in out.splitlines() if "{" in line]
+        lines = [json.loads(line[line.index("{") :]) for line in out.splitlines() if "{" in line]
         assert lines[-1] == {"final": max(answers)}
         for line in lines[:-1]:
             assert line["ids"] == answers[line["version"]], f"version {line['version']} answered differently from a serial search"

@@ -1,13 +1,14 @@
 """GPU use is optional: on a CPU-only machine it is a tested no-op; with a GPU, results match the CPU."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_same_ranking
 
 from funnel.indexes import shortlist
 from funnel.indexes.index import Index
 from funnel.stages import run_funnel, two_stage
-from helpers import assert_same_ranking
 
 
 def test_gpu_request_is_a_no_op_without_a_gpu(reference_build, query_vectors):

@@ -1,5 +1,6 @@
 """A truncated or altered index file is reported by name: on load (sizes and sampled digests) and
 by `funnel verify` (every byte, and each file against the others)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from helpers import vector_index
 from index_helpers import unit_rows
+
 from funnel.errors import IndexFormatError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
@@ -19,7 +21,6 @@ from funnel.indexes.manifest import SAMPLE_BYTES
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import delete_documents
 from funnel.indexes.verify import verify_index
-from helpers import vector_index
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,10 @@
 """Indexes that store vectors of shallower layers, and funnels whose stages name a layer."""
+
 import json
 
 import numpy as np
 import pytest
+from helpers import assert_same_ranking
 
 from funnel import Retriever, verify_index
 from funnel.corpus import document_text, open_corpus
@@ -14,8 +16,6 @@ from funnel.indexes.updates import add_documents, compact_index, delete_document
 from funnel.layers import LayeredEncoder, encode_documents
 from funnel.stages import LayeredQueries, Stage, parse_stages, run_funnel
 from funnel.vectors import normalize, truncate
-
-from helpers import assert_same_ranking
 
 PLAN = "2:64:40,6:full:5"
 
@@ -38,7 +38,9 @@ def test_stored_layer_vectors_are_the_cut_models_vectors(layered_index, layered,
     positions = np.arange(12)
     # Stored in each depth's own basis: the model's vectors through that depth's rotation.
     for layer in (2, 4):
-        np.testing.assert_allclose(index.vectors(positions, layer=layer), index.rotate_queries(layered.encode(texts, layer), layer), atol=2e-3)
+        np.testing.assert_allclose(
+            index.vectors(positions, layer=layer), index.rotate_queries(layered.encode(texts, layer), layer), atol=2e-3
+        )
     np.testing.assert_allclose(index.vectors(positions), index.rotate_queries(encoder.encode(texts)), atol=2e-3)
     np.testing.assert_allclose(index.vectors(positions, layer=6), index.vectors(positions))
     # Shallow vectors are not the full ones: the index really holds two models' vectors.
@@ -57,7 +59,9 @@ def test_layered_funnel_equals_a_manual_shallow_shortlist_and_deep_rescore(layer
     shortlist = np.argsort(-(truncate(shallow_q, 64) @ shallow_docs.T), axis=1, kind="stable")[:, :40]
     deep_scores = np.einsum("qnd,qd->qn", normalize(index.vectors(shortlist)), deep_q)
     order = np.argsort(-deep_scores, axis=1, kind="stable")[:, :5]
-    assert_same_ranking(result.scores, result.positions, np.take_along_axis(deep_scores, order, 1), np.take_along_axis(shortlist, order, 1), 2e-3)
+    assert_same_ranking(
+        result.scores, result.positions, np.take_along_axis(deep_scores, order, 1), np.take_along_axis(shortlist, order, 1), 2e-3
+    )
 
 
 def test_a_query_runs_each_layer_once(layered_index, layered, cranfield_queries):
@@ -79,11 +83,14 @@ def test_retriever_search_with_layered_stages(layered_index, cranfield_queries):
     np.testing.assert_allclose([h.score for h in hits], vectors @ full, atol=2e-3)
 
 
-@pytest.mark.parametrize(("plan", "message"), [
-    ("3:64:40,full:5", "not of layer 3: rebuild it with --layers 3"),
-    ("2:32:40,full:5", "first stage scores at 32 dims"),
-    ("4:64:40,2:full:5", "must not go back to a shallower layer"),
-])
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ("3:64:40,full:5", "not of layer 3: rebuild it with --layers 3"),
+        ("2:32:40,full:5", "first stage scores at 32 dims"),
+        ("4:64:40,2:full:5", "must not go back to a shallower layer"),
+    ],
+)
 def test_plans_the_index_cannot_run(layered_index, plan, message):
     with pytest.raises(InputError, match=message):
         Retriever.load(layered_index).search("shock waves", k=5, stages=plan)

@@ -1,5 +1,6 @@
 """A build killed with SIGKILL at several points leaves nothing that loads, and --resume finishes
 it into the same bytes as a build that was never interrupted."""
+
 from __future__ import annotations
 
 import os
@@ -8,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import crash_data
+import pytest
 from index_helpers import folder_files
+
 from funnel.errors import IndexFormatError, InputError
 from funnel.indexes.builder import partial_path, write_index
 from funnel.indexes.index import Index
@@ -55,7 +56,9 @@ def test_killed_build_resumes_to_the_uninterrupted_index(tmp_path, crash_workdir
     with pytest.raises(IndexFormatError, match="does not exist"):
         Index.load(target)
     assert partial_path(target).exists()
-    with pytest.raises(InputError, match=r"an interrupted build exists at .*\.index\.partial: pass --resume to continue it or --overwrite to start over"):
+    with pytest.raises(
+        InputError, match=r"an interrupted build exists at .*\.index\.partial: pass --resume to continue it or --overwrite to start over"
+    ):
         write_index(crash_data.batches(crash_workdir), target, model="cranfield-vectors", dim=384, config=crash_data.config())
     resume_in_process(crash_workdir, target)
     assert folder_files(target) == folder_files(reference_build)
@@ -114,7 +117,9 @@ def test_cli_build_killed_while_finishing_resumes_without_encoding_again(tmp_pat
 
     corpus = tmp_path / "cranfield-40.parquet"
     rows = cranfield_docs[:40]
-    pq.write_table(pa.table({"id": [r["_id"] for r in rows], "title": [r["title"] for r in rows], "text": [r["text"] for r in rows]}), corpus)
+    pq.write_table(
+        pa.table({"id": [r["_id"] for r in rows], "title": [r["title"] for r in rows], "text": [r["text"] for r in rows]}), corpus
+    )
     reference = build_index(open_corpus(corpus), encoder, tmp_path / "reference", IndexConfig(shortlists=(make_spec(64), make_spec(128))))
     target = tmp_path / "cli-index"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"}
@@ -129,7 +134,9 @@ def test_cli_build_killed_while_finishing_resumes_without_encoding_again(tmp_pat
     assert not target.exists()
     refused = subprocess.run([sys.executable, "-m", "funnel", *base], env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "pass --resume to continue it or --overwrite to start over" in refused.stderr
-    resumed = subprocess.run([sys.executable, "-m", "funnel", *base, "--resume", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "funnel", *base, "--resume", "--json"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert '"documents": 40' in resumed.stdout
     mine, expected = Index.load(target), Index.load(reference)

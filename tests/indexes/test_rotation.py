@@ -1,5 +1,6 @@
 """The index's rotation: fitted at build time, stored checksummed, applied to every query; full-dim
 scores never change, updates keep it, ``auto`` keeps a nesting model's order, old indexes load."""
+
 from __future__ import annotations
 
 import json
@@ -66,6 +67,7 @@ def test_full_dim_scores_are_the_same_with_and_without_rotation(indexes, queries
 
 def test_the_rotation_moves_information_into_the_first_dims(indexes, sample_vectors):
     rotated = indexes["pca"]
+
     def energy(v: np.ndarray) -> float:
         return float((v[:, :32] ** 2).sum() / (v**2).sum())
 
@@ -176,8 +178,8 @@ def test_bad_rotation_name():
 
 
 def test_tuned_plan_on_a_rotated_index_meets_its_target(indexes, sample_vectors):
-    from funnel.tuning import TuneOptions, tune
     from funnel.agreement import recall_against
+    from funnel.tuning import TuneOptions, tune
     from funnel.tuning.measure import ExactReference, run_plan
 
     index = indexes["pca"]

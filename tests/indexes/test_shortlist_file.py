@@ -1,11 +1,12 @@
 """Shortlist files written while streaming equal what FAISS itself writes."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from index_helpers import unit_rows
 
 from funnel.indexes import shortlist
-from index_helpers import unit_rows
 
 
 def chunked(vectors: np.ndarray, size: int = 70):

@@ -1,5 +1,6 @@
 """add, delete and compact: ids stay unique, deleted documents never come back, searches keep k
 results, old files go only when no manifest needs them, and one writer at a time."""
+
 from __future__ import annotations
 
 import os
@@ -11,17 +12,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
+from helpers import assert_same_ranking, documents
 from index_helpers import unit_rows
+
 from funnel.errors import InputError
 from funnel.indexes.index import Index
 from funnel.indexes.lock import IndexBusyError, writer_lock
 from funnel.indexes.manifest import read_manifest
-from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
 from funnel.indexes.verify import verify_index
 from funnel.stages import run_funnel, two_stage
-from helpers import assert_same_ranking, documents
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = two_stage(64, 40, 10)
@@ -81,7 +81,9 @@ def test_delete_hides_documents_and_keeps_k_results(index_copy, query_vectors):
 
 def test_delete_unknown_ids_deletes_nothing_unless_asked(index_copy):
     known = Index.load(index_copy).ids()[0]
-    with pytest.raises(InputError, match=r"1 of the ids are not in the index \('nope'\): nothing deleted; check them or pass --ignore-missing"):
+    with pytest.raises(
+        InputError, match=r"1 of the ids are not in the index \('nope'\): nothing deleted; check them or pass --ignore-missing"
+    ):
         delete_documents(index_copy, [known, "nope"])
     assert Index.load(index_copy).count == 150
     assert delete_documents(index_copy, [known, "nope"], ignore_missing=True) == 1

@@ -1,4 +1,5 @@
 """One retriever over the sample index, in process and served on 127.0.0.1, for the framework tests."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The LangChain retriever with the real langchain-core: Documents carrying funnel's top-k."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """The LlamaIndex retriever with the real llama-index-core: NodeWithScore carrying funnel's top-k."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +21,13 @@ def test_nodes_carry_the_same_top_k_as_retriever(searcher, local, queries):
         assert [node.node.node_id for node in nodes] == [hit.id for hit in hits]
         assert [node.score for node in nodes] == [hit.score for hit in hits]
         assert [node.node.get_content() for node in nodes] == [hit.text for hit in hits]
-        assert nodes[0].node.metadata == {"source": "debian-12-bookworm", "id": hits[0].id, "score": hits[0].score, "rank": 1, "title": None}
+        assert nodes[0].node.metadata == {
+            "source": "debian-12-bookworm",
+            "id": hits[0].id,
+            "score": hits[0].score,
+            "rank": 1,
+            "title": None,
+        }
 
 
 def test_async_retrieve_gives_what_sync_gives(searcher, queries):

@@ -1,4 +1,5 @@
 """The README's serving and RAG snippets run as written, against the quick start's index."""
+
 from __future__ import annotations
 
 import re
@@ -24,10 +25,13 @@ def quick_start(tmp_path, sample_index, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.mark.parametrize("name, question, expected", [
-    ("langchain", "Which package is a networked puzzle game?", "netris"),
-    ("llamaindex", "Which package reads e-mail in a terminal?", None),
-])
+@pytest.mark.parametrize(
+    "name, question, expected",
+    [
+        ("langchain", "Which package is a networked puzzle game?", "netris"),
+        ("llamaindex", "Which package reads e-mail in a terminal?", None),
+    ],
+)
 def test_rag_snippet_retrieves_and_builds_the_prompt(quick_start, local, capsys, name, question, expected):
     exec(compile(snippet(name), f"README:{name}", "exec"), {})  # noqa: S102  (running the README is the test)
     prompt = capsys.readouterr().out

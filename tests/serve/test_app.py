@@ -1,5 +1,6 @@
 """`funnel serve`'s app over real HTTP on 127.0.0.1: same answers as Retriever, one-line 4xx for
 every bad request, the bearer key, and an index that follows add/delete without a restart."""
+
 from __future__ import annotations
 
 import asyncio
@@ -78,24 +79,39 @@ def test_default_plan_and_named_indexes(client):
     assert body["index"] == "other" and body["plan"] == "64:200,full:10" and len(body["results"][0]["hits"]) == 10
 
 
-@pytest.mark.parametrize("body, status, detail", [
-    ({"query": ""}, 400, "query 1 is empty: give some text to search for"),
-    ({"queries": ["fonts", "   "]}, 400, "query 2 is empty: give some text to search for"),
-    ({"queries": []}, 400, '"queries" is empty: give at least one query'),
-    ({}, 400, 'give "query" (one string) or "queries" (a list of strings), not both and not neither'),
-    ({"query": "fonts", "queries": ["fonts"]}, 400, 'give "query" (one string) or "queries" (a list of strings), not both and not neither'),
-    ({"query": "fonts", "k": 0}, 400, "k must be between 1 and 50 (max_k), not 0"),
-    ({"query": "fonts", "k": 51}, 400, "k must be between 1 and 50 (max_k), not 51"),
-    ({"query": "fonts", "stages": "64-200"}, 400, "stage '64-200' is not DIM:CANDIDATES or LAYER:DIM:CANDIDATES (e.g. 64:200 or full:10)"),
-    ({"query": "fonts", "stages": "32:100,full:10"}, 400, "the first stage scores at 32 dims but this index has shortlists at: 64"),
-    ({"query": "fonts", "stages": "64:100,full:5", "k": 10}, 400, "k=10 but the last stage keeps only 5: raise its candidates or lower k"),
-    ({"query": "fonts", "index": "nope"}, 404, "no index named 'nope'; this server has: debian, other"),
-    ({"queries": ["a", "b", "c", "d", "e"]}, 413, "5 queries is over the limit of 4 per request (max_batch)"),
-    ({"query": "x" * 201}, 413, "query 1 has 201 characters, over the limit of 200 (max_query_chars)"),
-    ({"query": 5}, 422, "query: Input should be a valid string"),
-    ({"query": "fonts", "k": "ten"}, 422, "k: Input should be a valid integer, unable to parse string as an integer"),
-    ({"query": "fonts", "top": 3}, 422, "top: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "body, status, detail",
+    [
+        ({"query": ""}, 400, "query 1 is empty: give some text to search for"),
+        ({"queries": ["fonts", "   "]}, 400, "query 2 is empty: give some text to search for"),
+        ({"queries": []}, 400, '"queries" is empty: give at least one query'),
+        ({}, 400, 'give "query" (one string) or "queries" (a list of strings), not both and not neither'),
+        (
+            {"query": "fonts", "queries": ["fonts"]},
+            400,
+            'give "query" (one string) or "queries" (a list of strings), not both and not neither',
+        ),
+        ({"query": "fonts", "k": 0}, 400, "k must be between 1 and 50 (max_k), not 0"),
+        ({"query": "fonts", "k": 51}, 400, "k must be between 1 and 50 (max_k), not 51"),
+        (
+            {"query": "fonts", "stages": "64-200"},
+            400,
+            "stage '64-200' is not DIM:CANDIDATES or LAYER:DIM:CANDIDATES (e.g. 64:200 or full:10)",
+        ),
+        ({"query": "fonts", "stages": "32:100,full:10"}, 400, "the first stage scores at 32 dims but this index has shortlists at: 64"),
+        (
+            {"query": "fonts", "stages": "64:100,full:5", "k": 10},
+            400,
+            "k=10 but the last stage keeps only 5: raise its candidates or lower k",
+        ),
+        ({"query": "fonts", "index": "nope"}, 404, "no index named 'nope'; this server has: debian, other"),
+        ({"queries": ["a", "b", "c", "d", "e"]}, 413, "5 queries is over the limit of 4 per request (max_batch)"),
+        ({"query": "x" * 201}, 413, "query 1 has 201 characters, over the limit of 200 (max_query_chars)"),
+        ({"query": 5}, 422, "query: Input should be a valid string"),
+        ({"query": "fonts", "k": "ten"}, 422, "k: Input should be a valid integer, unable to parse string as an integer"),
+        ({"query": "fonts", "top": 3}, 422, "top: Extra inputs are not permitted"),
+    ],
+)
 def test_bad_requests_get_a_4xx_with_one_line(client, body, status, detail):
     response = client.post("/search", json=body)
     assert response.status_code == status, response.text
@@ -144,7 +160,10 @@ def test_concurrent_requests_all_answer_like_serial_ones(client, url):
 
 
 def test_api_key_guards_everything_but_health(retriever):
-    with running(create_app({"debian": retriever}, LIMITS, api_key="s3cret-key", warm=False)) as base, httpx.Client(base_url=base, timeout=60) as c:
+    with (
+        running(create_app({"debian": retriever}, LIMITS, api_key="s3cret-key", warm=False)) as base,
+        httpx.Client(base_url=base, timeout=60) as c,
+    ):
         body = {"query": "fonts", "k": 2}
         missing = c.post("/search", json=body)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
@@ -169,7 +188,10 @@ def test_index_follows_add_and_delete_without_restart(tmp_path, sample_index, en
         assert first["version"] == 0 and first["results"][0]["hits"][0]["id"] != "accordion-helper"
 
         text = "Accordion tuning assistant: helps street musicians tune accordion reeds by ear."
-        batch = pa.RecordBatch.from_arrays([pa.array(["accordion-helper"]), pa.array([None], pa.string()), pa.array([text]), pa.array([None], pa.string())], schema=DOCUMENT_SCHEMA)
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(["accordion-helper"]), pa.array([None], pa.string()), pa.array([text]), pa.array([None], pa.string())],
+            schema=DOCUMENT_SCHEMA,
+        )
         add_documents(folder, [(batch, encoder.encode([text]))])
         added = c.post("/search", json={"query": query, "k": 3}).json()
         assert added["version"] == 1 and added["results"][0]["hits"][0]["id"] == "accordion-helper"

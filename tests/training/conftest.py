@@ -1,4 +1,5 @@
 """A tiny freshly initialized BERT (2 layers, 64 dims, MiniLM tokenizer, mean pooling) and 64 real pairs."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ def tiny_model_path(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, max_position_embeddings=128,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(folder / "hf")
     tokenizer.save_pretrained(folder / "hf")

@@ -58,8 +58,10 @@ def test_beir_folder_train_qrels(tmp_path):
         ([{"title": "x", "body": "y"}], r"has columns \['title', 'body'\]: expected query/anchor"),
         ([{"query": "x", "positive": ""}], "row 1: column 'positive' is empty"),
         ([{"sentence1": "a", "sentence2": "b", "score": "high"}], "column 'score' must be a number"),
-        ([{"query": "a", "positive": "b", "negatives": ["c"]}, {"query": "a", "positive": "b", "negatives": ["c", "d"]}],
-         "different numbers of negatives"),
+        (
+            [{"query": "a", "positive": "b", "negatives": ["c"]}, {"query": "a", "positive": "b", "negatives": ["c", "d"]}],
+            "different numbers of negatives",
+        ),
     ],
 )
 def test_bad_rows_are_named(tmp_path, rows, message):

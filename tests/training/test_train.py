@@ -1,6 +1,5 @@
 """Each scheme trains a few steps on 64 real Debian pairs with a tiny random BERT: the loss falls and
 the saved model reloads with funnel's metadata."""
-import json
 
 import numpy as np
 import pytest
@@ -31,10 +30,17 @@ def assert_loss_falls(folder):
 )
 def test_each_scheme_learns_and_reloads(tmp_path, tiny_model_path, debian_pairs, scheme, expected_pairs):
     pairs = ((1, 16), (2, 32), (2, 64)) if scheme == "starbucks" else None
-    folder = train(TrainConfig(
-        data=(debian_pairs,), output=tmp_path / scheme, model=str(tiny_model_path), scheme=scheme,
-        dims=(64, 32, 16), layer_dim_pairs=pairs, **FAST,
-    ))
+    folder = train(
+        TrainConfig(
+            data=(debian_pairs,),
+            output=tmp_path / scheme,
+            model=str(tiny_model_path),
+            scheme=scheme,
+            dims=(64, 32, 16),
+            layer_dim_pairs=pairs,
+            **FAST,
+        )
+    )
     assert_loss_falls(folder)
     meta = read_model_metadata(folder)
     assert meta["scheme"] == scheme and meta["nested_dims"] == [64, 32, 16]
@@ -46,19 +52,36 @@ def test_each_scheme_learns_and_reloads(tmp_path, tiny_model_path, debian_pairs,
 
 
 def test_distillation_teaches_prefixes_the_full_similarities(tmp_path, tiny_model_path, debian_pairs):
-    folder = train(TrainConfig(
-        data=(debian_pairs,), output=tmp_path / "distill", model=str(tiny_model_path), scheme="matryoshka",
-        dims=(64, 16), loss="distill", **FAST,
-    ))
+    folder = train(
+        TrainConfig(
+            data=(debian_pairs,),
+            output=tmp_path / "distill",
+            model=str(tiny_model_path),
+            scheme="matryoshka",
+            dims=(64, 16),
+            loss="distill",
+            **FAST,
+        )
+    )
     assert_loss_falls(folder)
     assert read_model_metadata(folder)["base_loss"] == "distill"
 
 
 def test_static_model_from_tokenizer(tmp_path, debian_pairs):
-    folder = train(TrainConfig(
-        data=(debian_pairs,), output=tmp_path / "static", static="tokenizer", static_dim=64, dims=(64, 32),
-        batch_size=32, learning_rate=0.2, max_steps=12, show_progress=False, extra={"log_every": 1},
-    ))
+    folder = train(
+        TrainConfig(
+            data=(debian_pairs,),
+            output=tmp_path / "static",
+            static="tokenizer",
+            static_dim=64,
+            dims=(64, 32),
+            batch_size=32,
+            learning_rate=0.2,
+            max_steps=12,
+            show_progress=False,
+            extra={"log_every": 1},
+        )
+    )
     assert_loss_falls(folder)
     meta = read_model_metadata(folder)
     assert meta["scheme"] == "static-matryoshka" and meta["nested_dims"] == [64, 32] and meta["layer_dim_pairs"] == []
@@ -66,39 +89,86 @@ def test_static_model_from_tokenizer(tmp_path, debian_pairs):
 
 
 def test_static_model_distilled_with_model2vec(tmp_path, tiny_model_path, debian_pairs):
-    folder = train(TrainConfig(
-        data=(debian_pairs,), output=tmp_path / "distilled", model=str(tiny_model_path), static="distill",
-        static_dim=32, dims=(32, 16), batch_size=32, learning_rate=0.05, max_steps=2, show_progress=False,
-    ))
+    folder = train(
+        TrainConfig(
+            data=(debian_pairs,),
+            output=tmp_path / "distilled",
+            model=str(tiny_model_path),
+            static="distill",
+            static_dim=32,
+            dims=(32, 16),
+            batch_size=32,
+            learning_rate=0.05,
+            max_steps=2,
+            show_progress=False,
+        )
+    )
     assert read_model_metadata(folder)["base_model"].startswith("model2vec distillation of")
     assert Encoder.load(folder).encode(["zip files"]).shape == (1, 32)
 
 
 def test_cosent_on_scored_pairs(tmp_path, tiny_model_path, stsb_pairs):
-    folder = train(TrainConfig(data=(stsb_pairs,), output=tmp_path / "cosent", model=str(tiny_model_path), loss="cosent", dims=(64, 32), **FAST))
+    folder = train(
+        TrainConfig(data=(stsb_pairs,), output=tmp_path / "cosent", model=str(tiny_model_path), loss="cosent", dims=(64, 32), **FAST)
+    )
     assert_loss_falls(folder)
 
 
 def test_cached_mnrl_and_gist_run(tmp_path, tiny_model_path, debian_pairs):
     quick = {**FAST, "max_steps": 2}
-    train(TrainConfig(data=(debian_pairs,), output=tmp_path / "cached", model=str(tiny_model_path), loss="cached-mnrl", mini_batch_size=4, dims=(64, 32), **quick))
-    folder = train(TrainConfig(data=(debian_pairs,), output=tmp_path / "gist", model=str(tiny_model_path), loss="gist", guide_model=str(tiny_model_path), dims=(64, 32), **quick))
+    train(
+        TrainConfig(
+            data=(debian_pairs,),
+            output=tmp_path / "cached",
+            model=str(tiny_model_path),
+            loss="cached-mnrl",
+            mini_batch_size=4,
+            dims=(64, 32),
+            **quick,
+        )
+    )
+    folder = train(
+        TrainConfig(
+            data=(debian_pairs,),
+            output=tmp_path / "gist",
+            model=str(tiny_model_path),
+            loss="gist",
+            guide_model=str(tiny_model_path),
+            dims=(64, 32),
+            **quick,
+        )
+    )
     assert read_model_metadata(folder)["base_loss"] == "gist"
 
 
 def test_hard_negatives_with_conan_remining(tmp_path, tiny_model_path, debian_pairs):
-    folder = train(TrainConfig(
-        data=(debian_pairs,), output=tmp_path / "mined", model=str(tiny_model_path), dims=(64, 32),
-        hard_negatives=1, mining_margin=None, remine_every=2, remine_floor=1.0, **{**FAST, "max_steps": 4, "batch_size": 4},
-    ))
+    folder = train(
+        TrainConfig(
+            data=(debian_pairs,),
+            output=tmp_path / "mined",
+            model=str(tiny_model_path),
+            dims=(64, 32),
+            hard_negatives=1,
+            mining_margin=None,
+            remine_every=2,
+            remine_floor=1.0,
+            **{**FAST, "max_steps": 4, "batch_size": 4},
+        )
+    )
     assert read_model_metadata(folder)["steps"] == 4
 
 
 def test_resume_after_interruption(tmp_path, tiny_model_path, debian_pairs, monkeypatch):
     import funnel.training.trainer as trainer
 
-    config = dict(data=(debian_pairs,), output=tmp_path / "resumed", model=str(tiny_model_path), dims=(64, 32),
-                  checkpoint_every=2, **{**FAST, "max_steps": 4})
+    config = dict(
+        data=(debian_pairs,),
+        output=tmp_path / "resumed",
+        model=str(tiny_model_path),
+        dims=(64, 32),
+        checkpoint_every=2,
+        **{**FAST, "max_steps": 4},
+    )
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt

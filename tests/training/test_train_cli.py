@@ -14,10 +14,28 @@ def app() -> typer.Typer:
 
 
 def test_cli_trains_and_reports(tmp_path, tiny_model_path, debian_pairs):
-    result = CliRunner().invoke(app(), [
-        "train", str(debian_pairs), "-o", str(tmp_path / "m"), "--model", str(tiny_model_path), "--scheme", "starbucks",
-        "--pairs", "1:16,2:64", "--pair-weights", "2,1", "--max-steps", "2", "--batch-size", "16", "--quiet",
-    ])
+    result = CliRunner().invoke(
+        app(),
+        [
+            "train",
+            str(debian_pairs),
+            "-o",
+            str(tmp_path / "m"),
+            "--model",
+            str(tiny_model_path),
+            "--scheme",
+            "starbucks",
+            "--pairs",
+            "1:16,2:64",
+            "--pair-weights",
+            "2,1",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "starbucks, dims [64, 16], 2 steps" in result.output
     assert read_model_metadata(tmp_path / "m")["layer_dim_pairs"] == [[1, 16], [2, 64]]

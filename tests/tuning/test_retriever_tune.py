@@ -1,4 +1,5 @@
 """Retriever.tune and `funnel tune`: the plan is stored, used by default and shown by `funnel info`."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,13 @@ def test_retriever_tune_stores_the_plan_and_search_uses_it(index_copy, encoder, 
     plan = retriever.tune(0.9, k=10, calibration_size=60, seed=1, timing_queries=5)
     stored = read_manifest(index_copy).plan
     assert stored["stages"] == plan.stages_text and stored["k"] == 10 and stored["target_recall"] == 0.9
-    assert stored["calibration"] == {"source": "corpus: sampled documents' random 5-10 word spans, each left out of its own query's results", "queries": 60,
-                                     "fit": 30, "holdout": 30, "seed": 1}
+    assert stored["calibration"] == {
+        "source": "corpus: sampled documents' random 5-10 word spans, each left out of its own query's results",
+        "queries": 60,
+        "fit": 30,
+        "holdout": 30,
+        "seed": 1,
+    }
     assert set(stored["measured"]) >= {"recall", "ms_per_query", "flops", "exact_ms_per_query"}
     assert stored["measured"]["recall"] >= 0.9 or stored["notes"]
     # Used by default, in this retriever and in a freshly loaded one, for any k up to the tuned one.
@@ -49,8 +55,20 @@ def test_retriever_tune_without_saving_leaves_the_index_alone(index_copy, encode
 
 def test_cli_tune_then_info(index_copy, tmp_path):
     queries = tmp_path / "queries.txt"
-    queries.write_text("\n".join(["shock waves on a cone", "heat transfer in hypersonic flow", "wing flutter", "",
-                                  "boundary layer suction", "buckling of thin cylinders", "slender body drag"]) + "\n")
+    queries.write_text(
+        "\n".join(
+            [
+                "shock waves on a cone",
+                "heat transfer in hypersonic flow",
+                "wing flutter",
+                "",
+                "boundary layer suction",
+                "buckling of thin cylinders",
+                "slender body drag",
+            ]
+        )
+        + "\n"
+    )
     runner = CliRunner()
     result = runner.invoke(app, ["tune", str(index_copy), "--recall", "0.9", "-k", "5", "--queries", str(queries), "--json"])
     assert result.exit_code == 0, result.output

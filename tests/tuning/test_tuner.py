@@ -1,8 +1,10 @@
 """The tuner: plans that meet the target on queries it never saw, reproducibly, exact when they must be."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import vector_index
 
 from funnel.agreement import recall_against
 from funnel.errors import InputError
@@ -15,8 +17,6 @@ from funnel.tuning.evidence import gather_evidence
 from funnel.tuning.measure import ExactReference, run_plan
 from funnel.tuning.search_space import nice_counts
 
-from helpers import vector_index
-
 DIM = 48
 SCALE = np.linspace(2.0, 0.2, DIM)  # decaying variance per dim, like a nested embedding
 
@@ -28,8 +28,12 @@ def nested_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def index(tmp_path_factory) -> Index:
     rng = np.random.default_rng(3)
-    path = vector_index(tmp_path_factory.mktemp("tune") / "nested", nested_vectors(rng, 2000),
-                        IndexConfig(shortlists=(make_spec(8), make_spec(16))), batch=500)
+    path = vector_index(
+        tmp_path_factory.mktemp("tune") / "nested",
+        nested_vectors(rng, 2000),
+        IndexConfig(shortlists=(make_spec(8), make_spec(16))),
+        batch=500,
+    )
     return Index.load(path)
 
 
@@ -151,7 +155,9 @@ def test_leaving_a_source_document_out_matches_an_index_without_it(tmp_path, ind
     for row, source in enumerate(sources):
         rest = np.delete(np.arange(len(vectors)), source)
         # The vectors are as stored in an index that kept the model's order: keep it here too.
-        smaller = Index.load(vector_index(tmp_path / f"minus-{source}", vectors[rest], IndexConfig(shortlists=(make_spec(8),), rotation="none"), batch=500))
+        smaller = Index.load(
+            vector_index(tmp_path / f"minus-{source}", vectors[rest], IndexConfig(shortlists=(make_spec(8),), rotation="none"), batch=500)
+        )
         found = run_plan(smaller, queries[row : row + 1], stages, 10)[0]
         np.testing.assert_array_equal(rest[found], left_out[row])
     truth = ExactReference(index).search(queries, 10, sources)
