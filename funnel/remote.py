@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from funnel.errors import FunnelError, InputError
-from funnel.retriever import Hit
+from funnel.retriever import Hit, query_batch
 from funnel.stages import Stage, format_stages
 
 # Statuses that mean "this request was wrong": the same InputError a local Retriever raises.
@@ -60,9 +60,7 @@ class RemoteRetriever:
 
     def search_batch(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries`` (one request)."""
-        if isinstance(queries, str):
-            raise InputError("search_batch takes a list of queries; use search() for one")
-        if not queries:
+        if not query_batch(queries):
             return []
         response = self.search_response(queries, k, stages)
         return [[Hit(**hit) for hit in result["hits"]] for result in response["results"]]

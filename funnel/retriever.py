@@ -210,9 +210,7 @@ class Retriever:
 
     def search_batch(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries``."""
-        if isinstance(queries, str) or not isinstance(queries, Sequence):
-            raise InputError(f"search_batch takes a list of queries (strings), not a {type(queries).__name__}; use search() for one")
-        if not queries:
+        if not query_batch(queries):
             return []
         return self.search_batch_traced(queries, k, stages).hits
 
@@ -268,6 +266,14 @@ def choose_plan(
     if stored and stored.get("k", 0) >= k:
         return parse_stages(stored["stages"])
     return two_stage(shortlist_dim, min(max(DEFAULT_SHORTLIST, 20 * k), max(count, 1)), k)
+
+
+def query_batch(queries: Sequence[str]) -> Sequence[str]:
+    """The ``queries`` of a ``search_batch`` call, checked to be a list rather than one string;
+    the same rule for every retriever kind (local, remote, Qdrant)."""
+    if isinstance(queries, str) or not isinstance(queries, Sequence):
+        raise InputError(f"search_batch takes a list of queries (strings), not a {type(queries).__name__}; use search() for one")
+    return queries
 
 
 def check_queries(queries: Sequence[str]) -> None:

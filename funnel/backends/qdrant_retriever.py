@@ -32,7 +32,7 @@ from funnel.backends.qdrant import (
     vector_name,
 )
 from funnel.errors import InputError
-from funnel.retriever import Hit, check_queries, choose_plan
+from funnel.retriever import Hit, check_queries, choose_plan, query_batch
 from funnel.stages import Stage, parse_stages, validate_plan
 from funnel.vectors import truncate
 
@@ -248,9 +248,7 @@ class QdrantRetriever:
 
     def search_batch(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries`` (one request for all)."""
-        if isinstance(queries, str):
-            raise InputError("search_batch takes a list of queries; use search() for one")
-        if not queries:
+        if not query_batch(queries):
             return []
         plan = self.plan(k, stages)
         self.index.check_plan(plan, k)  # before encoding: a bad plan costs no model time
