@@ -201,7 +201,7 @@ def check_output(target: Path, *, overwrite: bool, resume: bool, keep: Path | No
     ``overwrite``, and anything but an index with it. ``--overwrite`` replaces an index (a folder
     holding a funnel manifest) and never an arbitrary file or folder; ``keep`` (the corpus) must
     not lie inside what would be replaced."""
-    for parent in target.absolute().parents:
+    for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise InputError(f"cannot create {target}: {parent} is a file, not a folder; choose another --output")
