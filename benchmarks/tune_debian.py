@@ -221,7 +221,7 @@ def main() -> None:
     rows = []
     for label, stages in plans.items():
         if stages is None:
-            _, found = reference.flat.search(test, args.k)
+            found = reference.search(test, args.k)
             cost = exact_cost(index)
         else:
             found = run_plan(index, test, stages, args.k)
