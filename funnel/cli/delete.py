@@ -56,16 +56,13 @@ def delete_command(
 def read_ids_file(path: Path) -> list[str]:
     """Ids from a JSON-lines file: each non-blank line one JSON string (or integer)."""
     from funnel.errors import InputError
+    from funnel.readers import read_lines
 
-    if not path.is_file():
-        raise InputError(f"ids file {path} does not exist")
     out: list[str] = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
+    for number, line in read_lines(path):  # the one line reader: UTF-8 checked, blank lines skipped
         try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            value = json.loads(line)
+        except json.JSONDecodeError:
             value = None
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise InputError(f'{path}:{number}: not a JSON string; write one id per line as JSON, e.g. "my id"')
