@@ -29,7 +29,10 @@ def eval_command(
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Folder for report.json, per_query.json, report.md, report.png (default: evaluations/<dataset>)."
     ),
-    shortlist_kind: str = typer.Option("flat", help="Kind of the shortlists built in memory for swept dims: flat, hnsw, ivf or binary."),
+    shortlist_kind: str = typer.Option(
+        "flat",
+        help="Kind of the shortlists built in memory for swept dims: flat, hnsw, ivf, binary, sq8, hnsw-sq8, pq-fastscan or ivf-pq-fastscan.",
+    ),
     layers: Optional[str] = typer.Option(
         None,
         "--layers",

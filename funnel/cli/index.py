@@ -28,7 +28,13 @@ def index_command(
         "-d",
         help="Dims of a shortlist index (repeat for several) [default: 64, or the model's smallest trained dim].",
     ),
-    shortlist_kind: str = typer.Option("flat", help="Shortlist index kind: flat, hnsw, ivf or binary."),
+    shortlist_kind: str = typer.Option(
+        "flat",
+        "--shortlist-kind",
+        "--shortlist-index",
+        help="Shortlist index kind: flat, hnsw, ivf, binary, or quantized: sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan "
+        "(a quarter to a sixteenth of flat's bytes; later stages rescore exactly).",
+    ),
     layers: Optional[str] = typer.Option(
         None,
         help="Also store the vectors of the model cut after these layers, e.g. 2,3 (each with the same shortlists), for stages like 2:64:200,6:384:10.",
@@ -80,6 +86,7 @@ def index_command(
 
     config = IndexConfig(
         shortlists=tuple(make_spec(d, shortlist_kind) for d in shortlist_dim),
+        default_shortlist_kind=shortlist_kind,
         vector_dtype=dtype,
         encode_batch_size=batch_size,
         layers=parse_sizes(layers, "--layers") if layers else (),

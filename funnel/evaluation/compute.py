@@ -17,6 +17,10 @@ Search (per query; one multiply-add = 2 FLOPs):
   ``indexIVF_stats.ndis``; IVF adds its ``nlist`` centroids) × d, and as many float32 rows read;
 - **binary shortlist**: N Hamming distances over d bits: N·d/8 bytes and N·d/64 XOR+popcount
   pairs on 64-bit words (2 operations each);
+- **quantized shortlists** (sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan): as their float
+  counterparts for the vectors visited, with each code's own size read (d bytes for 8-bit codes,
+  d/4 for 4-bit PQ over 2-dim parts) and PQ fast-scan's SIMD lookups counted as a quarter of an
+  operation per part;
 - **rescoring** ``n`` candidates at ``D`` dims: n·D multiply-adds; each candidate's full stored
   row is read (n · full_dim · bytes per stored value), since truncation happens after the read.
 """
@@ -33,8 +37,6 @@ if TYPE_CHECKING:
     from funnel.indexes.index import Index
     from funnel.models import Encoder
     from funnel.stages import Stage, StageTrace
-
-FLOAT32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class StageCost:
 
     stage: str  # the stage as written, e.g. "64:200"
     role: str  # "shortlist" or "rescore"
-    kind: str  # flat / hnsw / ivf / binary for a shortlist, "full vectors" for rescoring
+    kind: str  # the shortlist kind (flat, hnsw, sq8, …), "full vectors" for rescoring
     dim: int
     vectors: float  # vectors scanned or visited (shortlist), candidates rescored (rescore)
     multiply_adds: float
@@ -97,20 +99,22 @@ class StageCost:
 def shortlist_cost(stage: Stage, spec: Any, count: int, visited: float | None = None, nlist: int = 0) -> StageCost:
     """Cost of a first stage: ``spec`` the ShortlistSpec, ``count`` the index size.
 
-    ``visited`` (distance computations per query) is needed for hnsw and ivf; flat and binary
-    scan all ``count`` vectors.
+    ``visited`` (distance computations per query) is needed for graph and IVF kinds; the others
+    scan all ``count`` vectors. FLOPs and bytes per vector follow the kind's codes
+    (:func:`~funnel.indexes.shortlist.score_flops`, :func:`~funnel.indexes.shortlist.code_bytes`).
     """
-    dim = spec.dim
-    if spec.kind == "binary":
-        pairs = count * dim / 64
-        return StageCost(str(stage), "shortlist", "binary", dim, count, 0.0, 2.0 * pairs, count * dim / 8)
-    if spec.kind in ("hnsw", "ivf"):
+    from funnel.indexes.shortlist import KIND_INFO, code_bytes, score_flops
+
+    info = KIND_INFO[spec.kind]
+    if info.graph or info.inverted:
         if visited is None:
             raise ValueError(f"a {spec.kind} shortlist cost needs the vectors visited")
         vectors = float(visited) + nlist
     else:
         vectors = float(count)
-    return StageCost(str(stage), "shortlist", spec.kind, dim, vectors, vectors * dim, 2.0 * vectors * dim, vectors * dim * FLOAT32_BYTES)
+    flops = vectors * score_flops(spec)
+    multiply_adds = 0.0 if spec.kind == "binary" else flops / 2
+    return StageCost(str(stage), "shortlist", spec.kind, spec.dim, vectors, multiply_adds, flops, vectors * code_bytes(spec))
 
 
 def rescore_cost(stage: Stage, candidates: float, dim: int, full_dim: int, stored_bytes: int) -> StageCost:
@@ -131,7 +135,7 @@ def funnel_costs(index: Index, trace: Sequence[StageTrace], visited: float | Non
     """Per-stage costs of one funnel run (its trace), per query. ``visited``: see shortlist_cost."""
     first = trace[0]
     spec, built = index.segments[0].shortlist_index(first.dim, index.depth_key(first.stage.layer))
-    nlist = int(getattr(built, "nlist", 0)) if spec.kind == "ivf" else 0
+    nlist = int(getattr(built, "nlist", 0))
     costs = [shortlist_cost(first.stage, spec, index.count, visited, nlist)]
     stored_bytes = np.dtype(index.manifest.vector_dtype).itemsize
     for step in trace[1:]:
@@ -144,11 +148,14 @@ def visited_per_query(index: Index, queries: np.ndarray, dim: int, n: int, layer
     ``queries`` come from the same depth as the shortlist (``layer``)."""
     import faiss
 
+    from funnel.indexes.shortlist import KIND_INFO
+
     spec, _ = index.segments[0].shortlist_index(dim, index.depth_key(layer))
-    if spec.kind not in ("hnsw", "ivf"):
+    info = KIND_INFO[spec.kind]
+    if not (info.graph or info.inverted):
         return None
     cvar: Any = faiss.cvar  # the stubs list only a few of FAISS's globals, not its search statistics
-    stats = cvar.hnsw_stats if spec.kind == "hnsw" else cvar.indexIVF_stats
+    stats = cvar.hnsw_stats if info.graph else cvar.indexIVF_stats
     stats.reset()
     index.shortlist(index.rotate_queries(queries, layer), dim, n, layer)
     return float(stats.ndis) / max(len(queries), 1)

@@ -32,7 +32,8 @@ VECTOR_DTYPES = ("float16", "float32")
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """How to build an index. ``shortlists`` empty means: one flat index at ``default_shortlist_dim``.
+    """How to build an index. ``shortlists`` empty means: one index of ``default_shortlist_kind`` at
+    ``default_shortlist_dim`` (or the model's smallest trained dim).
 
     ``layers``: shallower depths whose vectors are stored as well (e.g. (2,) for the model cut
     after 2 layers), each with the same shortlists as the full model; documents still go through
@@ -47,11 +48,13 @@ class IndexConfig:
     vector_dtype: str = "float16"
     encode_batch_size: int = 64
     default_shortlist_dim: int = 64
+    default_shortlist_kind: str = "flat"
     layers: tuple[int, ...] = ()
     rotation: str = "auto"
 
     def __post_init__(self) -> None:
         check_rotation(self.rotation)
+        shortlist.make_spec(self.default_shortlist_dim, self.default_shortlist_kind)  # an unknown kind fails here, not after encoding
         if self.vector_dtype not in VECTOR_DTYPES:
             raise InputError(f"vector dtype {self.vector_dtype!r} is not supported: choose {' or '.join(VECTOR_DTYPES)}")
         if self.encode_batch_size < 1:
@@ -69,7 +72,9 @@ class IndexConfig:
         return layers
 
     def resolved_shortlists(self, full_dim: int, model_metadata: dict[str, Any]) -> tuple[ShortlistSpec, ...]:
-        specs = self.shortlists or (shortlist.make_spec(default_shortlist_dim(full_dim, model_metadata, self.default_shortlist_dim)),)
+        specs = self.shortlists or (
+            shortlist.make_spec(default_shortlist_dim(full_dim, model_metadata, self.default_shortlist_dim), self.default_shortlist_kind),
+        )
         for spec in specs:
             if not 1 <= spec.dim <= full_dim:
                 raise InputError(f"shortlist dim {spec.dim} does not fit the model's {full_dim} dims: choose 1..{full_dim}")

@@ -67,7 +67,7 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class ShortlistSpec:
-    """A FAISS index over the first ``dim`` dims: ``kind`` is flat, hnsw, ivf or binary."""
+    """A FAISS index over the first ``dim`` dims: ``kind`` is one of :data:`funnel.indexes.shortlist.KINDS`."""
 
     dim: int
     kind: str = "flat"

@@ -1,16 +1,26 @@
 """FAISS indexes over truncated, re-normalized vectors: the funnel's first, cheap stage.
 
-Kinds: ``flat`` (exact inner product), ``hnsw`` (graph), ``ivf`` (inverted lists) and ``binary``
-(the signs of the first ``dim`` dims, Hamming distance). All return similarities where larger is
-better; for ``binary`` that is ``dim - 2 * hamming``, the inner product of the ±1 sign vectors.
+Kinds, all FAISS index types over the first ``dim`` dims:
+
+- ``flat`` (exact inner product), ``hnsw`` (graph), ``ivf`` (inverted lists) over float32;
+- ``sq8`` (8-bit scalar quantization: a quarter of the bytes, scanned exhaustively), ``hnsw-sq8``
+  (the graph over 8-bit codes), ``pq-fastscan`` (product quantization, 4-bit codes scanned with
+  SIMD lookups: dim/4 bytes a vector) and ``ivf-pq-fastscan`` (the same codes in inverted lists);
+- ``binary`` (the signs of the first ``dim`` dims, Hamming distance).
+
+Quantized kinds compound the two savings: a short prefix and few bits per dim. Their scores are
+approximate; the funnel's later stages rescore exactly with the stored full vectors. All return
+similarities where larger is better; for ``binary`` that is ``dim - 2 * hamming``, the inner
+product of the ±1 sign vectors.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -18,17 +28,60 @@ from funnel.errors import IndexFormatError, InputError
 from funnel.indexes.manifest import ShortlistSpec
 from funnel.vectors import truncate
 
-if TYPE_CHECKING:
-    import faiss
 
-KINDS = ("flat", "hnsw", "ivf", "binary")
-DEFAULT_PARAMS: dict[str, dict[str, int]] = {
-    "flat": {},
-    "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
-    "ivf": {"nlist": 0, "nprobe": 16},  # nlist 0: about 4·sqrt(n), chosen at build time
-    "binary": {},
+@dataclass(frozen=True)
+class Kind:
+    """What funnel knows of one shortlist kind: its FAISS class, its search-time parameters and
+    its storage, for building, checking a loaded file and estimating costs."""
+
+    faiss_class: str
+    params: dict[str, int]
+    graph: bool = False  # searched by walking an HNSW graph (efSearch)
+    inverted: bool = False  # searched by probing inverted lists (nprobe)
+    bits_per_dim: float = 32.0  # code size; product quantization's depends on pq_m (see code_bytes)
+    trained: bool = False  # needs a training sample before vectors are added
+
+
+_HNSW = {"m": 32, "ef_construction": 80, "ef_search": 128}
+_IVF = {"nlist": 0, "nprobe": 16}  # nlist 0: about 4·sqrt(n), chosen at build time
+KIND_INFO: dict[str, Kind] = {
+    "flat": Kind("IndexFlat", {}),
+    "hnsw": Kind("IndexHNSWFlat", dict(_HNSW), graph=True),
+    "ivf": Kind("IndexIVFFlat", dict(_IVF), inverted=True, trained=True),
+    "binary": Kind("IndexBinaryFlat", {}, bits_per_dim=1.0),
+    "sq8": Kind("IndexScalarQuantizer", {}, bits_per_dim=8.0, trained=True),
+    "hnsw-sq8": Kind("IndexHNSWSQ", dict(_HNSW), graph=True, bits_per_dim=8.0, trained=True),
+    # pq_m 0: dim/2 sub-quantizers of 2 dims, 4 bits each (16 centroids): 2 bits a dim.
+    "pq-fastscan": Kind("IndexPQFastScan", {"pq_m": 0}, bits_per_dim=2.0, trained=True),
+    "ivf-pq-fastscan": Kind("IndexIVFPQFastScan", {**_IVF, "pq_m": 0}, inverted=True, bits_per_dim=2.0, trained=True),
 }
-FAISS_CLASSES = {"flat": "IndexFlat", "hnsw": "IndexHNSW", "ivf": "IndexIVF", "binary": "IndexBinary"}
+KINDS = tuple(KIND_INFO)
+DEFAULT_PARAMS: dict[str, dict[str, int]] = {kind: info.params for kind, info in KIND_INFO.items()}
+TRAINING_ROWS = 65_536  # vectors sampled (evenly over the corpus) to train quantizers and IVF centroids
+
+
+def code_bytes(spec: ShortlistSpec) -> float:
+    """Bytes one vector's code takes in the shortlist index (graph links and lists not counted)."""
+    info = KIND_INFO[spec.kind]
+    if "pq_m" in info.params:
+        return pq_subquantizers(spec) * 4 / 8
+    return spec.dim * info.bits_per_dim / 8
+
+
+def score_flops(spec: ShortlistSpec) -> float:
+    """Operations to score one stored code against a query, in float multiply-add terms: 2·dim
+    for float and 8-bit codes (decoding rides along in SIMD), a 64-bit popcount per 64 dims for
+    binary codes, and for 4-bit PQ codes a lookup per sub-quantizer, done 32 codes at a time in
+    SIMD registers (FAISS's fast-scan), which makes it far cheaper than its dims suggest."""
+    if spec.kind == "binary":
+        return 2 * spec.dim / 64
+    if "pq_m" in KIND_INFO[spec.kind].params:
+        return pq_subquantizers(spec) / 4
+    return 2.0 * spec.dim
+
+
+def pq_subquantizers(spec: ShortlistSpec) -> int:
+    return spec.params.get("pq_m") or max(1, spec.dim // 2)
 
 
 def make_spec(dim: int, kind: str = "flat", **params: int) -> ShortlistSpec:
@@ -41,7 +94,12 @@ def make_spec(dim: int, kind: str = "flat", **params: int) -> ShortlistSpec:
         raise InputError(
             f"{kind} shortlist has no parameter {', '.join(sorted(unknown))}; it takes: {', '.join(DEFAULT_PARAMS[kind]) or 'none'}"
         )
-    return ShortlistSpec(dim=dim, kind=kind, params={**DEFAULT_PARAMS[kind], **params})
+    spec = ShortlistSpec(dim=dim, kind=kind, params={**DEFAULT_PARAMS[kind], **params})
+    if "pq_m" in spec.params and dim % pq_subquantizers(spec):
+        raise InputError(
+            f"a {kind} shortlist splits its {dim} dims into pq_m equal parts: pq_m={spec.params['pq_m']} does not divide {dim}"
+        )
+    return spec
 
 
 def _sign_bits(vectors: np.ndarray) -> np.ndarray:
@@ -51,8 +109,8 @@ def _sign_bits(vectors: np.ndarray) -> np.ndarray:
 def build(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count: int) -> Any:
     """Build a FAISS index for ``spec`` from full vectors delivered in chunks (each (n, full_dim)).
 
-    ``chunks`` is called again when the index must be trained first (IVF), so vectors can stay on
-    disk and stream through twice instead of being held in memory.
+    ``chunks`` is called again when the index must be trained first (IVF, quantizers), so vectors
+    can stay on disk and stream through twice instead of being held in memory.
     """
     import faiss
 
@@ -61,19 +119,39 @@ def build(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count
         for chunk in chunks():
             binary.add(_sign_bits(np.asarray(chunk[:, : spec.dim])))
         return binary
-    index: faiss.Index
-    if spec.kind == "flat":
-        index = faiss.IndexFlatIP(spec.dim)
-    elif spec.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(spec.dim, spec.params["m"], faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = spec.params["ef_construction"]
-    else:
-        nlist = spec.params["nlist"] or max(1, min(int(4 * np.sqrt(count)), count // 39 or 1))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(spec.dim), spec.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(_training_sample(spec.dim, chunks, nlist))
+    index = _empty_index(spec, count)
+    if KIND_INFO[spec.kind].trained:
+        index.train(_training_sample(spec.dim, chunks, count))
     for chunk in chunks():
-        index.add(truncate(chunk, spec.dim))
+        index.add(np.ascontiguousarray(truncate(chunk, spec.dim)))
     configure(index, spec)
+    return index
+
+
+def _empty_index(spec: ShortlistSpec, count: int) -> Any:
+    import faiss
+
+    dim, params, ip = spec.dim, spec.params, faiss.METRIC_INNER_PRODUCT
+    nlist = params.get("nlist") or max(1, min(int(4 * np.sqrt(count)), count // 39 or 1))
+    index: Any
+    if spec.kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif spec.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["m"], ip)
+    elif spec.kind == "hnsw-sq8":
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, params["m"], ip)
+    elif spec.kind == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, ip)
+    elif spec.kind == "sq8":
+        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, ip)
+    elif spec.kind == "pq-fastscan":
+        index = faiss.IndexPQFastScan(dim, pq_subquantizers(spec), 4, ip)
+    else:  # ivf-pq-fastscan
+        index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, pq_subquantizers(spec), 4, ip)
+    if KIND_INFO[spec.kind].graph:
+        index.hnsw.efConstruction = params["ef_construction"]
+    if KIND_INFO[spec.kind].inverted:
+        index.cp.min_points_per_centroid = 1  # small corpora: train on what there is, without FAISS's warning
     return index
 
 
@@ -101,23 +179,24 @@ def build_file(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], 
         write(build(spec, chunks, count), spec, path)  # a FAISS whose format moved on: let it write
 
 
-def _training_sample(dim: int, chunks: Callable[[], Iterable[np.ndarray]], nlist: int) -> np.ndarray:
-    limit = max(nlist * 64, 10_000)
-    parts, total = [], 0
+def _training_sample(dim: int, chunks: Callable[[], Iterable[np.ndarray]], count: int) -> np.ndarray:
+    """About :data:`TRAINING_ROWS` vectors taken evenly over the whole stream (every step-th row),
+    so a corpus sorted by topic still trains centroids and ranges on all of it."""
+    step = max(1, count // TRAINING_ROWS)
+    parts, seen = [], 0
     for chunk in chunks():
-        parts.append(truncate(chunk, dim))
-        total += len(parts[-1])
-        if total >= limit:
-            break
-    return np.concatenate(parts)[:limit]
+        first = (-seen) % step
+        parts.append(truncate(np.asarray(chunk[first::step]), dim))
+        seen += len(chunk)
+    return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, dim), np.float32)
 
 
 def configure(index: Any, spec: ShortlistSpec, **overrides: int) -> None:
     """Apply search-time parameters (efSearch, nprobe)."""
     params = {**spec.params, **overrides}
-    if spec.kind == "hnsw":
+    if KIND_INFO[spec.kind].graph:
         index.hnsw.efSearch = params["ef_search"]
-    elif spec.kind == "ivf":
+    elif KIND_INFO[spec.kind].inverted:
         index.nprobe = params["nprobe"]
 
 
@@ -131,7 +210,7 @@ def search(index: Any, spec: ShortlistSpec, queries: np.ndarray, n: int) -> tupl
         distances, rows = index.search(_sign_bits(queries[:, : spec.dim]), n)
         scores = (spec.dim - 2 * distances).astype(np.float32)
     else:
-        if spec.kind == "hnsw":
+        if KIND_INFO[spec.kind].graph:
             # efSearch below n would silently return fewer good candidates than asked for.
             index.hnsw.efSearch = max(spec.params["ef_search"], n)
         scores, rows = index.search(np.ascontiguousarray(truncate(queries, spec.dim)), n)
@@ -163,7 +242,7 @@ def read(spec: ShortlistSpec, path: Path, use_gpu: bool | None = None) -> Any:
         index = faiss.read_index_binary(str(path)) if spec.kind == "binary" else faiss.read_index(str(path), flags)
     except RuntimeError as exc:
         raise IndexFormatError(f"{path} is not a readable FAISS index ({str(exc).splitlines()[0]}); rebuild the index") from None
-    if not isinstance(index, getattr(faiss, FAISS_CLASSES[spec.kind])) or index.d != spec.dim:
+    if not isinstance(index, getattr(faiss, KIND_INFO[spec.kind].faiss_class)) or index.d != spec.dim:
         raise IndexFormatError(
             f"{path} is a {index.d}-dim {type(index).__name__}, but the manifest says a {spec.dim}-dim {spec.kind} shortlist; "
             "the manifest was edited or damaged: rebuild the index"

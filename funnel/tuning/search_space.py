@@ -98,21 +98,21 @@ class Cost:
 
 
 def first_stage_cost(index: Index, dim: int, candidates: int) -> Cost:
-    """The shortlist search at ``dim``, by the kind of FAISS index stored for it."""
-    spec = index.segments[0].shortlists[dim][0] if index.segments else None
-    kind = spec.kind if spec else "flat"
-    params = spec.params if spec else {}
-    count = index.count
-    if kind == "hnsw":
-        visited = max(params.get("ef_search", 128), candidates) * params.get("m", 32)
-        return Cost(2 * visited * dim, 4 * visited * dim)
-    if kind == "ivf":
-        nlist = params.get("nlist") or max(1, int(4 * math.sqrt(count)))
-        scanned = nlist + min(count, params.get("nprobe", 16) * count // nlist)
-        return Cost(2 * scanned * dim, 4 * scanned * dim)
-    if kind == "binary":
-        return Cost(count * dim // 32, count * dim // 8)  # popcounts of 64-bit words, roughly
-    return Cost(2 * count * dim, 4 * count * dim)
+    """The shortlist search at ``dim``, by the kind of FAISS index stored for it: vectors visited
+    (all of them for a scan, efSearch·M for a graph, the probed lists for IVF) times what scoring
+    one code costs (:func:`~funnel.indexes.shortlist.score_flops`)."""
+    from funnel.indexes.shortlist import KIND_INFO, code_bytes, make_spec, score_flops
+
+    spec = index.segments[0].shortlists[dim][0] if index.segments else make_spec(dim)
+    info, params, count = KIND_INFO[spec.kind], spec.params, index.count
+    if info.graph:
+        visited = min(count, max(params["ef_search"], candidates) * params["m"])  # a small graph is visited whole at most
+    elif info.inverted:
+        nlist = params["nlist"] or max(1, int(4 * math.sqrt(count)))
+        visited = nlist + min(count, params["nprobe"] * count // nlist)
+    else:
+        visited = count
+    return Cost(int(visited * score_flops(spec)), int(visited * code_bytes(spec)))
 
 
 def plan_cost(index: Index, stages: Sequence[Stage]) -> Cost:

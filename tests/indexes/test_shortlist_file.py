@@ -21,7 +21,7 @@ def test_streamed_flat_file_is_byte_identical_to_faiss(tmp_path):
     assert (tmp_path / "streamed.faiss").read_bytes() == (tmp_path / "faiss.faiss").read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "binary"])
+@pytest.mark.parametrize("kind", shortlist.KINDS)
 def test_every_kind_round_trips_through_a_file(tmp_path, kind):
     vectors = unit_rows(400, dim=64)
     spec = shortlist.make_spec(32, kind)

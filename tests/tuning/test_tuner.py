@@ -162,3 +162,16 @@ def test_leaving_a_source_document_out_matches_an_index_without_it(tmp_path, ind
         np.testing.assert_array_equal(rest[found], left_out[row])
     truth = ExactReference(index).search(queries, 10, sources)
     assert not np.isin(sources, truth).any() and truth.shape == (3, 10)
+
+
+@pytest.mark.parametrize("kind", ["sq8", "pq-fastscan", "hnsw-sq8"])
+def test_quantized_shortlists_are_tuned_to_the_target_too(tmp_path, calibration, test_queries, kind):
+    """The evidence comes from the quantized index itself, so its coarser ranking costs a longer
+    shortlist, not recall."""
+    vectors = nested_vectors(np.random.default_rng(3), 2000)
+    quantized = Index.load(vector_index(tmp_path / kind, vectors, IndexConfig(shortlists=(make_spec(16, kind),)), batch=500))
+    plan = tune(quantized, None, 0.95, 10, calibration, TuneOptions(seed=5, timing_queries=10, max_stages=2))
+    assert plan.stages[0].dim == 16 and not plan.is_exact
+    unit = test_queries / np.linalg.norm(test_queries, axis=1, keepdims=True)
+    truth = ExactReference(quantized).search(unit.astype(np.float32), 10)
+    assert recall_against(run_plan(quantized, unit, plan.stages, 10), truth).mean() >= 0.95
