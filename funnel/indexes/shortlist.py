@@ -139,7 +139,7 @@ def _empty_index(spec: ShortlistSpec, count: int) -> Any:
     elif spec.kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, params["m"], ip)
     elif spec.kind == "hnsw-sq8":
-        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, params["m"], ip)
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, params["m"], ip)  # type: ignore[arg-type]  # the stubs take the qtype enum for a ScalarQuantizer
     elif spec.kind == "ivf":
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, ip)
     elif spec.kind == "sq8":
