@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
 import numpy as np
 
 from funnel.errors import InputError
+from funnel.indexes.compiled import compilable, compiled_plan
 from funnel.vectors import truncate
 
 if TYPE_CHECKING:
@@ -234,8 +235,18 @@ def run_funnel(index: Index, queries: Queries, stages: Sequence[Stage], k: int) 
     """
     from funnel.indexes.index import top_n
 
-    validate_plan(stages, k, index)
-    source: QuerySource = queries if isinstance(queries, QuerySource) else _ReadyQueries(queries, index)
+    plan_key = (tuple(stages), k)
+    if plan_key not in index.checked_plans:  # an index view never changes: check each plan once
+        validate_plan(stages, k, index)
+        index.checked_plans.add(plan_key)
+    # Arrays first: a Protocol isinstance check costs more than the rest of this setup.
+    source: QuerySource
+    if isinstance(queries, (np.ndarray, Mapping)) or not isinstance(queries, QuerySource):
+        source = _ReadyQueries(queries, index)
+    else:
+        source = queries
+    if compilable(index, tuple(stages)):
+        return _run_compiled(index, source, stages, k)
     trace: list[StageTrace] = []
     scores = positions = np.zeros((0, 0))
     rotated: dict[int | None, np.ndarray] = {}
@@ -260,8 +271,30 @@ def run_funnel(index: Index, queries: Queries, stages: Sequence[Stage], k: int) 
             scores, positions = top_n(scores, positions, stage.candidates)
             scored = int(trace[-1].kept)
         trace.append(StageTrace(stage, dim, scored, positions.shape[1], time.perf_counter() - started, encoded, layers_run))
-    scores, positions = top_n(scores, positions, k)
+    if positions.shape[1] > k:  # every stage leaves its candidates best first: only a cut remains
+        scores, positions = scores[:, :k], positions[:, :k]
     return FunnelResult(scores, positions, tuple(trace))
+
+
+def _run_compiled(index: Index, source: QuerySource, stages: Sequence[Stage], k: int) -> FunnelResult:
+    """A two-stage plan as one FAISS call (:mod:`funnel.indexes.compiled`); the trace gives the
+    call's time to the second stage, since the two stages no longer run apart."""
+    first, last = stages
+    encode_started = time.perf_counter()
+    model_vectors = source.at(None)
+    encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
+    layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
+    dim = first.resolved_dim(index.dim)
+    plan = compiled_plan(index, dim)
+    started = time.perf_counter()
+    scores, positions = plan.search(index.rotate_queries(model_vectors), min(first.candidates, index.count), min(k, index.count))
+    seconds = time.perf_counter() - started
+    kept = min(first.candidates, index.count)
+    trace = (
+        StageTrace(first, dim, index.count, kept, 0.0, encoded, layers_run),
+        StageTrace(last, index.dim, kept, positions.shape[1], seconds, 0.0, layers_run),
+    )
+    return FunnelResult(scores, positions, trace)
 
 
 def _rescore(index: Index, queries: np.ndarray, positions: np.ndarray, dim: int, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:

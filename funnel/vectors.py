@@ -18,10 +18,33 @@ def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
     if not 1 <= dim <= full_dim:
         raise InputError(f"cannot truncate {full_dim}-dim vectors to {dim} dims: choose 1..{full_dim}")
     prefix = np.asarray(vectors[..., :dim], dtype=np.float32)
-    norms = np.linalg.norm(prefix, axis=-1, keepdims=True)
+    # einsum rather than np.linalg.norm: the same sums, without its per-call overhead, which
+    # counts on the single-query search path.
+    norms = np.sqrt(np.einsum("...d,...d->...", prefix, prefix))[..., None]
     return np.divide(prefix, norms, out=np.zeros_like(prefix), where=norms > 0)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """L2-normalize rows (float32); the full-dimension case of :func:`truncate`."""
     return truncate(vectors, vectors.shape[-1])
+
+
+def widen(rows: np.ndarray) -> np.ndarray:
+    """``rows`` as float32. Stored float16 rows are widened by torch (already loaded with the
+    model), whose conversion is vectorized: numpy's takes ~80 µs for 100 × 384 values, more than
+    the rest of a rescoring stage; torch's ~7 µs. The values are the same either way. Pieces stay
+    under torch's parallel grain (32,768 values), so the conversion never wakes a thread pool:
+    on a busy machine such a wake-up costs milliseconds."""
+    if rows.dtype != np.float16:
+        return np.asarray(rows, dtype=np.float32)
+    import torch
+
+    source = np.ascontiguousarray(rows).reshape(-1)
+    out = np.empty(source.shape, dtype=np.float32)
+    for start in range(0, source.size, WIDEN_PIECE):
+        piece = source[start : start + WIDEN_PIECE]
+        out[start : start + piece.size] = torch.from_numpy(piece).float().numpy()
+    return out.reshape(rows.shape)
+
+
+WIDEN_PIECE = 32_768

@@ -107,6 +107,32 @@ def _encode_minilm(texts: list[str], path: Path, chunk: int = 5_000) -> np.ndarr
     return vectors
 
 
+def query_encode_timing(kind: str, texts: list[str], rounds: int = 3) -> dict | None:
+    """Median ms to encode one query text with the run's model (MiniLM or the static model), on
+    the process's threads: the part of a query's latency every method shares."""
+    import time
+
+    if kind.startswith("minilm"):
+        from funnel.models import Encoder
+
+        encoder = Encoder.load()
+        encode, model = (lambda text: encoder.encode([text])), "all-MiniLM-L6-v2"
+    elif kind == "static":
+        static = static_model()
+        encode, model = (lambda text: static.encode([text])), "static (model2vec from MiniLM, 256 dims)"
+    else:
+        return None
+    for text in texts[:3]:
+        encode(text)
+    times = []
+    for _ in range(rounds):
+        for text in texts:
+            began = time.perf_counter()
+            encode(text)
+            times.append(time.perf_counter() - began)
+    return {"model": model, "median_ms": float(np.median(times) * 1000), "queries": len(texts), "rounds": rounds}
+
+
 def minilm_vectors(count: int = MINILM_DOCS) -> tuple[np.ndarray, np.ndarray]:
     """(documents (10k or 100k, 384), queries (1746, 384)) float16, real MiniLM."""
     queries = _encode_minilm(query_texts(), CACHE / "minilm-queries.npy")
@@ -134,6 +160,35 @@ def static_model():
 
         distill(str(default_model_path()), pca_dims=256).save_pretrained(str(folder))
     return StaticModel.from_pretrained(str(folder))
+
+
+STATIC_DOCS = 1_000_000
+
+
+def static_vectors(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(documents (count, 256) float16 memmap, queries (1746, 256) float16): the static model's
+    own vectors (model2vec distilled from MiniLM; its dims come out of a PCA, largest first),
+    normalized. Real vectors of a real model at 1M: about 2 minutes to encode here."""
+    docs_path = CACHE / "static-docs-1m.npy"
+    queries_path = CACHE / "static-queries.npy"
+    if not docs_path.exists():
+        model = static_model()
+        texts = corpus_texts()[:STATIC_DOCS]
+        np.save(queries_path, _unit_f16(model.encode(query_texts(), batch_size=4096)))
+        out = np.lib.format.open_memmap(str(docs_path) + ".tmp.npy", mode="w+", dtype=np.float16, shape=(len(texts), 256))
+        step = 50_000
+        for start in range(0, len(texts), step):
+            out[start : start + step] = _unit_f16(model.encode(texts[start : start + step], batch_size=4096))
+            print(f"static: {min(start + step, len(texts)):,}/{len(texts):,}", flush=True)
+        out.flush()
+        del out
+        os.replace(str(docs_path) + ".tmp.npy", docs_path)
+    return np.load(docs_path, mmap_mode="r")[:count], np.load(queries_path)
+
+
+def _unit_f16(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float16)
 
 
 @dataclass(frozen=True)
@@ -241,6 +296,17 @@ def load(kind: str, count: int) -> tuple[np.ndarray, np.ndarray, dict]:
                 "queries": "real query texts of cranfield, scifact (test), debian",
             },
         )
+    if kind == "static":
+        documents, queries = static_vectors(count)
+        return (
+            documents,
+            queries,
+            {
+                "vectors": "static model (real): model2vec distilled from all-MiniLM-L6-v2, 256 dims",
+                "texts": "PyPI+npm package summaries",
+                "queries": "real query texts of cranfield, scifact (test), debian",
+            },
+        )
     if kind == "surrogate":
         documents, queries, facts = surrogate_vectors(count)
         return (
@@ -274,6 +340,8 @@ if __name__ == "__main__":
     import sys
 
     minilm_vectors(MINILM_MAX_DOCS if "--minilm-100k" in sys.argv else MINILM_DOCS)
+    if "--static" in sys.argv:
+        static_vectors(STATIC_DOCS)
     if "--surrogate" in sys.argv:
         surrogate_vectors(1_000_000)
         load("surrogate-pca", 1_000_000)  # writes the rotated copy once, outside the timed runs

@@ -77,34 +77,36 @@ def exact(docs: np.ndarray, workdir: Path, use_gpu: bool) -> Built:
 # ---------------------------------------------------------------- funnel
 
 
-def _document_batches(count: int, docs: np.ndarray, batch: int = 65_536):
+def _document_batches(count: int, docs: np.ndarray, texts: list[str] | None, batch: int = 65_536):
     from funnel.corpus import DOCUMENT_SCHEMA
 
     for start in range(0, count, batch):
         n = min(batch, count - start)
         ids = pa.array([f"d{i}" for i in range(start, start + n)])
         empty = pa.nulls(n, pa.string())
+        text = pa.array(texts[start : start + n] if texts is not None else [""] * n)
         yield (
-            pa.RecordBatch.from_arrays([ids, empty, pa.array([""] * n), empty], schema=DOCUMENT_SCHEMA),
+            pa.RecordBatch.from_arrays([ids, empty, text, empty], schema=DOCUMENT_SCHEMA),
             np.asarray(docs[start : start + n], dtype=np.float32),
         )
 
 
-def funnel_index(docs: np.ndarray, workdir: Path, name: str, specs: tuple) -> tuple[Any, float, Path]:
-    """Build a funnel index folder with ``write_index`` and load it with ``Index.load``."""
+def funnel_index(docs: np.ndarray, workdir: Path, name: str, specs: tuple, texts: list[str] | None = None) -> tuple[Any, float, Path]:
+    """Build a funnel index folder with ``write_index`` and load it with ``Index.load``: the
+    documents (with their texts, so fetching hits costs what it costs), the vectors in the
+    rotation the product fits (``rotation="auto"``: PCA order where it shortlists better)."""
     from funnel.indexes.builder import IndexConfig, write_index
     from funnel.indexes.index import Index
 
     path = workdir / name
     shutil.rmtree(path, ignore_errors=True)
     started = time.perf_counter()
-    # rotation="none": the run's vectors are already in the order it names (model or PCA order).
     write_index(
-        _document_batches(len(docs), docs),
+        _document_batches(len(docs), docs, texts),
         path,
         model="bench-vectors",
         dim=docs.shape[1],
-        config=IndexConfig(shortlists=specs, rotation="none"),
+        config=IndexConfig(shortlists=specs, rotation="auto"),
         overwrite=True,
     )
     index = Index.load(path)
@@ -112,13 +114,18 @@ def funnel_index(docs: np.ndarray, workdir: Path, name: str, specs: tuple) -> tu
 
 
 def _funnel_built(
-    family: str, index: Any, path: Path, seconds: float, configs: list[tuple[str, dict]], shortlist_dims: list[int], notes: str = ""
+    family: str, index: Any, seconds: float, configs: list[tuple[str, dict]], dim: int, notes: str = "", compiled: bool = False
 ) -> Built:
+    """A funnel family: one shortlist (at ``dim``) of the loaded index, run by ``run_funnel``;
+    two-stage plans as one FAISS call (``compiled``, :mod:`funnel.indexes.compiled`, what searches
+    do by default) or through the Python stages (``Index.compile_plans = False``)."""
+    from funnel.evaluation.compute import shortlist_bytes
     from funnel.stages import parse_stages, run_funnel
 
     plans: dict[str, Any] = {}
 
     def search(queries: np.ndarray, k: int, params: dict) -> np.ndarray:
+        index.compile_plans = compiled
         if "nprobe" in params:
             for segment in index.segments:
                 segment.shortlists[params["dim"]][1].nprobe = params["nprobe"]
@@ -126,88 +133,138 @@ def _funnel_built(
         stages = plans.get(text) or plans.setdefault(text, parse_stages(text))
         return run_funnel(index, queries, stages, k).positions
 
-    shortlist_files = [p for p in path.rglob("shortlist-*") if int(p.stem.split("-d")[-1]) in shortlist_dims]
-    ram = sum(p.stat().st_size for p in shortlist_files)
-    mapped = sum(p.stat().st_size for p in path.rglob("vectors.*"))
-    disk = mapped + ram + sum(p.stat().st_size for p in path.rglob("documents.arrow"))
+    vectors = sum(p.stat().st_size for p in index.path.rglob("vectors.*"))
+    # Compiled plans read a resident copy of the vectors; the Python stages their memory map.
+    ram, mapped = shortlist_bytes(index, dim) + (vectors if compiled else 0), 0 if compiled else vectors
+    disk = vectors + shortlist_bytes(index, dim) + sum(p.stat().st_size for p in index.path.rglob("documents.arrow"))
     return Built(family, "funnel", search, configs, seconds, ram, mapped, disk, notes)
 
 
-def funnel_methods(docs: np.ndarray, workdir: Path, scale: int) -> list[tuple[str, Callable[[], list[Built]]]]:
-    """Lazy builders (name, thunk) so each index is built, measured and freed in turn."""
+def _both_paths(family: str, index: Any, seconds: float, configs: list[tuple[str, dict]], dim: int, notes: str = "") -> list[Built]:
+    """The family's two-stage plans through the Python stages and compiled into one FAISS call."""
+    return [
+        _funnel_built(family, index, seconds, configs, dim, notes),
+        _funnel_built(f"{family}, compiled (IndexRefine)", index, seconds, configs, dim, notes, compiled=True),
+    ]
+
+
+def _two(dim: int, n: int) -> dict:
+    return {"stages": f"{dim}:{n},full:K", "dim": dim, "n": n}
+
+
+def funnel_methods(
+    docs: np.ndarray, workdir: Path, scale: int, texts: list[str] | None = None, calibration: np.ndarray | None = None
+) -> tuple[list[tuple[str, Callable[[], list[Built]]]], Callable[[], tuple[Any, float]]]:
+    """Lazy builders (name, thunk) so each shortlist is built, measured and freed in turn, and the
+    function that writes (once) and returns the index they share.
+
+    One index folder is written (documents, vectors in the product's rotation); each family then
+    builds its shortlist in memory over the stored vectors (``Index.add_shortlist``), so the 1M
+    run writes a million documents once. Every family rescores exactly at full dims. With
+    ``calibration`` (query vectors not among the measured ones), graph and IVF families also
+    run the plan ``funnel tune`` chooses for recall@10 ≥ 0.99.
+    """
     from funnel.indexes.shortlist import make_spec
 
     large = scale >= 1_000_000
-    # At 1M the sweep is trimmed to fit the 30-minute budget; 32-dim MiniLM prefixes are too weak to matter there.
-    sizes = [300, 1000, 3000] if large else [100, 300, 1000, 3000]
+    full = docs.shape[1]
+    shared: dict[str, Any] = {}
 
-    def two(dim: int, n: int) -> dict:
-        return {"stages": f"{dim}:{n},full:K", "dim": dim}
+    def base() -> tuple[Any, float]:
+        if "index" not in shared:
+            # Stored with a 64-dim PQ fast-scan shortlist: cheap to build; the families replace it.
+            shared["index"], shared["seconds"], _ = funnel_index(docs, workdir, "funnel", (make_spec(64, "pq-fastscan"),), texts)
+        return shared["index"], shared["seconds"]
+
+    def family(kind: str, dim: int, **params: int) -> tuple[Any, float]:
+        index, written = base()
+        started = time.perf_counter()
+        index.add_shortlist(dim, kind, **params)
+        return index, written + time.perf_counter() - started
+
+    def tuned(index: Any, dim: int) -> list[tuple[str, dict]]:
+        return [tuned_plan(index, dim, calibration)] if calibration is not None else []
 
     def flat() -> list[Built]:
-        dims = (64, 128) if large else (32, 64, 128)
-        index, seconds, path = funnel_index(docs, workdir, "funnel-flat", tuple(make_spec(d, "flat") for d in dims))
-        built = [_funnel_built(f"funnel flat-{d} → 384", index, path, seconds, [(f"n={n}", two(d, n)) for n in sizes], [d]) for d in dims]
-        three = [("64:3000→128:300", {"stages": "64:3000,128:300,full:K"})] + (
-            [] if large else [("32:3000→128:300", {"stages": "32:3000,128:300,full:K"})]
-        )
-        built.append(_funnel_built("funnel 3-stage flat → 128 → 384", index, path, seconds, three, [64]))
-        return built
+        out = []
+        for dim in (64, 128):
+            index, seconds = family("flat", dim)
+            out += _both_paths(f"funnel flat-{dim} → {full}", index, seconds, [(f"n={n}", _two(dim, n)) for n in (100, 300, 1000)], dim)
+        three = [("64:3000→128:300", {"stages": "64:3000,128:300,full:K"})]
+        out.append(_funnel_built(f"funnel 3-stage flat-64 → 128 → {full}", index, seconds, three, 64))
+        return out
 
-    def hnsw() -> list[Built]:
-        # efSearch follows the shortlist size (funnel sets efSearch = max(ef_search, n)). The same
-        # graph (M=32, efConstruction=40) as FAISS's full-dimension HNSW at every scale; at 1M the
-        # build takes about 2 minutes on 2 idle cores (run.py: FULL_HNSW_BUILD).
-        m, ef_construction = 32, 40
-        spec = make_spec(64, "hnsw", m=m, ef_construction=ef_construction, ef_search=16)
-        index, seconds, path = funnel_index(docs, workdir, "funnel-hnsw", (spec,))
-        two_stage = [(f"n=ef={n}", two(64, n)) for n in (100, 200, 400, 800, 1600, 3200) + ((6400,) if large else ())]
-        three = [(f"64:{n}→128:{m}", {"stages": f"64:{n},128:{m},full:K"}) for n, m in ((1600, 200), (3200, 300))]
-        return [
-            _funnel_built("funnel hnsw-64 → 384", index, path, seconds, two_stage, [64], f"HNSW M={m}, efConstruction={ef_construction}"),
-            _funnel_built(
-                "funnel 3-stage hnsw-64 → 128 → 384", index, path, seconds, three, [64], f"HNSW M={m}, efConstruction={ef_construction}"
-            ),
-        ]
+    # HNSW graphs: M=32, efConstruction=40 at every scale, as FAISS's full-dimension HNSW below.
+    graph = {"m": 32, "ef_construction": 40, "ef_search": 16}  # efSearch follows the shortlist size
 
-    def hnsw128() -> list[Built]:
-        # A wider prefix for the graph: each candidate costs twice the 64-dim one to score, but far
-        # fewer candidates hold the top-10 (real MiniLM in PCA order at 100k: 128:300 flat keeps
-        # 0.996 of it, 64:300 0.90), so the shortlist can be much shorter.
-        m, ef_construction = 32, 40
-        spec = make_spec(128, "hnsw", m=m, ef_construction=ef_construction, ef_search=16)
-        index, seconds, path = funnel_index(docs, workdir, "funnel-hnsw128", (spec,))
-        configs = [(f"n=ef={n}", two(128, n)) for n in (100, 200, 400, 800, 1600) + ((3200,) if large else ())]
-        return [
-            _funnel_built("funnel hnsw-128 → 384", index, path, seconds, configs, [128], f"HNSW M={m}, efConstruction={ef_construction}")
-        ]
+    def hnsw(kind: str, dim: int, sizes: tuple[int, ...]) -> Callable[[], list[Built]]:
+        def build() -> list[Built]:
+            index, seconds = family(kind, dim, **graph)
+            configs = [(f"n=ef={n}", _two(dim, n)) for n in sizes] + tuned(index, dim)
+            notes = f"HNSW M={graph['m']}, efConstruction={graph['ef_construction']}"
+            return _both_paths(f"funnel {kind}-{dim} → {full}", index, seconds, configs, dim, notes)
 
-    def ivf() -> list[Built]:
-        spec = make_spec(64, "ivf", **({"nlist": 1024} if large else {}))  # default 4·sqrt(n) = 4000 at 1M: too slow to train here
-        index, seconds, path = funnel_index(docs, workdir, "funnel-ivf", (spec,))
-        nlist = index.segments[0].shortlists[64][1].nlist
-        configs = [(f"nprobe={p} n={n}", {**two(64, n), "nprobe": p}) for p in (16, 64) for n in (500, 2000)]
-        return [_funnel_built("funnel ivf-64 → 384", index, path, seconds, configs, [64], f"IVFFlat nlist={nlist}")]
+        return build
+
+    def scan(kind: str, dim: int, sizes: tuple[int, ...]) -> Callable[[], list[Built]]:
+        def build() -> list[Built]:
+            index, seconds = family(kind, dim)
+            return _both_paths(f"funnel {kind}-{dim} → {full}", index, seconds, [(f"n={n}", _two(dim, n)) for n in sizes], dim)
+
+        return build
+
+    def ivf_pq() -> list[Built]:
+        dim = 128
+        params = {"nlist": 1024} if large else {}  # default 4·sqrt(n) = 4000 at 1M: slow to train here
+        index, seconds = family("ivf-pq-fastscan", dim, **params)
+        nlist = index.segments[0].shortlists[dim][1].nlist
+        configs = [(f"nprobe={p} n={n}", {**_two(dim, n), "nprobe": p}) for p in (32, 128, 256) for n in (1000, 3000)]
+        notes = f"IVF nlist={nlist}, PQ {dim // 2}×4 bits fast-scan"
+        return _both_paths(f"funnel ivf-pq-fastscan-{dim} → {full}", index, seconds, configs, dim, notes)
 
     def binary() -> list[Built]:
-        dims = (256, 384) if large else (128, 256, 384)
-        index, seconds, path = funnel_index(docs, workdir, "funnel-binary", tuple(make_spec(d, "binary") for d in dims))
-        built = [
-            _funnel_built(
-                f"funnel binary-{d} → 384",
-                index,
-                path,
-                seconds,
-                [(f"n={n}", two(d, n)) for n in ((200, 1000, 4000) if d == 384 else (1000, 4000))],
-                [d],
-            )
-            for d in dims
+        index, seconds = family("binary", full)
+        return [
+            _funnel_built(f"funnel binary-{full} → {full}", index, seconds, [(f"n={n}", _two(full, n)) for n in (200, 1000, 4000)], full)
         ]
-        three = [(f"bin256:{n}→128:{m}", {"stages": f"256:{n},128:{m},full:K"}) for n, m in ((4000, 300), (8000, 400))]
-        built.append(_funnel_built("funnel 3-stage binary-256 → 128 → 384", index, path, seconds, three, [256]))
-        return built
 
-    return [("funnel-flat", flat), ("funnel-hnsw", hnsw), ("funnel-hnsw128", hnsw128), ("funnel-ivf", ivf), ("funnel-binary", binary)]
+    out: list[tuple[str, Callable[[], list[Built]]]] = [
+        ("funnel-hnsw", hnsw("hnsw", 64, (100, 200, 400, 800, 1600) + ((3200,) if large else ()))),
+        ("funnel-hnsw-sq8", hnsw("hnsw-sq8", 128, (100, 200, 400, 800))),
+        ("funnel-ivf-pq", ivf_pq),
+        ("funnel-pq", scan("pq-fastscan", 128, (300, 1000, 3000))),
+        ("funnel-binary", binary),
+    ]
+    if not large:  # exhaustive float and 8-bit scans: 25+ ms at 1M, far from exact/30
+        out += [
+            ("funnel-flat", flat),
+            ("funnel-sq8", scan("sq8", 128, (100, 300, 1000))),
+            ("funnel-hnsw128", hnsw("hnsw", 128, (100, 200, 400, 800))),
+        ]
+    return out, base
+
+
+def fetch_timing(index: Any, positions: np.ndarray, rounds: int = 5) -> float:
+    """Median ms to fetch the documents (id, title, text, metadata) of each row of ``positions``
+    (q, k) from the index's Arrow files, as ``Retriever`` does for its hits."""
+    times = []
+    for _ in range(rounds):
+        for row in positions:
+            began = time.perf_counter()
+            index.documents([int(p) for p in row if p >= 0])
+            times.append(time.perf_counter() - began)
+    return float(np.median(times) * 1000)
+
+
+def tuned_plan(index: Any, dim: int, calibration: np.ndarray, target: float = 0.99) -> tuple[str, dict]:
+    """``funnel tune`` on the family's shortlist (given calibration query vectors, none of them
+    among the measured queries): the config label and params of the plan it chose."""
+    from funnel.stages import format_stages
+    from funnel.tuning import TuneOptions, tune
+
+    plan = tune(index, None, target, 10, calibration, TuneOptions(seed=0, dims=(dim,), max_stages=2))
+    stages = format_stages(plan.stages)
+    return f"tuned {stages}", {"stages": stages.rsplit(",", 1)[0] + ",full:K", "dim": dim, "n": plan.stages[0].candidates}
 
 
 # ---------------------------------------------------------------- FAISS refine

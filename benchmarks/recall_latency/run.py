@@ -52,14 +52,18 @@ def machine() -> dict:
 FULL_HNSW_BUILD = {"m": 32, "ef_construction": 40}
 
 
-def builders(docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hnsw_full: bool) -> list[tuple[str, callable]]:
-    nlist = {10_000: 64, 100_000: 256}.get(scale, 256)
+def builders(
+    docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hnsw_full: bool, texts: list[str], calibration: np.ndarray
+) -> tuple[list[tuple[str, callable]], callable]:
     large = scale >= 1_000_000
+    nlist = 1024 if large else (64 if scale <= 10_000 else 256)
+    pq = docs.shape[1] // 8  # PQ48 for MiniLM's 384 dims, PQ32 for the static model's 256: 8 dims a byte
     hnsw_build = FULL_HNSW_BUILD
     efs = (16, 64, 256, 1024, 2048) if large else (16, 64, 256, 1024)
-    out = methods.funnel_methods(docs, workdir, scale)
+    out, funnel_base = methods.funnel_methods(docs, workdir, scale, texts, calibration)
     out += [
-        ("faiss-refine-ivfpq", lambda: [methods.faiss_refine(docs, workdir, f"IVF{nlist},PQ48", use_gpu)]),
+        ("faiss-refine-ivfpq", lambda: [methods.faiss_refine(docs, workdir, f"IVF{nlist},PQ{pq}", use_gpu)]),
+        ("faiss-refine-sq8", lambda: [methods.faiss_refine(docs, workdir, "SQ8", use_gpu)]),
         (
             "faiss-refine-hnsw",
             lambda: [methods.faiss_refine_hnsw(docs, workdir, **hnsw_build, efs=(16, 64, 256, 1024), k_factors=(1, 2, 8))],
@@ -69,24 +73,10 @@ def builders(docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hn
         ("st-uint8", lambda: [methods.st_quantized(docs, workdir, "uint8", (4,) if large else (1, 4))]),
     ]
     if not large:  # an exhaustive PQ scan at 1M costs about as much as IVF-PQ's whole sweep; IVF-PQ stands for FAISS there
-        out.insert(-2, ("faiss-refine-pq", lambda: [methods.faiss_refine(docs, workdir, "PQ48", use_gpu)]))
+        out.insert(-2, ("faiss-refine-pq", lambda: [methods.faiss_refine(docs, workdir, f"PQ{pq}", use_gpu)]))
     if with_hnsw_full:
         out.append(("hnsw-full", lambda: [methods.hnsw_full(docs, workdir, **hnsw_build, efs=efs)]))
-    if large:  # cheap builds first, so that a run cut short by the budget still has them
-        priority = [
-            "funnel-binary",
-            "st-ubinary",
-            "faiss-refine-ivfpq",
-            "funnel-hnsw",
-            "funnel-hnsw128",
-            "funnel-ivf",
-            "faiss-refine-hnsw",
-            "hnsw-full",
-            "st-uint8",
-            "funnel-flat",
-        ]
-        out.sort(key=lambda pair: priority.index(pair[0]) if pair[0] in priority else len(priority))
-    return out
+    return out, funnel_base
 
 
 def measure_built(
@@ -128,7 +118,10 @@ def measure_built(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=SCALES, required=True)
-    parser.add_argument("--vectors", choices=("minilm", "surrogate", "minilm-pca", "surrogate-pca"), required=True)
+    parser.add_argument("--vectors", choices=("minilm", "static", "surrogate", "minilm-pca", "surrogate-pca"), required=True)
+    parser.add_argument(
+        "--calibration", type=int, default=400, help="query vectors funnel tune chooses its plans on (none of the measured ones)"
+    )
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall (and batch-64 timing)")
     parser.add_argument("--latency-queries", type=int, default=100, help="queries timed one at a time")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="repeat single-query rounds at least this long")
@@ -148,15 +141,19 @@ def main() -> None:
     use_gpu = args.gpu == "auto" and methods.gpu_count() > 0
     with_hnsw_full = args.hnsw_full == "yes"
     docs, queries, source = corpus.load(args.vectors, scale)
-    order = np.random.default_rng(corpus.SEED).permutation(len(queries))[: args.queries]
-    queries = np.asarray(queries[order], dtype=np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    shuffled = np.random.default_rng(corpus.SEED).permutation(len(queries))
+    unit = np.asarray(queries, dtype=np.float32) / np.linalg.norm(np.asarray(queries, dtype=np.float32), axis=1, keepdims=True)
+    queries, calibration = unit[shuffled[: args.queries]], unit[shuffled[args.queries : args.queries + args.calibration]]
+    texts = corpus.corpus_texts()[:scale]
+    query_texts = corpus.query_texts()
+    encode = corpus.query_encode_timing(args.vectors, [query_texts[i] for i in shuffled[: args.latency_queries]])
     latency_queries = queries[: args.latency_queries]
     workdir = Path(tempfile.mkdtemp(prefix="funnel-bench-", dir=args.workdir))
     load_before = os.getloadavg()
     print(f"{args.vectors} {scale:,} docs, {len(queries)} queries ({len(latency_queries)} timed singly), gpu={use_gpu}", flush=True)
 
     results, skipped = [], []
+    fetch_ms: float | None = None
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.vectors}-{args.scale}{'-gpu' if use_gpu else ''}{'-' + args.tag if args.tag else ''}.json"
 
@@ -185,6 +182,8 @@ def main() -> None:
             "complete": exact_end is not None,
             "seconds_total": time.perf_counter() - began,
             "cpu_seconds_total": time.process_time(),
+            "encode_ms": encode,
+            "fetch_ms": fetch_ms,
             "methods": results,
             "skipped": skipped,
         }
@@ -216,7 +215,8 @@ def main() -> None:
             }
         )
         print(f"  exact: {exact_ms:.2f} ms/query wall, {exact_single.cpu_median_ms:.2f} ms CPU (batch 1)", flush=True)
-        for name, build in builders(docs, workdir, scale, use_gpu, with_hnsw_full):
+        every, funnel_base = builders(docs, workdir, scale, use_gpu, with_hnsw_full, texts, calibration)
+        for name, build in every:
             if args.only and name not in args.only:
                 continue
             started = time.perf_counter()
@@ -229,6 +229,8 @@ def main() -> None:
             print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
             write(None)
             gc.collect()
+        if any(name.startswith("funnel") for name, _ in every if not args.only or name in args.only):
+            fetch_ms = methods.fetch_timing(funnel_base()[0], truth[: len(latency_queries), :10])
         if not with_hnsw_full:
             skipped.append({"method": "faiss HNSW 384-d", "why": "left out with --hnsw-full no"})
         exact_again = single_timing(reference.search, latency_queries, 10, {}, args.min_seconds)

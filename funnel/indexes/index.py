@@ -15,6 +15,7 @@ from funnel.errors import IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.manifest import Manifest, ShortlistSpec, manifest_stamp, read_manifest_stamped
 from funnel.indexes.segment import Segment, iter_chunks, read_tombstone
+from funnel.vectors import widen
 
 LOAD_PATIENCE_SECONDS = 30.0
 """How long a load keeps retrying while writers keep replacing the manifest under it."""
@@ -37,6 +38,17 @@ class Index:
     """Identity of the manifest file this view was loaded from (see :meth:`changed_on_disk`)."""
     rotations: dict[int | None, np.ndarray] = field(default_factory=dict)
     """The stored rotation by depth (None: the full model's vectors); a depth absent keeps the model's order."""
+    checked_plans: set[tuple[Any, ...]] = field(default_factory=set, repr=False, compare=False)
+    """(stages, k) pairs already validated against this view (see :func:`funnel.stages.validate_plan`)."""
+    compile_plans: bool = True
+    """Run two-stage plans as one FAISS call where they allow it (:mod:`funnel.indexes.compiled`);
+    False keeps every plan on the Python stages (same ranking; for comparisons and to save the
+    in-memory copy of the vectors that the compiled plan makes)."""
+    compiled: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Compiled two-stage plans by shortlist dim, built by the first search that uses each."""
+
+    def __post_init__(self) -> None:
+        self._segment_offsets = np.cumsum([0] + [segment.count for segment in self.segments])
 
     @classmethod
     def load(cls, path: str | Path, *, use_gpu: bool | None = None) -> Index:
@@ -131,7 +143,7 @@ class Index:
         return sorted(self.segments[0].shortlists) if self.segments else [s.dim for s in self.manifest.shortlists]
 
     def _offsets(self) -> np.ndarray:
-        return np.cumsum([0] + [segment.count for segment in self.segments])
+        return self._segment_offsets
 
     def add_shortlist(self, dim: int, kind: str = "flat", layer: int | None = None, **params: int) -> ShortlistSpec:
         """Build a shortlist index in memory (not saved), e.g. to compare dims in an evaluation;
@@ -140,6 +152,8 @@ class Index:
         if not 1 <= dim <= self.dim:
             raise InputError(f"shortlist dim {dim} does not fit this index's {self.dim} dims")
         key = self.depth_key(layer)
+        if key is None:
+            self.compiled.pop(dim, None)  # compiled over the shortlist being replaced
         for segment in self.segments:
             built = shortlist.build(spec, partial(iter_chunks, segment.stored_vectors(key)), segment.count)
             if key is None:
@@ -169,6 +183,11 @@ class Index:
                 f"this index has no {dim}-dim shortlist (it has: {have}); start the funnel at one of those, "
                 f"or rebuild with --shortlist-dim {dim}"
             )
+        if len(self.segments) == 1 and not len(self.segments[0].deleted):
+            # One segment, nothing deleted (the common case): FAISS's answer is already the
+            # top-n, best first, in positions; no merge needed.
+            spec, index = self.segments[0].shortlist_index(dim, key)
+            return shortlist.search(index, spec, queries, min(n, max(self.segments[0].count, 1)))
         parts_scores, parts_positions = [], []
         for offset, segment in zip(self._offsets(), self.segments):
             spec, index = segment.shortlist_index(dim, key)
@@ -196,6 +215,10 @@ class Index:
         key = self.depth_key(layer)
         flat = positions.reshape(-1)
         out = np.empty((flat.size, dim), dtype=np.float32)
+        if len(self.segments) == 1:
+            order = np.argsort(flat)  # sorted reads are kinder to a memory map not yet in the page cache
+            out[order] = widen(self.segments[0].stored_vectors(key)[flat[order], :dim])
+            return out.reshape(positions.shape + (dim,))
         offsets = self._offsets()
         owner = np.searchsorted(offsets, flat, side="right") - 1
         for number, segment in enumerate(self.segments):
@@ -206,10 +229,10 @@ class Index:
                 order = np.argsort(local)
                 stored = segment.stored_vectors(key)
                 if mask.all():  # one segment holds every row: write straight into out, no second copy
-                    out[order] = stored[local[order], :dim]
+                    out[order] = widen(stored[local[order], :dim])
                     break
                 rows = np.empty((local.size, dim), dtype=np.float32)
-                rows[order] = stored[local[order], :dim]
+                rows[order] = widen(stored[local[order], :dim])
                 out[mask] = rows
         return out.reshape(positions.shape + (dim,))
 
@@ -299,5 +322,8 @@ def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None) -> li
 def top_n(scores: np.ndarray, positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Keep the ``n`` best of each row, best first; ties broken by lower position for determinism."""
     n = min(n, scores.shape[1])
+    if scores.shape[0] == 1:  # one query: plain indexing, without take_along_axis's overhead
+        best = np.lexsort((positions[0], -scores[0]))[:n]
+        return scores[:, best], positions[:, best]
     order = np.lexsort((positions, -scores), axis=1)[:, :n]
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(positions, order, axis=1)

@@ -1,0 +1,105 @@
+"""The common two-stage plan (shortlist at ``d`` dims, rescore at full dims) as one FAISS call.
+
+FAISS's ``IndexRefine`` does what the funnel's rescoring stage does, in C++: its base index (the
+segment's own shortlist index, behind an ``IndexPreTransform`` that truncates the query to the
+shortlist's dims) proposes ``n`` candidates, and its refine index scores them with the full
+vectors and keeps the best ``k``. Measured in ``benchmarks/results/recall-latency``, this is
+faster per query than the Python stages for every two-stage plan tried, so :func:`run_funnel
+<funnel.stages.run_funnel>` uses it whenever it applies: a plan of exactly two stages at full depth
+whose second scores at full dims, one segment with nothing deleted, and a float shortlist on the
+CPU. Every other plan runs the Python stages, which give the same ranking.
+
+The refine index holds a copy of the stored vectors in memory (float16 rows stay float16, so it
+takes as many bytes as the vectors file), made by the first search that needs it. Its scores are
+inner products with the stored rows, which are unit vectors to float16 precision: they differ from
+the Python stages' cosines by about 1e-5.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from funnel.indexes.shortlist import KIND_INFO
+
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index
+    from funnel.stages import Stage
+
+_BUILD_LOCK = threading.Lock()
+
+
+def compilable(index: Index, stages: tuple[Stage, ...]) -> bool:
+    """Whether ``stages`` can run as one FAISS call on ``index`` (see the module's description)."""
+    if not index.compile_plans or len(stages) != 2 or len(index.segments) != 1:
+        return False
+    first, last = stages
+    segment = index.segments[0]
+    if len(segment.deleted) or not index.is_full_depth(first.layer) or not index.is_full_depth(last.layer):
+        return False
+    if last.resolved_dim(index.dim) != index.dim or first.resolved_dim(index.dim) not in segment.shortlists:
+        return False
+    spec, built = segment.shortlists[first.resolved_dim(index.dim)]
+    return spec.kind != "binary" and type(built).__name__.startswith("Index")  # GpuIndex* stay on the Python path
+
+
+@dataclass
+class CompiledTwoStage:
+    """``IndexRefine`` over one segment's ``dim``-dim shortlist and its full vectors."""
+
+    dim: int
+    refine: Any
+    parts: tuple[Any, ...]  # FAISS keeps raw pointers to these: they must outlive ``refine``
+
+    @classmethod
+    def build(cls, index: Index, dim: int) -> CompiledTwoStage:
+        import faiss
+
+        segment = index.segments[0]
+        spec, shortlist_index = segment.shortlists[dim]
+        full = index.dim
+        truncation = faiss.LinearTransform(full, dim, False)
+        faiss.copy_array_to_vector(np.eye(full, dtype=np.float32)[:dim].ravel(), truncation.A)
+        faiss.copy_array_to_vector(np.zeros(dim, dtype=np.float32), truncation.b)
+        truncation.is_trained = True
+        base = faiss.IndexPreTransform(truncation, shortlist_index)
+        base.ntotal = shortlist_index.ntotal
+        vectors: Any
+        if segment.vectors.dtype == np.float16:
+            vectors = faiss.IndexScalarQuantizer(full, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        else:
+            vectors = faiss.IndexFlatIP(full)
+        for start in range(0, segment.count, 65_536):
+            vectors.add(np.ascontiguousarray(segment.vectors[start : start + 65_536], dtype=np.float32))
+        refine = faiss.IndexRefine(base, vectors)
+        refine.ntotal, refine.is_trained = vectors.ntotal, True
+        return cls(dim, refine, (truncation, shortlist_index, base, vectors, spec))
+
+    def search(self, queries: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` of ``n`` shortlisted, rescored at full dims. ``queries``: (q, full) in the
+        stored basis. Returns (scores (q, k), positions (q, k)), padded with -inf / -1."""
+        import faiss as faiss_module
+
+        faiss: Any = faiss_module  # the stubs lack the search-parameter classes and their fields
+        spec = self.parts[-1]
+        inner = None
+        if KIND_INFO[spec.kind].graph:
+            # As the Python path does: efSearch below n would return fewer good candidates.
+            inner = faiss.SearchParametersHNSW(efSearch=max(spec.params["ef_search"], n))
+        params = faiss.IndexRefineSearchParameters(k_factor=max(n, k) / k, base_index_params=inner)
+        scores, rows = self.refine.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+        return np.where(rows >= 0, scores, -np.inf).astype(np.float32), rows.astype(np.int64)
+
+
+def compiled_plan(index: Index, dim: int) -> CompiledTwoStage:
+    """The index view's compiled two-stage plan over its ``dim``-dim shortlist, built once."""
+    found = index.compiled.get(dim)
+    if found is None:
+        with _BUILD_LOCK:
+            found = index.compiled.get(dim)
+            if found is None:
+                found = index.compiled[dim] = CompiledTwoStage.build(index, dim)
+    return found
