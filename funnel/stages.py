@@ -279,6 +279,8 @@ def run_funnel(index: Index, queries: Queries, stages: Sequence[Stage], k: int) 
 def _run_compiled(index: Index, source: QuerySource, stages: Sequence[Stage], k: int) -> FunnelResult:
     """A two-stage plan as one FAISS call (:mod:`funnel.indexes.compiled`); the trace gives the
     call's time to the second stage, since the two stages no longer run apart."""
+    from funnel.indexes.index import top_n
+
     first, last = stages
     encode_started = time.perf_counter()
     model_vectors = source.at(None)
@@ -287,9 +289,13 @@ def _run_compiled(index: Index, source: QuerySource, stages: Sequence[Stage], k:
     dim = first.resolved_dim(index.dim)
     plan = compiled_plan(index, dim)
     started = time.perf_counter()
-    scores, positions = plan.search(index.rotate_queries(model_vectors), min(first.candidates, index.count), min(k, index.count))
-    seconds = time.perf_counter() - started
     kept = min(first.candidates, index.count)
+    queries = index.rotate_queries(model_vectors)
+    # FAISS ranks by the inner product with the stored float16 rows, whose norms are 1 only to
+    # about 1e-4: the best 2k come back as cosines and are ranked again, so the top k and their
+    # scores are the Python stages'.
+    scores, positions = top_n(*plan.search(queries, kept, min(max(2 * k, k + 10), kept)), k)
+    seconds = time.perf_counter() - started
     trace = (
         StageTrace(first, dim, index.count, kept, 0.0, encoded, layers_run),
         StageTrace(last, index.dim, kept, positions.shape[1], seconds, 0.0, layers_run),

@@ -64,6 +64,8 @@ def builders(
     out += [
         ("faiss-refine-ivfpq", lambda: [methods.faiss_refine(docs, workdir, f"IVF{nlist},PQ{pq}", use_gpu)]),
         ("faiss-refine-sq8", lambda: [methods.faiss_refine(docs, workdir, "SQ8", use_gpu)]),
+        # PQ fast-scan over the full vectors, 4 dims a part (as many bytes as funnel's 128-dim PQ shortlist of 2-dim parts at 256 dims)
+        ("faiss-refine-pqfs", lambda: [methods.faiss_refine(docs, workdir, f"PQ{docs.shape[1] // 4}x4fs", use_gpu)]),
         (
             "faiss-refine-hnsw",
             lambda: [methods.faiss_refine_hnsw(docs, workdir, **hnsw_build, efs=(16, 64, 256, 1024), k_factors=(1, 2, 8))],

@@ -10,15 +10,17 @@ whose second scores at full dims, one segment with nothing deleted, and a float 
 CPU. Every other plan runs the Python stages, which give the same ranking.
 
 The refine index holds a copy of the stored vectors in memory (float16 rows stay float16, so it
-takes as many bytes as the vectors file), made by the first search that needs it. Its scores are
-inner products with the stored rows, which are unit vectors to float16 precision: they differ from
-the Python stages' cosines by about 1e-5.
+takes as many bytes as the vectors file), made by the first search that needs it, with each row's
+inverse norm. FAISS ranks by inner products with the stored rows, which are unit vectors only to
+float16 precision (about 1e-4); :func:`funnel.stages.run_funnel` asks it for the best 2k, turns
+their inner products into cosines with the inverse norms and keeps the best k, so both paths
+return the same cosines.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from funnel.indexes.shortlist import KIND_INFO
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
+    from funnel.indexes.manifest import ShortlistSpec
     from funnel.stages import Stage
 
 _BUILD_LOCK = threading.Lock()
@@ -51,8 +54,12 @@ class CompiledTwoStage:
     """``IndexRefine`` over one segment's ``dim``-dim shortlist and its full vectors."""
 
     dim: int
+    spec: ShortlistSpec
     refine: Any
+    inverse_norms: np.ndarray
+    """1 / ‖row‖ of every stored row (0 for a zero row): inner products times these are cosines."""
     parts: tuple[Any, ...]  # FAISS keeps raw pointers to these: they must outlive ``refine``
+    params: dict[tuple[int, int], Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, index: Index, dim: int) -> CompiledTwoStage:
@@ -72,26 +79,41 @@ class CompiledTwoStage:
             vectors = faiss.IndexScalarQuantizer(full, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         else:
             vectors = faiss.IndexFlatIP(full)
+        inverse_norms = np.zeros(segment.count, dtype=np.float32)
         for start in range(0, segment.count, 65_536):
-            vectors.add(np.ascontiguousarray(segment.vectors[start : start + 65_536], dtype=np.float32))
+            rows = np.ascontiguousarray(segment.vectors[start : start + 65_536], dtype=np.float32)
+            vectors.add(rows)
+            norms = np.sqrt(np.einsum("nd,nd->n", rows, rows))
+            inverse_norms[start : start + len(rows)] = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         refine = faiss.IndexRefine(base, vectors)
         refine.ntotal, refine.is_trained = vectors.ntotal, True
-        return cls(dim, refine, (truncation, shortlist_index, base, vectors, spec))
+        return cls(dim, spec, refine, inverse_norms, (truncation, shortlist_index, base, vectors))
 
     def search(self, queries: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` of ``n`` shortlisted, rescored at full dims. ``queries``: (q, full) in the
-        stored basis. Returns (scores (q, k), positions (q, k)), padded with -inf / -1."""
-        import faiss as faiss_module
+        """The best ``k`` of ``n`` shortlisted by inner product with the full stored rows, scored
+        as cosines. ``queries``: (q, full) in the stored basis. Returns (scores (q, k), positions
+        (q, k)) as FAISS ranks them, padded with -inf / -1."""
+        dots, rows = self.refine.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=self._params(n, k))
+        valid = rows >= 0
+        scores = np.where(valid, dots * self.inverse_norms[np.where(valid, rows, 0)], -np.inf).astype(np.float32)
+        return scores, rows.astype(np.int64)
 
-        faiss: Any = faiss_module  # the stubs lack the search-parameter classes and their fields
-        spec = self.parts[-1]
-        inner = None
-        if KIND_INFO[spec.kind].graph:
-            # As the Python path does: efSearch below n would return fewer good candidates.
-            inner = faiss.SearchParametersHNSW(efSearch=max(spec.params["ef_search"], n))
-        params = faiss.IndexRefineSearchParameters(k_factor=max(n, k) / k, base_index_params=inner)
-        scores, rows = self.refine.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
-        return np.where(rows >= 0, scores, -np.inf).astype(np.float32), rows.astype(np.int64)
+    def _params(self, n: int, k: int) -> Any:
+        """Search parameters for ``n`` candidates and ``k`` results, made once (SWIG objects cost
+        more to make than a small search takes)."""
+        found = self.params.get((n, k))
+        if found is None:  # two threads may both make it: either one serves
+            import faiss as faiss_module
+
+            faiss: Any = faiss_module  # the stubs lack the search-parameter classes and their fields
+            inner = None
+            if KIND_INFO[self.spec.kind].graph:
+                # As the Python path does: efSearch below n would return fewer good candidates.
+                inner = faiss.SearchParametersHNSW(efSearch=max(self.spec.params["ef_search"], n))
+            # The refine parameters point at the inner ones: both are kept together.
+            found = (faiss.IndexRefineSearchParameters(k_factor=max(n, k) / k, base_index_params=inner), inner)
+            self.params[(n, k)] = found
+        return found[0]
 
 
 def compiled_plan(index: Index, dim: int) -> CompiledTwoStage:
