@@ -64,8 +64,8 @@ def main() -> None:
     for name, values, std_corr in rows:
         lines.append(f"| {name} | " + " | ".join(f"{values[k]:.3f}" for k in keys) + f" | {std_corr:.3f} |")
     lines += ["", "Command: `python -m benchmarks.recall_latency.validate_surrogate`", ""]
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "surrogate-validation.md").write_text("\n".join(lines))
+    (OUT / "appendix-surrogate").mkdir(parents=True, exist_ok=True)
+    (OUT / "appendix-surrogate" / "surrogate-validation.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
