@@ -183,7 +183,8 @@ def funnel_methods(
         return index, written + time.perf_counter() - started
 
     def tuned(index: Any, dim: int, longest: int) -> list[tuple[str, dict]]:
-        return [tuned_plan(index, dim, calibration, max(longest, 2000))] if calibration is not None else []
+        found = tuned_plan(index, dim, calibration, max(longest, 2000)) if calibration is not None else None
+        return [found] if found else []
 
     def flat() -> list[Built]:
         out = []
@@ -260,15 +261,19 @@ def fetch_timing(index: Any, positions: np.ndarray, rounds: int = 5) -> float:
     return float(np.median(times) * 1000)
 
 
-def tuned_plan(index: Any, dim: int, calibration: np.ndarray, max_candidates: int, target: float = 0.99) -> tuple[str, dict]:
+def tuned_plan(index: Any, dim: int, calibration: np.ndarray, max_candidates: int, target: float = 0.99) -> tuple[str, dict] | None:
     """``funnel tune`` on the family's shortlist (given calibration query vectors, none of them
     among the measured queries; shortlists up to ``max_candidates`` examined): the config label
-    and params of the plan it chose."""
+    and params of the plan it chose; None when no shortlist that long met the target (the tuner
+    then falls back to exact search, which the exact row already measures)."""
     from funnel.stages import format_stages
     from funnel.tuning import TuneOptions, tune
 
     options = TuneOptions(seed=0, dims=(dim,), max_stages=2, max_candidates=max_candidates)
     plan = tune(index, None, target, 10, calibration, options)
+    if plan.is_exact:
+        print(f"  tune: no {dim}-dim plan within {max_candidates} candidates met {target} ({plan.notes[0] if plan.notes else ''})", flush=True)
+        return None
     stages = format_stages(plan.stages)
     return f"tuned {stages}", {"stages": stages.rsplit(",", 1)[0] + ",full:K", "dim": dim, "n": plan.stages[0].candidates}
 
