@@ -60,11 +60,6 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "serve")
     args = parser.parse_args()
 
-    # The in-process side runs under the OpenMP wait policy `funnel serve` sets for itself (before
-    # torch and FAISS load here), so the two sides differ by HTTP alone.
-    from funnel.cli.serve import SERVER_OMP_WAIT_POLICY
-
-    os.environ.setdefault("OMP_WAIT_POLICY", SERVER_OMP_WAIT_POLICY)
     queries = read_queries(args.queries)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -324,7 +319,6 @@ def machine() -> dict[str, Any]:
         "fastapi": fastapi.__version__,
         "uvicorn": uvicorn.__version__,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 

@@ -234,7 +234,7 @@ def main() -> None:
         if any(name.startswith("funnel") for name, _ in every if not args.only or name in args.only):
             fetch_ms = methods.fetch_timing(funnel_base()[0], truth[: len(latency_queries), :10])
         if not with_hnsw_full:
-            skipped.append({"method": "faiss HNSW 384-d", "why": "left out with --hnsw-full no"})
+            skipped.append({"method": "faiss HNSW full-dim", "why": "left out with --hnsw-full no"})
         exact_again = single_timing(reference.search, latency_queries, 10, {}, args.min_seconds)
         del reference
     finally:

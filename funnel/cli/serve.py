@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
-
-SERVER_OMP_WAIT_POLICY = "PASSIVE"
-"""OpenMP's wait policy in the server unless the environment sets one. torch's and FAISS's OpenMP
-threads spin for a while after each parallel region by default; in a server that spinning takes
-the cores the event loop needs to send the answer and read the next request (on 2 cores the
-served p50 came 2.4 ms behind the in-process search with spinning, 1.5 ms with passive waits:
-benchmarks/results/serve). It must be set before torch or FAISS is loaded."""
 
 
 def serve_command(
@@ -31,7 +22,6 @@ def serve_command(
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info, debug."),
 ) -> None:
     """Serve indexes over HTTP: POST /search, GET /health, GET /info, docs at /docs. Stops cleanly on SIGTERM."""
-    os.environ.setdefault("OMP_WAIT_POLICY", SERVER_OMP_WAIT_POLICY)
     from funnel.errors import InputError
 
     try:

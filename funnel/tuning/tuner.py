@@ -278,12 +278,16 @@ def _exact_reason(index: Index, target_recall: float, k: int) -> str | None:
 
 def exact_stages(index: Index, k: int) -> tuple[Stage, ...]:
     """A plan equal to exact search: a full-dim shortlist if stored, else shortlist every document."""
+    from funnel.indexes.shortlist import KIND_INFO
+
     kinds = {dim: spec.kind for dim, (spec, _) in index.segments[0].shortlists.items()} if index.segments else {}
     if kinds.get(index.dim) == "flat":
         return (Stage(None, k),)
     flat = [dim for dim in index.shortlist_dims if kinds.get(dim) == "flat"]
-    # Only a flat shortlist returns every document when asked for all of them.
-    return (Stage((flat or index.shortlist_dims)[0], max(index.count, k)), Stage(None, k))
+    # Only a flat shortlist returns every document when asked for all of them; other scans come
+    # next. A graph asked for every document walks all of it for each query: the last resort.
+    scans = [dim for dim in index.shortlist_dims if dim in kinds and not KIND_INFO[kinds[dim]].graph]
+    return (Stage((flat or scans or index.shortlist_dims)[0], max(index.count, k)), Stage(None, k))
 
 
 def _exact_plan(index, calibration, truth, holdout, timing, k, target, about, exact, reason) -> TunedPlan:

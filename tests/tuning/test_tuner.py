@@ -175,3 +175,14 @@ def test_quantized_shortlists_are_tuned_to_the_target_too(tmp_path, calibration,
     unit = test_queries / np.linalg.norm(test_queries, axis=1, keepdims=True)
     truth = ExactReference(quantized).search(unit.astype(np.float32), 10)
     assert recall_against(run_plan(quantized, unit, plan.stages, 10), truth).mean() >= 0.95
+
+
+def test_the_exact_fallback_scans_rather_than_walks_a_whole_graph(tmp_path):
+    from funnel.tuning.tuner import exact_stages
+
+    vectors = nested_vectors(np.random.default_rng(4), 300)
+    config = IndexConfig(shortlists=(make_spec(8, "hnsw"), make_spec(16, "sq8")))
+    both = Index.load(vector_index(tmp_path / "both", vectors, config))
+    assert exact_stages(both, 10)[0].dim == 16  # the 8-bit scan, not the 8-dim graph
+    only_graph = Index.load(vector_index(tmp_path / "graph", vectors, IndexConfig(shortlists=(make_spec(8, "hnsw"),))))
+    assert [str(s) for s in exact_stages(only_graph, 10)] == ["8:300", "full:10"]
