@@ -136,8 +136,9 @@ def _funnel_built(
 
     vectors = sum(p.stat().st_size for p in index.path.rglob("vectors.*"))
     # Compiled plans read a resident copy of the vectors; the Python stages their memory map.
-    ram, mapped = shortlist_bytes(index, dim) + (vectors if compiled else 0), 0 if compiled else vectors
-    disk = vectors + shortlist_bytes(index, dim) + sum(p.stat().st_size for p in index.path.rglob("documents.arrow"))
+    codes = shortlist_bytes(index, dim)
+    ram, mapped = codes + (vectors if compiled else 0), 0 if compiled else vectors
+    disk = vectors + codes + sum(p.stat().st_size for p in index.path.rglob("documents.arrow"))
     return Built(family, "funnel", search, configs, seconds, ram, mapped, disk, notes)
 
 

@@ -215,10 +215,6 @@ class Index:
         key = self.depth_key(layer)
         flat = positions.reshape(-1)
         out = np.empty((flat.size, dim), dtype=np.float32)
-        if len(self.segments) == 1:
-            order = np.argsort(flat)  # sorted reads are kinder to a memory map not yet in the page cache
-            out[order] = widen(self.segments[0].stored_vectors(key)[flat[order], :dim])
-            return out.reshape(positions.shape + (dim,))
         offsets = self._offsets()
         owner = np.searchsorted(offsets, flat, side="right") - 1
         for number, segment in enumerate(self.segments):
