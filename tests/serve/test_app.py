@@ -143,7 +143,8 @@ def test_health_info_and_docs(client, sample_index):
     assert info == {"name": "debian", "loaded_version": 0, **index_summary(sample_index)}
     assert client.get("/info", params={"index": "other"}).json()["name"] == "other"
     assert client.get("/info", params={"index": "nope"}).status_code == 404
-    assert "/search" in client.get("/openapi.json").json()["paths"]
+    search = client.get("/openapi.json").json()["paths"]["/search"]["post"]
+    assert set(search["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"query", "queries", "k", "stages", "index"}
     assert client.get("/docs").status_code == 200
 
 
