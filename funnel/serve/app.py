@@ -194,7 +194,7 @@ def _one_line(errors: Sequence[Any]) -> str:
             continue
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         message = error.get("msg", "invalid")
-        parts.append(f"{where}: {message}" if where else message)
+        parts.append(f"{where or 'the body'}: {message}")
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return "; ".join(parts) + more
 

@@ -118,5 +118,5 @@ class Coalescer:
                 "timings": timings,
             }
             timings["total_ms"] = (time.perf_counter() - waiting.started) * 1000
-            payloads.append(orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS))
+            payloads.append(orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY))
         return payloads

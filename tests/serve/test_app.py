@@ -110,6 +110,7 @@ def test_default_plan_and_named_indexes(client):
         ({"query": 5}, 422, "query: Input should be a valid string"),
         ({"query": "fonts", "k": "ten"}, 422, "k: Input should be a valid integer, unable to parse string as an integer"),
         ({"query": "fonts", "top": 3}, 422, "top: Extra inputs are not permitted"),
+        (["fonts"], 422, "the body: Input should be an object"),
     ],
 )
 def test_bad_requests_get_a_4xx_with_one_line(client, body, status, detail):
@@ -119,8 +120,9 @@ def test_bad_requests_get_a_4xx_with_one_line(client, body, status, detail):
 
 
 def test_malformed_json_and_oversized_bodies(url, client):
-    response = client.post("/search", content=b'{"query": "fonts"', headers={"content-type": "application/json"})
-    assert response.status_code == 422 and response.json()["detail"].startswith("the body is not valid JSON")
+    for malformed in (b'{"query": "fonts"', b""):
+        response = client.post("/search", content=malformed, headers={"content-type": "application/json"})
+        assert response.status_code == 422 and response.json()["detail"].startswith("the body is not valid JSON")
     big = json.dumps({"query": "fonts", "pad": "x" * 3_000}).encode()
     response = client.post("/search", content=big, headers={"content-type": "application/json"})
     assert response.status_code == 413
