@@ -79,12 +79,15 @@ def create_app(
         return name, served[name]
 
     # The body is validated here, by pydantic's JSON parser, rather than by a FastAPI body
-    # parameter: measured here, 0.1 ms less per request, out of about 1.5 ms of HTTP overhead.
+    # parameter: measured here, 0.1 ms less per request, of the ~1.9 ms that serving adds.
     @app.post("/search", response_model=SearchResponse, responses=ERRORS, openapi_extra=_json_body(SearchRequest))
     async def search(request: Request) -> Response:
         """Top-``k`` hits for ``query`` (or each of ``queries``), with the plan run and per-stage timings."""
         started = time.perf_counter()
-        body = SearchRequest.model_validate_json(await request.body())
+        try:
+            body = SearchRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
         name, retriever = pick(body.index)
         texts = _check_queries(body, limits)
         k = _check_k(body, limits)
@@ -103,8 +106,7 @@ def create_app(
         return await _in_worker(limiter, _info, name, retriever)
 
     @app.exception_handler(RequestValidationError)
-    @app.exception_handler(ValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(exc.errors())}, status_code=422)
 
     @app.exception_handler(InputError)
