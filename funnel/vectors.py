@@ -29,12 +29,16 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return truncate(vectors, vectors.shape[-1])
 
 
+WIDEN_PIECE = 32_768
+"""Values per torch conversion in :func:`widen`: torch's parallel grain, below which it stays on one thread."""
+
+
 def widen(rows: np.ndarray) -> np.ndarray:
     """``rows`` as float32. Stored float16 rows are widened by torch (already loaded with the
     model), whose conversion is vectorized: numpy's takes ~80 µs for 100 × 384 values, more than
-    the rest of a rescoring stage; torch's ~7 µs. The values are the same either way. Pieces stay
-    under torch's parallel grain (32,768 values), so the conversion never wakes a thread pool:
-    on a busy machine such a wake-up costs milliseconds."""
+    the rest of a rescoring stage; torch's ~7 µs. The values are the same either way. Pieces of
+    :data:`WIDEN_PIECE` values never wake torch's thread pool: on a busy machine such a wake-up
+    costs milliseconds."""
     if rows.dtype != np.float16:
         return np.asarray(rows, dtype=np.float32)
     import torch
@@ -45,6 +49,3 @@ def widen(rows: np.ndarray) -> np.ndarray:
         piece = source[start : start + WIDEN_PIECE]
         out[start : start + piece.size] = torch.from_numpy(piece).float().numpy()
     return out.reshape(rows.shape)
-
-
-WIDEN_PIECE = 32_768

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from funnel.indexes.segment import iter_chunks
 from funnel.indexes.shortlist import KIND_INFO
 
 if TYPE_CHECKING:
@@ -80,11 +81,12 @@ class CompiledTwoStage:
         else:
             vectors = faiss.IndexFlatIP(full)
         inverse_norms = np.zeros(segment.count, dtype=np.float32)
-        for start in range(0, segment.count, 65_536):
-            rows = np.ascontiguousarray(segment.vectors[start : start + 65_536], dtype=np.float32)
-            vectors.add(rows)
+        start = 0
+        for rows in iter_chunks(segment.vectors):
+            vectors.add(np.ascontiguousarray(rows))
             norms = np.sqrt(np.einsum("nd,nd->n", rows, rows))
             inverse_norms[start : start + len(rows)] = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+            start += len(rows)
         refine = faiss.IndexRefine(base, vectors)
         refine.ntotal, refine.is_trained = vectors.ntotal, True
         return cls(dim, spec, refine, inverse_norms, (truncation, shortlist_index, base, vectors))
