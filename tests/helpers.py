@@ -43,3 +43,14 @@ def assert_same_ranking(scores_a, positions_a, scores_b, positions_b, tolerance=
                 tied = np.abs(row_scores - row_scores[rank]) <= tolerance
                 assert tied.sum() > 1, f"rank {rank}: {a} vs {b} without a tie"
                 assert set(row_a[tied]) == set(row_b[tied]) or rank + tied.sum() >= len(row_a)
+
+
+def write_signed_manifest(index_path: Path, data: dict) -> None:
+    """Write an edited manifest with a valid checksum: what a writer with a bug (not a damaged
+    file) would leave, so that the checks behind the checksum are what a test exercises."""
+    import json
+
+    from funnel.indexes.manifest import MANIFEST_FILE, content_checksum
+
+    data = {**data, "checksum": content_checksum(data)}
+    (index_path / MANIFEST_FILE).write_text(json.dumps(data))

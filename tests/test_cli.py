@@ -51,11 +51,11 @@ def test_index_search_and_info_end_to_end(tmp_path, small_corpus):
     assert text.returncode == 0 and text.stdout.count("\n") == 2 and text.stdout.lstrip().startswith("1.")
 
     info = json.loads(funnel("info", tmp_path / "idx", "--json").stdout)
-    from funnel.indexes.manifest import UNROTATED_VERSION
+    from funnel.indexes.manifest import FORMAT_VERSION
 
     # 40 documents are too few to measure whether a rotation helps: auto keeps the model's order,
     # and an index without a stored rotation keeps the format older funnels read.
-    assert info["documents"] == 40 and info["format_version"] == UNROTATED_VERSION
+    assert info["documents"] == 40 and info["format_version"] == FORMAT_VERSION
     assert info["rotation"]["requested"] == "auto" and info["rotation"]["by_depth"] == {"full": "none"}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import SAMPLE
+from helpers import SAMPLE, write_signed_manifest
 
 from funnel.corpus import open_corpus
 from funnel.errors import FunnelError, IndexFormatError, InputError
@@ -245,12 +245,12 @@ def test_a_file_where_an_index_folder_belongs(tmp_path, command):
 def test_verify_catches_an_edited_shortlist_kind(index_path):
     manifest = json.loads((index_path / MANIFEST_FILE).read_text())
     manifest["shortlists"][0]["kind"] = "hnsw"
-    (index_path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_signed_manifest(index_path, manifest)
     result = funnel("verify", index_path)
     assert result.returncode == 1 and b"Traceback" not in result.stderr
     assert b"which funnel does not write" in result.stderr
     manifest["shortlists"][0]["params"] = {"m": 32, "ef_construction": 80, "ef_search": 128}
-    (index_path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_signed_manifest(index_path, manifest)
     result = funnel("verify", index_path)
     assert result.returncode == 1 and b"is a 64-dim IndexFlatIP, but the manifest says a 64-dim hnsw" in result.stderr
 

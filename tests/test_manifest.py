@@ -9,6 +9,7 @@ from funnel.indexes.manifest import (
     Manifest,
     SegmentEntry,
     ShortlistSpec,
+    content_checksum,
     read_manifest,
     write_manifest_atomically,
 )
@@ -51,6 +52,7 @@ def test_damaged_manifest(tmp_path):
         read_manifest(tmp_path)
     data = json.loads(sample_manifest().to_json())
     del data["segments"]
+    data["checksum"] = content_checksum(data)
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(IndexFormatError, match=r"missing or has a bad field .*segments"):
         read_manifest(tmp_path)

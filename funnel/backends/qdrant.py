@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator
@@ -71,6 +72,9 @@ class QdrantLayout:
     rotation: str | None = None
     """The index's orthogonal rotation (float32, row-major, base64) when its vectors are stored
     rotated: queries and added documents are mapped into that basis (see :func:`to_stored_basis`)."""
+    source: dict[str, Any] | None = None
+    """What an export was made from: the index's version, live count and a digest of its live ids.
+    A resumed export must come from the same, or it would mix two versions of the index."""
 
     @functools.cached_property
     def rotation_matrix(self) -> np.ndarray | None:
@@ -277,7 +281,16 @@ def layout_of_index(index: Index, options: ExportOptions) -> QdrantLayout:
         model_metadata=manifest.model_metadata,
         upload_batch=options.batch_size,
         rotation=_encoded_rotation(index),
+        source=index_source(index),
     )
+
+
+def index_source(index: Index) -> dict[str, Any]:
+    """The identity of the index version being exported (see :attr:`QdrantLayout.source`)."""
+    digest = hashlib.sha256()
+    for doc_id in index.live_ids():
+        digest.update(doc_id.encode("utf-8") + b"\0")
+    return {"version": index.version, "count": index.count, "live_ids_sha256": digest.hexdigest()}
 
 
 def _encoded_rotation(index: Index) -> str | None:
@@ -373,6 +386,13 @@ def _prepare(client: QdrantClient, layout: QdrantLayout, options: ExportOptions,
             if stored.complete:
                 raise InputError(
                     f"collection {name!r} at {location} is complete already: nothing to resume (pass --overwrite to export again)"
+                )
+            if stored.source != layout.source:
+                was = f"version {stored.source['version']}" if stored.source else "an unrecorded version"
+                now = f"version {layout.source['version']}" if layout.source else "another source"
+                raise InputError(
+                    f"collection {name!r} at {location} was started from {was} of the index, which is now {now} "
+                    "(documents were added or deleted since): pass --overwrite to export it again"
                 )
             ours = replace(layout, upload_batch=stored.upload_batch)
             if ours != stored:

@@ -9,6 +9,9 @@ that was never interrupted.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +23,15 @@ from funnel.corpus import Corpus, check_batch_ids, document_text
 from funnel.errors import FunnelError, IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.lock import LOCK_FILE, writer_lock
-from funnel.indexes.manifest import MANIFEST_FILE, Manifest, RotationEntry, ShortlistSpec, read_manifest, write_manifest_atomically
+from funnel.indexes.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    RotationEntry,
+    ShortlistSpec,
+    fsync_path,
+    read_manifest,
+    write_manifest_atomically,
+)
 from funnel.indexes.rotation import check_method as check_rotation
 from funnel.indexes.segment import SegmentWriter
 
@@ -245,6 +256,8 @@ def _build(
     rotation: str = "none",
     encoder: Encoder | None = None,
 ) -> Path:
+    if target.is_symlink() and target.exists():
+        target = target.resolve()  # --overwrite replaces the index the link names and keeps the link
     check_output(target, overwrite=overwrite, resume=resume, keep=keep)
     partial = partial_path(target)
     fingerprint = {
@@ -258,12 +271,20 @@ def _build(
         fingerprint["layers"] = list(template.layers)
     if rotation != "none":
         fingerprint["rotation"] = rotation
+    remove_retired(target)
+    if (partial / RETIRED_MARK).exists():
+        # A crash came between the exchange and the clean-up: the new index is in place and the
+        # partial path holds the one it replaced. Finish the clean-up; resuming is then done.
+        with writer_lock(partial):
+            shutil.rmtree(partial)
+        if resume and _holds_build(target, fingerprint):
+            return target
     partial.mkdir(parents=True, exist_ok=True)
     with writer_lock(partial):
         try:
             if not resume:
                 _clear(partial)
-            if not (resume and _complete(partial, template, rotation)):
+            if not (resume and _complete(partial, fingerprint)):
                 _write_rows_and_finish(make_batches, partial, template, fingerprint, resume, rotation, encoder)
             _swap_into_place(partial, target)
         except FunnelError:
@@ -273,6 +294,49 @@ def _build(
                 shutil.rmtree(partial, ignore_errors=True)
             raise
     return target
+
+
+BUILD_FILE = ".build.json"
+"""In a finished build (and the index it becomes): the fingerprint of the corpus and settings it
+was built from, so that ``--resume`` installs a finished build only if it is the one asked for."""
+
+
+def _holds_build(folder: Path, fingerprint: dict[str, Any]) -> bool:
+    """Whether ``folder`` holds a finished build of exactly this corpus with these settings."""
+    try:
+        recorded = json.loads((folder / BUILD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and recorded.get("fingerprint") == fingerprint and (folder / MANIFEST_FILE).is_file()
+
+
+def _record_build(partial: Path, fingerprint: dict[str, Any]) -> None:
+    temp = partial / (BUILD_FILE + ".tmp")
+    with temp.open("w") as out:
+        json.dump({"fingerprint": fingerprint}, out, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, partial / BUILD_FILE)
+
+
+RETIRED = ".old-"
+"""``.NAME.old-XXXXXXXX``: an index being replaced by ``--overwrite``, removed once the new one is in place."""
+RETIRED_MARK = ".retired"
+"""Written into an index just before ``--overwrite`` swaps it out: wherever it then lies (the
+partial path, for an instant), it is known as the replaced index and never installed again."""
+
+
+def remove_retired(target: Path) -> None:
+    """Remove what an interrupted ``--overwrite`` left beside ``target``: folders named as funnel
+    names the index it replaces (``.NAME.old-`` and mkdtemp's 8 characters), nothing else."""
+    pattern = re.compile(re.escape(f".{target.name}{RETIRED}") + r"[a-z0-9_]{8}")
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _write_rows_and_finish(
@@ -307,12 +371,17 @@ def _write_rows_and_finish(
     fit = RotationFit(rotation, partial, template, encoder)
     entry = writer.finish(template.shortlists, fit if rotation != "none" else None)
     entry_rotation = fit.entry if rotation != "none" else RotationEntry(requested="none")
+    _record_build(partial, fingerprint)
     write_manifest_atomically(partial, replace(template, segments=(entry,), rotation=entry_rotation))
     writer.cleanup()
 
 
-def _complete(partial: Path, template: Manifest, rotation: str) -> bool:
-    """An interrupted build that had written its manifest: only the rename was left to do."""
+def _complete(partial: Path, fingerprint: dict[str, Any]) -> bool:
+    """An interrupted build that had written its manifest: only the rename was left to do.
+
+    It is installed only when it was built from this very corpus with these settings; any other
+    finished folder at the partial path (another corpus, or an index an interrupted swap left
+    there) is refused, never installed."""
     if not (partial / MANIFEST_FILE).exists():
         return False
     from funnel.indexes.index import Index
@@ -321,10 +390,10 @@ def _complete(partial: Path, template: Manifest, rotation: str) -> bool:
         manifest = Index.load(partial, use_gpu=False).manifest
     except IndexFormatError:
         return False
-    settings = ("model", "dim", "vector_dtype", "shortlists", "layers")
-    requested = manifest.rotation.requested if manifest.rotation else "none"
-    if any(getattr(manifest, name) != getattr(template, name) for name in settings) or requested != rotation:
-        raise InputError(f"the interrupted build in {partial} was started with other settings: pass --overwrite to start over")
+    if not _holds_build(partial, fingerprint):
+        raise InputError(
+            f"the interrupted build in {partial} was started with other settings or another corpus: pass --overwrite to start over"
+        )
     for segment in manifest.segments:
         for working in (partial / segment.name).glob(".*"):
             working.unlink()
@@ -378,7 +447,12 @@ def _swap_into_place(temp: Path, target: Path) -> None:
         temp.rename(target)
         return
     with writer_lock(target):  # not under an add or delete of the index being replaced
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        _continue_versions(temp, target)
+        mark = target / RETIRED_MARK
+        with mark.open("w") as out:
+            os.fsync(out.fileno())
+        fsync_path(target)  # the mark is on disk before the exchange can be
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}{RETIRED}", dir=target.parent))
         retired.rmdir()
         if _exchange(temp, target):
             temp.rename(retired)
@@ -386,6 +460,18 @@ def _swap_into_place(temp: Path, target: Path) -> None:
             target.rename(retired)
             temp.rename(target)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _continue_versions(new: Path, old: Path) -> None:
+    """Number the replacing index's version after the replaced one's: a client that caches by
+    version must never see an old number come back for other contents."""
+    try:
+        previous = read_manifest(old).generation
+    except IndexFormatError:
+        return  # unreadable: nothing to continue from
+    manifest = read_manifest(new)
+    if manifest.generation <= previous:
+        write_manifest_atomically(new, replace(manifest, generation=previous + 1))
 
 
 def _exchange(first: Path, second: Path) -> bool:

@@ -51,18 +51,24 @@ class Index:
         self._segment_offsets = np.cumsum([0] + [segment.count for segment in self.segments])
 
     @classmethod
-    def load(cls, path: str | Path, *, use_gpu: bool | None = None) -> Index:
+    def load(cls, path: str | Path, *, use_gpu: bool | None = None, integrity: str | None = None) -> Index:
         """Open an index: memory-maps documents and vectors, reads shortlist indexes and deleted rows.
 
-        Fast integrity checks: every file's size and sampled digest (``funnel verify`` checks all
-        bytes). Shortlists go to the GPU when faiss sees one, unless ``use_gpu=False``.
+        ``integrity``: ``full`` checks every byte of every file against the manifest's sha256
+        before anything is searched, ``sampled`` only sizes and each file's first and last 64 KiB
+        (default: ``FUNNEL_INTEGRITY``, else full; see :mod:`funnel.indexes.integrity`).
+        Shortlists go to the GPU when faiss sees one, unless ``use_gpu=False``.
         """
+        from funnel.indexes.integrity import resolve_integrity
+
+        level = resolve_integrity(integrity)
         folder = Path(path).expanduser()
         deadline = time.monotonic() + LOAD_PATIENCE_SECONDS
         while True:
             manifest, stamp = read_manifest_stamped(folder)
             try:
-                return cls(folder, manifest, _load_segments(folder, manifest, use_gpu), stamp, load_rotations(folder, manifest))
+                segments = _load_segments(folder, manifest, use_gpu, level)
+                return cls(folder, manifest, segments, stamp, load_rotations(folder, manifest))
             except (IndexFormatError, OSError, RuntimeError) as exc:
                 # A writer may have replaced the manifest and removed files of an older version
                 # while we read it (files vanish between a check and an open, or FAISS finds
@@ -293,7 +299,7 @@ def load_rotations(folder: Path, manifest: Manifest) -> dict[int | None, np.ndar
     return out
 
 
-def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None) -> list[Segment]:
+def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None, integrity: str = "full") -> list[Segment]:
     deleted = {}
     counts = {entry.name: entry.count for entry in manifest.segments}
     for tomb in manifest.tombstones:
@@ -310,6 +316,7 @@ def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None) -> li
             deleted.get(entry.name),
             use_gpu,
             manifest.layers,
+            integrity,
         )
         for entry in manifest.segments
     ]

@@ -17,8 +17,10 @@ Layout of an index folder::
 
 Segments never change once written; anything that changes the index writes new files and then
 swaps the manifest, so a reader holding the old manifest keeps a consistent view. Every file is
-listed with its size and sha256: loading checks sizes and a sampled digest (head and tail), and
-``funnel verify`` checks the full digests.
+listed with its size and sha256, and the manifest carries the sha256 of its own content, so an
+edited or damaged manifest (tombstones dropped, a rotation removed) is refused instead of read.
+Names in the manifest must be the names funnel writes: a segment called ``../x`` never loads
+anything from outside the folder. See :mod:`funnel.indexes.integrity` for what loading checks.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,10 +38,19 @@ from typing import Any
 from funnel.errors import IndexFormatError
 
 FORMAT_NAME = "funnel-index"
-FORMAT_VERSION = 3  # 3: a stored rotation; 2: generation, tombstones, sampled digests; 1 and 2 still read
-UNROTATED_VERSION = 2  # an index without a stored rotation is still written as version 2: older funnels read it
+FORMAT_VERSION = 4  # 4: the manifest's own checksum; 3: a stored rotation; 2: generation, tombstones, sampled digests
+CHECKSUMMED_VERSION = 4
+"""From this version on a manifest must carry its checksum: one without it was edited."""
 MANIFEST_FILE = "manifest.json"
 DOCUMENTS_FILE = "documents.arrow"
+MANIFEST_MAX_BYTES = 64 << 20
+"""A manifest lists files, not data: anything larger is not one (and is never read whole)."""
+
+SEGMENT_NAME = re.compile(r"^seg-\d{6}$")
+TOMBSTONE_NAME = re.compile(r"^seg-\d{6}\.deleted-\d{6}\.npy$")
+ROTATION_NAME = re.compile(r"^rotation(-l\d+)?\.f32$")
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""Files inside a segment: plain names, never a path."""
 
 
 def vectors_file(dtype: str) -> str:
@@ -129,12 +142,7 @@ class Manifest:
     """The rotation the vectors are stored in; None for an index built before rotations (model order)."""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        # Only a stored rotation needs a reader that knows about it: an older one would search
-        # the rotated vectors with unrotated queries, so it must refuse the index instead.
-        rotated = self.rotation is not None and self.rotation.rotated
-        object.__setattr__(self, "format_version", FORMAT_VERSION if rotated else min(self.format_version, UNROTATED_VERSION))
+    """The version read (an older index keeps its number in memory); every write is the current one."""
 
     @property
     def rows(self) -> int:
@@ -158,11 +166,14 @@ class Manifest:
     def to_json(self) -> str:
         data = asdict(self)
         data["count"] = self.count
+        data["format_version"] = FORMAT_VERSION
         if not self.layers:  # indexes without layer vectors keep the manifest they always had
             data.pop("layers")
             data.pop("depth")
         if self.rotation is None:  # an index from before rotations keeps the manifest it had
             data.pop("rotation")
+        data = json.loads(json.dumps(data))  # the checksum covers what a reader will parse (int keys become strings)
+        data["checksum"] = content_checksum(data)
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
@@ -176,8 +187,9 @@ class Manifest:
         version = data.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise IndexFormatError(f"{where} has format version {version}, newer than this funnel reads ({FORMAT_VERSION}): upgrade funnel")
+        _check_checksum(data, version, where)
         try:
-            return cls(
+            manifest = cls(
                 model=data["model"],
                 dim=int(data["dim"]),
                 vector_dtype=data["vector_dtype"],
@@ -200,6 +212,37 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{where} is missing or has a bad field ({exc}); the index is damaged: rebuild it") from None
+        _check_names(manifest, where)
+        return manifest
+
+
+def content_checksum(data: dict[str, Any]) -> str:
+    """sha256 of a manifest's content (its JSON without the checksum, keys sorted, compact): the
+    same however the file is indented."""
+    content = {key: value for key, value in data.items() if key != "checksum"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_checksum(data: dict[str, Any], version: int, where: Path) -> None:
+    stored = data.get("checksum")
+    if stored is None and version < CHECKSUMMED_VERSION:
+        return  # written before manifests carried a checksum
+    if stored != content_checksum(data):
+        raise IndexFormatError(
+            f"{where} does not match its own checksum: the manifest was edited or damaged; "
+            "restore it from a copy or rebuild the index (funnel never reads a manifest it cannot trust)"
+        )
+
+
+def _check_names(manifest: Manifest, where: Path) -> None:
+    """Every name the manifest lists must be one funnel writes: nothing outside the folder, ever."""
+    names = [(segment.name, SEGMENT_NAME) for segment in manifest.segments]
+    names += [(name, FILE_NAME) for segment in manifest.segments for name in segment.files]
+    names += [(tomb.name, TOMBSTONE_NAME) for tomb in manifest.tombstones] + [(tomb.segment, SEGMENT_NAME) for tomb in manifest.tombstones]
+    names += [(name, ROTATION_NAME) for name in (manifest.rotation.files if manifest.rotation else {})]
+    for name, rule in names:
+        if not isinstance(name, str) or not rule.fullmatch(name):
+            raise IndexFormatError(f"{where} lists {name!r}, which is not a name funnel writes; the manifest is damaged: rebuild the index")
 
 
 def _rotation(data: dict[str, Any] | None) -> RotationEntry | None:
@@ -224,12 +267,31 @@ def read_manifest_stamped(index_path: Path) -> tuple[Manifest, tuple[int, ...]]:
         raise IndexFormatError(f"{index_path} is a file, not an index folder: give the folder `funnel index` wrote")
     where = index_path / MANIFEST_FILE
     try:
-        with where.open("rb") as handle:
-            stamp = _stamp(os.fstat(handle.fileno()))
-            text = handle.read().decode("utf-8", errors="replace")
+        data, stamp = read_regular_file(where, MANIFEST_MAX_BYTES)
     except FileNotFoundError:
         raise IndexFormatError(f"{index_path} is not a funnel index (no {MANIFEST_FILE}); build one with `funnel index`") from None
-    return Manifest.from_json(text, where), stamp
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise IndexFormatError(f"cannot read {where} ({reason}): give this process read access to the index") from None
+    return Manifest.from_json(data.decode("utf-8", errors="replace"), where), stamp
+
+
+def read_regular_file(path: Path, max_bytes: int) -> tuple[bytes, tuple[int, ...]]:
+    """The bytes of ``path`` and its identity, refusing anything but a regular file of at most
+    ``max_bytes``: a FIFO, a device (a link to /dev/urandom) or a folder would hang or flood a reader.
+    Opened non-blocking, so that opening a FIFO returns at once instead of waiting for a writer."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            raise IndexFormatError(f"{path} is not a regular file (a folder, FIFO or device?); the index is damaged: rebuild it")
+        if info.st_size > max_bytes:
+            raise IndexFormatError(f"{path} holds {info.st_size} bytes, more than any {path.name} funnel writes; the index is damaged")
+        with os.fdopen(handle, "rb", closefd=False) as reader:
+            data = reader.read(max_bytes + 1)
+    finally:
+        os.close(handle)
+    return data, _stamp(info)
 
 
 def manifest_stamp(index_path: Path) -> tuple[int, ...]:

@@ -350,14 +350,16 @@ class Segment:
         deleted: np.ndarray | None = None,
         use_gpu: bool | None = None,
         layers: tuple[int, ...] = (),
+        integrity: str = "full",
     ) -> Segment:
-        """Open a segment after the fast checks: every listed file present, of its size and sampled digest."""
+        """Open a segment after checking its files at ``integrity`` (see :mod:`funnel.indexes.integrity`)."""
+        from funnel.indexes.integrity import check_files
+
         needed = [DOCUMENTS_FILE, *segment_files(dtype, specs, layers)]
         for name in needed:
             if name not in entry.files:
                 raise IndexFormatError(f"{folder / name} is not listed in the manifest; the index is damaged: rebuild it")
-        for name, expected in entry.files.items():
-            check_file(folder / name, expected)
+        check_files(((folder / name, expected) for name, expected in entry.files.items()), integrity)
         documents = read_documents(folder / DOCUMENTS_FILE)
         if documents.num_rows != entry.count:
             raise IndexFormatError(f"{folder / DOCUMENTS_FILE} holds {documents.num_rows} documents, the manifest says {entry.count}")

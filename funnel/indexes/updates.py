@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from funnel.corpus import Corpus, check_batch_ids, document_text
 from funnel.errors import InputError
+from funnel.indexes.builder import remove_retired
 from funnel.indexes.lock import LOCK_FILE, writer_lock
 from funnel.indexes.manifest import (
     DOCUMENTS_FILE,
@@ -257,6 +258,7 @@ def _next_segment_name(folder: Path, manifest: Manifest) -> str:
 def _commit(folder: Path, old: Manifest, new: Manifest) -> None:
     """Publish ``new``; then remove what neither it nor ``old`` needs (only files of our own making)."""
     write_manifest_atomically(folder, new)
+    remove_retired(folder)
     keep = old.referenced() | new.referenced() | {MANIFEST_FILE, LOCK_FILE}
     for entry in folder.iterdir():
         stale_temp = entry.name.startswith((".seg-", ".manifest.")) and entry.name.endswith(".tmp")

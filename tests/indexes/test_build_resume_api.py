@@ -3,13 +3,11 @@ reader racing a writer loads the newer version instead of reporting damage."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 
-import numpy as np
 import pytest
 from helpers import documents
-from index_helpers import folder_files, unit_rows
+from index_helpers import HashEncoder, folder_files, unit_rows
 
 from funnel.corpus import open_corpus
 from funnel.errors import InputError
@@ -18,24 +16,6 @@ from funnel.indexes.builder import IndexConfig, build_index, partial_path
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
-
-
-class HashEncoder:
-    """A stand-in model: a text's vector is a function of its text only, so runs are comparable."""
-
-    name, dim, metadata = "hash-encoder", 32, {}
-
-    def __init__(self, fail_on_call: int | None = None) -> None:
-        self.calls, self.texts, self.fail_on_call = 0, 0, fail_on_call
-
-    def encode(self, texts, batch_size=64):
-        self.calls += 1
-        if self.calls == self.fail_on_call:
-            raise KeyboardInterrupt  # like Ctrl-C: the build stops, its partial folder stays
-        self.texts += len(texts)
-        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
-        vectors = np.stack([np.random.default_rng(s).normal(size=self.dim) for s in seeds]).astype(np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def test_build_index_resumes_where_it_stopped(tmp_path, cranfield_parquet):
@@ -70,7 +50,7 @@ def test_reader_racing_a_writer_loads_the_newer_version(index_copy, monkeypatch)
     original = index_module._load_segments
     raced = {"done": False}
 
-    def racing(folder, manifest, use_gpu):
+    def racing(folder, manifest, use_gpu, integrity="full"):
         if not raced["done"]:
             raced["done"] = True
             # Between reading the manifest and opening its files, two writes make them garbage.
@@ -79,7 +59,7 @@ def test_reader_racing_a_writer_loads_the_newer_version(index_copy, monkeypatch)
             delete_documents(index_copy, [Index.load(index_copy).ids()[0]])
             compact_index(index_copy)
             add_documents(index_copy, [(documents(2, 950), unit_rows(2, seed=1))])
-        return original(folder, manifest, use_gpu)
+        return original(folder, manifest, use_gpu, integrity)
 
     monkeypatch.setattr(index_module, "_load_segments", racing)
     index = Index.load(index_copy)

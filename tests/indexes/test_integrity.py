@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import vector_index
+from helpers import vector_index, write_signed_manifest
 from index_helpers import unit_rows
 
 from funnel.errors import IndexFormatError
@@ -73,14 +73,14 @@ def test_altered_tombstone_is_named(index_copy):
 def test_manifest_that_lies_about_counts_is_caught(index_copy):
     manifest = json.loads((index_copy / "manifest.json").read_text())
     manifest["segments"][0]["count"] = 149
-    (index_copy / "manifest.json").write_text(json.dumps(manifest))
+    write_signed_manifest(index_copy, manifest)
     with pytest.raises(IndexFormatError, match=r"documents.arrow holds 150 documents, the manifest says 149"):
         Index.load(index_copy)
     assert not verify_index(index_copy).ok
 
 
-def test_alteration_beyond_the_sampled_bytes_is_caught_by_verify(tmp_path):
-    """Load checks the first and last 64 KiB of big files; verify hashes all of them."""
+def test_alteration_in_the_middle_of_the_vectors_is_caught_on_load_and_by_verify(tmp_path):
+    """The default load hashes every byte; the sampled check reads the first and last 64 KiB."""
     path = vector_index(tmp_path / "big", unit_rows(400), IndexConfig(shortlists=(make_spec(64),)))
     vectors = path / "seg-000000" / "vectors.f16"
     assert vectors.stat().st_size > 2 * SAMPLE_BYTES + 2
@@ -88,7 +88,9 @@ def test_alteration_beyond_the_sampled_bytes_is_caught_by_verify(tmp_path):
     data = bytearray(vectors.read_bytes())
     data[middle : middle + 2] = np.float16(0.75).tobytes()  # a plausible value: norms barely move
     vectors.write_bytes(bytes(data))
-    Index.load(path)  # the fast path does not read the middle
+    with pytest.raises(IndexFormatError, match=r"vectors.f16 does not match its checksum"):
+        Index.load(path)
+    Index.load(path, integrity="sampled")  # the sampled check does not read the middle
     report = verify_index(path)
     assert [p for p in report.problems if "vectors.f16 does not match its checksum" in p], report.problems
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import SAMPLE, vector_index
+from helpers import SAMPLE, vector_index, write_signed_manifest
 
 from funnel.agreement import recall_against
 from funnel.errors import IndexFormatError, InputError
@@ -109,7 +109,7 @@ def test_a_manifest_claiming_another_quantized_kind_is_refused(tmp_path, real_ve
     path = vector_index(tmp_path / "index", real_vectors[:100], IndexConfig(shortlists=(shortlist.make_spec(32, "hnsw-sq8"),)))
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["shortlists"][0] = {"dim": 32, "kind": "sq8", "params": {}}
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    write_signed_manifest(path, manifest)
     with pytest.raises(IndexFormatError, match="IndexHNSWSQ.*sq8 shortlist"):
         Index.load(path)
 

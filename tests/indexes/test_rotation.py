@@ -17,7 +17,7 @@ from funnel.corpus import document_text
 from funnel.errors import IndexFormatError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
-from funnel.indexes.manifest import FORMAT_VERSION, UNROTATED_VERSION
+from funnel.indexes.manifest import FORMAT_VERSION
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
 from funnel.indexes.verify import verify_index
@@ -94,7 +94,7 @@ def test_auto_keeps_the_order_of_vectors_that_already_nest(tmp_path):
     index = Index.load(vector_index(tmp_path / "nested", vectors, IndexConfig(shortlists=(make_spec(16),))))
     decision = index.manifest.rotation.decision["full"]
     assert index.rotation() is None and decision["method"] == "none", decision
-    assert not index.manifest.rotation.files and index.manifest.format_version == UNROTATED_VERSION
+    assert not index.manifest.rotation.files and index.manifest.format_version == FORMAT_VERSION
     assert not (tmp_path / "nested" / "rotation.f32").exists()
 
 
@@ -143,6 +143,7 @@ def test_an_index_from_before_rotations_loads_and_searches_unchanged(tmp_path, i
     shutil.copytree(indexes["none"].path, old)
     manifest = json.loads((old / "manifest.json").read_text())
     manifest.pop("rotation")  # the manifest as funnel wrote it before rotations existed
+    manifest.pop("checksum")  # and before manifests carried their own checksum
     manifest["format_version"] = 2
     (old / "manifest.json").write_text(json.dumps(manifest))
     index = Index.load(old)
@@ -154,10 +155,10 @@ def test_an_index_from_before_rotations_loads_and_searches_unchanged(tmp_path, i
     np.testing.assert_array_equal(found.positions, expected.positions)
     np.testing.assert_array_equal(found.scores, expected.scores)
     assert verify_index(old).ok
-    # Rewritten by a change, it stays an index without a rotation, in the format older funnels read.
+    # Rewritten by a change, it stays an index without a rotation, now with the manifest's checksum.
     delete_documents(old, [index.ids()[0]])
     rewritten = json.loads((old / "manifest.json").read_text())
-    assert "rotation" not in rewritten and rewritten["format_version"] == 2
+    assert "rotation" not in rewritten and rewritten["format_version"] == FORMAT_VERSION and "checksum" in rewritten
 
 
 def test_info_shows_the_decision(indexes):
