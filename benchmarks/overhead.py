@@ -28,7 +28,7 @@ import numpy as np
 
 PLAN = "64:100,full:10"
 # (name, runs this tree's code, extra child flags): the earlier commit, today's default (two-stage
-# plans compiled into one FAISS call), and today's Python stages (Index.compile_plans = False).
+# plans compiled into one FAISS call), and today's Python stages (`run_funnel(..., compiled=False)`).
 VERSIONS = (("baseline", False, ()), ("current", True, ()), ("current, Python stages", True, ("--python-stages",)))
 OUT = Path(__file__).resolve().parent / "results" / "overhead"
 
@@ -66,7 +66,9 @@ def child(vectors: Path, texts: Path, queries: Path, rounds: int, python_stages:
         )
         index = Index.load(path)
         if python_stages:
-            index.compile_plans = False
+            from funnel.search.run import compile_plans
+
+            compile_plans(index, False)
         stages = parse_stages(PLAN)
         flat = index.segments[0].shortlists[64][1]
         prefixes = query_vectors[:, :64] / np.linalg.norm(query_vectors[:, :64], axis=1, keepdims=True)
@@ -211,7 +213,7 @@ FAISS call its first stage makes, per query, median over queries; each figure is
 {chr(10).join(rows)}
 
 Fixed cost now / before: **{report["fixed_cost_ratio_current_over_baseline"]:.2f}×** (the default: a two-stage plan runs
-as one FAISS call, `funnel/indexes/compiled.py`); with the Python stages (`Index.compile_plans = False`):
+as one FAISS call, `funnel/search/compiled.py`); with the Python stages (`run_funnel(..., compiled=False)`):
 **{report["fixed_cost_ratio_python_stages_over_baseline"]:.2f}×**.
 """
     (out / "README.md").write_text(text)

@@ -133,7 +133,7 @@ def adaptive_tradeoff(index, test, truth, dim: int, k: int, narrow: int, wide: i
     shortlist of about the same mean size for comparison."""
     from funnel.tuning.evidence import true_ranks
 
-    scores, positions = index.shortlist(index.rotate_queries(test), dim, wide)  # into the index's stored basis
+    scores, positions = index.shortlist(index.stored_queries(test), dim, wide)  # into the index's stored basis
     ranks = true_ranks(positions, truth)
     gap = scores[:, k - 1] - scores[:, narrow - 1]
     rows = []

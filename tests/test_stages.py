@@ -6,9 +6,9 @@ from hypothesis import strategies as st
 
 from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
-from funnel.indexes.index import Index
+from funnel.indexes.index import Index, StoredQueries
 from funnel.indexes.shortlist import make_spec
-from funnel.stages import Stage, _rescore, exact_search, format_stages, parse_stages, run_funnel, two_stage
+from funnel.stages import Stage, exact_search, format_stages, parse_stages, run_funnel, two_stage
 from funnel.vectors import truncate
 
 stage_st = st.builds(
@@ -66,7 +66,7 @@ def test_more_candidates_never_lose_recall_and_scores_are_exact(random_index, da
     truth = set(exact_positions[0])
     assert len(truth & set(wide.positions[0])) >= len(truth & set(narrow.positions[0])) - 1  # ties may swap one
     # Every final score is the exact full-dim score of that document.
-    full = truncate(random_index.vectors(narrow.positions[0]), 48) @ random_index.rotate_queries(query)[0]
+    full = truncate(random_index.vectors(narrow.positions[0]), 48) @ random_index.stored_queries(query).vectors[0]
     np.testing.assert_allclose(narrow.scores[0], full, atol=1e-5)
     assert np.all(np.diff(narrow.scores[0]) <= 1e-7), "results come best first"
 
@@ -129,7 +129,7 @@ def test_rescoring_reads_prefixes_and_matches_truncated_cosine(random_index):
     np.testing.assert_array_equal(random_index.vectors(positions, 24), full[..., :24])
     queries = truncate(rng.normal(size=(3, 48)), 48)
     padded = np.where(np.arange(40) < 35, positions, -1)  # a short shortlist is padded with -1
-    scores, _ = _rescore(random_index, queries, padded, 24)
+    scores = random_index.rescore(StoredQueries(queries), padded, 24)  # already in the stored basis
     expected = np.einsum("qnd,qd->qn", truncate(full, 24), truncate(queries, 24))
     np.testing.assert_allclose(scores[:, :35], expected[:, :35], atol=1e-6)
     assert np.all(scores[:, 35:] == -np.inf)

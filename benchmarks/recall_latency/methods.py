@@ -117,22 +117,21 @@ def _funnel_built(
     family: str, index: Any, seconds: float, configs: list[tuple[str, dict]], dim: int, notes: str = "", compiled: bool = False
 ) -> Built:
     """A funnel family: one shortlist (at ``dim``) of the loaded index, run by ``run_funnel``;
-    two-stage plans as one FAISS call (``compiled``, :mod:`funnel.indexes.compiled`, what searches
-    do by default) or through the Python stages (``Index.compile_plans = False``)."""
+    two-stage plans as one FAISS call (``compiled``, :mod:`funnel.search.compiled`, what searches
+    do by default) or through the Python stages (``run_funnel(..., compiled=False)``)."""
     from funnel.evaluation.compute import shortlist_bytes
     from funnel.stages import parse_stages, run_funnel
 
     plans: dict[str, Any] = {}
 
     def search(queries: np.ndarray, k: int, params: dict) -> np.ndarray:
-        index.compile_plans = compiled
         if "nprobe" in params:
             for segment in index.segments:
                 segment.shortlists[params["dim"]][1].nprobe = params["nprobe"]
         # A shortlist shorter than k (n=40 with k=100 for recall@100) passes on k instead.
         text = params["stages"].replace("N", str(max(params.get("n", 0), k))).replace("K", str(k))
         stages = plans.get(text) or plans.setdefault(text, parse_stages(text))
-        return run_funnel(index, queries, stages, k).positions
+        return run_funnel(index, queries, stages, k, compiled=compiled).positions
 
     vectors = sum(p.stat().st_size for p in index.path.rglob("vectors.*"))
     # Compiled plans read a resident copy of the vectors; the Python stages their memory map.

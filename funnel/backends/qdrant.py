@@ -134,7 +134,7 @@ def point_id(doc_id: str) -> str:
 
 def to_stored_basis(layout: QdrantLayout, vectors: np.ndarray) -> np.ndarray:
     """Vectors of the model (q, dim) in the basis the collection's vectors are stored in: rotated
-    like the exported index's (:meth:`funnel.indexes.index.Index.rotate_queries`), or unchanged
+    like the exported index's (:meth:`funnel.indexes.index.Index.stored_queries`), or unchanged
     where the index keeps the model's order. Every query and every added document goes through here."""
     rotation = layout.rotation_matrix
     return vectors if rotation is None else np.asarray(vectors, dtype=np.float32) @ rotation

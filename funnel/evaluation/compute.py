@@ -157,7 +157,7 @@ def visited_per_query(index: Index, queries: np.ndarray, dim: int, n: int, layer
     cvar: Any = faiss.cvar  # the stubs list only a few of FAISS's globals, not its search statistics
     stats = cvar.hnsw_stats if info.graph else cvar.indexIVF_stats
     stats.reset()
-    index.shortlist(index.rotate_queries(queries, layer), dim, n, layer)
+    index.shortlist(index.stored_queries(queries, layer), dim, n)
     return float(stats.ndis) / max(len(queries), 1)
 
 

@@ -128,11 +128,7 @@ def time_funnel(
                 result = run_funnel(index, query, stages, k)
                 total[row, repeat] = time.perf_counter() - started
                 if fused:
-                    index.compile_plans = False
-                    try:
-                        result = run_funnel(index, query, stages, k)
-                    finally:
-                        index.compile_plans = True
+                    result = run_funnel(index, query, stages, k, compiled=False)
                 per_stage[row, repeat] = [step.seconds for step in result.trace]
     medians = np.median(per_stage, axis=1)
     return FunnelTiming(tuple(Timing.of(medians[:, s]) for s in range(len(stages))), Timing.of(np.median(total, axis=1)))

@@ -15,13 +15,23 @@ from funnel.errors import IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.manifest import Manifest, ShortlistSpec, manifest_stamp, read_manifest_stamped
 from funnel.indexes.segment import Segment, iter_chunks, read_tombstone
-from funnel.vectors import widen
+from funnel.vectors import truncate, widen
 
 LOAD_PATIENCE_SECONDS = 30.0
 """How long a load keeps retrying while writers keep replacing the manifest under it."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class StoredQueries:
+    """Query vectors (q, dim) in the basis an index stores its vectors of one depth in (``layer``
+    None: the full model's), made by :meth:`Index.stored_queries`, the one place queries are
+    rotated; shortlists and rescoring take only these, so a query can never skip the rotation."""
+
+    vectors: np.ndarray
+    layer: int | None = None
+
+
+@dataclass(eq=False)
 class Index:
     """Read-only view of one version of an index folder. Safe to share between threads.
 
@@ -38,14 +48,6 @@ class Index:
     """Identity of the manifest file this view was loaded from (see :meth:`changed_on_disk`)."""
     rotations: dict[int | None, np.ndarray] = field(default_factory=dict)
     """The stored rotation by depth (None: the full model's vectors); a depth absent keeps the model's order."""
-    checked_plans: set[tuple[Any, ...]] = field(default_factory=set, repr=False, compare=False)
-    """(stages, k) pairs already validated against this view (see :func:`funnel.stages.validate_plan`)."""
-    compile_plans: bool = True
-    """Run two-stage plans as one FAISS call where they allow it (:mod:`funnel.indexes.compiled`);
-    False keeps every plan on the Python stages (same ranking; for comparisons and to save the
-    in-memory copy of the vectors that the compiled plan makes)."""
-    compiled: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
-    """Compiled two-stage plans by shortlist dim, built by the first search that uses each."""
 
     def __post_init__(self) -> None:
         self._segment_offsets = np.cumsum([0] + [segment.count for segment in self.segments])
@@ -117,14 +119,21 @@ class Index:
         stored in, stored = model · R; None when they keep the model's order."""
         return self.rotations.get(self.depth_key(layer))
 
-    def rotate_queries(self, vectors: np.ndarray, layer: int | None = None) -> np.ndarray:
+    def stored_queries(self, vectors: np.ndarray, layer: int | None = None) -> StoredQueries:
         """Map query vectors of the model (q, dim), normalized, into the basis the index stores
         its vectors and shortlists in (``layer``: queries from the model cut after that many
         layers). The identity when the index keeps the model's order. Norms and full-dim scores
-        are unchanged; every search path calls this once before the first stage."""
+        are unchanged."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        key = self.depth_key(layer)
+        rotation = self.rotations.get(key)
+        return StoredQueries(vectors if rotation is None else vectors @ rotation, key)
+
+    def to_model_basis(self, stored: np.ndarray, layer: int | None = None) -> np.ndarray:
+        """Stored vectors (n, dim) of ``layer`` back in the model's basis (the inverse rotation)."""
         rotation = self.rotation(layer)
-        return vectors if rotation is None else vectors @ rotation
+        stored = np.asarray(stored, dtype=np.float32)
+        return stored if rotation is None else stored @ rotation.T
 
     def is_full_depth(self, layer: int | None) -> bool:
         return layer is None or (self.depth > 0 and layer == self.depth)
@@ -158,8 +167,6 @@ class Index:
         if not 1 <= dim <= self.dim:
             raise InputError(f"shortlist dim {dim} does not fit this index's {self.dim} dims")
         key = self.depth_key(layer)
-        if key is None:
-            self.compiled.pop(dim, None)  # compiled over the shortlist being replaced
         for segment in self.segments:
             built = shortlist.build(spec, partial(iter_chunks, segment.stored_vectors(key)), segment.count)
             if key is None:
@@ -174,15 +181,13 @@ class Index:
             return dim in self.shortlist_dims
         return bool(self.segments) and (key, dim) in self.segments[0].layer_shortlists
 
-    def shortlist(self, queries: np.ndarray, dim: int, n: int, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``n`` positions by the ``dim``-dim shortlist index. ``queries``: (q, dim_full) normalized,
-        in the stored basis (see :meth:`rotate_queries`; :func:`~funnel.stages.run_funnel` rotates).
+    def shortlist(self, queries: StoredQueries, dim: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` positions by the ``dim``-dim shortlist index of the queries' depth.
 
-        ``layer``: use the shortlist over the vectors of the model cut after that many layers
-        (the queries must come from the same cut). Returns (scores (q, n) float32, positions
-        (q, n) int64), padded with -inf / -1.
+        Returns (scores (q, n) float32, positions (q, n) int64), padded with -inf / -1.
         """
-        key = self.depth_key(layer)
+        key = queries.layer
+        vectors = queries.vectors
         if key is None and dim not in self.shortlist_dims:
             have = ", ".join(map(str, self.shortlist_dims)) or "none"
             raise InputError(
@@ -193,14 +198,14 @@ class Index:
             # One segment, nothing deleted (the common case): FAISS's answer is already the
             # top-n, best first, in positions; no merge needed.
             spec, index = self.segments[0].shortlist_index(dim, key)
-            return shortlist.search(index, spec, queries, min(n, max(self.segments[0].count, 1)))
+            return shortlist.search(index, spec, vectors, min(n, max(self.segments[0].count, 1)))
         parts_scores, parts_positions = [], []
         for offset, segment in zip(self._offsets(), self.segments):
             spec, index = segment.shortlist_index(dim, key)
             # Ask for as many extra candidates as there are deleted rows, so that deletions never
             # leave fewer than n live ones (exact for flat indexes).
             want = min(n + len(segment.deleted), max(segment.count, 1))
-            scores, rows = shortlist.search(index, spec, queries, want)
+            scores, rows = shortlist.search(index, spec, vectors, want)
             if len(segment.deleted):
                 dead = np.isin(rows, segment.deleted)
                 rows = np.where(dead, -1, rows)
@@ -210,6 +215,18 @@ class Index:
         scores = np.concatenate(parts_scores, axis=1)
         positions = np.concatenate(parts_positions, axis=1)
         return top_n(scores, positions, n)
+
+    def rescore(self, queries: StoredQueries, positions: np.ndarray, dim: int) -> np.ndarray:
+        """Cosines (q, n) float32 of each query with its candidates ``positions`` (q, n) at ``dim``
+        dims, from the stored vectors of the queries' depth; -inf where a position is -1."""
+        valid = positions >= 0
+        # dot / norm over the stored prefix: the scores of truncate-then-dot, without reading the
+        # unused dims or writing a normalized copy.
+        candidates = self.vectors(np.where(valid, positions, 0), dim, queries.layer)
+        dots = np.einsum("qnd,qd->qn", candidates, truncate(queries.vectors, dim))
+        norms = np.sqrt(np.einsum("qnd,qnd->qn", candidates, candidates))
+        scores = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        return np.where(valid, scores, -np.inf).astype(np.float32)
 
     def vectors(self, positions: np.ndarray, dim: int | None = None, layer: int | None = None) -> np.ndarray:
         """Stored vectors for positions of any shape (no -1), as float32 of shape positions.shape + (dim,).

@@ -5,7 +5,7 @@ Rotating documents and queries alike changes no full-dimension score: ``(D R)(Q 
 for ``RᵀR = I``. With ``R`` the eigenvectors of the corpus's second moment ``DᵀD`` (largest
 eigenvalue first: PCA without centering), the default MiniLM's 64-dim prefix keeps 91.8% of full
 NDCG@10 on Cranfield instead of 74.1%. The index stores vectors and shortlists in the rotated
-basis and rotates each query once before the first stage (:meth:`Index.rotate_queries`).
+basis and rotates each query once before the first stage (:meth:`Index.stored_queries`).
 
 ``auto`` fits the rotation and then keeps whichever order, the model's own or the rotated one,
 whose prefixes agree better with full-dimension search on calibration queries made from the

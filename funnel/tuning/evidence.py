@@ -90,9 +90,10 @@ def gather_evidence(
     ``sources``: (q,) a document to leave out per query (see :func:`without`); ``truth`` must
     already leave it out.
     """
-    queries = index.rotate_queries(queries)  # the model's vectors into the stored basis, as run_funnel does
+    stored = index.stored_queries(queries)  # the model's vectors into the stored basis, as run_funnel does
+    queries = stored.vectors
     fetch = min(max_candidates + 1, index.count) if sources is not None else max_candidates
-    _, shortlist = index.shortlist(queries, dim, fetch)
+    _, shortlist = index.shortlist(stored, dim, fetch)
     shortlist = without(shortlist, sources, fetch - 1 if sources is not None else fetch)
     max_candidates = shortlist.shape[1]
     ranks = true_ranks(shortlist, truth)

@@ -35,7 +35,7 @@ class ExactReference:
         """Positions (q, min(k, count)) of the exact top-k, best first; leaving out ``sources`` (q,).
         ``queries``: the model's vectors (rotated into the index's stored basis here)."""
         extra = 0 if sources is None else 1
-        rotated = self.index.rotate_queries(queries)
+        rotated = self.index.stored_queries(queries).vectors
         _, positions = self.flat.search(np.ascontiguousarray(rotated, dtype=np.float32), min(k + extra, self.count))
         return without(positions.astype(np.int64), sources, min(k, self.count - extra))
 

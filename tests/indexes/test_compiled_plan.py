@@ -10,6 +10,7 @@ from helpers import assert_same_ranking, vector_index
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
+from funnel.search.run import view_state
 from funnel.stages import exact_search, parse_stages, run_funnel
 
 KINDS = ("flat", "hnsw", "sq8", "hnsw-sq8", "ivf", "pq-fastscan", "ivf-pq-fastscan")
@@ -35,9 +36,8 @@ def test_compiled_plan_ranks_as_the_python_stages(tmp_path, vectors, queries, ki
     )
     stages = parse_stages("16:120,full:20")
     compiled = run_funnel(index, queries, stages, 10)
-    assert index.compiled, "the plan should have run compiled"
-    index.compile_plans = False
-    python = run_funnel(index, queries, stages, 10)
+    assert view_state(index).compiled, "the plan should have run compiled"
+    python = run_funnel(index, queries, stages, 10, compiled=False)
     assert_same_ranking(compiled.scores, compiled.positions, python.scores, python.positions, tolerance=1e-3)
     assert [t.stage for t in compiled.trace] == list(stages) and compiled.trace[1].scored == 120
 
@@ -46,7 +46,7 @@ def test_compiled_plan_matches_exact_search_when_the_shortlist_is_everything(tmp
     index = Index.load(vector_index(tmp_path / "all", vectors, IndexConfig(shortlists=(make_spec(16),))))
     found = run_funnel(index, queries, parse_stages(f"16:{len(vectors)},full:10"), 10)
     scores, positions = exact_search(index, queries, 10)
-    assert index.compiled
+    assert view_state(index).compiled
     assert_same_ranking(found.scores, found.positions, scores, positions, tolerance=1e-3)
 
 
@@ -57,10 +57,10 @@ def test_other_plans_and_deleted_rows_run_the_python_stages(tmp_path, vectors, q
     index = Index.load(path)
     run_funnel(index, queries, parse_stages("16:200,32:50,full:10"), 10)  # three stages
     run_funnel(index, queries, parse_stages("16:200,32:10"), 10)  # last stage below full dims
-    assert not index.compiled
+    assert not view_state(index).compiled
     truth = run_funnel(index, queries, parse_stages("16:200,full:10"), 10).positions
-    assert index.compiled
+    assert view_state(index).compiled
     delete_documents(path, [f"doc-{int(truth[0, 0])}"])
     after = Index.load(path)
     found = run_funnel(after, queries, parse_stages("16:200,full:10"), 10)
-    assert not after.compiled and int(truth[0, 0]) not in found.positions[0]
+    assert not view_state(after).compiled and int(truth[0, 0]) not in found.positions[0]

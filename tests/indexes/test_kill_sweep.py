@@ -44,7 +44,7 @@ def state(target: Path, queries: np.ndarray) -> Any:
     except IndexFormatError as exc:
         assert "does not exist" in str(exc), f"a kill left an index that does not load: {exc}"
         return None
-    found = run_funnel(index, index.rotate_queries(queries), PLAN, 10)
+    found = run_funnel(index, queries, PLAN, 10)
     ids = index.ids()
     answers = tuple(tuple(ids[p] for p in row if p >= 0) for row in found.positions)
     plan = index.manifest.plan or {}

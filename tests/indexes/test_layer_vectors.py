@@ -39,9 +39,9 @@ def test_stored_layer_vectors_are_the_cut_models_vectors(layered_index, layered,
     # Stored in each depth's own basis: the model's vectors through that depth's rotation.
     for layer in (2, 4):
         np.testing.assert_allclose(
-            index.vectors(positions, layer=layer), index.rotate_queries(layered.encode(texts, layer), layer), atol=2e-3
+            index.vectors(positions, layer=layer), index.stored_queries(layered.encode(texts, layer), layer).vectors, atol=2e-3
         )
-    np.testing.assert_allclose(index.vectors(positions), index.rotate_queries(encoder.encode(texts)), atol=2e-3)
+    np.testing.assert_allclose(index.vectors(positions), index.stored_queries(encoder.encode(texts)).vectors, atol=2e-3)
     np.testing.assert_allclose(index.vectors(positions, layer=6), index.vectors(positions))
     # Shallow vectors are not the full ones: the index really holds two models' vectors.
     assert np.abs(index.vectors(positions, layer=2) - index.vectors(positions)).max() > 0.05
@@ -53,7 +53,10 @@ def test_layered_funnel_equals_a_manual_shallow_shortlist_and_deep_rescore(layer
     queries = cranfield_queries[:6]
     result = run_funnel(index, LayeredQueries(layered, queries), parse_stages(PLAN), 5)
 
-    shallow_q, deep_q = index.rotate_queries(layered.encode(queries, 2), 2), index.rotate_queries(layered.encode(queries, 6), 6)
+    shallow_q, deep_q = (
+        index.stored_queries(layered.encode(queries, 2), 2).vectors,
+        index.stored_queries(layered.encode(queries, 6), 6).vectors,
+    )
     all_positions = np.arange(index.count)
     shallow_docs = truncate(index.vectors(all_positions, layer=2), 64)
     shortlist = np.argsort(-(truncate(shallow_q, 64) @ shallow_docs.T), axis=1, kind="stable")[:, :40]
@@ -77,7 +80,7 @@ def test_retriever_search_with_layered_stages(layered_index, cranfield_queries):
     hits = retriever.search(cranfield_queries[0], k=5, stages=PLAN)
     assert len(hits) == 5 and hits[0].score >= hits[-1].score
     # The last stage rescores with the full model: its scores are the full model's cosines.
-    full = retriever.index.rotate_queries(retriever.encode_queries([cranfield_queries[0]]))[0]
+    full = retriever.index.stored_queries(retriever.encode_queries([cranfield_queries[0]])).vectors[0]
     stored = {doc_id: row for doc_id, row in zip(retriever.index.ids(), range(retriever.index.count))}
     vectors = normalize(retriever.index.vectors(np.array([stored[h.id] for h in hits])))
     np.testing.assert_allclose([h.score for h in hits], vectors @ full, atol=2e-3)
@@ -131,7 +134,7 @@ def test_add_delete_and_compact_keep_layer_vectors(tmp_path, layered_index, enco
     index = Index.load(path)
     ids = index.ids()
     rows = np.array([ids.index("new-1"), ids.index("new-2")])
-    np.testing.assert_allclose(index.vectors(rows, layer=2), index.rotate_queries(layered.encode(texts, 2), 2), atol=2e-3)
+    np.testing.assert_allclose(index.vectors(rows, layer=2), index.stored_queries(layered.encode(texts, 2), 2).vectors, atol=2e-3)
     assert len(index.segments) == 1 and verify_index(path).ok
     result = run_funnel(index, LayeredQueries(layered, texts[:1]), parse_stages(PLAN), 5)
     assert ids[result.positions[0][0]] == "new-1"

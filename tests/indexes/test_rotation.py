@@ -77,7 +77,7 @@ def test_the_rotation_moves_information_into_the_first_dims(indexes, sample_vect
     rotation = rotated.rotation()
     np.testing.assert_allclose(rotation.T @ rotation, np.eye(384), atol=1e-5)
     # Queries go through the same matrix: a document's own vector scores 1 with itself at every prefix.
-    own = rotated.rotate_queries(sample_vectors[:3])
+    own = rotated.stored_queries(sample_vectors[:3]).vectors
     np.testing.assert_allclose((truncate(own, 32) * truncate(rotated.vectors(np.arange(3)), 32)).sum(1), 1, atol=1e-5)
 
 
@@ -148,7 +148,7 @@ def test_an_index_from_before_rotations_loads_and_searches_unchanged(tmp_path, i
     (old / "manifest.json").write_text(json.dumps(manifest))
     index = Index.load(old)
     assert index.manifest.rotation is None and index.rotation() is None
-    np.testing.assert_array_equal(index.rotate_queries(queries), queries)
+    np.testing.assert_array_equal(index.stored_queries(queries).vectors, queries)
     plan = parse_stages("64:100,full:10")
     expected = run_funnel(indexes["none"], queries, plan, 10)
     found = run_funnel(index, queries, plan, 10)

@@ -5,21 +5,20 @@ segment's own shortlist index, behind an ``IndexPreTransform`` that truncates th
 shortlist's dims) proposes ``n`` candidates, and its refine index scores them with the full
 vectors and keeps the best ``k``. Measured in ``benchmarks/results/recall-latency``, this is
 faster per query than the Python stages for every two-stage plan tried, so :func:`run_funnel
-<funnel.stages.run_funnel>` uses it whenever it applies: a plan of exactly two stages at full depth
+<funnel.search.run.run_funnel>` uses it whenever it applies: a plan of exactly two stages at full depth
 whose second scores at full dims, one segment with nothing deleted, and a float shortlist on the
 CPU. Every other plan runs the Python stages, which give the same ranking.
 
 The refine index holds a copy of the stored vectors in memory (float16 rows stay float16, so it
 takes as many bytes as the vectors file), made by the first search that needs it, with each row's
 inverse norm. FAISS ranks by inner products with the stored rows, which are unit vectors only to
-float16 precision (about 1e-4); :func:`funnel.stages.run_funnel` asks it for the best 2k, turns
+float16 precision (about 1e-4); :func:`funnel.search.run.run_funnel` asks it for the best 2k, turns
 their inner products into cosines with the inverse norms and keeps the best k, so both paths
 return the same cosines.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,16 +30,14 @@ from funnel.indexes.shortlist import KIND_INFO
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
     from funnel.indexes.manifest import ShortlistSpec
-    from funnel.stages import Stage
-
-_BUILD_LOCK = threading.Lock()
+    from funnel.search.plan import Plan
 
 
-def compilable(index: Index, stages: tuple[Stage, ...]) -> bool:
-    """Whether ``stages`` can run as one FAISS call on ``index`` (see the module's description)."""
-    if not index.compile_plans or len(stages) != 2 or len(index.segments) != 1:
+def compilable(index: Index, plan: Plan) -> bool:
+    """Whether ``plan`` can run as one FAISS call on ``index`` (see the module's description)."""
+    if len(plan) != 2 or len(index.segments) != 1:
         return False
-    first, last = stages
+    first, last = plan
     segment = index.segments[0]
     if len(segment.deleted) or not index.is_full_depth(first.layer) or not index.is_full_depth(last.layer):
         return False
@@ -116,14 +113,3 @@ class CompiledTwoStage:
             found = (faiss.IndexRefineSearchParameters(k_factor=max(n, k) / k, base_index_params=inner), inner)
             self.params[(n, k)] = found
         return found[0]
-
-
-def compiled_plan(index: Index, dim: int) -> CompiledTwoStage:
-    """The index view's compiled two-stage plan over its ``dim``-dim shortlist, built once."""
-    found = index.compiled.get(dim)
-    if found is None:
-        with _BUILD_LOCK:
-            found = index.compiled.get(dim)
-            if found is None:
-                found = index.compiled[dim] = CompiledTwoStage.build(index, dim)
-    return found

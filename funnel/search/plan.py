@@ -1,0 +1,169 @@
+"""The funnel plan: stages, each keeping fewer candidates at more dims, parsed once at the edge.
+
+The first stage shortlists from a FAISS index over its dims; each later stage rescores the
+survivors of the one before with the stored full vectors truncated to its dims (re-normalized),
+and the last stage's ranking gives the top-k. ``"64:200,384:10"`` reads: shortlist 200 at 64
+dims, rescore them at 384 dims, keep 10. A stage may also name a depth: ``"2:64:200,6:384:10"``
+shortlists with the model cut after 2 layers and rescores with all 6.
+
+A :class:`Plan` checks what it can alone (at least one stage, each a stage) when it is made;
+:func:`check_plan` checks it against one index view (narrowing, dims, layers, shortlists, k), which
+:func:`funnel.search.run.run_funnel` does once per plan and view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union, overload
+
+import numpy as np
+
+from funnel.errors import InputError
+
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the funnel: score at ``dim`` dims (None: full) and keep ``candidates``.
+
+    ``layer`` (None: the model's full depth) is the encoder depth the stage's vectors come from.
+    """
+
+    dim: int | None
+    candidates: int
+    layer: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("candidates", self.candidates), ("dim", self.dim), ("layer", self.layer)):
+            if (value is not None or name == "candidates") and not is_whole(value):
+                raise InputError(f"a stage's {name} must be a whole number, not {value!r} ({type(value).__name__})")
+        if self.candidates < 1:
+            raise InputError(f"a stage must keep at least 1 candidate, not {self.candidates}")
+        if self.dim is not None and self.dim < 1:
+            raise InputError(f"a stage's dims must be at least 1, not {self.dim}")
+
+    def resolved_dim(self, full_dim: int) -> int:
+        return full_dim if self.dim is None else self.dim
+
+    def __str__(self) -> str:
+        dim = "full" if self.dim is None else str(self.dim)
+        return f"{self.layer}:{dim}:{self.candidates}" if self.layer is not None else f"{dim}:{self.candidates}"
+
+
+def parse_stage(text: str) -> Stage:
+    """``DIM:CANDIDATES`` or ``LAYER:DIM:CANDIDATES``; DIM may be ``full``."""
+    parts = text.strip().split(":")
+    try:
+        if len(parts) == 2:
+            return Stage(dim=_parse_dim(parts[0]), candidates=int(parts[1]))
+        if len(parts) == 3:
+            return Stage(dim=_parse_dim(parts[1]), candidates=int(parts[2]), layer=int(parts[0]))
+    except ValueError:
+        pass
+    raise InputError(f"stage {text!r} is not DIM:CANDIDATES or LAYER:DIM:CANDIDATES (e.g. 64:200 or full:10)")
+
+
+def _parse_dim(text: str) -> int | None:
+    return None if text.strip().lower() == "full" else int(text)
+
+
+@dataclass(frozen=True)
+class Plan(Sequence[Stage]):
+    """The stages of one search, first to last; behaves as a tuple of :class:`Stage`.
+
+    Made from a string once, where the string enters (the CLI, an HTTP body, a public function):
+    ``Plan.parse("64:200,full:10")``; after that the Plan travels as it is.
+    """
+
+    stages: tuple[Stage, ...]
+
+    def __post_init__(self) -> None:
+        stages = tuple(self.stages)
+        object.__setattr__(self, "stages", stages)
+        if not stages:
+            raise InputError("a funnel needs at least one stage: write them like 64:200,full:10")
+        for stage in stages:
+            if not isinstance(stage, Stage):
+                raise InputError(f"a plan holds stages, not {stage!r}: write them like 64:200,full:10")
+
+    @classmethod
+    def parse(cls, text: str) -> Plan:
+        """``"64:200,128:50,full:10"`` → three stages."""
+        if not isinstance(text, str):
+            raise InputError(f"a plan is written like 64:200,full:10, not {text!r}")
+        stages = tuple(parse_stage(part) for part in text.split(",") if part.strip())
+        if not stages:
+            raise InputError("no stages given: write them like 64:200,full:10")
+        return cls(stages)
+
+    @classmethod
+    def of(cls, value: PlanLike) -> Plan:
+        """A Plan from what a public function accepts: a Plan (as it is), a string or stages."""
+        if isinstance(value, Plan):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value)
+        return cls(tuple(value))
+
+    @classmethod
+    def two_stage(cls, shortlist_dim: int, shortlist_size: int, k: int) -> Plan:
+        """Shortlist ``shortlist_size`` at ``shortlist_dim`` dims, rescore at full dims, keep ``k``."""
+        return cls((Stage(dim=shortlist_dim, candidates=max(shortlist_size, k)), Stage(dim=None, candidates=k)))
+
+    @property
+    def default_k(self) -> int:
+        """The hits a search returns when it names no k: what the last stage keeps."""
+        return self.stages[-1].candidates
+
+    def __iter__(self) -> Iterator[Stage]:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    @overload
+    def __getitem__(self, item: int) -> Stage: ...
+    @overload
+    def __getitem__(self, item: slice) -> tuple[Stage, ...]: ...
+    def __getitem__(self, item: int | slice) -> Stage | tuple[Stage, ...]:
+        return self.stages[item]
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self.stages))
+
+
+PlanLike = Union[Plan, str, Sequence[Stage]]
+
+
+def check_plan(plan: Plan, k: int, index: Index) -> None:
+    """Check a plan against one index view before searching; raises InputError saying what to change."""
+    check_k(k)
+    for before, after in zip(plan, plan[1:]):
+        if after.candidates > before.candidates:
+            raise InputError(f"stage {after} keeps more candidates than stage {before} passes on: a funnel only narrows")
+    for stage in plan:
+        index.check_layer(stage.layer)
+    first = plan[0].resolved_dim(index.dim)
+    if not index.has_shortlist(first, plan[0].layer):
+        have = ", ".join(map(str, index.shortlist_dims))
+        raise InputError(f"the first stage scores at {first} dims but this index has shortlists at: {have}")
+    for stage in plan:
+        if stage.resolved_dim(index.dim) > index.dim:
+            raise InputError(f"stage {stage} asks for {stage.dim} dims but the index has {index.dim}")
+    if plan[-1].candidates < k:
+        raise InputError(f"k={k} but the last stage keeps only {plan[-1].candidates}: raise its candidates or lower k")
+
+
+def check_k(k: object) -> None:
+    """InputError unless ``k`` is a whole number of at least 1 (a string or 2.5 is refused, not rounded)."""
+    if not is_whole(k):
+        raise InputError(f"k must be a whole number, not {k!r} ({type(k).__name__})")
+    if k < 1:  # type: ignore[operator]
+        raise InputError(f"k must be at least 1, not {k}")
+
+
+def is_whole(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -1,0 +1,254 @@
+"""Running a plan: the Python stages, or one FAISS call where the plan allows it.
+
+The query's deeper vectors continue from the hidden states of the shallower stage
+(:class:`LayeredQueries`), so a query costs the layers of its deepest stage and no more. Each
+index view keeps what searching it has learned — the plans already checked against it and its
+compiled two-stage plans — here, beside the search code, not in the index: the view's state is
+dropped with the view.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+from funnel.errors import InputError
+from funnel.search.compiled import CompiledTwoStage, compilable
+from funnel.search.plan import Plan, PlanLike, Stage, check_plan
+
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index, StoredQueries
+    from funnel.layers import HiddenStates, LayeredEncoder
+
+
+@dataclass(eq=False)
+class ViewState:
+    """What searches have learned about one index view (which never changes once loaded)."""
+
+    checked: set[tuple[Plan, int]] = field(default_factory=set)
+    compiled: dict[tuple[int, int], CompiledTwoStage] = field(default_factory=dict)
+    """Compiled two-stage plans by (shortlist dim, identity of the FAISS shortlist they wrap)."""
+    compile_plans: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_STATES: weakref.WeakKeyDictionary[Index, ViewState] = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def view_state(index: Index) -> ViewState:
+    """The search state of ``index``, made on first use and dropped with the view."""
+    state = _STATES.get(index)
+    if state is None:
+        with _STATES_LOCK:
+            state = _STATES.get(index)
+            if state is None:
+                state = _STATES[index] = ViewState()
+    return state
+
+
+def compile_plans(index: Index, enabled: bool) -> None:
+    """Run two-stage plans on ``index`` as one FAISS call where they allow it (the default), or
+    keep every plan on the Python stages (same ranking; for comparisons, and to save the
+    in-memory copy of the vectors a compiled plan makes)."""
+    view_state(index).compile_plans = enabled
+
+
+def compiled_plan(index: Index, dim: int) -> CompiledTwoStage:
+    """The view's compiled two-stage plan over its ``dim``-dim shortlist, built once."""
+    state = view_state(index)
+    key = (dim, id(index.segments[0].shortlists[dim][1]))
+    found = state.compiled.get(key)
+    if found is None:
+        with state.lock:
+            found = state.compiled.get(key)
+            if found is None:
+                found = state.compiled[key] = CompiledTwoStage.build(index, dim)
+    return found
+
+
+@dataclass(frozen=True)
+class StageTrace:
+    """What one stage did for a batch of queries: inputs scored, survivors, dims and seconds."""
+
+    stage: Stage
+    dim: int
+    scored: int  # candidates scored per query (for the first stage: the index size)
+    kept: int
+    seconds: float
+    encode_seconds: float = 0.0
+    """Query encoding this stage added (layers run beyond the previous stage's); 0 for ready vectors."""
+    layers_run: int = 0
+    """Transformer layers the query had been through once this stage had its vector (0: ready vectors)."""
+
+
+@runtime_checkable
+class QuerySource(Protocol):
+    """Query vectors by depth: ``at(layer)`` gives (q, dim) normalized vectors of the model cut
+    after ``layer`` layers (None: the full model)."""
+
+    def at(self, layer: int | None) -> np.ndarray: ...
+
+
+class LayeredQueries:
+    """Query vectors computed on demand, each deeper one continuing from the hidden states of the
+    last: asking for layer 2 then layer 6 runs 6 layers in all, not 8.
+    """
+
+    def __init__(self, encoder: LayeredEncoder, texts: Sequence[str]) -> None:
+        self.encoder = encoder
+        self.texts = list(texts)
+        self._states: HiddenStates | None = None
+        self._vectors: dict[int, np.ndarray] = {}
+
+    @property
+    def layers_run(self) -> int:
+        return self._states.layers_run if self._states is not None else 0
+
+    def at(self, layer: int | None) -> np.ndarray:
+        layer = self.encoder.num_layers if layer is None else layer
+        if layer not in self._vectors:
+            if self._states is None:
+                self._states = self.encoder.start(self.texts)
+            if layer < self._states.layer:
+                # Deeper states exist already; a shallower vector would need a fresh pass.
+                raise InputError(f"stages must not go back to a shallower layer ({layer} after {self._states.layer})")
+            self._states = self.encoder.advance(self._states, layer)
+            self._vectors[layer] = self.encoder.embed(self._states)
+        return self._vectors[layer]
+
+
+class _ReadyQueries:
+    """Vectors given by the caller: full depth as an array, or a mapping by layer."""
+
+    def __init__(self, vectors: np.ndarray | Mapping[int | None, np.ndarray], index: Index) -> None:
+        self.index = index
+        if isinstance(vectors, Mapping):
+            self.by_layer = {None if index.is_full_depth(k) else k: as_query_vectors(v, index.dim) for k, v in vectors.items()}
+        else:
+            self.by_layer = {None: as_query_vectors(vectors, index.dim)}
+
+    def at(self, layer: int | None) -> np.ndarray:
+        key = None if self.index.is_full_depth(layer) else layer
+        if key not in self.by_layer:
+            raise InputError(
+                f"the plan needs query vectors from layer {layer}: search with query texts (Retriever.search) "
+                "or pass vectors for every layer the stages name"
+            )
+        return self.by_layer[key]
+
+
+def as_query_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Query vectors as float32 (q, dim); one vector (dim,) counts as one query. InputError for
+    other shapes and for NaN or infinite values (which would rank documents arbitrarily)."""
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"query vectors must be numbers in an array of shape (queries, {dim}), not {type(vectors).__name__}") from None
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise InputError(f"query vectors have shape {array.shape}; this index wants (queries, {dim})")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if len(bad):
+        raise InputError(f"query vector {int(bad[0]) + 1} holds NaN or infinite values: encode the query again")
+    return array
+
+
+Queries = Union[np.ndarray, Mapping, QuerySource]
+
+
+@dataclass(frozen=True)
+class FunnelResult:
+    """Top-k per query: ``scores`` (q, k) float32 and ``positions`` (q, k) int64, padded with -inf / -1."""
+
+    scores: np.ndarray
+    positions: np.ndarray
+    trace: tuple[StageTrace, ...]
+
+
+def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compiled: bool | None = None) -> FunnelResult:
+    """Run the plan. ``queries``: normalized full-model vectors (q, index.dim) as the model gives
+    them (the index maps them into its stored basis: :meth:`Index.stored_queries`); or a mapping
+    {layer: vectors} for plans whose stages name layers; or a :class:`QuerySource` such as
+    :class:`LayeredQueries`, which encodes each depth when a stage first needs it.
+
+    ``compiled``: run a two-stage plan as one FAISS call where it allows it (None: the view's
+    setting, see :func:`compile_plans`); False keeps the Python stages (same ranking).
+
+    The trace's ``seconds`` are search time only; ``encode_seconds`` is the query encoding each
+    stage added (from a LayeredQueries).
+    """
+    from funnel.indexes.index import top_n
+
+    plan = Plan.of(plan)
+    state = view_state(index)
+    if (plan, k) not in state.checked:  # an index view never changes: check each plan once
+        check_plan(plan, k, index)
+        state.checked.add((plan, k))
+    # Arrays first: a Protocol isinstance check costs more than the rest of this setup.
+    source: QuerySource
+    if isinstance(queries, (np.ndarray, Mapping)) or not isinstance(queries, QuerySource):
+        source = _ReadyQueries(queries, index)
+    else:
+        source = queries
+    if (state.compile_plans if compiled is None else compiled) and compilable(index, plan):
+        return _run_compiled(index, source, plan, k)
+    trace: list[StageTrace] = []
+    scores = positions = np.zeros((0, 0))
+    stored: dict[int | None, StoredQueries] = {}
+    for number, stage in enumerate(plan):
+        encode_started = time.perf_counter()
+        model_vectors = source.at(stage.layer)
+        encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
+        layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
+        started = time.perf_counter()
+        key = None if index.is_full_depth(stage.layer) else stage.layer
+        if key not in stored:  # into the index's stored basis once per depth
+            stored[key] = index.stored_queries(model_vectors, stage.layer)
+        vectors = stored[key]
+        dim = stage.resolved_dim(index.dim)
+        if number == 0:
+            scores, positions = index.shortlist(vectors, dim, stage.candidates)
+            scored = index.count
+        else:
+            scores = index.rescore(vectors, positions, dim)
+            scores, positions = top_n(scores, positions, stage.candidates)
+            scored = int(trace[-1].kept)
+        trace.append(StageTrace(stage, dim, scored, positions.shape[1], time.perf_counter() - started, encoded, layers_run))
+    if positions.shape[1] > k:  # every stage leaves its candidates best first: only a cut remains
+        scores, positions = scores[:, :k], positions[:, :k]
+    return FunnelResult(scores, positions, tuple(trace))
+
+
+def _run_compiled(index: Index, source: QuerySource, plan: Plan, k: int) -> FunnelResult:
+    """A two-stage plan as one FAISS call (:mod:`funnel.search.compiled`); the trace gives the
+    call's time to the second stage, since the two stages no longer run apart."""
+    from funnel.indexes.index import top_n
+
+    first, last = plan
+    encode_started = time.perf_counter()
+    model_vectors = source.at(None)
+    encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
+    layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
+    dim = first.resolved_dim(index.dim)
+    compiled = compiled_plan(index, dim)
+    started = time.perf_counter()
+    kept = min(first.candidates, index.count)
+    queries = index.stored_queries(model_vectors)
+    # FAISS ranks by the inner product with the stored float16 rows, whose norms are 1 only to
+    # about 1e-4: the best 2k come back as cosines and are ranked again, so the top k and their
+    # scores are the Python stages'.
+    scores, positions = top_n(*compiled.search(queries.vectors, kept, min(max(2 * k, k + 10), kept)), k)
+    seconds = time.perf_counter() - started
+    trace = (
+        StageTrace(first, dim, index.count, kept, 0.0, encoded, layers_run),
+        StageTrace(last, index.dim, kept, positions.shape[1], seconds, 0.0, layers_run),
+    )
+    return FunnelResult(scores, positions, trace)
