@@ -92,7 +92,7 @@ def span_vectors(dataset: Path, corpus_ids: list[str], count: int, seed: int = 0
     """Encoded random 5–10-word spans of ``count`` sampled documents (as the tuner makes queries)."""
     from funnel.corpus import document_text
     from funnel.models import Encoder
-    from funnel.tuning.calibration import random_span, sample_positions
+    from funnel.spans import random_span, sample_positions
 
     wanted = set(corpus_ids)
     texts = {}

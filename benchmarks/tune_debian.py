@@ -161,7 +161,7 @@ def main() -> None:
     from funnel.stages import Stage, format_stages
     from funnel.tuning import TuneOptions, tune
     from funnel.tuning.calibration import corpus_queries
-    from funnel.tuning.measure import ExactReference, run_plan
+    from funnel.tuning.measure import TuningReference, run_plan
     from funnel.tuning.search_space import exact_cost, plan_cost
 
     name = args.data.resolve().name
@@ -202,7 +202,7 @@ def main() -> None:
     qrels = load_qrels(args.data / "qrels" / "test.tsv")
     keep = [i for i, query_id in enumerate(test_ids) if query_id in qrels]
     test, test_ids = test[keep], [test_ids[i] for i in keep]
-    reference = ExactReference(index)
+    reference = TuningReference(index)
     truth = reference.search(test, args.k)
     corpus_ids = index.ids()
 

@@ -9,7 +9,7 @@ followed by the model's own pooling and normalization modules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from funnel.vectors import normalize
 if TYPE_CHECKING:
     import torch
 
+    from funnel.corpus import Corpus
     from funnel.models import Encoder
 
 
@@ -125,3 +126,34 @@ def encode_documents(
     by_layer = layered.encode_layers(texts, [*layers, layered.num_layers], batch_size)
     full = by_layer.pop(layered.num_layers)
     return full, {layer: by_layer[layer] for layer in layers}
+
+
+def encode_corpus(
+    corpus: Corpus,
+    encoder: Encoder,
+    layers: Sequence[int] = (),
+    batch_size: int = 64,
+    *,
+    skip: int = 0,
+    total: int | None = None,
+    show_progress: bool = False,
+) -> Iterator[tuple[Any, ...]]:
+    """The corpus's documents with their vectors, batch by batch: (documents, vectors), or
+    (documents, vectors, {layer: vectors}) when ``layers`` are asked for. The first ``skip`` rows
+    are read (their ids still checked by the reader) but not encoded, as a resumed build needs.
+    ``total``: the row count for the progress bar (shown on stderr with ``show_progress``)."""
+    from tqdm.auto import tqdm
+
+    from funnel.corpus import document_text
+
+    with tqdm(total=total, unit="doc", desc="encoding", disable=not show_progress) as bar:
+        for documents in corpus.batches():
+            bar.update(documents.num_rows)
+            if skip >= documents.num_rows:
+                skip -= documents.num_rows
+                continue
+            if skip:
+                documents, skip = documents.slice(skip), 0
+            texts = [document_text(t, x) for t, x in zip(documents.column("title").to_pylist(), documents.column("text").to_pylist())]
+            vectors, by_layer = encode_documents(encoder, texts, layers, batch_size)
+            yield (documents, vectors, by_layer) if layers else (documents, vectors)

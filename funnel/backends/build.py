@@ -18,9 +18,19 @@ if TYPE_CHECKING:
 
 
 def layout_of_config(encoder: Encoder, config: IndexConfig, options: ExportOptions) -> QdrantLayout:
-    """The collection a build with ``config`` would make: its shortlist dims get HNSW."""
+    """The collection a build with ``config`` would make: its shortlist dims get HNSW.
+
+    A build into Qdrant streams each batch out as it is encoded, so there is no corpus to fit a
+    rotation on before the first upload: ``rotation="auto"`` keeps the model's order (what auto
+    picks where it cannot measure), and ``"pca"`` is refused. A rotated collection comes from
+    exporting a local index (``funnel export``), which carries its rotation."""
     if config.layers:
         raise InputError("a Qdrant collection holds the full model's vectors only: drop --layers")
+    if config.rotation == "pca":
+        raise InputError(
+            "a build into Qdrant streams vectors as the model gives them and cannot fit a rotation: "
+            "build a local index with --rotation pca and `funnel export` it, or pass --rotation none"
+        )
     shortlists = config.resolved_shortlists(encoder.dim, encoder.metadata)
     return QdrantLayout(
         model=encoder.name,
@@ -49,10 +59,10 @@ def build_to_qdrant(
     collection; the collection equals an export of the index a local build would write."""
     layout = layout_of_config(encoder, config, options)
     if ray is None:
-        from funnel.indexes.builder import _encoded_batches
+        from funnel.layers import encode_corpus
 
         total = corpus.validate()
-        batches: Iterator[Any] = _encoded_batches(corpus, encoder, config, (), False)
+        batches: Iterator[Any] = encode_corpus(corpus, encoder, batch_size=config.encode_batch_size)
         return upload(batches, client, layout, options, total=total, location=location, show_progress=show_progress)
     from funnel.backends.ray_build import ShardedCorpus, encode_with_ray
 

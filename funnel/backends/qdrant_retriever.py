@@ -261,13 +261,9 @@ class QdrantRetriever:
 
     def add_corpus(self, corpus: Corpus, *, batch_size: int = 64) -> int:
         """Encode a corpus with the retriever's model and add it; returns how many were added."""
-        from funnel.corpus import document_text
+        from funnel.layers import encode_corpus
 
-        added = 0
-        for documents in corpus.batches():
-            texts = [document_text(t, x) for t, x in zip(documents.column("title").to_pylist(), documents.column("text").to_pylist())]
-            added += self.index.add(documents, self.encoder.encode(texts, batch_size=batch_size))
-        return added
+        return sum(self.index.add(documents, vectors) for documents, vectors in encode_corpus(corpus, self.encoder, batch_size=batch_size))
 
     def delete(self, ids: Sequence[str], *, ignore_missing: bool = False) -> int:
         return self.index.delete(ids, ignore_missing=ignore_missing)

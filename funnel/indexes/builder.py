@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from funnel.corpus import Corpus, check_batch_ids, document_text
+from funnel.corpus import Corpus, check_batch_ids
 from funnel.errors import FunnelError, IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.lock import LOCK_FILE, writer_lock
@@ -34,6 +34,7 @@ from funnel.indexes.manifest import (
 )
 from funnel.indexes.rotation import check_method as check_rotation
 from funnel.indexes.segment import SegmentWriter
+from funnel.layers import encode_corpus
 
 if TYPE_CHECKING:
     from funnel.models import Encoder
@@ -132,7 +133,9 @@ def build_index(
     depth = encoder_depth(encoder)
     layers = config.checked_layers(depth)
     return _build(
-        lambda done: _encoded_batches(corpus, encoder, config, layers, show_progress, done),
+        lambda done: encode_corpus(
+            corpus, encoder, layers, config.encode_batch_size, skip=done, total=corpus.validate(), show_progress=show_progress
+        ),
         Path(path).expanduser(),
         Manifest(
             model=encoder.name,
@@ -417,29 +420,6 @@ def skip_rows(batches: Batches, skip: int) -> Iterator[tuple[Any, ...]]:
             batch = (documents.slice(skip), batch[1][skip:], *({k: v[skip:] for k, v in part.items()} for part in batch[2:]))
             skip = 0
         yield batch
-
-
-def _encoded_batches(
-    corpus: Corpus, encoder: Encoder, config: IndexConfig, layers: tuple[int, ...], show_progress: bool, skip: int = 0
-) -> Iterator[tuple[Any, ...]]:
-    from tqdm.auto import tqdm
-
-    from funnel.layers import encode_documents
-
-    with tqdm(total=corpus.validate(), unit="doc", desc="encoding", disable=not show_progress) as bar:
-        for documents in corpus.batches():
-            bar.update(documents.num_rows)
-            if skip >= documents.num_rows:  # written before the interruption: read (ids are checked) but not encoded
-                skip -= documents.num_rows
-                continue
-            if skip:
-                documents, skip = documents.slice(skip), 0
-            titles = documents.column("title").to_pylist()
-            texts = documents.column("text").to_pylist()
-            vectors, by_layer = encode_documents(
-                encoder, [document_text(t, x) for t, x in zip(titles, texts)], layers, config.encode_batch_size
-            )
-            yield (documents, vectors, by_layer) if layers else (documents, vectors)
 
 
 def _swap_into_place(temp: Path, target: Path) -> None:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from funnel.corpus import document_text
 from funnel.indexes.manifest import DOCUMENTS_FILE, Manifest, RotationEntry, file_entry, fsync_path
 from funnel.indexes.rotation import (
     AGREEMENT_DEPTH,
@@ -92,7 +91,7 @@ class RotationFit:
 
     def _queries(self, writer: SegmentWriter) -> tuple[Queries, np.ndarray]:
         """Calibration query vectors by depth (model basis) and each one's source document."""
-        from funnel.tuning.calibration import SPAN_WORDS, random_span, sample_positions
+        from funnel.spans import SPAN_WORDS, sample_positions, span_queries
 
         positions = sample_positions(writer.count, CALIBRATION_QUERIES, SEED)
         if self.encoder is None:
@@ -101,9 +100,7 @@ class RotationFit:
         from funnel.layers import encode_documents
 
         documents = read_documents(writer.folder / DOCUMENTS_FILE).take(positions)
-        rng = np.random.default_rng([SEED, 1])
-        titles, bodies = documents.column("title").to_pylist(), documents.column("text").to_pylist()
-        texts = [random_span(document_text(title, body), rng) for title, body in zip(titles, bodies)]
+        texts = span_queries(documents.column("title").to_pylist(), documents.column("text").to_pylist(), SEED)
         full, by_layer = encode_documents(self.encoder, texts, self.template.layers)
         self._source = (
             f"{len(positions)} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans of sampled documents, "

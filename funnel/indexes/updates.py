@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from funnel.corpus import Corpus, check_batch_ids, document_text
+from funnel.corpus import Corpus, check_batch_ids
 from funnel.errors import InputError
 from funnel.indexes.builder import remove_retired
 from funnel.indexes.lock import LOCK_FILE, writer_lock
@@ -90,19 +90,11 @@ def add_corpus(path: str | Path, corpus: Corpus, encoder: Encoder, *, batch_size
         raise InputError(
             f"the model gives {encoder.dim}-dim vectors but the index holds {manifest.dim}-dim ones: use the index's model ({manifest.model})"
         )
-    return add_documents(path, _encode(corpus, encoder, manifest.layers, batch_size, show_progress))
+    from funnel.layers import encode_corpus
 
-
-def _encode(corpus: Corpus, encoder: Encoder, layers: tuple[int, ...], batch_size: int, show_progress: bool) -> Iterator[tuple[Any, ...]]:
-    from tqdm.auto import tqdm
-
-    from funnel.layers import encode_documents
-
-    with tqdm(total=corpus.num_rows, unit="doc", desc="encoding", disable=not show_progress) as bar:
-        for documents in corpus.batches():
-            texts = [document_text(t, x) for t, x in zip(documents.column("title").to_pylist(), documents.column("text").to_pylist())]
-            yield (documents, *encode_documents(encoder, texts, layers, batch_size))
-            bar.update(documents.num_rows)
+    return add_documents(
+        path, encode_corpus(corpus, encoder, manifest.layers, batch_size, total=corpus.num_rows, show_progress=show_progress)
+    )
 
 
 def delete_documents(path: str | Path, ids: Sequence[str], *, ignore_missing: bool = False) -> int:

@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from funnel.corpus import document_text
 from funnel.errors import InputError
+from funnel.spans import SPAN_WORDS, sample_positions, span_queries
 from funnel.vectors import normalize
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
     from funnel.models import Encoder
 
-SPAN_WORDS = (5, 10)  # fewest and most words of a corpus-made query
 CORPUS_SOURCE = "corpus: sampled documents'"
 LEFT_OUT = "each left out of its own query's results"
 
@@ -49,16 +48,6 @@ class CalibrationQueries:
         return int(self.vectors.shape[0])
 
 
-def random_span(text: str, rng: np.random.Generator, words: tuple[int, int] = SPAN_WORDS) -> str:
-    """A span of between ``words[0]`` and ``words[1]`` consecutive words of ``text``, at a random place."""
-    tokens = text.split()
-    length = int(rng.integers(words[0], words[1] + 1))
-    if len(tokens) <= length:
-        return " ".join(tokens)
-    start = int(rng.integers(0, len(tokens) - length + 1))
-    return " ".join(tokens[start : start + length])
-
-
 def read_query_file(path: str | Path) -> list[str]:
     """Non-empty lines of a text file, one query each."""
     path = Path(path)
@@ -70,24 +59,20 @@ def read_query_file(path: str | Path) -> list[str]:
     return texts
 
 
-def sample_positions(count: int, size: int, seed: int) -> np.ndarray:
-    """``size`` distinct document positions out of ``count``, sorted; the same for the same seed."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(count, size=min(size, count), replace=False))
-
-
 def corpus_queries(index: Index, encoder: Encoder | None, size: int, seed: int) -> CalibrationQueries:
-    """Queries made from ``size`` sampled documents (random word spans; see module doc)."""
-    positions = sample_positions(index.count, size, seed)
-    rng = np.random.default_rng([seed, 1])
+    """Queries made from ``size`` sampled live documents (random word spans; see module doc).
+    Sampled by rank among the live documents, so an index with deletions and its compacted copy
+    get the same queries."""
+    live = index.live_positions()
+    positions = live[sample_positions(len(live), size, seed)]
     if encoder is None:
         # Queries are the model's vectors, like encoded ones: stored vectors go back from the
-        # index's rotated basis (R is orthogonal, so its transpose undoes it).
-        rotation = index.rotation()
+        # index's rotated basis.
         stored = index.vectors(positions)
-        vectors = stored if rotation is None else normalize(stored @ rotation.T)
+        vectors = stored if index.rotation() is None else normalize(index.to_model_basis(stored))
         return CalibrationQueries(vectors, f"{CORPUS_SOURCE} own vectors (no model), {LEFT_OUT}", documents=positions)
-    texts = [random_span(document_text(doc["title"], doc["text"]), rng) for doc in index.documents([int(p) for p in positions])]
+    documents = index.documents([int(p) for p in positions])
+    texts = span_queries([doc["title"] for doc in documents], [doc["text"] for doc in documents], seed)
     kept = [number for number, text in enumerate(texts) if text]
     if not kept:
         raise InputError("the sampled documents have no text to make queries from: pass a queries file")

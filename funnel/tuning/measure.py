@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from funnel.search.exact import ExactReference
 from funnel.stages import Stage, run_funnel
 from funnel.tuning.evidence import without
-from funnel.vectors import truncate
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
@@ -18,26 +18,21 @@ if TYPE_CHECKING:
 RESCORE_BUDGET = 4_000_000  # floats gathered per batch of queries when rescoring (16 MB)
 
 
-class ExactReference:
-    """Exhaustive full-dimension inner-product search, built once: the truth and the exact baseline."""
+class TuningReference:
+    """The exact reference (:class:`funnel.search.exact.ExactReference`: live rows only) as the
+    tuner asks it: positions only, each query's source document left out, and its ms per query."""
 
     def __init__(self, index: Index) -> None:
-        import faiss
-
-        self.flat: Any = faiss.IndexFlatIP(index.dim)
-        for segment in index.segments:
-            for start in range(0, segment.count, 65_536):
-                self.flat.add(truncate(np.asarray(segment.vectors[start : start + 65_536], dtype=np.float32), index.dim))
-        self.count = index.count
+        self.exact = ExactReference(index)
+        self.count = self.exact.count
         self.index = index
 
     def search(self, queries: np.ndarray, k: int, sources: np.ndarray | None = None) -> np.ndarray:
         """Positions (q, min(k, count)) of the exact top-k, best first; leaving out ``sources`` (q,).
-        ``queries``: the model's vectors (rotated into the index's stored basis here)."""
+        ``queries``: the model's vectors."""
         extra = 0 if sources is None else 1
-        rotated = self.index.stored_queries(queries).vectors
-        _, positions = self.flat.search(np.ascontiguousarray(rotated, dtype=np.float32), min(k + extra, self.count))
-        return without(positions.astype(np.int64), sources, min(k, self.count - extra))
+        _, positions = self.exact.search(queries, min(k + extra, self.count))
+        return without(positions, sources, min(k, self.count - extra))
 
     def ms_per_query(self, queries: np.ndarray, k: int) -> float:
         return _per_query_ms(lambda one: self.search(one, k), queries)

@@ -263,3 +263,13 @@ def test_cli_refuses_ray_options_without_ray(sample_parts):
 
     assert_one_line_error(funnel("index", sample_parts / "more.parquet", "--workers", "2"), "--ray-address and --workers go with --ray")
     assert_one_line_error(funnel("index", sample_parts / "more.parquet", "--backend", "qdrant"), "--backend qdrant needs --qdrant")
+
+
+def test_a_build_into_qdrant_refuses_a_rotation_it_cannot_fit(sample_parts, encoder):
+    """It streams each batch out as it is encoded: no corpus to fit a PCA rotation on first."""
+    from funnel.backends.build import build_to_qdrant
+
+    client = connect(":memory:")
+    with pytest.raises(InputError, match=r"cannot fit a rotation: build a local index with --rotation pca and `funnel export` it"):
+        build_to_qdrant(open_corpus(sample_parts / "more.parquet"), encoder, IndexConfig(rotation="pca"), client, ExportOptions("rotated"))
+    assert not client.collection_exists("rotated"), "refused before anything was written"

@@ -62,8 +62,8 @@ def test_quantized_shortlist_then_exact_rescore_recovers_the_top_10(indexes, rea
 @pytest.mark.parametrize("kind", QUANTIZED)
 def test_quantized_shortlist_alone_ranks_close_to_the_float_prefix(indexes, real_queries, kind):
     """The codes approximate the 64-dim prefix: their top-10 mostly agrees with flat's."""
-    flat = indexes["flat"].shortlist(real_queries, 64, 10)[1]
-    coded = indexes[kind].shortlist(real_queries, 64, 10)[1]
+    flat = indexes["flat"].shortlist(indexes["flat"].stored_queries(real_queries), 64, 10)[1]
+    coded = indexes[kind].shortlist(indexes[kind].stored_queries(real_queries), 64, 10)[1]
     assert recall_against(coded, flat).mean() >= 0.6
 
 

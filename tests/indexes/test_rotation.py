@@ -181,13 +181,13 @@ def test_bad_rotation_name():
 def test_tuned_plan_on_a_rotated_index_meets_its_target(indexes, sample_vectors):
     from funnel.agreement import recall_against
     from funnel.tuning import TuneOptions, tune
-    from funnel.tuning.measure import ExactReference, run_plan
+    from funnel.tuning.measure import TuningReference, run_plan
 
     index = indexes["pca"]
     plan = tune(index, None, 0.95, 5, options=TuneOptions(calibration_size=120, timing_queries=5, dims=(32, 64)))
     # Unseen queries: perturbed documents, in the model's order like any query.
     rng = np.random.default_rng(9)
     unseen = normalize(sample_vectors[rng.choice(300, 60, replace=False)] + 0.3 * normalize(rng.normal(size=(60, 384))) / 384**0.5 * 8)
-    truth = ExactReference(index).search(unseen, 5)
+    truth = TuningReference(index).search(unseen, 5)
     recall = recall_against(run_plan(index, unseen, plan.stages, 5), truth).mean()
     assert recall >= 0.93, (plan.stages_text, recall)

@@ -14,7 +14,7 @@ from funnel.indexes.shortlist import make_spec
 from funnel.stages import parse_stages
 from funnel.tuning import TuneOptions, tune
 from funnel.tuning.evidence import gather_evidence
-from funnel.tuning.measure import ExactReference, run_plan
+from funnel.tuning.measure import TuningReference, run_plan
 from funnel.tuning.search_space import nice_counts
 
 DIM = 48
@@ -54,7 +54,7 @@ def tuned(index, calibration):
 
 def test_tuned_plan_meets_the_target_on_unseen_queries(index, tuned, test_queries):
     assert not tuned.is_exact and tuned.notes == () or "exact flat search" in tuned.notes[0]
-    truth = ExactReference(index).search(test_queries.astype(np.float32) / np.linalg.norm(test_queries, axis=1, keepdims=True), 10)
+    truth = TuningReference(index).search(test_queries.astype(np.float32) / np.linalg.norm(test_queries, axis=1, keepdims=True), 10)
     found = run_plan(index, test_queries / np.linalg.norm(test_queries, axis=1, keepdims=True), tuned.stages, 10)
     assert recall_against(found, truth).mean() >= 0.95
     assert tuned.chosen.recall_holdout >= 0.95 and tuned.recall_fit_lower >= 0.9625  # target + a quarter of the miss rate
@@ -85,7 +85,7 @@ def test_select_by_measured_ms_picks_a_timed_candidate(index, calibration):
 
 def test_prefix_recall_matches_running_each_plan(index, calibration):
     queries = calibration[:40] / np.linalg.norm(calibration[:40], axis=1, keepdims=True)
-    truth = ExactReference(index).search(queries, 10)
+    truth = TuningReference(index).search(queries, 10)
     prefixes = nice_counts(10, 400)
     gathered = gather_evidence(index, queries, truth, 8, 400, prefixes, [16, 32])
     evidence = gather_evidence(index, queries, truth, 8, 400, prefixes, [16, 32], corpus=index.all_vectors())
@@ -160,7 +160,7 @@ def test_leaving_a_source_document_out_matches_an_index_without_it(tmp_path, ind
         )
         found = run_plan(smaller, queries[row : row + 1], stages, 10)[0]
         np.testing.assert_array_equal(rest[found], left_out[row])
-    truth = ExactReference(index).search(queries, 10, sources)
+    truth = TuningReference(index).search(queries, 10, sources)
     assert not np.isin(sources, truth).any() and truth.shape == (3, 10)
 
 
@@ -173,7 +173,7 @@ def test_quantized_shortlists_are_tuned_to_the_target_too(tmp_path, calibration,
     plan = tune(quantized, None, 0.95, 10, calibration, TuneOptions(seed=5, timing_queries=10, max_stages=2))
     assert plan.stages[0].dim == 16 and not plan.is_exact
     unit = test_queries / np.linalg.norm(test_queries, axis=1, keepdims=True)
-    truth = ExactReference(quantized).search(unit.astype(np.float32), 10)
+    truth = TuningReference(quantized).search(unit.astype(np.float32), 10)
     assert recall_against(run_plan(quantized, unit, plan.stages, 10), truth).mean() >= 0.95
 
 
