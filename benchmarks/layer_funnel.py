@@ -51,12 +51,12 @@ def main() -> None:
     from funnel.evaluation.compute import EncoderShape, count_tokens
     from funnel.evaluation.datasets import load_beir
     from funnel.evaluation.metrics import evaluate_run, parse_metrics, run_from_arrays
-    from funnel.evaluation.timing import Timing, time_each, time_layers, torch_threads
+    from funnel.evaluation.timing import Timing, time_each, time_layers
     from funnel.indexes.builder import IndexConfig, build_index
     from funnel.indexes.index import Index
     from funnel.indexes.shortlist import make_spec
     from funnel.layers import LayeredEncoder
-    from funnel.models import Encoder
+    from funnel.models import Encoder, torch_threads
     from funnel.stages import exact_search, parse_stages, run_funnel
 
     started = time.time()

@@ -65,7 +65,7 @@ class LayeredEncoder:
 
         device = self.encoder.model.device
         features = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.encoder.model.preprocess(list(texts)).items()}
-        with self.encoder._lock, torch.inference_mode():
+        with self.encoder.exclusive(len(texts)), torch.inference_mode():
             hidden = self._backbone.embeddings(input_ids=features["input_ids"], token_type_ids=features.get("token_type_ids"))
             mask = create_bidirectional_mask(config=self._backbone.config, inputs_embeds=hidden, attention_mask=features["attention_mask"])
         return HiddenStates(0, hidden, mask, features, 0)
@@ -78,7 +78,7 @@ class LayeredEncoder:
         if layer < states.layer:
             raise InputError(f"cannot go back from layer {states.layer} to layer {layer}: encode again from the start")
         hidden = states.hidden
-        with self.encoder._lock, torch.inference_mode():
+        with self.encoder.exclusive(len(hidden)), torch.inference_mode():
             for block in self._layers[states.layer : layer]:
                 output = block(hidden, attention_mask=states.mask)
                 hidden = output[0] if isinstance(output, tuple) else output

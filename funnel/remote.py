@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import SplitResult, urlencode, urlsplit
 
 from funnel.errors import FunnelError, InputError
 from funnel.retriever import Hit, query_batch
@@ -39,14 +39,12 @@ class RemoteRetriever:
     """
 
     def __init__(self, url: str, index: str | None = None, *, api_key: str | None = None, timeout: float = 60.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InputError(f"server URL {url!r} is not http://HOST:PORT or https://HOST:PORT")
+        parts = split_http_url(url, "server URL")
         self.url = url.rstrip("/")
         self.index_name = index
         self.timeout = timeout
         self._https = parts.scheme == "https"
-        self._host = parts.hostname
+        self._host: str = parts.hostname or ""  # split_http_url refuses a URL without a host
         self._port = parts.port
         self._prefix = parts.path.rstrip("/")
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -117,6 +115,19 @@ class RemoteRetriever:
             connection = kind(self._host, self._port, timeout=self.timeout)
             self._local.connection = connection
         return connection
+
+
+def split_http_url(url: str, what: str) -> SplitResult:
+    """The parts of ``url`` if it is ``http(s)://HOST[:PORT][/PATH]``; InputError naming ``what``
+    and the problem otherwise (never the ValueError that urlsplit raises for ``http://[::1``)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsed lazily: a bad port raises only when read)
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", a port that is not a number
+        raise InputError(f"{what} {url!r} is not a valid URL ({exc}): write http://HOST:PORT or https://HOST:PORT") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"{what} {url!r} is not http://HOST:PORT or https://HOST:PORT")
+    return parts
 
 
 def _answer(url: str, status: int, data: bytes) -> dict[str, Any]:

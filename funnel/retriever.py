@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -15,7 +17,8 @@ from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.models import Encoder
-from funnel.stages import FunnelResult, LayeredQueries, Stage, StageTrace, check_k, parse_stages, run_funnel, two_stage, validate_plan
+from funnel.search.plan import Plan, PlanLike, Stage, check_k
+from funnel.search.run import FunnelResult, LayeredQueries, StageTrace, check_once, run_funnel
 
 if TYPE_CHECKING:
     from funnel.corpus import Corpus
@@ -58,14 +61,15 @@ class Retriever:
     and searches already running finish on the version they started with.
     """
 
-    def __init__(self, index: Index, encoder: Encoder, stages: Sequence[Stage] | str | None = None) -> None:
+    def __init__(self, index: Index, encoder: Encoder, stages: PlanLike | None = None) -> None:
         if encoder.dim != index.dim:
             raise InputError(f"the model gives {encoder.dim}-dim vectors but the index holds {index.dim}-dim ones")
         self.index = index
         self.encoder = encoder
-        self.stages = parse_stages(stages) if isinstance(stages, str) else (tuple(stages) if stages else None)
+        self.stages = Plan.of(stages) if stages else None  # parsed once, here
         self._reload_lock = threading.Lock()
         self._layered: LayeredEncoder | None = None
+        self._failed_stamp: tuple[int, ...] | None = None
 
     def refresh(self) -> Index:
         """Load the index folder's current version and search it from now on; returns it."""
@@ -75,14 +79,26 @@ class Retriever:
 
     def reload_if_changed(self) -> bool:
         """Load the newest version if a writer changed the index since it was loaded (a cheap stat
-        otherwise); returns whether it reloaded."""
-        if not self.index.changed_on_disk():
+        otherwise); returns whether it reloaded.
+
+        A version that fails to load raises once and keeps this retriever on the version it has;
+        it is not tried again (each try would check every byte) until the folder changes again.
+        """
+        if self._is_current(self.index.stamp_on_disk()):
             return False
         with self._reload_lock:
-            if not self.index.changed_on_disk():  # another thread reloaded meanwhile
+            stamp = self.index.stamp_on_disk()
+            if self._is_current(stamp):  # another thread reloaded (or failed) meanwhile
                 return False
-            self.index = self._load_current()
+            try:
+                self.index = self._load_current()
+            except Exception:
+                self._failed_stamp = stamp
+                raise
             return True
+
+    def _is_current(self, stamp: tuple[int, ...]) -> bool:
+        return stamp == self.index.stamp or stamp == self._failed_stamp
 
     def _load_current(self) -> Index:
         index = Index.load(self.index.path)
@@ -100,7 +116,7 @@ class Retriever:
         config: IndexConfig = IndexConfig(),
         overwrite: bool = False,
         resume: bool = False,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
     ) -> Retriever:
         """Encode ``corpus`` once, write an index folder at ``path`` and return a retriever over it.
 
@@ -112,7 +128,7 @@ class Retriever:
             config: shortlist dims and kinds, storage type, stored layers (:class:`~funnel.IndexConfig`).
             overwrite: replace an existing index at ``path`` (never anything that is not an index).
             resume: continue an interrupted build of the same corpus.
-            show_progress: a progress bar while encoding.
+            show_progress: a progress bar while encoding [default: when stderr is a terminal, as the CLI].
 
         Example::
 
@@ -125,18 +141,21 @@ class Retriever:
         source = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
         source.validate()  # a bad row fails before the model loads
         encoder = model if isinstance(model, Encoder) else Encoder.load(model)
-        built = build_index(source, encoder, path, config, overwrite=overwrite, resume=resume, show_progress=show_progress)
+        built = build_index(
+            source, encoder, path, config, overwrite=overwrite, resume=resume, show_progress=_progress_wanted(show_progress)
+        )
         return cls(Index.load(built), encoder)
 
-    def add(self, corpus: str | Path | Corpus, *, show_progress: bool = False) -> int:
+    def add(self, corpus: str | Path | Corpus, *, show_progress: bool | None = None) -> int:
         """Encode the documents of ``corpus`` and add them (ids must be new); returns how many were
-        added. This retriever moves to the new version; other readers see it on reload."""
+        added. This retriever moves to the new version; other readers see it on reload.
+        ``show_progress``: a progress bar [default: when stderr is a terminal]."""
         from funnel.corpus import Corpus, open_corpus
         from funnel.indexes.updates import add_corpus
 
         source = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
         before = self.index.count
-        manifest = add_corpus(self.index.path, source, self.encoder, show_progress=show_progress)
+        manifest = add_corpus(self.index.path, source, self.encoder, show_progress=_progress_wanted(show_progress))
         self.refresh()
         return manifest.count - before
 
@@ -159,14 +178,12 @@ class Retriever:
         self.refresh()
 
     @classmethod
-    def load(
-        cls, path: str | Path, model: str | None = None, *, device: str | None = None, stages: Sequence[Stage] | str | None = None
-    ) -> Retriever:
+    def load(cls, path: str | Path, model: str | None = None, *, device: str | None = None, stages: PlanLike | None = None) -> Retriever:
         """Open the index at ``path`` with the model it was built with (or ``model``)."""
         index = Index.load(path)
         return cls(index, Encoder.load(model or index.manifest.model, device=device), stages)
 
-    def plan(self, k: int, stages: Sequence[Stage] | str | None = None, index: Index | None = None) -> tuple[Stage, ...]:
+    def plan(self, k: int, stages: PlanLike | None = None, index: Index | None = None) -> Plan:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the index's default."""
         index = index or self.index
         return choose_plan(k, stages if stages is not None else self.stages, index.manifest.plan, index.shortlist_dims[0], index.count)
@@ -198,30 +215,30 @@ class Retriever:
         check_queries(queries)
         return self.encoder.encode(list(queries), batch_size=64)
 
-    def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: Sequence[Stage] | str | None = None) -> FunnelResult:
+    def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: PlanLike | None = None) -> FunnelResult:
         """Run the funnel for ready query vectors (q, dim); arrays for machines. Positions refer to
         ``self.index`` as it was when the call started (see :meth:`reload_if_changed`)."""
         index = self.index
         return run_funnel(index, query_vectors, self.plan(k, stages, index), k)
 
-    def search(self, query: str, k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 10, stages: PlanLike | None = None) -> list[Hit]:
         """Top-``k`` hits for one query, best first."""
         return self.search_batch([query], k, stages)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[str], k: int = 10, stages: PlanLike | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries``."""
         if not query_batch(queries):
             return []
         return self.search_batch_traced(queries, k, stages).hits
 
-    def search_batch_traced(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> TracedSearch:
+    def search_batch_traced(self, queries: Sequence[str], k: int = 10, stages: PlanLike | None = None) -> TracedSearch:
         """:meth:`search_batch` with the plan it ran and per-stage timings (for servers and reports)."""
         if isinstance(queries, str) or not queries:
             raise InputError("search_batch_traced takes a non-empty list of queries")
         check_queries(queries)
         index = self.index  # one version for the whole call, even if another thread reloads
         plan = self.plan(k, stages, index)
-        validate_plan(plan, k, index)  # before encoding: a bad k or plan costs nothing
+        check_once(index, plan, k)  # before encoding: a bad k or plan costs nothing
         started = time.perf_counter()
         source = self._query_source(queries, plan, index)
         encoded = time.perf_counter() - started  # full-depth encoding; layered sources encode per stage
@@ -252,20 +269,22 @@ class Retriever:
         ]
 
 
-def choose_plan(
-    k: int, chosen: Sequence[Stage] | str | None, stored: dict[str, Any] | None, shortlist_dim: int, count: int
-) -> tuple[Stage, ...]:
-    """The stages a search with ``k`` runs: ``chosen`` ones, else a stored (tuned) plan made for at
+def choose_plan(k: int, chosen: PlanLike | None, stored: dict[str, Any] | None, shortlist_dim: int, count: int) -> Plan:
+    """The plan a search with ``k`` runs: ``chosen``, else a stored (tuned) plan made for at
     least ``k`` results, else a shortlist of max(200, 20·k) at ``shortlist_dim`` rescored at full
     dims. Shared by every backend."""
     check_k(k)
-    if isinstance(chosen, str):
-        return parse_stages(chosen)
     if chosen:
-        return tuple(chosen)
+        return Plan.of(chosen)
     if stored and stored.get("k", 0) >= k:
-        return parse_stages(stored["stages"])
-    return two_stage(shortlist_dim, min(max(DEFAULT_SHORTLIST, 20 * k), max(count, 1)), k)
+        return stored_plan(stored["stages"])
+    return Plan.two_stage(shortlist_dim, min(max(DEFAULT_SHORTLIST, 20 * k), max(count, 1)), k)
+
+
+@functools.lru_cache(maxsize=64)
+def stored_plan(text: str) -> Plan:
+    """A manifest's tuned plan, parsed once per process (not on every search that uses it)."""
+    return Plan.parse(text)
 
 
 def query_batch(queries: Sequence[str]) -> Sequence[str]:
@@ -288,3 +307,8 @@ def check_queries(queries: Sequence[str]) -> None:
             query.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates: undecodable bytes from a command line or file
             raise InputError(f"query {number} is not valid UTF-8 text: give text, not binary data") from None
+
+
+def _progress_wanted(show_progress: bool | None) -> bool:
+    """An explicit choice, else a bar only where a person watches (stderr is a terminal)."""
+    return sys.stderr.isatty() if show_progress is None else show_progress

@@ -16,7 +16,14 @@ STARTUP_SECONDS = 60
 @contextmanager
 def running(app) -> Iterator[str]:
     """Serve ``app`` on a free loopback port; yields its base URL and stops the server after."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    with running_server(app) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_server(app, **config) -> Iterator[tuple[str, uvicorn.Server]]:
+    """:func:`running`, also yielding the uvicorn server (to stop it as SIGTERM would)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **config))
     thread = threading.Thread(target=server.run, name="test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_SECONDS
@@ -27,7 +34,7 @@ def running(app) -> Iterator[str]:
         time.sleep(0.01)  # waiting for readiness, not timing anything
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -32,3 +32,4 @@ def test_python_section_builds_searches_adds_deletes_and_compacts(tmp_path, monk
     assert len(retriever.index.segments) == 1 and retriever.index.manifest.deleted == 0  # compacted
     assert retriever.search("a puzzle game played with friends over the network", k=1)[0].id == "netpuzzle"
     exec(compile(readme_block("Python", 1), "README.md", "exec"), scope)  # the plan examples run too
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["examples", "indexes"]  # nothing left behind in the checkout

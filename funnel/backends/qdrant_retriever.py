@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +33,7 @@ from funnel.backends.qdrant import (
 )
 from funnel.errors import InputError
 from funnel.retriever import Hit, check_queries, choose_plan, query_batch
-from funnel.stages import Stage, parse_stages, validate_plan
+from funnel.search.plan import Plan, PlanLike, Stage, check_plan
 from funnel.vectors import truncate
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from qdrant_client.http import models as qmodels
 
     from funnel.corpus import Corpus
-    from funnel.indexes.index import Index
     from funnel.models import Encoder
 
 
@@ -101,7 +100,7 @@ class QdrantIndex:
 
     def check_plan(self, stages: Sequence[Stage], k: int) -> None:
         """InputError unless every stage's dim is stored and the plan narrows (as for a local index)."""
-        validate_plan(stages, k, cast("Index", self))
+        check_plan(Plan.of(stages), k, self)
         for stage in stages[1:]:
             dim = stage.resolved_dim(self.dim)
             if not self.layout.stores(dim):
@@ -196,12 +195,12 @@ class QdrantRetriever:
     ``QdrantRetriever.load("http://localhost:6333", "docs").search("query", k=10)``
     """
 
-    def __init__(self, index: QdrantIndex, encoder: Encoder, stages: Sequence[Stage] | str | None = None) -> None:
+    def __init__(self, index: QdrantIndex, encoder: Encoder, stages: PlanLike | None = None) -> None:
         if encoder.dim != index.dim:
             raise InputError(f"the model gives {encoder.dim}-dim vectors but the collection holds {index.dim}-dim ones")
         self.index = index
         self.encoder = encoder
-        self.stages = parse_stages(stages) if isinstance(stages, str) else (tuple(stages) if stages else None)
+        self.stages = Plan.of(stages) if stages else None  # parsed once, here
 
     @classmethod
     def load(
@@ -211,7 +210,7 @@ class QdrantRetriever:
         model: str | None = None,
         *,
         device: str | None = None,
-        stages: Sequence[Stage] | str | None = None,
+        stages: PlanLike | None = None,
     ) -> QdrantRetriever:
         """Open ``collection`` at ``location`` (a URL, or a folder of qdrant-client's embedded mode)
         with the model the index was built with (or ``model``)."""
@@ -220,7 +219,7 @@ class QdrantRetriever:
         index = QdrantIndex.open(location, collection)
         return cls(index, Encoder.load(model or index.layout.model, device=device), stages)
 
-    def plan(self, k: int, stages: Sequence[Stage] | str | None = None) -> tuple[Stage, ...]:
+    def plan(self, k: int, stages: PlanLike | None = None) -> Plan:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the stored plan, else a default."""
         chosen = stages if stages is not None else self.stages
         # The point count only sizes the default shortlist: skip the request when a plan is at hand.
@@ -232,7 +231,7 @@ class QdrantRetriever:
         check_queries(queries)
         return self.encoder.encode(list(queries), batch_size=64)
 
-    def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: Sequence[Stage] | str | None = None) -> QdrantResult:
+    def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: PlanLike | None = None) -> QdrantResult:
         """Run the plan for ready query vectors (q, dim); scores and ids as arrays and lists."""
         results = self.index.query(query_vectors, self.plan(k, stages), k)
         scores = np.full((len(results), k), -np.inf, dtype=np.float32)
@@ -242,11 +241,11 @@ class QdrantRetriever:
             ids.append([str((point.payload or {}).get("id")) for point in points])
         return QdrantResult(scores, ids)
 
-    def search(self, query: str, k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 10, stages: PlanLike | None = None) -> list[Hit]:
         """Top-``k`` hits for one query, best first."""
         return self.search_batch([query], k, stages)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[str], k: int = 10, stages: PlanLike | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries`` (one request for all)."""
         if not query_batch(queries):
             return []

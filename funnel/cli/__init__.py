@@ -30,8 +30,9 @@ def main() -> None:
     except OSError as exc:
         # The last guard: a file system that refuses (full disk, read-only, permissions) is the
         # user's to fix, so it gets one line too, never a traceback.
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        from funnel.cli.output import os_error_line
+
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

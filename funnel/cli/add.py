@@ -8,16 +8,16 @@ from typing import Optional
 
 import typer
 
-from funnel.cli.output import emit_json
+from funnel.cli.output import emit_json, writing
 
 
 def add_command(
     index: Path = typer.Argument(..., help="An index folder."),
     corpus: Path = typer.Argument(..., help="A .parquet file, a .jsonl file or a BEIR folder with the documents to add."),
-    model: Optional[str] = typer.Option(None, help="Model folder [default: the model the index was built with]."),
-    id_column: Optional[str] = typer.Option(None, help="Id column [default: id, else _id]."),
-    text_column: Optional[str] = typer.Option(None, help="Text column [default: text]."),
-    title_column: Optional[str] = typer.Option(None, help="Optional title column [default: title if present]."),
+    model: Optional[str] = typer.Option(None, help="Model folder.", show_default="the model the index was built with"),
+    id_column: Optional[str] = typer.Option(None, help="Id column.", show_default="id, else _id"),
+    text_column: Optional[str] = typer.Option(None, help="Text column.", show_default="text"),
+    title_column: Optional[str] = typer.Option(None, help="Optional title column.", show_default="title if present"),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip rows with no text or a repeated id instead of stopping."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -38,7 +38,8 @@ def add_command(
     if not lock_is_free(index):
         raise IndexBusyError(f"another writer is changing {index}: wait for it to finish, then try again")
     encoder = Encoder.load(model or before.model)
-    manifest = add_corpus(index, source, encoder, batch_size=batch_size, show_progress=not quiet and not json_output)
+    with writing(index):
+        manifest = add_corpus(index, source, encoder, batch_size=batch_size, show_progress=not quiet and not json_output)
     summary = {
         "index": str(index),
         "added": manifest.count - before.count,

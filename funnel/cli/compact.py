@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from funnel.cli.output import emit_json
+from funnel.cli.output import emit_json, writing
 
 
 def compact_command(
@@ -20,7 +20,8 @@ def compact_command(
 
     before = read_manifest(index)
     started = time.perf_counter()
-    after = compact_index(index)
+    with writing(index):
+        after = compact_index(index)
     summary = {
         "index": str(index),
         "documents": after.count,

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from funnel.cli.output import emit_json
+from funnel.cli.output import emit_json, writing
 
 COMPACT_HINT = 0.2  # suggest compaction once this share of stored rows is deleted
 
@@ -33,7 +33,8 @@ def delete_command(
         wanted += read_ids_file(ids_file)
     if not wanted:
         raise InputError("no ids given: pass --ids a,b, --id ID or --ids-file FILE")
-    deleted = delete_documents(index, wanted, ignore_missing=ignore_missing)
+    with writing(index):
+        deleted = delete_documents(index, wanted, ignore_missing=ignore_missing)
     manifest = read_manifest(index)
     share = manifest.deleted / max(manifest.rows, 1)
     summary = {

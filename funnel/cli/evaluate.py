@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from funnel.cli.output import emit_json
+from funnel.cli.output import emit_json, writing
 
 
 def eval_command(
@@ -18,16 +18,16 @@ def eval_command(
     queries: Optional[Path] = typer.Option(None, "--queries", help='Queries JSONL ({"_id", "text"}) for --index.'),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="Qrels TSV (query-id, corpus-id, score) or TREC qrels for --index."),
     split: str = typer.Option("test", help="Qrels split of the dataset (qrels/<split>.tsv)."),
-    model: Optional[str] = typer.Option(None, help="Model folder (default: the index's, else the offline all-MiniLM-L6-v2)."),
-    dims: Optional[str] = typer.Option(None, "--dims", help="Shortlist dims to sweep (default: 16,32,64,128,256)."),
-    shortlist: Optional[str] = typer.Option(None, "--shortlist", help="Shortlist sizes to sweep (default: 50,100,200,500)."),
+    model: Optional[str] = typer.Option(None, help="Model folder.", show_default="the index's, else the offline all-MiniLM-L6-v2"),
+    dims: Optional[str] = typer.Option(None, "--dims", help="Shortlist dims to sweep.", show_default="16,32,64,128,256"),
+    shortlist: Optional[str] = typer.Option(None, "--shortlist", help="Shortlist sizes to sweep.", show_default="50,100,200,500"),
     stages: list[str] = typer.Option(
         [], "--stages", help="A plan to add: its stages, e.g. 32:500,128:100,full:100 (repeat for several; alone: no grid)."
     ),
-    k: Optional[int] = typer.Option(None, "-k", help="Documents each ranking returns (default: the largest metric cutoff)."),
+    k: Optional[int] = typer.Option(None, "-k", help="Documents each ranking returns.", show_default="the largest metric cutoff"),
     metrics: str = typer.Option("ndcg@10,mrr@10,recall@10,recall@100,map@100", help="Metrics; the first one ranks the Pareto frontier."),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Folder for report.json, per_query.json, report.md, report.png (default: evaluations/<dataset>)."
+        None, "--output", "-o", help="Folder for report.json, per_query.json, report.md, report.png.", show_default="evaluations/<dataset>"
     ),
     shortlist_kind: str = typer.Option(
         "flat",
@@ -93,19 +93,20 @@ def eval_command(
         progress=None if quiet or json_output else (lambda line: typer.echo(line, err=True)),
     )
     folder = output or Path("evaluations") / report.dataset["name"]
-    paths = report.write(folder)
-    if not no_plot:
-        from funnel.evaluation.plot import plot_report
+    with writing(folder):
+        paths = report.write(folder)
+        if not no_plot:
+            from funnel.evaluation.plot import plot_report
 
-        paths["png"] = plot_report(report, folder / "report.png")
+            paths["png"] = plot_report(report, folder / "report.png")
     if json_output:
         emit_json(report.to_json(per_query=False) | {"files": {kind: str(path) for kind, path in paths.items()}})
         return
     for warning in report.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(report.table(), nl=False)
+    typer.echo(report.terminal_table(), nl=False)
     if not quiet:
-        typer.echo(f"wrote {', '.join(str(path) for path in paths.values())}", err=True)
+        typer.echo(f"every metric and cost: {paths['markdown']}; wrote {', '.join(str(path) for path in paths.values())}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,14 +12,23 @@ from funnel.cli.output import emit_json
 
 def export_command(
     index: Path = typer.Argument(..., help="An index folder."),
-    qdrant: str = typer.Option(..., "--qdrant", help="A Qdrant URL (http://localhost:6333) or a folder for qdrant-client's embedded mode."),
-    collection: str = typer.Option(..., "--collection", help="The collection to create (or continue with --resume)."),
+    qdrant: str = typer.Option(
+        ...,
+        "--qdrant",
+        help="A Qdrant server's http(s)://HOST:PORT (e.g. http://localhost:6333), or a folder for qdrant-client's embedded mode "
+        "(any other scheme is refused).",
+    ),
+    collection: str = typer.Option(
+        ...,
+        "--collection",
+        help="The collection to create (or continue with --resume): 1-255 letters, digits, _ - or ., not starting with '.'.",
+    ),
     quantization: str = typer.Option("none", help="Quantize the shortlist vectors in Qdrant: none, scalar (int8) or binary."),
     rescore_dim: list[int] = typer.Option(
         [], "--rescore-dim", help="Also store this prefix dim, without an index, for middle stages (repeat)."
     ),
     batch_size: int = typer.Option(256, help="Points per upload request."),
-    shards: int = typer.Option(0, help="Shards of the collection on a cluster [default: the server's]."),
+    shards: int = typer.Option(0, help="Shards of the collection on a cluster.", show_default="the server's"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing collection of that name."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted export into the same collection."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -27,7 +36,11 @@ def export_command(
 ) -> None:
     """Upload INDEX's documents and vectors to a Qdrant collection that runs the same funnel server-side."""
     from funnel.backends.qdrant import ExportOptions, connect, export_index
+    from funnel.cli.validate import collection_name, qdrant_location
     from funnel.indexes.index import Index
+
+    collection_name(collection)  # before anything is opened or created
+    qdrant_location(qdrant)
 
     options = ExportOptions(
         collection=collection,

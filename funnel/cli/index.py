@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from funnel.cli.output import emit_json, human_bytes, rotation_lines
+from funnel.cli.output import emit_json, human_bytes, rotation_lines, writing
 
 if TYPE_CHECKING:
     from funnel.backends.ray_build import RayOptions
@@ -17,16 +17,17 @@ if TYPE_CHECKING:
 
 def index_command(
     corpus: Path = typer.Argument(..., help="A .parquet file, a .jsonl file or a BEIR folder (corpus.jsonl)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Index folder [default: indexes/<corpus name>]."),
-    model: Optional[str] = typer.Option(None, help="Model folder [default: the offline all-MiniLM-L6-v2]."),
-    id_column: Optional[str] = typer.Option(None, help="Id column [default: id, else _id]."),
-    text_column: Optional[str] = typer.Option(None, help="Text column [default: text]."),
-    title_column: Optional[str] = typer.Option(None, help="Optional title column, prepended to the text [default: title if present]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Index folder.", show_default="indexes/<corpus name>"),
+    model: Optional[str] = typer.Option(None, help="Model folder.", show_default="the offline all-MiniLM-L6-v2"),
+    id_column: Optional[str] = typer.Option(None, help="Id column.", show_default="id, else _id"),
+    text_column: Optional[str] = typer.Option(None, help="Text column.", show_default="text"),
+    title_column: Optional[str] = typer.Option(None, help="Optional title column, prepended to the text.", show_default="title if present"),
     shortlist_dim: list[int] = typer.Option(
         [],
         "--shortlist-dim",
         "-d",
-        help="Dims of a shortlist index (repeat for several) [default: 64, or the model's smallest trained dim].",
+        help="Dims of a shortlist index (repeat for several).",
+        show_default="64, or the model's smallest trained dim",
     ),
     shortlist_kind: str = typer.Option(
         "flat",
@@ -55,12 +56,12 @@ def index_command(
         False, "--ray", help="Encode with Ray (parquet file or folder of shards): a local Ray, or the cluster at --ray-address."
     ),
     ray_address: Optional[str] = typer.Option(
-        None, help="Ray cluster address (e.g. ray://head:10001 or auto) [default: start a local Ray]."
+        None, help="Ray cluster address (e.g. ray://head:10001 or auto).", show_default="start a local Ray"
     ),
-    workers: Optional[int] = typer.Option(None, help="Ray encoder actors [default: one per GPU, else 2]."),
+    workers: Optional[int] = typer.Option(None, help="Ray encoder actors.", show_default="one per GPU, else 2"),
     backend: str = typer.Option("local", help="Where the index goes: local (an index folder) or qdrant (a collection, see --qdrant)."),
-    qdrant: Optional[str] = typer.Option(None, help="With --backend qdrant: a Qdrant URL or a folder for embedded mode."),
-    collection: Optional[str] = typer.Option(None, help="With --backend qdrant: the collection [default: the corpus name]."),
+    qdrant: Optional[str] = typer.Option(None, help="With --backend qdrant: a Qdrant http(s)://HOST:PORT, or a folder for embedded mode."),
+    collection: Optional[str] = typer.Option(None, help="With --backend qdrant: the collection.", show_default="the corpus name"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -104,12 +105,15 @@ def index_command(
     started = time.perf_counter()
     source.validate()  # before the model loads: a bad row costs a second, not an encoding run
     encoder = Encoder.load(model)
-    if ray_options is not None:
-        from funnel.backends.ray_build import build_with_ray
+    with writing(target):
+        if ray_options is not None:
+            from funnel.backends.ray_build import build_with_ray
 
-        path = build_with_ray(source, encoder, target, config, ray_options, overwrite=overwrite)  # type: ignore[arg-type]
-    else:
-        path = build_index(source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output)
+            path = build_with_ray(source, encoder, target, config, ray_options, overwrite=overwrite)  # type: ignore[arg-type]
+        else:
+            path = build_index(
+                source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output
+            )
     index = Index.load(path)
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     summary: dict[str, Any] = {

@@ -36,7 +36,11 @@ def index_to_qdrant(
         raise InputError("--backend qdrant needs --qdrant URL (a Qdrant server) or --qdrant FOLDER (embedded mode)")
     from funnel.backends.build import build_to_qdrant
     from funnel.backends.qdrant import ExportOptions, connect
+    from funnel.cli.validate import collection_name, qdrant_location
     from funnel.models import Encoder
+
+    qdrant_location(qdrant)
+    collection_name(collection)  # defaults to the corpus file's name, which may not fit the rule
 
     started = time.perf_counter()
     client = connect(qdrant)  # before the model loads: an unreachable Qdrant costs a second

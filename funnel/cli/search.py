@@ -14,13 +14,13 @@ from funnel.cli.output import emit_json, snippet
 def search_command(
     index: Path = typer.Argument(..., help="An index folder made by `funnel index` (with --server: the served index's name)."),
     query: Optional[str] = typer.Argument(None, help="The query; omit it to read queries from --queries."),
-    k: Optional[int] = typer.Option(None, "-k", help="Hits per query [default: 10, or the last stage's candidates with --stages]."),
-    shortlist: Optional[int] = typer.Option(None, help="Candidates the first stage keeps [default: max(200, 20k)]."),
+    k: Optional[int] = typer.Option(None, "-k", help="Hits per query.", show_default="10, or the last stage's candidates with --stages"),
+    shortlist: Optional[int] = typer.Option(None, help="Candidates the first stage keeps.", show_default="max(200, 20k)"),
     stages: Optional[str] = typer.Option(
         None, help="The plan, its stages in order, e.g. 64:200,128:50,full:10 (DIM:CANDIDATES or LAYER:DIM:CANDIDATES; DIM may be 'full')."
     ),
     queries: Optional[Path] = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
-    model: Optional[str] = typer.Option(None, help="Model folder [default: the one the index was built with]."),
+    model: Optional[str] = typer.Option(None, help="Model folder.", show_default="the one the index was built with"),
     json_output: bool = typer.Option(False, "--json", help="Print hits as JSON."),
     server: Optional[str] = typer.Option(
         None, "--server", help="Ask a `funnel serve` server at this URL (http://HOST:PORT) instead of loading the index."

@@ -18,7 +18,9 @@ def serve_command(
     max_query_chars: int = typer.Option(4096, help="Longest query, in characters."),
     max_body_bytes: int = typer.Option(1_048_576, help="Largest request body, in bytes."),
     max_coalesce: int = typer.Option(64, help="Most queries that requests waiting together share one search batch with (1: none)."),
-    model: str | None = typer.Option(None, help="Model folder (default: the one each index was built with)."),
+    model: str | None = typer.Option(None, help="Model folder.", show_default="the one each index was built with"),
+    grace: int = typer.Option(30, "--grace", help="On SIGTERM, seconds requests in flight may run on; later ones get 503."),
+    show_paths: bool = typer.Option(False, "--show-paths", help="Show the index folder and the corpus's path in /info answers."),
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info, debug."),
 ) -> None:
     """Serve indexes over HTTP: POST /search, GET /health, GET /info, docs at /docs. Stops cleanly on SIGTERM."""
@@ -28,7 +30,8 @@ def serve_command(
         import uvicorn  # noqa: F401
 
         import funnel.serve.app  # noqa: F401  (FastAPI and uvicorn, checked before the model loads)
-        from funnel.serve import ServeLimits, ServeSettings, api_key_from_env, load_retrievers, name_indexes, serve
+        from funnel.serve import ServeLimits, ServeSettings, api_key_from_env, bind_listener, load_retrievers, name_indexes, serve
+        from funnel.serve.runner import listener_port
     except ImportError as exc:
         raise InputError(f"funnel serve needs the serve extra ({exc.name} is missing): pip install 'funnel[serve]'") from exc
 
@@ -40,13 +43,25 @@ def serve_command(
         workers=workers,
         max_coalesce=max_coalesce,
     )
-    settings = ServeSettings(host=host, port=port, api_key=api_key_from_env(api_key_env) if api_key_env else None, limits=limits)
+    settings = ServeSettings(
+        host=host,
+        port=port,
+        api_key=api_key_from_env(api_key_env) if api_key_env else None,
+        limits=limits,
+        grace_seconds=grace,
+        show_paths=show_paths,
+    )
     paths = name_indexes(indexes)
-    typer.echo(f"loading {len(paths)} index(es) and the model…", err=True)
-    retrievers = load_retrievers(paths, model)
+    listener = bind_listener(settings)  # a port in use fails now, not after the model has loaded
+    typer.echo(f"loading {len(paths)} index(es) and the model for http://{host}:{listener_port(listener)} …", err=True)
+    try:
+        retrievers = load_retrievers(paths, model)
+    except BaseException:
+        listener.close()
+        raise
     for name, retriever in retrievers.items():
         typer.echo(f"  {name}: {retriever.index.count} documents from {retriever.index.path}", err=True)
-    serve(retrievers, settings, log_level)
+    serve(retrievers, settings, log_level, listener)
 
 
 def register(app: typer.Typer) -> None:

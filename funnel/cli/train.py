@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from funnel.cli.output import writing
 from funnel.errors import InputError
 
 
@@ -40,11 +41,11 @@ def _pairs(text: Optional[str]) -> Optional[tuple[tuple[int, int], ...]]:
 def train_command(
     data: list[Path] = typer.Argument(..., help="JSONL/parquet pairs, triplets or scored pairs, or BEIR folders."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
-    model: Optional[str] = typer.Option(None, help="Starting model folder (default: offline all-MiniLM-L6-v2)."),
+    model: Optional[str] = typer.Option(None, help="Starting model folder.", show_default="offline all-MiniLM-L6-v2"),
     static: Optional[str] = typer.Option(None, help="Train a static model: 'tokenizer' (fresh) or 'distill' (model2vec)."),
     static_dim: int = typer.Option(1024, help="Width of a static model."),
     scheme: str = typer.Option("matryoshka", help="matryoshka, 2d, starbucks or none."),
-    dims: Optional[str] = typer.Option(None, help="Nested dims, e.g. 384,256,128,64,32 (default: powers of two)."),
+    dims: Optional[str] = typer.Option(None, help="Nested dims, e.g. 384,256,128,64,32.", show_default="powers of two"),
     dim_weights: Optional[str] = typer.Option(None, help="One loss weight per dim."),
     pairs: Optional[str] = typer.Option(None, help="Starbucks layer:dim pairs, e.g. 2:32,4:64,6:384."),
     pair_weights: Optional[str] = typer.Option(None, help="One loss weight per layer:dim pair."),
@@ -102,7 +103,8 @@ def train_command(
         seed=seed,
         show_progress=not quiet,
     )
-    folder = train(config)
+    with writing(output):
+        folder = train(config)
     from funnel.models import read_model_metadata
 
     meta = read_model_metadata(folder)

@@ -14,16 +14,18 @@ def tune_command(
     index: Path = typer.Argument(..., help="An index folder made by `funnel index`."),
     recall: float = typer.Option(0.99, "--recall", help="Target recall@k against exact full-dimension search, in (0, 1]."),
     k: int = typer.Option(10, "-k", help="The k the plan is tuned for (searches with k up to this use it)."),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="Calibration queries, one per line [default: made from the corpus]."),
+    queries: Optional[Path] = typer.Option(
+        None, "--queries", help="Calibration queries, one per line.", show_default="made from the corpus"
+    ),
     size: int = typer.Option(400, "--calibration-size", help="Documents sampled for corpus-made queries (half fit, half held out)."),
     seed: int = typer.Option(0, help="Seed for sampling and the fit/held-out split."),
-    dims: list[int] = typer.Option([], "--dim", help="Shortlist dims to consider (repeat) [default: every stored one]."),
+    dims: list[int] = typer.Option([], "--dim", help="Shortlist dims to consider (repeat).", show_default="every stored one"),
     stages: int = typer.Option(3, "--max-stages", help="Largest number of stages to consider: 2 or 3."),
-    margin: Optional[float] = typer.Option(None, help="Safety margin added to the target [default: a quarter of 1 - target]."),
+    margin: Optional[float] = typer.Option(None, help="Safety margin added to the target.", show_default="a quarter of 1 - target"),
     select: str = typer.Option(
         "estimate", help="Pick the cheapest by the latency 'estimate' (reproducible) or the 'measured' ms of the few cheapest."
     ),
-    model: Optional[str] = typer.Option(None, help="Model folder [default: the one the index was built with]."),
+    model: Optional[str] = typer.Option(None, help="Model folder.", show_default="the one the index was built with"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the plan without storing it in the index."),
     json_output: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
 ) -> None:

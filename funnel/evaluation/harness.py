@@ -24,7 +24,8 @@ from funnel.evaluation.compute import EncoderShape, count_tokens, funnel_costs, 
 from funnel.evaluation.metrics import Metric, Qrels, evaluate_run, parse_metrics, run_from_arrays
 from funnel.evaluation.report import ConfigurationResult, EncodingCost, EvaluationReport, environment
 from funnel.evaluation.sweep import DEFAULT_DIMS, DEFAULT_SHORTLISTS, Configuration, grid, pareto_frontier, plan_configuration, reference
-from funnel.evaluation.timing import TIMING_THREADS, Timing, sample, time_each, time_funnel, time_layers, torch_threads
+from funnel.evaluation.timing import TIMING_THREADS, Timing, sample, time_each, time_funnel, time_layers
+from funnel.models import torch_threads
 from funnel.stages import Stage, parse_stages
 
 if TYPE_CHECKING:

@@ -150,6 +150,29 @@ class EvaluationReport:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
+    def terminal_table(self, metrics: int = 2) -> str:
+        """A narrow summary for a terminal: each configuration with its first ``metrics`` metrics,
+        the share of the primary one kept, search ms and speed-up; * marks the Pareto frontier.
+        The full table, with costs and every metric, is :meth:`table` (report.md)."""
+        shown = self.metrics[:metrics]
+        header = ["config", *(_label(name) for name in shown), "kept", "ms p50", "speed-up"]
+        rows = [
+            [
+                f"{row.name}{' *' if row.pareto else ''}",
+                *(f"{row.means[name]:.4f}" for name in shown),
+                f"{row.retained[self.primary_metric]:.1f}%",
+                f"{row.search.median_ms:.3f}",
+                f"{row.speedup:.2f}×",
+            ]
+            for row in self.rows
+        ]
+        widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
+        lines = [
+            "  ".join(cell.ljust(width) if column == 0 else cell.rjust(width) for column, (cell, width) in enumerate(zip(line, widths)))
+            for line in [header, *rows]
+        ]
+        return "\n".join(lines) + "\n"
+
     @property
     def layered(self) -> bool:
         """Whether some configuration stops its query encoding before the model's last layer."""

@@ -11,12 +11,14 @@ a model call costs milliseconds where a search costs microseconds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from funnel.models import swapped_threads
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
@@ -73,26 +75,7 @@ def faiss_threads(count: int) -> AbstractContextManager[None]:
     """Run FAISS on ``count`` threads inside the block, restoring the setting after."""
     import faiss
 
-    return _threads(faiss.omp_get_max_threads, faiss.omp_set_num_threads, count)
-
-
-def torch_threads(count: int) -> AbstractContextManager[None]:
-    """Run torch on ``count`` threads inside the block (no-op without torch)."""
-    try:
-        import torch
-    except ImportError:
-        return nullcontext()
-    return _threads(torch.get_num_threads, torch.set_num_threads, count)
-
-
-@contextmanager
-def _threads(get: Callable[[], int], set_to: Callable[[int], None], count: int) -> Iterator[None]:
-    before = get()
-    set_to(count)
-    try:
-        yield
-    finally:
-        set_to(before)
+    return swapped_threads(faiss.omp_get_max_threads, faiss.omp_set_num_threads, count)
 
 
 def time_funnel(
@@ -102,13 +85,15 @@ def time_funnel(
     vectors, or a mapping {layer: vectors} for stages that name layers (search time only).
 
     The total is the default path's; a two-stage plan that runs as one FAISS call there
-    (:mod:`funnel.indexes.compiled`) has no per-stage times, so those come from the same plan
+    (:mod:`funnel.search.compiled`) has no per-stage times, so those come from the same plan
     run through the Python stages.
     """
-    from funnel.indexes.compiled import compilable
-    from funnel.stages import run_funnel
+    from funnel.search.compiled import compilable
+    from funnel.search.plan import Plan
+    from funnel.search.run import run_funnel
 
-    fused = compilable(index, tuple(stages))
+    plan = Plan.of(stages)  # parsed once for every timed run
+    fused = compilable(index, plan)
 
     def rows(start: int, stop: int) -> np.ndarray | dict[int | None, np.ndarray]:
         if isinstance(queries, Mapping):
@@ -120,15 +105,15 @@ def time_funnel(
     per_stage = np.zeros((count, repeats, len(stages)))
     total = np.zeros((count, repeats))
     with faiss_threads(TIMING_THREADS):
-        run_funnel(index, rows(0, 1), stages, k)  # warm caches and lazy allocations
+        run_funnel(index, rows(0, 1), plan, k)  # warm caches and lazy allocations
         for row in range(count):
             query = rows(row, row + 1)
             for repeat in range(repeats):
                 started = time.perf_counter()
-                result = run_funnel(index, query, stages, k)
+                result = run_funnel(index, query, plan, k)
                 total[row, repeat] = time.perf_counter() - started
                 if fused:
-                    result = run_funnel(index, query, stages, k, compiled=False)
+                    result = run_funnel(index, query, plan, k, compiled=False)
                 per_stage[row, repeat] = [step.seconds for step in result.trace]
     medians = np.median(per_stage, axis=1)
     return FunnelTiming(tuple(Timing.of(medians[:, s]) for s in range(len(stages))), Timing.of(np.median(total, axis=1)))

@@ -83,7 +83,12 @@ class Index:
 
     def changed_on_disk(self) -> bool:
         """Whether the folder's manifest is no longer the one this view was loaded from."""
-        return _current_stamp(self.path) != self.stamp
+        return self.stamp_on_disk() != self.stamp
+
+    def stamp_on_disk(self) -> tuple[int, ...]:
+        """The stamp of the folder's current manifest (``()`` when there is none): equal to
+        :attr:`stamp` while no writer has replaced it."""
+        return _current_stamp(self.path)
 
     @property
     def count(self) -> int:

@@ -14,8 +14,12 @@ def index_summary(path: str | Path) -> dict[str, Any]:
     folder = Path(path)
     manifest = read_manifest(folder)
     disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return {"index": str(folder), **manifest_summary(manifest), "disk_bytes": disk}
+
+
+def manifest_summary(manifest: Manifest) -> dict[str, Any]:
+    """What :func:`index_summary` says that the manifest alone tells (no folder, no file sizes)."""
     return {
-        "index": str(folder),
         "format_version": manifest.format_version,
         "documents": manifest.count,
         "segments": len(manifest.segments),
@@ -24,7 +28,6 @@ def index_summary(path: str | Path) -> dict[str, Any]:
         "vector_dtype": manifest.vector_dtype,
         "shortlists": [s.__dict__ for s in manifest.shortlists],
         "plan": manifest.plan,
-        "disk_bytes": disk,
         "source": manifest.source,
         "deleted_rows": manifest.deleted,
         "generation": manifest.generation,
@@ -33,6 +36,17 @@ def index_summary(path: str | Path) -> dict[str, Any]:
         "rotation": rotation_summary(manifest),
         "rotation_decision": manifest.rotation.decision if manifest.rotation else None,
     }
+
+
+def without_paths(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with no filesystem path in it, for answers to clients: the corpus is named by
+    its file name and a model given as a folder by the folder's name."""
+    source = dict(summary.get("source") or {})
+    if "path" in source:
+        source["path"] = Path(source["path"]).name
+    model = summary.get("model")
+    shown_model = Path(model).name if isinstance(model, str) and ("/" in model or "\\" in model) else model
+    return {key: value for key, value in summary.items() if key != "index"} | {"source": source, "model": shown_model}
 
 
 def rotation_summary(manifest: Manifest) -> dict[str, Any]:

@@ -15,14 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union, overload
+from typing import Protocol, Union, overload
 
 import numpy as np
 
 from funnel.errors import InputError
 
-if TYPE_CHECKING:
-    from funnel.indexes.index import Index
+
+class PlanTarget(Protocol):
+    """What a plan is checked against: a local index view or a Qdrant collection."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def shortlist_dims(self) -> list[int]: ...
+
+    def check_layer(self, layer: int | None) -> None: ...
+
+    def has_shortlist(self, dim: int, layer: int | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ def _parse_dim(text: str) -> int | None:
     return None if text.strip().lower() == "full" else int(text)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Plan(Sequence[Stage]):
     """The stages of one search, first to last; behaves as a tuple of :class:`Stage`.
 
@@ -134,11 +145,19 @@ class Plan(Sequence[Stage]):
     def __str__(self) -> str:
         return ",".join(map(str, self.stages))
 
+    def __eq__(self, other: object) -> bool:  # equal to another Plan, or to a tuple of the same stages
+        if isinstance(other, Plan):
+            return self.stages == other.stages
+        return isinstance(other, tuple) and self.stages == other
+
+    def __hash__(self) -> int:
+        return hash(self.stages)
+
 
 PlanLike = Union[Plan, str, Sequence[Stage]]
 
 
-def check_plan(plan: Plan, k: int, index: Index) -> None:
+def check_plan(plan: Plan, k: int, index: PlanTarget) -> None:
     """Check a plan against one index view before searching; raises InputError saying what to change."""
     check_k(k)
     for before, after in zip(plan, plan[1:]):

@@ -53,6 +53,16 @@ def view_state(index: Index) -> ViewState:
     return state
 
 
+def check_once(index: Index, plan: Plan, k: int) -> ViewState:
+    """:func:`~funnel.search.plan.check_plan` the first time ``plan`` and ``k`` meet this view
+    (a view never changes, so once is enough); returns the view's state."""
+    state = view_state(index)
+    if (plan, k) not in state.checked:
+        check_plan(plan, k, index)
+        state.checked.add((plan, k))
+    return state
+
+
 def compile_plans(index: Index, enabled: bool) -> None:
     """Run two-stage plans on ``index`` as one FAISS call where they allow it (the default), or
     keep every plan on the Python stages (same ranking; for comparisons, and to save the
@@ -188,10 +198,7 @@ def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compil
     from funnel.indexes.index import top_n
 
     plan = Plan.of(plan)
-    state = view_state(index)
-    if (plan, k) not in state.checked:  # an index view never changes: check each plan once
-        check_plan(plan, k, index)
-        state.checked.add((plan, k))
+    state = check_once(index, plan, k)
     # Arrays first: a Protocol isinstance check costs more than the rest of this setup.
     source: QuerySource
     if isinstance(queries, (np.ndarray, Mapping)) or not isinstance(queries, QuerySource):

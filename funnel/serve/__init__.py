@@ -11,6 +11,7 @@ from typing import Any
 from funnel.serve.settings import ServeLimits, ServeSettings, api_key_from_env
 
 _LAZY = {
+    "bind_listener": "funnel.serve.runner",
     "create_app": "funnel.serve.app",
     "load_retrievers": "funnel.serve.runner",
     "make_server": "funnel.serve.runner",
@@ -27,4 +28,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'funnel.serve' has no attribute {name!r}")
 
 
-__all__ = ["ServeLimits", "ServeSettings", "api_key_from_env", "create_app", "load_retrievers", "make_server", "name_indexes", "serve"]
+__all__ = [
+    "ServeLimits",
+    "ServeSettings",
+    "api_key_from_env",
+    "bind_listener",
+    "create_app",
+    "load_retrievers",
+    "make_server",
+    "name_indexes",
+    "serve",
+]

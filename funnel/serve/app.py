@@ -1,11 +1,12 @@
 """The HTTP app: ``create_app({"docs": retriever}, limits)`` gives a FastAPI app serving
-``POST /search``, ``GET /health``, ``GET /info`` and OpenAPI docs at ``/docs``.
+``POST /search``, ``GET /health``, ``GET /info`` and OpenAPI docs at ``/docs`` (Swagger UI from
+the swagger-ui-bundle package, so the page works offline; without it, only ``/openapi.json``).
 
 Searches run in a pool of worker threads sized by ``limits.threads``, never in the event loop,
 so a slow encode does not hold up other requests; requests that queue for a worker with the same
 index, k and plan are searched as one batch (:mod:`funnel.serve.batching`). Each search first
-moves its retriever to the newest version of the index (``reload_if_changed``: a stat when
-nothing changed).
+moves its retriever to the newest version of the index (:class:`~funnel.serve.follow.VersionFollower`:
+a stat when nothing changed; a version that cannot be read leaves the open one serving).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from funnel.errors import FunnelError, InputError
 from funnel.serve.batching import Coalescer
-from funnel.serve.guards import BearerKey, BodyLimit
+from funnel.serve.follow import VersionFollower
+from funnel.serve.guards import BearerKey, BodyLimit, ShutdownGrace
 from funnel.serve.schemas import ErrorOut, Health, SearchRequest, SearchResponse
-from funnel.serve.settings import ServeLimits
+from funnel.serve.settings import DEFAULT_GRACE_SECONDS, ServeLimits
 from funnel.stages import parse_stages
 
 if TYPE_CHECKING:
@@ -39,7 +41,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in
 
 
 def create_app(
-    retrievers: Mapping[str, Retriever], limits: ServeLimits | None = None, *, api_key: str | None = None, warm: bool = True
+    retrievers: Mapping[str, Retriever],
+    limits: ServeLimits | None = None,
+    *,
+    api_key: str | None = None,
+    warm: bool = True,
+    show_paths: bool = False,
+    grace_seconds: int = DEFAULT_GRACE_SECONDS,
 ) -> FastAPI:
     """An app serving ``retrievers`` by name (the first is the default index).
 
@@ -48,6 +56,8 @@ def create_app(
         limits: bounds on each request and the number of worker threads [default: ServeLimits()].
         api_key: when set, every request but ``GET /health`` must send ``Authorization: Bearer KEY``.
         warm: at startup, run one search per worker thread so the first requests pay no warm-up.
+        show_paths: let ``/info`` show the index folder and the corpus's path.
+        grace_seconds: the server's shutdown grace, named in the 503 a request past it gets.
     """
     if not retrievers:
         raise InputError("give at least one index to serve")
@@ -55,7 +65,8 @@ def create_app(
     served = dict(retrievers)
     default = next(iter(served))
     limiter = anyio.CapacityLimiter(limits.threads)
-    coalescer = Coalescer(limits.threads, limits.max_coalesce, _follow_writers)
+    follow = VersionFollower()
+    coalescer = Coalescer(limits.threads, limits.max_coalesce, follow)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,7 +81,10 @@ def create_app(
         summary="Two-stage retrieval on nested (Matryoshka) embeddings.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # the CDN page FastAPI serves is blank offline: see _add_offline_docs
+        redoc_url=None,
     )
+    _add_offline_docs(app)
 
     def pick(name: str | None) -> tuple[str, Retriever]:
         name = default if name is None else name
@@ -94,16 +108,22 @@ def create_app(
         payload = await coalescer.search(name, retriever, texts, k, body.stages, started)
         return Response(payload, media_type="application/json")
 
+    @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
-        """Liveness: answers without a key once the models are loaded."""
-        return {"status": "ok", "indexes": list(served)}
+        """Liveness: answers without a key once the models are loaded. ``status`` is "degraded"
+        while an index answers from an older version because its newest cannot be read
+        (``lagging`` says which and why)."""
+        lagging = follow.problems()
+        return {"status": "degraded" if lagging else "ok", "indexes": list(served), "lagging": lagging}
 
     @app.get("/info", responses=ERRORS)
     async def info(index: str | None = Query(None, description="Which served index [default: the first].")) -> dict[str, Any]:
-        """The index's `funnel info --json`, plus the name it is served under and the version loaded."""
+        """The index's `funnel info --json` for the version loaded, plus the name it is served
+        under; no filesystem paths unless the server runs with --show-paths."""
         name, retriever = pick(index)
-        return await _in_worker(limiter, _info, name, retriever)
+        await _in_worker(limiter, follow, name, retriever)
+        return _info(name, retriever, show_paths)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -123,10 +143,12 @@ def create_app(
         logger.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server logged it"}, status_code=500)
 
-    # Outermost first: the key is checked before a body is read.
+    # Each add wraps the ones before: the key is checked before a body is read, and the grace
+    # guard, outermost, answers whatever runs past the shutdown grace.
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if api_key is not None:
         app.add_middleware(BearerKey, key=api_key)
+    app.add_middleware(ShutdownGrace, grace_seconds=grace_seconds)
     return app
 
 
@@ -161,20 +183,53 @@ def _check_k(body: SearchRequest, limits: ServeLimits) -> int:
     return k
 
 
-def _info(name: str, retriever: Retriever) -> dict[str, Any]:
-    from funnel.indexes.summary import index_summary
+def _info(name: str, retriever: Retriever, show_paths: bool) -> dict[str, Any]:
+    """From the version loaded, never the folder: it answers while the folder is gone."""
+    from funnel.indexes.summary import manifest_summary, without_paths
 
-    _follow_writers(name, retriever)
-    return {"name": name, "loaded_version": retriever.index.version, **index_summary(retriever.index.path)}
+    index = retriever.index
+    summary = manifest_summary(index.manifest)
+    shown = {"index": str(index.path), **summary} if show_paths else without_paths(summary)
+    return {"name": name, "loaded_version": index.version, **shown}
 
 
-def _follow_writers(name: str, retriever: Retriever) -> None:
+def _add_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs with its script and style served by this server, from the
+    swagger-ui-bundle package; without the package there is no page (the schema stays at
+    /openapi.json) rather than one that loads from a CDN and shows nothing offline."""
     try:
-        if retriever.reload_if_changed():
-            logger.info("index %s: now at version %d", name, retriever.index.version)
-    except FunnelError as exc:
-        # Keep answering from the version already open (its files stay mapped) rather than fail.
-        logger.warning("index %s: could not load its new version (%s); still serving version %d", name, exc, retriever.index.version)
+        import swagger_ui_bundle
+    except ImportError:
+        return
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    page = _DOCS_PAGE.replace("OPENAPI_URL", app.openapi_url or "/openapi.json")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page)
+
+
+# The core bundle and its BaseLayout only: FastAPI's own page also names the standalone preset,
+# which the bundled Swagger UI 4 keeps in another file.
+_DOCS_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>funnel API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+<link rel="icon" href="/docs/assets/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>
+SwaggerUIBundle({url: "OPENAPI_URL", dom_id: "#swagger-ui", presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout", deepLinking: true});
+</script>
+</body>
+</html>
+"""
 
 
 def _warm(served: Mapping[str, Retriever]) -> None:
@@ -202,6 +257,9 @@ def _one_line(errors: Sequence[Any]) -> str:
 
 
 def _version() -> str:
-    from funnel import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("funnel")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"

@@ -1,4 +1,5 @@
-"""ASGI middleware that stops a request before it reaches the app: a bearer key, a body limit.
+"""ASGI middleware around the app: a bearer key and a body limit stop a request before it reaches
+the app; the shutdown guard answers a request that outlives the server's grace.
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware: no extra task per request, so the guard
 costs microseconds on the search path.
@@ -6,6 +7,7 @@ costs microseconds on the search path.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -105,3 +107,38 @@ class BodyLimit:
 
     def _too_large(self, size: str) -> str:
         return f"the request body ({size}) is over the limit of {self.max_bytes:,} bytes (max_body_bytes)"
+
+
+class ShutdownGrace:
+    """A request still running when the shutdown grace ends gets 503 and ``Retry-After``.
+
+    On SIGTERM uvicorn stops taking connections and waits ``grace_seconds`` for requests in
+    flight; then it cancels them, and a cancelled request would otherwise reach the client as a
+    500 (or a dropped connection), which reads as a server fault rather than "ask again".
+    """
+
+    def __init__(self, app: ASGIApp, grace_seconds: int) -> None:
+        self.app = app
+        self.grace_seconds = grace_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            detail = (
+                f"the server is shutting down and this request ran past its {self.grace_seconds} s grace: "
+                "send it again (to another replica, or once the server is back)"
+            )
+            await reject(send, 503, detail, ((b"retry-after", b"1"), (b"connection", b"close")))

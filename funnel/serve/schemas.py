@@ -11,7 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field
 class SearchRequest(BaseModel):
     """One query (``query``) or several (``queries``); ``k`` hits each, through ``stages``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"query": "play a puzzle game over the network", "k": 5}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"query": "play a puzzle game over the network", "k": 5}],
+            # Exactly one of the two (the handler answers 400 otherwise); the fields alone cannot say it.
+            "oneOf": [
+                {"required": ["query"], "properties": {"query": {"type": "string"}}},
+                {"required": ["queries"], "properties": {"queries": {"type": "array"}}},
+            ],
+        },
+    )
 
     query: str | None = Field(None, description="One query. Give this or `queries`.")
     queries: list[str] | None = Field(None, description="Several queries, searched as one batch.")
@@ -61,8 +71,9 @@ class SearchResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description='"ok", or "degraded" while an index answers from an older version (see `lagging`).')
     indexes: list[str]
+    lagging: dict[str, str] = Field(description="Served name → why it still answers from an older version.")
 
 
 class ErrorOut(BaseModel):

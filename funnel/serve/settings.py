@@ -45,19 +45,33 @@ class ServeLimits:
         return max(1, len(cores) if cores else (os.cpu_count() or 1))
 
 
+DEFAULT_GRACE_SECONDS = 30
+
+
 @dataclass(frozen=True)
 class ServeSettings:
-    """Where a server listens and whom it answers. ``api_key``: a bearer key every request but
-    /health must carry (None: no key)."""
+    """Where a server listens, whom it answers and how it stops.
+
+    Args:
+        api_key: a bearer key every request but /health must carry (None: no key).
+        grace_seconds: on SIGTERM, how long requests in flight may run on; one still running
+            then gets 503 with Retry-After.
+        show_paths: put the index folder and the corpus's path in /info answers (off: only
+            names, so clients learn nothing of the server's file system).
+    """
 
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = field(default=None, repr=False)
     limits: ServeLimits = ServeLimits()
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+    show_paths: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise InputError(f"port must be between 0 and 65535, not {self.port}")
+        if self.grace_seconds < 0:
+            raise InputError(f"the shutdown grace must be 0 seconds or more, not {self.grace_seconds}")
         if self.api_key is not None and not self.api_key.strip():
             raise InputError("the API key is empty: set a non-empty key")
 

@@ -132,6 +132,7 @@ def run_training(config: TrainConfig) -> Path:
     set_seed(config.seed)
     dataset = load_examples(config.data, max_rows=config.max_pairs, seed=config.seed)
     kind = kind_of(dataset)
+    check_enough_examples(len(dataset), kind, config)  # before the model loads: nothing is trained or written
     model, base_name = build_model(config)
     dims, pairs = nesting(config, model)
     if config.frozen_layers:
@@ -182,6 +183,14 @@ def run_training(config: TrainConfig) -> Path:
     if not config.show_progress:
         trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if trainer.state.global_step == 0:
+        # Enough rows can still make no batch (a batch takes no repeated text): an untrained copy
+        # saved as if trained would be worse than nothing.
+        shutil.rmtree(checkpoint_dir(output), ignore_errors=True)
+        raise InputError(
+            f"training ran 0 steps on {len(dataset)} examples (too few distinct texts to fill one batch of {config.batch_size}): "
+            "nothing saved; give more distinct examples or a smaller batch_size (--batch-size)"
+        )
     if inference_length is not None:
         model.max_seq_length = inference_length
 
@@ -202,6 +211,18 @@ def run_training(config: TrainConfig) -> Path:
     _save(model, metadata, output)
     shutil.rmtree(checkpoint_dir(output), ignore_errors=True)
     return output
+
+
+def check_enough_examples(count: int, kind: str, config: TrainConfig) -> None:
+    """Refuse a run that could not take one step: (query, positive) batches drop an incomplete
+    last batch (in-batch negatives need a full one), so fewer pairs than ``batch_size`` train nothing."""
+    from funnel.training.data import PAIR_KIND
+
+    if kind == PAIR_KIND and count < config.batch_size:
+        raise InputError(
+            f"{count} training pairs are fewer than one batch of {config.batch_size}, so training would take 0 steps: "
+            f"give at least {config.batch_size} pairs or a smaller batch_size (--batch-size)"
+        )
 
 
 def _cuda() -> bool:

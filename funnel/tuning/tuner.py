@@ -16,8 +16,12 @@ Method (see :mod:`funnel.tuning.evidence` for why prefixes suffice):
 5. The chosen plan runs on the held-out half; that recall is the one reported and stored. If it
    falls short of the target, the choice is redone on all calibration queries, and the report says so.
 
-A target of 1.0, an index smaller than :data:`SMALL_INDEX`, or k at least the index size gives an
-exact plan, because no measured sample can promise more than exact search does.
+A target of 1.0 or an index smaller than :data:`SMALL_INDEX` gives an exact plan, because no
+measured sample can promise more than exact search does. A k of at least the index's document
+count is refused: every search already returns the whole index, so there is no plan to choose.
+Below :data:`TIMED_INDEX` documents nothing is timed or stored as ms: one search takes a fraction
+of a millisecond there, and run-to-run noise (a 300-document tune stored 8.07 ms once and 0.06 ms
+on a rerun) exceeds the differences between plans; the estimate alone ranks them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from funnel.errors import InputError
 from funnel.stages import Stage, format_stages
 from funnel.tuning.calibration import CalibrationQueries, resolve_queries
 from funnel.tuning.evidence import DimEvidence, corpus_in_memory, gather_evidence
-from funnel.tuning.measure import ExactReference, plan_ms_per_query, run_plan
+from funnel.tuning.measure import TuningReference, plan_ms_per_query, run_plan
 from funnel.tuning.search_space import Cost, SearchSpace, exact_cost, nice_counts, plan_cost
 
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
     from funnel.models import Encoder
 
 SMALL_INDEX = 100
+TIMED_INDEX = 1_000
 # Default safety margin: a quarter of the allowed miss rate (0.0025 at a 0.99 target). On SciFact,
 # corpus-made calibration queries came out about 0.002 easier than the real test queries.
 SAFETY_SHARE = 0.25
@@ -159,14 +164,21 @@ def tune(
     check_target(target_recall, k)
     if index.count == 0:
         raise InputError("the index is empty: there is nothing to tune")
+    if k >= index.count:
+        raise InputError(
+            f"k={k} {'exceeds' if k > index.count else 'equals'} the index's document count ({index.count}): every search "
+            f"returns the whole index, so there is no plan to tune; tune with k below {index.count}"
+        )
     calibration = resolve_queries(index, encoder, queries, options.calibration_size, options.seed)
-    reference = ExactReference(index)
+    reference = TuningReference(index)
     rng = np.random.default_rng(options.seed)
     order = rng.permutation(calibration.count)
     fit, holdout = np.sort(order[: calibration.count // 2]), np.sort(order[calibration.count // 2 :])
     about = {"source": calibration.source, "queries": calibration.count, "fit": len(fit), "holdout": len(holdout), "seed": options.seed}
     truth = reference.search(calibration.vectors, k, calibration.documents)
-    timing = calibration.vectors[holdout[: options.timing_queries]]
+    timed = index.count >= TIMED_INDEX
+    timing = calibration.vectors[holdout[: options.timing_queries] if timed else holdout[:0]]
+    untimed = () if timed else (_untimed_note(index, options),)
     exact = PlanMeasurement(
         "exact flat search",
         f"flat {index.dim}-d over {index.count}",
@@ -178,7 +190,7 @@ def tune(
 
     reason = _exact_reason(index, target_recall, k)
     if reason:
-        return _exact_plan(index, calibration, truth, holdout, timing, k, target_recall, about, exact, reason)
+        return _exact_plan(index, calibration, truth, holdout, timing, k, target_recall, about, exact, (reason, *untimed))
 
     space = SearchSpace.for_index(index, k, dims=options.dims, max_candidates=options.max_candidates, max_stages=options.max_stages)
     prefixes = nice_counts(k, space.max_candidates)
@@ -198,7 +210,7 @@ def tune(
         for dim in space.shortlist_dims
     ]
     del corpus
-    notes: list[str] = []
+    notes: list[str] = list(untimed)
     margin = SAFETY_SHARE * (1 - target_recall) if options.margin is None else options.margin
     threshold = min(1.0, target_recall + margin)
     z = NormalDist().inv_cdf(options.confidence)
@@ -215,12 +227,16 @@ def tune(
             target_recall,
             about,
             exact,
-            f"no plan within a shortlist of {space.max_candidates} met the target; use exact search or tune with a larger max_candidates",
+            (
+                f"no plan within a shortlist of {space.max_candidates} met the target; use exact search or tune with a larger max_candidates",
+                *untimed,
+            ),
         )
     considered = _count_plans(index, evidence, k)
     measured = _time_candidates(index, ranked[: max(1, options.measure)], timing, k, calibration, truth, holdout)
-    pick = min(measured, key=lambda m: m[1].ms_per_query) if options.select == "measured" else measured[0]
-    if options.select == "measured":
+    by_ms = options.select == "measured" and timed
+    pick = min(measured, key=lambda m: m[1].ms_per_query or 0.0) if by_ms else measured[0]
+    if by_ms:
         selection = selection.replace("estimated latency", "measured ms/query")
     stages, chosen, lower = pick[0], pick[1], pick[2]
     if chosen.recall_holdout is not None and chosen.recall_holdout < target_recall:
@@ -240,8 +256,9 @@ def tune(
     chosen = replace(chosen, name="tuned")
     if exact.estimated_us < chosen.estimated_us and index.dim not in index.shortlist_dims:
         notes.append(
-            f"exact flat search is estimated faster than any funnel meeting the target on {index.count} documents "
-            f"({exact.estimated_us:.0f} vs {chosen.estimated_us:.0f} µs): rebuild with --shortlist-dim {index.dim} to make it a plan"
+            f"exact flat search wins on an index this small: over {index.count} documents it is estimated at "
+            f"{exact.estimated_us:.0f} µs per query, the cheapest funnel meeting the target at {chosen.estimated_us:.0f} µs; "
+            f"a funnel pays off on larger indexes. To search exactly, rebuild with --shortlist-dim {index.dim} and tune again"
         )
     return TunedPlan(
         tuple(stages),
@@ -263,11 +280,19 @@ def _cost(cost: Cost) -> tuple[int, int, float]:
     return cost.flops, cost.bytes, cost.estimated_us
 
 
+def _untimed_note(index: Index, options: TuneOptions) -> str:
+    measured = (
+        f"; select='measured' needs at least {TIMED_INDEX:,} documents, so the estimate chose" if options.select == "measured" else ""
+    )
+    return (
+        f"no ms/query measured or stored: on {index.count} documents (fewer than {TIMED_INDEX:,}) one search takes a fraction of "
+        f"a millisecond and run-to-run noise exceeds the differences between plans, so plans are ranked by estimated cost{measured}"
+    )
+
+
 def _exact_reason(index: Index, target_recall: float, k: int) -> str | None:
     if target_recall >= 1.0:
         return "a target of 1.0 can only be promised by exact search, so the plan is exact"
-    if k >= index.count:
-        return f"k={k} reaches the index's {index.count} documents, so the plan is exact"
     if index.count < SMALL_INDEX:
         return (
             f"the index holds only {index.count} documents (fewer than {SMALL_INDEX}): a funnel saves nothing "
@@ -290,15 +315,15 @@ def exact_stages(index: Index, k: int) -> tuple[Stage, ...]:
     return (Stage((flat or scans or index.shortlist_dims)[0], max(index.count, k)), Stage(None, k))
 
 
-def _exact_plan(index, calibration, truth, holdout, timing, k, target, about, exact, reason) -> TunedPlan:
+def _exact_plan(index, calibration, truth, holdout, timing, k, target, about, exact, reasons: tuple[str, ...]) -> TunedPlan:
     stages = exact_stages(index, k)
     # Rescoring every document is slow on a big index: a few queries confirm exactness and time it.
     few = holdout[:EXACT_PLAN_CHECKS]
     chosen = _measure(index, "tuned", stages, timing[:EXACT_PLAN_CHECKS], k, calibration, truth, few, fit_recall=1.0)
     notes = (
-        (reason,)
+        reasons
         if chosen.recall_holdout in (None, 1.0)
-        else (reason, f"the first stage's {stages[0].dim}-dim shortlist is not flat, so this plan is not quite exact")
+        else (*reasons, f"the first stage's {stages[0].dim}-dim shortlist is not flat, so this plan is not quite exact")
     )
     return TunedPlan(stages, k, target, about, "exact (see notes)", chosen, 1.0, exact, notes=notes, is_exact=True, plans_considered=1)
 

@@ -113,3 +113,11 @@ def test_report_records_what_reproduces_it(report, tmp_path: Path) -> None:
     assert "| exact" in markdown and "Command: `pytest`" in markdown
     assert "| 32:150,128:120,full:100 | 128:120 | rescore | full vectors | 128 | 150 |" in markdown
     assert plot_report(report, tmp_path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_terminal_table_is_narrow_and_names_every_configuration(report: EvaluationReport) -> None:
+    """`funnel eval` prints this one; the ~200-column markdown table stays in report.md."""
+    lines = report.terminal_table().splitlines()
+    assert max(len(line) for line in lines) <= 100 < len(report.table().splitlines()[0])
+    assert lines[0].split()[:3] == ["config", "NDCG@10", "MRR@10"]
+    assert [line.split()[0] for line in lines[1:]] == [row.name for row in report.rows]

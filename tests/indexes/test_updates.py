@@ -60,7 +60,9 @@ def test_add_refuses_ids_already_in_the_index_or_repeated(index_copy):
     with pytest.raises(InputError, match=r"id 'doc-0' appears twice in the documents to add"):
         add_documents(index_copy, [(documents(2), unit_rows(2)), (documents(2), unit_rows(2))])
     assert read_manifest(index_copy).generation == 0
-    assert sorted(p.name for p in index_copy.iterdir()) == [".build.json", ".lock", "manifest.json", "seg-000000"], "a failed add leaves nothing"
+    assert sorted(p.name for p in index_copy.iterdir()) == [".build.json", ".lock", "manifest.json", "seg-000000"], (
+        "a failed add leaves nothing"
+    )
 
 
 def test_delete_hides_documents_and_keeps_k_results(index_copy, query_vectors):

@@ -19,7 +19,8 @@ from serving import running
 from funnel import Retriever
 from funnel.errors import InputError
 from funnel.indexes.index import Index
-from funnel.indexes.summary import index_summary
+from funnel.indexes.manifest import read_manifest
+from funnel.indexes.summary import manifest_summary, without_paths
 from funnel.serve import ServeLimits, create_app
 from funnel.serve.batching import Coalescer
 
@@ -140,9 +141,11 @@ def test_malformed_json_and_oversized_bodies(url, client):
 
 
 def test_health_info_and_docs(client, sample_index):
-    assert client.get("/health").json() == {"status": "ok", "indexes": ["debian", "other"]}
+    assert client.get("/health").json() == {"status": "ok", "indexes": ["debian", "other"], "lagging": {}}
     info = client.get("/info").json()
-    assert info == {"name": "debian", "loaded_version": 0, **index_summary(sample_index)}
+    summary = manifest_summary(read_manifest(sample_index))
+    assert info == {"name": "debian", "loaded_version": 0, **without_paths(summary)}
+    assert info["source"]["path"] == "debian-300.parquet" and "index" not in info and "disk_bytes" not in info
     assert client.get("/info", params={"index": "other"}).json()["name"] == "other"
     assert client.get("/info", params={"index": "nope"}).status_code == 404
     search = client.get("/openapi.json").json()["paths"]["/search"]["post"]
