@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from funnel.encoders.choose import QueryEngine, TextEncoder, load_query_encoder, prepare_query_graph
 from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
@@ -61,7 +62,7 @@ class Retriever:
     and searches already running finish on the version they started with.
     """
 
-    def __init__(self, index: Index, encoder: Encoder, stages: PlanLike | None = None) -> None:
+    def __init__(self, index: Index, encoder: TextEncoder, stages: PlanLike | None = None) -> None:
         if encoder.dim != index.dim:
             raise InputError(f"the model gives {encoder.dim}-dim vectors but the index holds {index.dim}-dim ones")
         self.index = index
@@ -69,6 +70,7 @@ class Retriever:
         self.stages = Plan.of(stages) if stages else None  # parsed once, here
         self._reload_lock = threading.Lock()
         self._layered: LayeredEncoder | None = None
+        self._torch: Encoder | None = encoder if isinstance(encoder, Encoder) else None
         self._failed_stamp: tuple[int, ...] | None = None
 
     def refresh(self) -> Index:
@@ -144,6 +146,7 @@ class Retriever:
         built = build_index(
             source, encoder, path, config, overwrite=overwrite, resume=resume, show_progress=_progress_wanted(show_progress)
         )
+        prepare_query_graph(encoder)  # so that Retriever.load of this index starts without torch
         return cls(Index.load(built), encoder)
 
     def add(self, corpus: str | Path | Corpus, *, show_progress: bool | None = None) -> int:
@@ -155,7 +158,7 @@ class Retriever:
 
         source = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
         before = self.index.count
-        manifest = add_corpus(self.index.path, source, self.encoder, show_progress=_progress_wanted(show_progress))
+        manifest = add_corpus(self.index.path, source, self.torch_encoder(), show_progress=_progress_wanted(show_progress))
         self.refresh()
         return manifest.count - before
 
@@ -178,10 +181,27 @@ class Retriever:
         self.refresh()
 
     @classmethod
-    def load(cls, path: str | Path, model: str | None = None, *, device: str | None = None, stages: PlanLike | None = None) -> Retriever:
-        """Open the index at ``path`` with the model it was built with (or ``model``)."""
+    def load(
+        cls,
+        path: str | Path,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        stages: PlanLike | None = None,
+        query_encoder: QueryEngine = "auto",
+    ) -> Retriever:
+        """Open the index at ``path`` with the model it was built with (or ``model``). Queries run
+        on ``query_encoder`` (see :func:`funnel.encoders.load_query_encoder`): by default the
+        model's ONNX graph on CPU, without importing torch."""
         index = Index.load(path)
-        return cls(index, Encoder.load(model or index.manifest.model, device=device), stages)
+        return cls(index, load_query_encoder(model or index.manifest.model, query_encoder, device=device), stages)
+
+    def torch_encoder(self) -> Encoder:
+        """The model on the torch engine, for what the ONNX engine does not do (encoding corpora
+        into an index, layered stages, tuning): the retriever's own encoder when it is one."""
+        if self._torch is None:
+            self._torch = Encoder.load(self.encoder.name)
+        return self._torch
 
     def plan(self, k: int, stages: PlanLike | None = None, index: Index | None = None) -> Plan:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the index's default."""
@@ -205,7 +225,7 @@ class Retriever:
 
         if "dims" in options and options["dims"] is not None:
             options["dims"] = tuple(options["dims"])
-        result = tune(self.index, self.encoder, target_recall, k, queries, TuneOptions(**options))
+        result = tune(self.index, self.torch_encoder(), target_recall, k, queries, TuneOptions(**options))
         if save:
             self.index.manifest = save_plan(self.index.path, result.to_manifest())
         return result
@@ -256,7 +276,7 @@ class Retriever:
         if self._layered is None:
             from funnel.layers import LayeredEncoder
 
-            self._layered = LayeredEncoder(self.encoder)
+            self._layered = LayeredEncoder(self.torch_encoder())
         return LayeredQueries(self._layered, queries)
 
     @staticmethod

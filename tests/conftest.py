@@ -14,6 +14,16 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache(tmp_path_factory) -> Path:
+    """Exported ONNX graphs go to a cache of the test session's own (children inherit it), unless
+    FUNNEL_CACHE is set already: a suite never writes into the user's ~/.cache."""
+    if "FUNNEL_CACHE" not in os.environ:
+        os.environ["FUNNEL_CACHE"] = str(tmp_path_factory.mktemp("funnel-cache"))
+    return Path(os.environ["FUNNEL_CACHE"])
+
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "data"
 """Small slices of the real datasets, inside the repo: what every default test reads."""

@@ -33,24 +33,32 @@ def small_corpus(tmp_path_factory):
     return path
 
 
-def test_index_search_and_info_end_to_end(tmp_path, small_corpus):
-    built = funnel("index", small_corpus, "-o", tmp_path / "idx", "--json")
-    assert built.returncode == 0, built.stderr
-    summary = json.loads(built.stdout)
-    assert summary["documents"] == 40 and summary["shortlists"] == [{"dim": 64, "kind": "flat"}]
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, small_corpus):
+    """`funnel index --json` of the 40 documents: (index folder, the summary it printed). Read-only."""
+    folder = tmp_path_factory.mktemp("cli-index") / "idx"
+    result = funnel("index", small_corpus, "-o", folder, "--json")
+    assert result.returncode == 0, result.stderr
+    return folder, json.loads(result.stdout)
 
-    found = funnel("search", tmp_path / "idx", "a game of strategy", "-k", "3", "--json")
+
+def test_index_search_and_info_end_to_end(built):
+    index, summary = built
+    assert summary["documents"] == 40 and summary["shortlists"] == [{"dim": 64, "kind": "flat"}]
+    assert summary["query_encoder"] == "onnx"
+
+    found = funnel("search", index, "a game of strategy", "-k", "3", "--json")
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)["hits"]
     assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] and hits[0]["metadata"]["source"] == "debian-12-bookworm"
 
-    many = funnel("search", tmp_path / "idx", "--queries", "-", "-k", "2", "--json", stdin="compression\n\nfonts\n")
+    many = funnel("search", index, "--queries", "-", "-k", "2", "--json", stdin="compression\n\nfonts\n")
     assert [len(row["hits"]) for row in json.loads(many.stdout)] == [2, 2]
 
-    text = funnel("search", tmp_path / "idx", "fonts", "--stages", "64:20,full:2")  # k from the last stage
+    text = funnel("search", index, "fonts", "--stages", "64:20,full:2")  # k from the last stage
     assert text.returncode == 0 and text.stdout.count("\n") == 2 and text.stdout.lstrip().startswith("1.")
 
-    info = json.loads(funnel("info", tmp_path / "idx", "--json").stdout)
+    info = json.loads(funnel("info", index, "--json").stdout)
     from funnel.indexes.manifest import FORMAT_VERSION
 
     # 40 documents are too few to measure whether a rotation helps: auto keeps the model's order,
@@ -78,11 +86,10 @@ def test_not_an_index_and_newer_format(tmp_path):
     assert_one_line_error(funnel("info", tmp_path), "newer than this funnel reads")
 
 
-def test_empty_query_and_bad_stages(tmp_path, small_corpus):
-    built = funnel("index", small_corpus, "-o", tmp_path / "idx", "-q")
-    assert built.returncode == 0, built.stderr
-    assert_one_line_error(funnel("search", tmp_path / "idx", ""), "query 1 is empty")
-    assert_one_line_error(funnel("search", tmp_path / "idx", "x", "--stages", "64:x"), "is not DIM:CANDIDATES")
+def test_empty_query_and_bad_stages(built):
+    index, _ = built
+    assert_one_line_error(funnel("search", index, ""), "query 1 is empty")
+    assert_one_line_error(funnel("search", index, "x", "--stages", "64:x"), "is not DIM:CANDIDATES")
 
 
 def test_help_is_quick_and_lists_commands():

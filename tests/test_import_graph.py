@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "corpus": 1,
     "spans": 2,
     "models": 2,
+    "encoders": 2,
     "layers": 2,
     "indexes": 3,
     "search": 4,

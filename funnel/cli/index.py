@@ -114,6 +114,9 @@ def index_command(
             path = build_index(
                 source, encoder, target, config, overwrite=overwrite, resume=resume, show_progress=not quiet and not json_output
             )
+    from funnel.encoders.choose import prepare_query_graph
+
+    graph = prepare_query_graph(encoder)  # once per model: later searches start without torch
     index = Index.load(path)
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     summary: dict[str, Any] = {
@@ -125,6 +128,7 @@ def index_command(
         "layers": list(index.layers),
         "depth": index.depth,
         "rotation": rotation_summary(index.manifest),
+        "query_encoder": "onnx" if graph else "torch",
         "disk_bytes": disk,
         "seconds": round(time.perf_counter() - started, 2),
         "skipped": dict(source.skipped),

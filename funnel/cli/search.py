@@ -21,6 +21,9 @@ def search_command(
     ),
     queries: Optional[Path] = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
     model: Optional[str] = typer.Option(None, help="Model folder.", show_default="the one the index was built with"),
+    query_encoder: str = typer.Option(
+        "auto", help="Engine for the queries: auto (the model's ONNX graph, else torch), onnx, onnx-int8 or torch."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print hits as JSON."),
     server: Optional[str] = typer.Option(
         None, "--server", help="Ask a `funnel serve` server at this URL (http://HOST:PORT) instead of loading the index."
@@ -28,13 +31,14 @@ def search_command(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="With --server: environment variable holding the server's key."),
 ) -> None:
     """Search an index with one query, or many from a file or stdin."""
+    from funnel.encoders.choose import load_query_encoder, parse_engine
     from funnel.errors import InputError
     from funnel.indexes.index import Index
-    from funnel.models import Encoder
     from funnel.remote import RemoteRetriever
     from funnel.retriever import Retriever, check_queries, choose_plan
     from funnel.stages import parse_stages, two_stage, validate_plan
 
+    engine = parse_engine(query_encoder)
     texts = _queries(query, queries)
     check_queries(texts)
     if stages and shortlist:
@@ -50,7 +54,7 @@ def search_command(
         plan = stages or (two_stage(opened.shortlist_dims[0], shortlist, k) if shortlist else None)
         # Everything cheap is checked before the model loads (seconds): k, the plan, the queries.
         validate_plan(choose_plan(k, plan, opened.manifest.plan, opened.shortlist_dims[0], opened.count), k, opened)
-        retriever = Retriever(opened, Encoder.load(model or opened.manifest.model), plan)
+        retriever = Retriever(opened, load_query_encoder(model or opened.manifest.model, engine), plan)
     results = retriever.search_batch(texts, k=k, stages=plan)
     if json_output:
         rows = [{"query": text, "hits": [hit.__dict__ for hit in hits]} for text, hits in zip(texts, results)]

@@ -19,6 +19,9 @@ def serve_command(
     max_body_bytes: int = typer.Option(1_048_576, help="Largest request body, in bytes."),
     max_coalesce: int = typer.Option(64, help="Most queries that requests waiting together share one search batch with (1: none)."),
     model: str | None = typer.Option(None, help="Model folder.", show_default="the one each index was built with"),
+    query_encoder: str = typer.Option(
+        "auto", help="Engine for the queries: auto (the model's ONNX graph, else torch), onnx, onnx-int8 or torch."
+    ),
     grace: int = typer.Option(30, "--grace", help="On SIGTERM, seconds requests in flight may run on; later ones get 503."),
     show_paths: bool = typer.Option(False, "--show-paths", help="Show the index folder and the corpus's path in /info answers."),
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info, debug."),
@@ -35,6 +38,9 @@ def serve_command(
     except ImportError as exc:
         raise InputError(f"funnel serve needs the serve extra ({exc.name} is missing): pip install 'funnel[serve]'") from exc
 
+    from funnel.encoders.choose import parse_engine
+
+    engine = parse_engine(query_encoder)
     limits = ServeLimits(
         max_k=max_k,
         max_batch=max_batch,
@@ -55,7 +61,7 @@ def serve_command(
     listener = bind_listener(settings)  # a port in use fails now, not after the model has loaded
     typer.echo(f"loading {len(paths)} index(es) and the model for http://{host}:{listener_port(listener)} …", err=True)
     try:
-        retrievers = load_retrievers(paths, model)
+        retrievers = load_retrievers(paths, model, engine)
     except BaseException:
         listener.close()
         raise

@@ -20,6 +20,7 @@ logger = logging.getLogger("funnel.serve")
 if TYPE_CHECKING:
     import uvicorn
 
+    from funnel.encoders.choose import QueryEngine
     from funnel.retriever import Retriever
 
 
@@ -40,19 +41,19 @@ def name_indexes(specs: Sequence[str]) -> dict[str, Path]:
     return named
 
 
-def load_retrievers(paths: dict[str, Path], model: str | None = None) -> dict[str, Retriever]:
+def load_retrievers(paths: dict[str, Path], model: str | None = None, query_encoder: QueryEngine = "auto") -> dict[str, Retriever]:
     """One Retriever per index; indexes built with the same model share one loaded copy of it."""
+    from funnel.encoders.choose import TextEncoder, load_query_encoder
     from funnel.indexes.index import Index
-    from funnel.models import Encoder
     from funnel.retriever import Retriever
 
-    encoders: dict[str, Encoder] = {}
+    encoders: dict[str, TextEncoder] = {}
     retrievers = {}
     for name, path in paths.items():
         index = Index.load(path)
         model_name = model or index.manifest.model
         if model_name not in encoders:
-            encoders[model_name] = Encoder.load(model_name)
+            encoders[model_name] = load_query_encoder(model_name, query_encoder)
         retrievers[name] = Retriever(index, encoders[model_name])
     return retrievers
 

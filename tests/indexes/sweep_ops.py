@@ -1,5 +1,6 @@
-"""The writing operations of the kill sweep, run by the child (with kills) and by the test (for
-the references and the recoveries), on the saved real Cranfield documents and vectors."""
+"""The writing operations of the kill sweep, run by the grandchildren that sweep_child.py forks
+(with kills) and by the test (for the references and the recoveries), on the saved real Cranfield
+documents and vectors."""
 
 from __future__ import annotations
 

@@ -1,17 +1,25 @@
 """The kill sweep: each writing command (index, index --overwrite, add, delete, compact, tune,
-export) is killed with SIGKILL at every fsync and rename it makes, one run per point. After every
-kill the index loads as exactly the version before or the version after (never a mix, never an
-error, never another version), and the command's recovery (run again; --resume for a build and
-an export) reaches the version after. An export leaves no collection, an incomplete one (which
-a retriever refuses and --resume completes), or exactly the index's live documents."""
+export) is killed with SIGKILL at every fsync and rename it makes, one run per point, each on its
+own copy of the state before. After every kill the index loads as exactly the version before or
+the version after (never a mix, never an error, never another version), and the command's recovery
+(run again; --resume for a build and an export) reaches the version after. An export leaves no
+collection, an incomplete one (which a retriever refuses and --resume completes), or exactly the
+index's live documents.
+
+The runs are forked, each from a child process (sweep_child.py) that has imported everything once
+for the module; the test prepares every target first, then checks and recovers each as soon as its
+run has ended, while the child runs the next."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +38,85 @@ PLAN = parse_stages("64:40,full:10")
 pytestmark = pytest.mark.slow
 
 
-def run_child(operation: str, workdir: Path, target: Path, kill_at: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, str(CHILD), operation, str(workdir), str(target), str(kill_at)]
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+class Sweeper:
+    """The sweep's child process, started on first use and again after a request was left unread
+    (a failed test) or the child died, so that a test never reads another's answers."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.process: subprocess.Popen | None = None
+        self.unread = 0
+
+    def start(self) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1",
+            # pyarrow's bundled jemalloc starts a background thread when it loads, and the child
+            # must have none when it forks.
+            "JE_ARROW_MALLOC_CONF": "background_thread:false",
+        }
+        with self.log.open("ab") as log:
+            # A session of its own: closing it stops the grandchild that a failed test left running too.
+            return subprocess.Popen(
+                [sys.executable, str(CHILD)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                text=True,
+                start_new_session=True,
+            )
+
+    def runs(self, operation: str, workdir: Path, runs: list[tuple[Path, int]]) -> Iterator[dict[str, Any]]:
+        """Each run's answer (see sweep_child.py), in order, as soon as it has ended."""
+        if self.process is None or self.unread or self.process.poll() is not None:
+            self.close()
+            self.process = self.start()
+        assert self.process.stdin is not None
+        self.process.stdin.write(
+            json.dumps({"operation": operation, "workdir": str(workdir), "runs": [(str(t), k) for t, k in runs]}) + "\n"
+        )
+        self.process.stdin.flush()
+        self.unread = len(runs)
+        return self.answers(self.process)
+
+    def answers(self, process: subprocess.Popen) -> Iterator[dict[str, Any]]:
+        assert process.stdout is not None
+        while self.unread:
+            line = process.stdout.readline()
+            assert line, f"the sweep child died: {self.log.read_text(errors='replace')[-3000:]}"
+            self.unread -= 1
+            yield json.loads(line)
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        if self.unread or self.process.poll() is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            assert self.process.stdin is not None
+            self.process.stdin.close()  # the child's end of the requests
+        self.process.wait(timeout=60)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        self.process, self.unread = None, 0
+
+
+@pytest.fixture(scope="module")
+def sweeper(tmp_path_factory) -> Iterator[Sweeper]:
+    child = Sweeper(tmp_path_factory.mktemp("sweep-child") / "stderr.log")
+    yield child
+    child.close()
+
+
+def killed(result: dict[str, Any], points: int) -> None:
+    """The run died of the sweep's SIGKILL, at the point it was asked to."""
+    where = f"killed at point {result['kill_at']} of {points}"
+    assert os.waitstatus_to_exitcode(result["status"]) == -signal.SIGKILL, f"{where}: not killed: {result['output']}"
+    assert result["calls"] == result["kill_at"], f"{where}: a SIGKILL at another point ({result['calls']})"
 
 
 def state(target: Path, queries: np.ndarray) -> Any:
@@ -66,6 +149,15 @@ def prepare(operation: str, workdir: Path, target: Path) -> None:
         sweep_ops.delete(workdir, target)
 
 
+def copy(before: Path, target: Path) -> Path:
+    """A private copy of the prepared state ``before`` at ``target`` (nothing for a build): much
+    quicker than preparing it again for every kill point."""
+    target.parent.mkdir(parents=True)
+    if before.exists():
+        shutil.copytree(before, target, symlinks=True)
+    return target
+
+
 def recover(operation: str, workdir: Path, target: Path, before: Any, now: Any) -> None:
     if operation in ("build", "overwrite"):
         getattr(sweep_ops, operation)(workdir, target, resume=True)
@@ -78,17 +170,24 @@ def queries(crash_workdir: Path) -> np.ndarray:
     return np.load(crash_workdir / "vectors.npy")[[3, 77, 140]]
 
 
-def sweep_points(operation: str, workdir: Path, place: Path) -> int:
-    target = place / "count" / "index"
-    target.parent.mkdir(parents=True)
-    prepare(operation, workdir, target)
-    result = run_child(operation, workdir, target, 0)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return int(result.stdout.split()[-1])
+def sweep_points(sweeper: Sweeper, operation: str, workdir: Path, before: Path, place: Path) -> int:
+    """How many fsyncs and renames an uninterrupted run makes, from a copy of ``before`` at place/count."""
+    (result,) = sweeper.runs(operation, workdir, [(copy(before, place / "count" / "index"), 0)])
+    assert os.waitstatus_to_exitcode(result["status"]) == 0, result["output"]
+    return result["calls"]
+
+
+def kill_runs(sweeper: Sweeper, operation: str, workdir: Path, before: Path, place: Path, points: int) -> Iterator[tuple[Path, int]]:
+    """One run killed at each point, each on its own copy of ``before``; yields each target as soon as
+    its run died of its kill."""
+    runs = [(copy(before, place / f"kill-{kill_at}" / "index"), kill_at) for kill_at in range(1, points + 1)]
+    for result in sweeper.runs(operation, workdir, runs):
+        killed(result, points)
+        yield Path(result["target"]), result["kill_at"]
 
 
 @pytest.mark.parametrize("operation", ["build", "overwrite", "add", "delete", "compact", "tune"])
-def test_a_kill_at_any_fsync_or_rename_leaves_the_old_or_the_new_index(tmp_path, crash_workdir, queries, operation):
+def test_a_kill_at_any_fsync_or_rename_leaves_the_old_or_the_new_index(tmp_path, crash_workdir, queries, sweeper, operation):
     reference = tmp_path / "reference" / "index"
     reference.parent.mkdir()
     prepare(operation, crash_workdir, reference)
@@ -96,15 +195,13 @@ def test_a_kill_at_any_fsync_or_rename_leaves_the_old_or_the_new_index(tmp_path,
     sweep_ops.OPERATIONS[operation](crash_workdir, reference)
     after = state(reference, queries)
     assert before != after
-    points = sweep_points(operation, crash_workdir, tmp_path)
+    prepared = tmp_path / "before" / "index"
+    prepared.parent.mkdir()
+    prepare(operation, crash_workdir, prepared)
+    points = sweep_points(sweeper, operation, crash_workdir, prepared, tmp_path)
     assert points >= 3, "the operation makes its changes durable"
     outcomes = {"before": 0, "after": 0}
-    for kill_at in range(1, points + 1):
-        target = tmp_path / f"kill-{kill_at}" / "index"
-        target.parent.mkdir()
-        prepare(operation, crash_workdir, target)
-        result = run_child(operation, crash_workdir, target, kill_at)
-        assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    for target, kill_at in kill_runs(sweeper, operation, crash_workdir, prepared, tmp_path, points):
         now = state(target, queries)
         assert now in (before, after), f"killed at point {kill_at} of {points}: a version that is neither the old nor the new"
         outcomes["before" if now == before else "after"] += 1
@@ -115,6 +212,7 @@ def test_a_kill_at_any_fsync_or_rename_leaves_the_old_or_the_new_index(tmp_path,
     # A fresh build's last step is the rename into place, so no kill comes after it; every other
     # command still flushes the folder after its commit point.
     assert outcomes["before"] >= 1 and (outcomes["after"] >= 1 or operation == "build"), outcomes
+    assert sum(outcomes.values()) == points, "a kill point left unchecked"
 
 
 def collection_state(workdir: Path, target: Path) -> Any:
@@ -138,27 +236,28 @@ def collection_state(workdir: Path, target: Path) -> Any:
         client.close()
 
 
-def test_a_kill_at_any_fsync_or_rename_of_an_export_leaves_no_wrong_collection(tmp_path, crash_workdir):
+def test_a_kill_at_any_fsync_or_rename_of_an_export_leaves_no_wrong_collection(tmp_path, crash_workdir, sweeper):
     pytest.importorskip("qdrant_client")
-    points = sweep_points("export", crash_workdir, tmp_path)
+    prepared = tmp_path / "before" / "index"
+    prepared.parent.mkdir()
+    prepare("export", crash_workdir, prepared)
+    points = sweep_points(sweeper, "export", crash_workdir, prepared, tmp_path)
     live = sorted(Index.load(tmp_path / "count" / "index").live_ids())
     assert collection_state(crash_workdir, tmp_path / "count" / "index") == live
     assert points >= 7, "a kill before each request that writes to Qdrant"
-    for kill_at in range(1, points + 1):
-        target = tmp_path / f"kill-{kill_at}" / "index"
-        target.parent.mkdir()
-        prepare("export", crash_workdir, target)
-        result = run_child("export", crash_workdir, target, kill_at)
-        assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    checked = 0
+    for target, kill_at in kill_runs(sweeper, "export", crash_workdir, prepared, tmp_path, points):
         now = collection_state(crash_workdir, target)
         assert now in (None, "incomplete", live), f"killed at point {kill_at} of {points}: a collection with other documents"
         if now != live:
             sweep_ops.export(crash_workdir, target, resume=now == "incomplete")
         assert collection_state(crash_workdir, target) == live
         shutil.rmtree(target.parent)
+        checked += 1
+    assert checked == points, "a kill point left unchecked"
 
 
-def test_an_export_resumed_after_the_index_changed_is_refused(tmp_path, crash_workdir):
+def test_an_export_resumed_after_the_index_changed_is_refused(tmp_path, crash_workdir, sweeper):
     """A delete between the interruption and --resume would leave a collection that serves the
     deleted ids and lacks live ones, marked complete: refused, and --overwrite exports it right."""
     pytest.importorskip("qdrant_client")
@@ -166,8 +265,8 @@ def test_an_export_resumed_after_the_index_changed_is_refused(tmp_path, crash_wo
 
     target = tmp_path / "index"
     sweep_ops.build(crash_workdir, target)
-    result = run_child("export", crash_workdir, target, 4)  # killed before the third upload
-    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    (result,) = sweeper.runs("export", crash_workdir, [(target, 4)])  # killed before the third upload
+    killed(result, 4)
     assert collection_state(crash_workdir, target) == "incomplete"
     sweep_ops.delete(crash_workdir, target)
     with pytest.raises(InputError, match=r"started from version 0 of the index, which is now version 1 .*--overwrite"):

@@ -1,0 +1,117 @@
+"""Where exported ONNX graphs live: one folder per model under ``$FUNNEL_CACHE/onnx`` (default
+``$XDG_CACHE_HOME/funnel``, else ``~/.cache/funnel``), named by a fingerprint of the model folder.
+
+The fingerprint hashes each model file's relative path, size and modification time: a stat per
+file, so a cold ``funnel search`` finds its graph without reading the model's weights, and a
+changed model gets a new graph. A graph folder is written beside its final name and renamed into
+place, so a reader sees a whole graph or none; its files carry their sha256, checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from funnel.errors import ModelError
+
+CACHE_VARIABLE = "FUNNEL_CACHE"
+GRAPH_FORMAT = 1
+META_FILE = "graph.json"
+Precision = Literal["fp32", "int8"]
+GRAPH_FILES: dict[Precision, str] = {"fp32": "model.onnx", "int8": "model-int8.onnx"}
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def cache_root() -> Path:
+    configured = os.environ.get(CACHE_VARIABLE)
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "funnel"
+
+
+def model_fingerprint(model_path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in model_path.rglob("*") if p.is_file()):
+        info = file.stat()
+        digest.update(f"{file.relative_to(model_path).as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def graph_folder(model_path: Path) -> Path:
+    return cache_root() / "onnx" / model_fingerprint(model_path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class GraphMeta:
+    """What a graph folder holds: the model it came from, its shape, and each file's sha256."""
+
+    model: str
+    dim: int
+    max_seq_length: int
+    inputs: tuple[str, ...]
+    files: dict[str, str]  # file name -> sha256
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "funnel-onnx-graph",
+            "format_version": GRAPH_FORMAT,
+            "model": self.model,
+            "dim": self.dim,
+            "max_seq_length": self.max_seq_length,
+            "inputs": list(self.inputs),
+            "files": self.files,
+        }
+
+    @classmethod
+    def read(cls, folder: Path) -> GraphMeta:
+        try:
+            raw = json.loads((folder / META_FILE).read_text())
+            if raw.get("format") != "funnel-onnx-graph" or raw.get("format_version") != GRAPH_FORMAT:
+                raise ValueError(f"format {raw.get('format')!r} version {raw.get('format_version')!r}")
+            return cls(raw["model"], int(raw["dim"]), int(raw["max_seq_length"]), tuple(raw["inputs"]), dict(raw["files"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"the ONNX graph at {folder} is unreadable ({exc}): delete the folder and it is exported again") from exc
+
+    def check(self, folder: Path, name: str) -> Path:
+        """The path of ``name``, after checking its bytes against the recorded sha256."""
+        path = folder / name
+        expected = self.files.get(name)
+        if expected is None or not path.is_file():
+            raise ModelError(f"the ONNX graph at {folder} lacks {name}: delete the folder and it is exported again")
+        if file_sha256(path) != expected:
+            raise ModelError(f"{path} does not match its checksum (damaged): delete {folder} and it is exported again")
+        return path
+
+
+def publish(staging: Path, folder: Path) -> None:
+    """Rename a finished ``staging`` folder into place; when another process got there first,
+    keep theirs (the same model gives the same graph) and drop ours."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staging, folder)
+    except OSError:
+        if not (folder / META_FILE).exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def staging_folder(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging

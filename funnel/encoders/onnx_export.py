@@ -1,0 +1,164 @@
+"""Export a sentence-transformers model to an ONNX graph (needs torch; runs once per model).
+
+The graph is the whole embedding: the transformer and the model's own Pooling, Dense and
+Normalize modules, traced with ``torch.onnx.export`` (the TorchScript exporter: the dynamo one
+needs onnxscript, and sentence-transformers' ``backend="onnx"`` needs optimum-onnx, which cannot
+sit beside transformers 5). An export is checked against torch on probe texts before it is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from funnel.encoders.graph_cache import GRAPH_FILES, META_FILE, TOKENIZER_FILE, GraphMeta, file_sha256, publish, staging_folder
+from funnel.errors import ModelError
+from funnel.models import Encoder
+
+if TYPE_CHECKING:
+    import torch
+
+EXPORTABLE_MODULES = {"Transformer", "Pooling", "Dense", "Normalize"}
+# Shapes the trace must not have fixed: one and several texts, short and truncated ones.
+PROBE_TEXTS = (
+    "a",
+    "strategy game for two players",
+    "Compression library for the deflate format, with bindings for several languages. " * 40,
+)
+MIN_COSINE = 0.99999
+OPSET = 17
+
+
+class NotExportable(ModelError):
+    """The model's modules or its tokenizer have no faithful ONNX form here."""
+
+
+def export_graph(encoder: Encoder, folder: Path) -> GraphMeta:
+    """Export ``encoder``'s model into the graph folder ``folder`` (written beside it, renamed
+    into place, checked against torch first); returns what the folder holds."""
+    import torch
+
+    model = encoder.model
+    kinds = [type(module).__name__ for module in model]
+    unsupported = [kind for kind in kinds if kind not in EXPORTABLE_MODULES]
+    if unsupported or kinds[:1] != ["Transformer"]:
+        raise NotExportable(
+            f"the model's modules ({', '.join(kinds)}) have no ONNX export here (only {', '.join(sorted(EXPORTABLE_MODULES))})"
+        )
+    backend = getattr(model.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise NotExportable("the model's tokenizer is not a fast (Rust) tokenizer, which the ONNX engine needs")
+    probe = model.tokenizer(
+        list(PROBE_TEXTS[:2]),
+        padding=True,
+        truncation=True,
+        max_length=model.max_seq_length or model.tokenizer.model_max_length,
+        return_tensors="pt",
+    )
+    inputs = tuple(name for name in ("input_ids", "attention_mask", "token_type_ids") if name in probe)
+
+    class Embedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.model(dict(zip(inputs, tensors)))["sentence_embedding"]
+
+    staging = staging_folder(folder)
+    try:
+        graph = staging / GRAPH_FILES["fp32"]
+        axes = {name: {0: "batch", 1: "sequence"} for name in inputs} | {"embedding": {0: "batch"}}
+        was_training = model.training
+        model.eval()
+        # The tracer warns about every shape-dependent branch; the probes below check the result.
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _restored(model, was_training):
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(
+                    Embedding(),
+                    tuple(probe[name].to(model.device) for name in inputs),
+                    str(graph),
+                    input_names=list(inputs),
+                    output_names=["embedding"],
+                    dynamic_axes=axes,
+                    opset_version=OPSET,
+                    dynamo=False,
+                )
+            except Exception as exc:  # the exporter raises many types for what it cannot trace
+                raise NotExportable(f"torch.onnx.export could not export the model: {exc}") from exc
+        backend.save(str(staging / TOKENIZER_FILE))
+        meta = GraphMeta(
+            model=encoder.name,
+            dim=encoder.dim,
+            max_seq_length=int(model.max_seq_length or model.tokenizer.model_max_length),
+            inputs=inputs,
+            files={GRAPH_FILES["fp32"]: file_sha256(graph), TOKENIZER_FILE: file_sha256(staging / TOKENIZER_FILE)},
+        )
+        _write_meta(staging, meta)
+        _check_against_torch(encoder, staging)
+        publish(staging, folder)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+@contextlib.contextmanager
+def _restored(model: torch.nn.Module, training: bool) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def _check_against_torch(encoder: Encoder, staging: Path) -> None:
+    from funnel.encoders.onnx_engine import OnnxEncoder
+
+    exported = OnnxEncoder.load(staging)
+    texts = list(PROBE_TEXTS)
+    cosine = np.minimum(
+        (exported.encode(texts) * encoder.encode(texts)).sum(axis=1),
+        (np.vstack([exported.encode([text]) for text in texts]) * encoder.encode(texts)).sum(axis=1),
+    ).min()
+    if cosine < MIN_COSINE:
+        raise NotExportable(f"the exported graph's vectors differ from torch's (cosine {cosine:.6f} < {MIN_COSINE})")
+
+
+def _write_meta(folder: Path, meta: GraphMeta) -> None:
+    import json
+
+    temp = folder / f".{META_FILE}.tmp-{os.getpid()}"
+    temp.write_text(json.dumps(meta.to_json(), indent=2))
+    os.replace(temp, folder / META_FILE)
+
+
+def quantize_graph(folder: Path) -> GraphMeta:
+    """Add a dynamically quantized int8 copy (per-tensor QInt8 weights, activations in float) of
+    the folder's fp32 graph; returns the updated meta."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    meta = GraphMeta.read(folder)
+    name = GRAPH_FILES["int8"]
+    if name in meta.files:
+        return meta
+    source = meta.check(folder, GRAPH_FILES["fp32"])
+    temp = folder / f".{name}.tmp-{os.getpid()}"
+    try:
+        quantize_dynamic(str(source), str(temp), weight_type=QuantType.QInt8)
+        digest = file_sha256(temp)
+        os.replace(temp, folder / name)
+    finally:
+        temp.unlink(missing_ok=True)
+    updated = GraphMeta(meta.model, meta.dim, meta.max_seq_length, meta.inputs, {**meta.files, name: digest})
+    _write_meta(folder, updated)
+    return updated
