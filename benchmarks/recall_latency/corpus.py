@@ -113,10 +113,10 @@ def query_encode_timing(kind: str, texts: list[str], rounds: int = 3) -> dict | 
     import time
 
     if kind.startswith("minilm"):
-        from funnel.models import Encoder
+        from funnel.encoders import load_query_encoder
 
-        encoder = Encoder.load()
-        encode, model = (lambda text: encoder.encode([text])), "all-MiniLM-L6-v2"
+        encoder = load_query_encoder(None)  # the engine a search runs on (ONNX Runtime unless it cannot)
+        encode, model = (lambda text: encoder.encode([text])), f"all-MiniLM-L6-v2 ({type(encoder).__name__})"
     elif kind == "static":
         static = static_model()
         encode, model = (lambda text: static.encode([text])), "static (model2vec from MiniLM, 256 dims)"

@@ -67,6 +67,18 @@ def test_a_search_loads_neither_torch_nor_sentence_transformers(sample_index, gr
     assert ids == torch_ids
 
 
+def test_a_server_loads_no_torch(sample_index, graph):
+    script = (
+        "import sys; from pathlib import Path; from funnel.serve.runner import load_retrievers; from funnel.serve.app import create_app;"
+        "from funnel.serve.settings import ServeLimits;"
+        f"retrievers = load_retrievers({{'debian': Path({str(sample_index)!r})}}); create_app(retrievers, ServeLimits());"
+        "print(type(retrievers['debian'].encoder).__name__, [m for m in ('torch', 'sentence_transformers') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["OnnxEncoder", "[]"]
+
+
 def test_the_cli_search_imports_no_torch(sample_index, graph):
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "funnel", "search", str(sample_index), "puzzle game", "-k", "2", "--json"],
