@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "funnel"
 LAYERS: dict[str, int] = {
     # what every layer may use
     "errors": 0,
+    "checksums": 0,
     "vectors": 0,
     "formatting": 0,
     "readers": 0,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from funnel.checksums import file_sha256
 from funnel.errors import ModelError
 
 CACHE_VARIABLE = "FUNNEL_CACHE"
@@ -45,14 +46,6 @@ def model_fingerprint(model_path: Path) -> str:
 
 def graph_folder(model_path: Path) -> Path:
     return cache_root() / "onnx" / model_fingerprint(model_path)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from funnel.encoders.graph_cache import GRAPH_FILES, META_FILE, TOKENIZER_FILE, GraphMeta, file_sha256, publish, staging_folder
+from funnel.checksums import file_sha256
+from funnel.encoders.graph_cache import GRAPH_FILES, META_FILE, TOKENIZER_FILE, GraphMeta, publish, staging_folder
 from funnel.errors import ModelError
 from funnel.models import Encoder
 
@@ -106,8 +109,6 @@ def export_graph(encoder: Encoder, folder: Path) -> GraphMeta:
         _check_against_torch(encoder, staging)
         publish(staging, folder)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return meta
@@ -135,8 +136,6 @@ def _check_against_torch(encoder: Encoder, staging: Path) -> None:
 
 
 def _write_meta(folder: Path, meta: GraphMeta) -> None:
-    import json
-
     temp = folder / f".{META_FILE}.tmp-{os.getpid()}"
     temp.write_text(json.dumps(meta.to_json(), indent=2))
     os.replace(temp, folder / META_FILE)

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from funnel.checksums import file_sha256
 from funnel.errors import IndexFormatError
 
 FORMAT_NAME = "funnel-index"
@@ -338,11 +339,7 @@ def fsync_path(path: Path) -> None:
 
 
 def file_entry(path: Path) -> FileEntry:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return FileEntry(bytes=path.stat().st_size, sha256=digest.hexdigest(), sample_sha256=sample_digest(path))
+    return FileEntry(bytes=path.stat().st_size, sha256=file_sha256(path), sample_sha256=sample_digest(path))
 
 
 def sample_digest(path: Path) -> str:

@@ -17,6 +17,7 @@ import pytest
 from funnel.encoders import OnnxEncoder, load_query_encoder, prepare_query_graph
 from funnel.encoders.graph_cache import GRAPH_FILES, META_FILE, GraphMeta, graph_folder
 from funnel.errors import ModelError
+from funnel.indexes.index import Index
 from funnel.models import Encoder, resolve_model
 from funnel.retriever import Retriever
 
@@ -58,12 +59,7 @@ def test_a_search_loads_neither_torch_nor_sentence_transformers(sample_index, gr
     assert result.returncode == 0, result.stderr
     ids, heavy = json.loads(result.stdout)
     assert heavy == []
-    torch_ids = [
-        hit.id
-        for hit in Retriever(Retriever.load(sample_index, query_encoder="torch").index, encoder).search(
-            "play a puzzle game over the network", k=5
-        )
-    ]
+    torch_ids = [hit.id for hit in Retriever(Index.load(sample_index), encoder).search("play a puzzle game over the network", k=5)]
     assert ids == torch_ids
 
 
