@@ -26,12 +26,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchmarks import common
 
-CACHE = common.CACHE / "embeddings" / "all-MiniLM-L6-v2"
+BENCHMARK = "build_memory"
+CACHE = common.EMBEDDINGS / common.MODEL_TAG
 TEXTS = common.PACKAGE_LISTS / "pypi.tsv"
 DIM = 384
 
@@ -56,11 +58,7 @@ def text_rows(path: Path) -> Iterator[tuple[str, str]]:
                     yield parts[0], parts[4]
 
 
-def batches(count: int, batch: int, seed: int) -> Iterator:
-    import pyarrow as pa
-
-    from funnel.corpus import DOCUMENT_SCHEMA
-
+def batches(count: int, batch: int, seed: int) -> Iterator[tuple[Any, np.ndarray]]:
     mean, std, _ = embedding_stats()
     rng = np.random.default_rng(seed)
     texts = text_rows(TEXTS)
@@ -69,16 +67,7 @@ def batches(count: int, batch: int, seed: int) -> Iterator:
         vectors = (rng.standard_normal((size, DIM), dtype=np.float32) * std.astype(np.float32)) + mean.astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         rows = [next(texts) for _ in range(size)]
-        documents = pa.RecordBatch.from_arrays(
-            [
-                pa.array([f"doc-{start + i}" for i in range(size)]),
-                pa.array([r[0] for r in rows]),
-                pa.array([r[1] for r in rows]),
-                pa.array([None] * size, pa.string()),
-            ],
-            schema=DOCUMENT_SCHEMA,
-        )
-        yield documents, vectors
+        yield common.document_batch([f"doc-{start + i}" for i in range(size)], vectors, [r[1] for r in rows], [r[0] for r in rows])
 
 
 def peak_rss_mb() -> float:
@@ -100,20 +89,21 @@ def anon_rss_mb() -> float:
     return float("nan")
 
 
-def child_build(target: Path, count: int, batch: int, seed: int, rotation: str = "auto") -> dict:
+def child_build(target: Path, count: int, batch: int, seed: int, rotation: str = "auto") -> dict[str, Any]:
     import faiss  # noqa: F401  (imported before the baseline, as the build needs it)
 
-    from funnel.indexes.builder import IndexConfig, write_index
+    import funnel.indexes.builder  # noqa: F401  (likewise)
     from funnel.indexes.shortlist import make_spec
 
     baseline = current_rss_mb()
     started = time.perf_counter()
-    write_index(
-        batches(count, batch, seed),
+    common.index_from_vectors(
         target,
-        model="synthetic-minilm-shaped",
+        batches(count, batch, seed),
         dim=DIM,
-        config=IndexConfig(shortlists=(make_spec(64),), rotation=rotation),
+        model="synthetic-minilm-shaped",
+        shortlists=(make_spec(64),),
+        rotation=rotation,
         overwrite=True,
     )
     return {
@@ -124,11 +114,12 @@ def child_build(target: Path, count: int, batch: int, seed: int, rotation: str =
     }
 
 
-def child_open(target: Path, seed: int) -> dict:
+def child_open(target: Path, seed: int) -> dict[str, Any]:
     import faiss  # noqa: F401
 
     from funnel.indexes.index import Index
-    from funnel.stages import run_funnel, two_stage
+    from funnel.search.plan import Plan
+    from funnel.search.run import run_funnel
 
     baseline = current_rss_mb()
     started = time.perf_counter()
@@ -137,12 +128,13 @@ def child_open(target: Path, seed: int) -> dict:
     after_open = current_rss_mb()
     query = next(batches(1, 1, seed + 1))[1]
     started = time.perf_counter()
-    run_funnel(index, query, two_stage(64, 200, 10), 10)
+    plan = Plan.two_stage(64, 200, 10)
+    run_funnel(index, query, plan, 10)
     first = time.perf_counter() - started
     times, stages = [], []
     for _documents, queries in batches(50, 1, seed + 2):
         started = time.perf_counter()
-        result = run_funnel(index, queries, two_stage(64, 200, 10), 10)
+        result = run_funnel(index, queries, plan, 10)
         times.append(time.perf_counter() - started)
         stages.append([t.seconds for t in result.trace])
     shortlist_ms, rescore_ms = (np.median(np.array(stages), axis=0) * 1000).round(2).tolist()
@@ -160,7 +152,7 @@ def child_open(target: Path, seed: int) -> dict:
     }
 
 
-def run_child(*args: str) -> dict:
+def run_child(*args: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.build_memory", "--child", *args],
@@ -175,7 +167,7 @@ def run_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, nargs="+", default=[200_000, 1_000_000])
     parser.add_argument("--batch", type=int, default=10_000)
@@ -185,22 +177,21 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the built indexes.")
     parser.add_argument("--rotation", default="auto", choices=("auto", "pca", "none"), help="the index's rotation (see funnel index)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        kind, target, *rest = args.child
-        result = (
-            child_build(Path(target), int(rest[0]), args.batch, args.seed, rest[1])
-            if kind == "build"
-            else child_open(Path(target), args.seed)
-        )
-        print(json.dumps(result))
-        return
-    if args.workdir is None:
-        args.workdir = Path(tempfile.mkdtemp(prefix="funnel-build-memory-"))
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    return parser.parse_args()
+
+
+def run_child_command(args: argparse.Namespace) -> None:
+    """Inside a child: build or open, and print the figures as one JSON line."""
+    kind, target, *rest = args.child
+    result = child_build(Path(target), int(rest[0]), args.batch, args.seed, rest[1]) if kind == "build" else child_open(Path(target), args.seed)
+    print(json.dumps(result))
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    """Per size: a build in one fresh process, the open and queries in another, and the files' sizes."""
     runs = []
     for count in args.documents:
-        target = args.workdir / f"index-{count}"
+        target = workdir / f"index-{count}"
         build = run_child("build", str(target), str(count), args.rotation)
         opened = run_child("open", str(target))
         disk = {p.name: p.stat().st_size for p in (target / "seg-000000").iterdir()}
@@ -216,44 +207,52 @@ def main() -> None:
         print(json.dumps(runs[-1]), flush=True)
         if not args.keep:
             shutil.rmtree(target)
+    return runs
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        run_child_command(args)
+        return
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="funnel-build-memory-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    runs = measure(args, workdir)
     _, _, sources = embedding_stats()
-    result = {
-        "command": common.command(),
-        "machine": common.machine(),
-        "setup": {
-            "dim": DIM,
-            "vector_dtype": "float16",
-            "shortlist": "64-d flat",
-            "batch": args.batch,
-            "vector_stats_from": sources,
-            "texts": "PyPI package summaries (pypi.tsv), cycled",
-        },
-        "runs": runs,
+    setup = {
+        "dim": DIM,
+        "vector_dtype": "float16",
+        "shortlist": "64-d flat",
+        "batch": args.batch,
+        "vector_stats_from": sources,
+        "texts": "PyPI package summaries (pypi.tsv), cycled",
     }
-    common.write_json(args.out / "results.json", result)
+    result = common.Result.make(BENCHMARK, common.parameters(args, drop=("child",)), {"setup": setup, "runs": runs})
+    common.write_result(args.out / "results.json", result)
     (args.out / "README.md").write_text(report(result))
 
 
-def report(result: dict) -> str:
+def report(result: common.Result) -> str:
+    setup, cores = result.results["setup"], result.machine["cores"]
     lines = [
         "# Streaming build: peak memory, open time, first query",
         "",
-        f"`{result['command']}` ({result['machine']['cores']} shared CPU cores; warm page cache for the open).",
+        f"`{result.command}` ({cores} shared CPU cores; warm page cache for the open).",
         "",
-        f"{result['setup']['dim']}-dim vectors stored as float16, one 64-d flat shortlist, batches of {result['setup']['batch']} documents; "
-        f"vectors drawn per dimension like the cached MiniLM embeddings of {', '.join(result['setup']['vector_stats_from'])}; "
+        f"{setup['dim']}-dim vectors stored as float16, one 64-d flat shortlist, batches of {setup['batch']} documents; "
+        f"vectors drawn per dimension like the cached MiniLM embeddings of {', '.join(setup['vector_stats_from'])}; "
         "texts are PyPI package summaries.",
         "",
         "| documents | build s | peak RSS MB | RSS after imports MB | shortlist MB | open s | RSS after open MB | first query ms | median query ms (shortlist + rescore) | RSS after 50 queries MB (anonymous) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run in result["runs"]:
+    for run in result.results["runs"]:
         lines.append(
             f"| {run['documents']:,} | {run['build_seconds']} | {run['peak_rss_mb']} | {run['rss_after_imports_mb']} | {run['shortlist_mb']} | "
             f"{run['open_seconds']} | {run['rss_after_open_mb']} | {run['first_query_ms']} | "
             f"{run['median_query_ms']} ({run['median_shortlist_ms']} + {run['median_rescore_ms']}) | {run['rss_after_queries_mb']} ({run['rss_anon_after_queries_mb']}) |"
         )
-    load = result["runs"][-1].get("load_average")
+    load = result.results["runs"][-1].get("load_average")
     lines += [
         "",
         "Peak RSS is the build process's ru_maxrss. The vectors file is never held in memory: it is appended",
@@ -262,7 +261,7 @@ def report(result: dict) -> str:
         "Opening memory-maps documents, vectors and the flat shortlist. After queries, RSS counts the pages of the",
         "mapped files that searches touched (the whole 64-d shortlist for a flat scan, and the page cache around",
         "rescored rows); the part in brackets is the process's own (anonymous) memory. Times are from a shared, busy",
-        f"machine (load average {load:.1f} on {result['machine']['cores']} cores during the last build): read them as upper bounds."
+        f"machine (load average {load:.1f} on {cores} cores during the last build): read them as upper bounds."
         if load
         else "machine: read times as upper bounds.",
         "",

@@ -1,10 +1,12 @@
 """Encode a BEIR-layout dataset once with a model and cache its full-dimension embeddings.
 
 Benchmarks and calibration runs read these instead of re-encoding (60k Debian documents take
-about 25 minutes on 2 cores). Output: CACHE/<model-tag>/<dataset>/{corpus,queries}.npy (float32,
-L2-normalized rows) and {corpus,queries}_ids.json.
+about 25 minutes on 2 cores). Output: CACHE/embeddings/<model-tag>/<dataset>/{corpus,queries}.npy
+(float32, L2-normalized rows) and {corpus,queries}_ids.json, which :mod:`funnel.evaluation.embeddings`
+reads (``funnel eval --embeddings-cache``, :func:`benchmarks.common.cached_embeddings`).
 
     python -m benchmarks.embed_cache ../shared/data/cranfield ../shared/data/scifact
+    python -m benchmarks.embed_cache debian                 # a name of benchmarks.common.DATASETS
 
 Every line of a file gets a row (a repeated id too), and a document is encoded as
 :func:`funnel.readers.document_text` joins it.
@@ -17,12 +19,16 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks import common
 
-DEFAULT_CACHE = common.CACHE / "embeddings"
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_CACHE = common.EMBEDDINGS
 
 
 def default_model_path() -> str:
@@ -35,7 +41,8 @@ def ids_and_texts(path: Path) -> tuple[list[str], list[str]]:
     """Ids and texts of every line of a BEIR corpus or queries file, in file order."""
     from funnel.readers import document_text, read_jsonl, string_field
 
-    ids, texts = [], []
+    ids: list[str] = []
+    texts: list[str] = []
     for line, row in read_jsonl(path):
         ids.append(string_field(row, "_id", path, line))
         texts.append(document_text(string_field(row, "title", path, line, default=""), string_field(row, "text", path, line, default="")))
@@ -48,9 +55,9 @@ def cache_dir(dataset: Path, model_tag: str, root: Path = DEFAULT_CACHE) -> Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", nargs="+", type=Path)
+    parser.add_argument("datasets", nargs="+", type=common.dataset_path, help="BEIR folders, or names of the shared datasets")
     parser.add_argument("--model", default=None, help="model path (default: the offline MiniLM)")
-    parser.add_argument("--model-tag", default="all-MiniLM-L6-v2")
+    parser.add_argument("--model-tag", default=common.MODEL_TAG)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--part-size", type=int, default=2048, help="documents per saved part (resume unit)")
     args = parser.parse_args()
@@ -76,7 +83,7 @@ def main() -> None:
             shutil.rmtree(out / f"{part}.parts", ignore_errors=True)
 
 
-def encode_in_parts(model, texts: list[str], parts: Path, batch_size: int, part_size: int) -> np.ndarray:
+def encode_in_parts(model: SentenceTransformer, texts: list[str], parts: Path, batch_size: int, part_size: int) -> np.ndarray:
     """Encode in parts saved as they finish, so an interrupted run resumes where it stopped."""
     parts.mkdir(exist_ok=True)
     chunks = []

@@ -22,21 +22,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from benchmarks.common import REPO, RESULTS, machine, write_json
+from benchmarks import common
 
-OUT = RESULTS / "integrity"
+BENCHMARK = "integrity"
+OUT = common.RESULTS / "integrity"
 DIM = 384
 BATCH = 50_000
 
 
-def batches(documents: int, seed: int, start: int = 0) -> Iterator[tuple[object, np.ndarray]]:
-    import pyarrow as pa
-
-    from funnel.corpus import DOCUMENT_SCHEMA
-
+def batches(documents: int, seed: int, start: int = 0) -> Iterator[tuple[Any, np.ndarray]]:
+    """``documents`` seeded random unit rows with short texts, ids from ``doc-<start>``, in batches."""
     rng = np.random.default_rng(seed)
     for offset in range(0, documents, BATCH):
         size = min(BATCH, documents - offset)
@@ -44,16 +43,13 @@ def batches(documents: int, seed: int, start: int = 0) -> Iterator[tuple[object,
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         ids = [f"doc-{start + offset + i}" for i in range(size)]
         texts = [f"package {start + offset + i}: a short description of what it does and for whom" for i in range(size)]
-        columns = [pa.array(ids), pa.nulls(size, pa.string()), pa.array(texts), pa.nulls(size, pa.string())]
-        yield pa.RecordBatch.from_arrays(columns, schema=DOCUMENT_SCHEMA), vectors
+        yield common.document_batch(ids, vectors, texts)
 
 
 def build(path: Path, documents: int, seed: int) -> None:
-    from funnel.indexes.builder import IndexConfig, write_index
     from funnel.indexes.shortlist import make_spec
 
-    config = IndexConfig(shortlists=(make_spec(64),), rotation="none")
-    write_index(batches(documents, seed), path, model="random-unit-rows", dim=DIM, config=config)
+    common.index_from_vectors(path, batches(documents, seed), dim=DIM, model="random-unit-rows", shortlists=(make_spec(64),), rotation="none")
 
 
 def child(path: Path, integrity: str, reload_after_add: bool) -> dict[str, float]:
@@ -75,11 +71,11 @@ def child(path: Path, integrity: str, reload_after_add: bool) -> dict[str, float
 def run_child(path: Path, integrity: str, reload_after_add: bool = False) -> dict[str, float]:
     args = [sys.executable, "-m", "benchmarks.integrity", "--child", str(path), "--integrity", integrity]
     args += ["--reload-after-add"] if reload_after_add else []
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(args, cwd=common.REPO, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, default=1_000_000, help="index size (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="loads per check, alternating (default: %(default)s)")
@@ -87,26 +83,26 @@ def main() -> None:
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--integrity", default="full", help=argparse.SUPPRESS)
     parser.add_argument("--reload-after-add", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child is not None:
-        print(json.dumps(child(args.child, args.integrity, args.reload_after_add)))
-        return
+    return parser.parse_args()
+
+
+def measure(documents: int, rounds: int, seed: int) -> dict[str, Any]:
+    """Build the index in a temp folder, then time opens in fresh processes, full and sampled alternating."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "index"
         started = time.perf_counter()
-        build(path, args.documents, args.seed)
+        build(path, documents, seed)
         build_s = time.perf_counter() - started
         sizes = {p.name: p.stat().st_size for p in sorted((path / "seg-000000").iterdir()) if not p.name.startswith(".")}
         loads: dict[str, list[float]] = {"full": [], "sampled": []}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for level in loads:
                 loads[level].append(run_child(path, level)["load_s"])
         reload = {level: run_child(path, level, reload_after_add=True) for level in ("sampled", "full")}
     medians = {level: statistics.median(times) for level, times in loads.items()}
     total = sum(sizes.values())
-    result = {
-        "machine": machine(),
-        "documents": args.documents,
+    return {
+        "documents": documents,
         "dim": DIM,
         "bytes": sizes,
         "total_bytes": total,
@@ -118,21 +114,35 @@ def main() -> None:
         "hashed_gb_per_s": round(total / max(medians["full"] - medians["sampled"], 1e-9) / 1e9, 2),
         "reload_after_add_s": {level: round(r["reload_after_add_s"], 3) for level, r in reload.items()},
     }
-    write_json(OUT / "integrity.json", result)
-    (OUT / "README.md").write_text(
+
+
+def readme(result: common.Result) -> str:
+    figures = result.results
+    loads, medians = figures["load_s"], figures["median_load_s"]
+    return (
         "# Integrity check at open\n\n"
-        f"`{result['machine'].get('command', 'python -m benchmarks.integrity')}`\n\n"
-        f"{args.documents:,} documents, {DIM}-dim float16 vectors, a 64-dim flat shortlist: {total / 1e6:,.0f} MB in the segment.\n\n"
+        f"`{result.command}`\n\n"
+        f"{figures['documents']:,} documents, {DIM}-dim float16 vectors, a 64-dim flat shortlist: {figures['total_bytes'] / 1e6:,.0f} MB in the segment.\n\n"
         "| check | median open (s) | loads (s) | reload after one add (s) |\n|---|---:|---:|---:|\n"
         + "".join(
-            f"| {level} | {medians[level]:.3f} | {', '.join(f'{t:.3f}' for t in loads[level])} | "
-            f"{result['reload_after_add_s'][level]:.3f} |\n"
+            f"| {level} | {medians[level]:.3f} | {', '.join(f'{t:.3f}' for t in loads[level])} | {figures['reload_after_add_s'][level]:.3f} |\n"
             for level in loads
         )
-        + f"\nFull costs {result['full_extra_s']:.2f} s more per open ({result['full_over_sampled']}× the sampled open; "
-        f"{result['hashed_gb_per_s']} GB/s hashed); a reload after an add hashes only the new segment.\n"
+        + f"\nFull costs {figures['full_extra_s']:.2f} s more per open ({figures['full_over_sampled']}× the sampled open; "
+        f"{figures['hashed_gb_per_s']} GB/s hashed); a reload after an add hashes only the new segment.\n"
     )
-    print(json.dumps({k: result[k] for k in ("median_load_s", "full_over_sampled", "reload_after_add_s")}))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.integrity, args.reload_after_add)))
+        return
+    figures = measure(args.documents, args.rounds, args.seed)
+    result = common.Result.make(BENCHMARK, common.parameters(args, drop=("child", "integrity", "reload_after_add")), figures)
+    common.write_result(OUT / "integrity.json", result)
+    (OUT / "README.md").write_text(readme(result))
+    print(json.dumps({k: figures[k] for k in ("median_load_s", "full_over_sampled", "reload_after_add_s")}))
 
 
 if __name__ == "__main__":

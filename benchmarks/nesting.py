@@ -30,16 +30,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchmarks import common
+
+if TYPE_CHECKING:
+    import torch
+
+BENCHMARK = "nesting"
+Basis = Callable[[np.ndarray], np.ndarray]
+"""The vectors a basis takes prefixes of, from the model's (documents and queries alike)."""
+Qrels = Mapping[str, Mapping[str, int]]
 DIMS = (32, 64, 128)
 POOL = 8192  # corpus vectors a learned map trains on (all of them for smaller corpora)
 FUNNELS = ((64, 200), (64, 400))
@@ -47,21 +54,22 @@ K = 10
 
 
 def load_cached(dataset: Path, cache: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    folder = cache / dataset.resolve().name
-    corpus_ids = [str(i) for i in json.loads((folder / "corpus_ids.json").read_text())]
-    query_ids = [str(i) for i in json.loads((folder / "queries_ids.json").read_text())]
-    return corpus_ids, np.load(folder / "corpus.npy"), query_ids, np.load(folder / "queries.npy")
+    """Corpus ids and vectors, query ids and vectors of ``dataset`` in the embed_cache folder ``cache``."""
+    corpus = common.cached_embeddings(dataset, "corpus", root=cache)
+    queries = common.cached_embeddings(dataset, "queries", root=cache)
+    return corpus.ids, corpus.vectors, queries.ids, queries.vectors
+
+
+def corpus_rows(dataset: Path) -> list[dict[str, Any]]:
+    """Every row of the dataset's corpus.jsonl, read by :func:`funnel.readers.read_jsonl`."""
+    from funnel.readers import CORPUS_FILE, read_jsonl
+
+    return [row for _, row in read_jsonl(dataset / CORPUS_FILE)]
 
 
 def empty_documents(dataset: Path) -> set[str]:
     """Ids of documents without text: ``funnel index`` skips them, so the figures here do too."""
-    empty = set()
-    with (dataset / "corpus.jsonl").open() as handle:
-        for line in handle:
-            row = json.loads(line)
-            if not (row.get("text") or "").strip():
-                empty.add(str(row["_id"]))
-    return empty
+    return {str(row["_id"]) for row in corpus_rows(dataset) if not (row.get("text") or "").strip()}
 
 
 def prefix_cosines(queries: np.ndarray, documents: np.ndarray, dim: int) -> np.ndarray:
@@ -70,12 +78,10 @@ def prefix_cosines(queries: np.ndarray, documents: np.ndarray, dim: int) -> np.n
     return truncate(queries, dim) @ truncate(documents, dim).T
 
 
-def ndcg(scores: np.ndarray, query_ids: list[str], corpus_ids: list[str], qrels) -> float:
-    from funnel.evaluation.metrics import evaluate_run, run_from_arrays
-
+def ndcg(scores: np.ndarray, query_ids: list[str], corpus_ids: list[str], qrels: Qrels) -> float:
+    """nDCG@10 of the top 100 of every query's scores over the corpus (:func:`benchmarks.common.ndcg`)."""
     top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
-    run = run_from_arrays(query_ids, top, np.take_along_axis(scores, top, axis=1), corpus_ids=corpus_ids)
-    return float(evaluate_run(run, qrels, ["ndcg@10"]).means["ndcg@10"])
+    return common.ndcg(query_ids, top, np.take_along_axis(scores, top, axis=1), corpus_ids, qrels)
 
 
 def funnel_agreement(prefix: np.ndarray, full: np.ndarray, n: int) -> float:
@@ -85,7 +91,7 @@ def funnel_agreement(prefix: np.ndarray, full: np.ndarray, n: int) -> float:
     shortlist = np.argpartition(-prefix, n - 1, axis=1)[:, :n]
     rescored = np.take_along_axis(full, shortlist, axis=1)
     found = np.take_along_axis(shortlist, np.argsort(-rescored, axis=1, kind="stable")[:, :K], axis=1)
-    return float(np.mean([set(a) == set(b) for a, b in zip(found, exact)]))
+    return common.identical_share(found, exact, K)
 
 
 def span_vectors(dataset: Path, corpus_ids: list[str], count: int, seed: int = 0) -> np.ndarray:
@@ -96,11 +102,9 @@ def span_vectors(dataset: Path, corpus_ids: list[str], count: int, seed: int = 0
 
     wanted = set(corpus_ids)
     texts = {}
-    with (dataset / "corpus.jsonl").open() as handle:
-        for line in handle:
-            row = json.loads(line)
-            if str(row["_id"]) in wanted:
-                texts[str(row["_id"])] = document_text(row.get("title") or None, row.get("text") or "")
+    for row in corpus_rows(dataset):
+        if str(row["_id"]) in wanted:
+            texts[str(row["_id"])] = document_text(row.get("title") or None, row.get("text") or "")
     rng = np.random.default_rng([seed, 1])
     chosen = sample_positions(len(corpus_ids), count, seed)
     return Encoder.load().encode([random_span(texts[corpus_ids[p]], rng) for p in chosen])
@@ -124,7 +128,7 @@ def neighbours(documents: np.ndarray, count: int, chunk: int = 2048) -> np.ndarr
     return out
 
 
-def learned_rotation(documents: np.ndarray, start: np.ndarray, seconds: float, seed: int = 0) -> tuple[np.ndarray, dict]:
+def learned_rotation(documents: np.ndarray, start: np.ndarray, seconds: float, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Orthogonal R started at ``start`` (PCA), trained so that every prefix's softmax over a
     pseudo-query's candidates (its 64 full-dim neighbours among up to :data:`POOL` corpus vectors
     and 64 random ones) matches the
@@ -159,17 +163,19 @@ def learned_rotation(documents: np.ndarray, start: np.ndarray, seconds: float, s
     return rotation, _training_info(steps, began, losses)
 
 
-def _training_info(steps: int, began: float, losses: list[float]) -> dict:
+def _training_info(steps: int, began: float, losses: list[float]) -> dict[str, Any]:
     seconds = round(time.perf_counter() - began, 1)
     return {"steps": steps, "seconds": seconds, "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
 
 
-def _distillation_loss(query, candidates, query_full, candidates_full, temperature: float = 0.05):
+def _distillation_loss(
+    query: torch.Tensor, candidates: torch.Tensor, query_full: torch.Tensor, candidates_full: torch.Tensor, temperature: float = 0.05
+) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
 
     target = torch.softmax(torch.einsum("bd,bnd->bn", query_full, candidates_full) / temperature, dim=1)
-    loss = 0.0
+    loss = torch.zeros(())
     for dim in DIMS:
         q = F.normalize(query[:, :dim], dim=-1)
         c = F.normalize(candidates[:, :, :dim], dim=-1)
@@ -189,10 +195,10 @@ class Adaptor:
         torch.nn.init.zeros_(self.down.weight)
         torch.nn.init.zeros_(self.down.bias)
 
-    def parameters(self):
+    def parameters(self) -> list[torch.nn.Parameter]:
         return [*self.up.parameters(), *self.down.parameters()]
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
         return x + self.down(torch.relu(self.up(x)))
@@ -204,7 +210,7 @@ class Adaptor:
             return self(torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))).numpy()
 
 
-def train_adaptor(rotated: np.ndarray, seconds: float, seed: int = 0) -> tuple[Adaptor, dict]:
+def train_adaptor(rotated: np.ndarray, seconds: float, seed: int = 0) -> tuple[Adaptor, dict[str, Any]]:
     """Unsupervised Matryoshka-Adaptor recipe: for each prefix, the pairwise cosine matrix of a
     batch matches the full-dim one (pairwise loss), each document's similarities to its 10
     nearest full-dim neighbours match (top-k loss), and the map stays close to the identity."""
@@ -223,7 +229,7 @@ def train_adaptor(rotated: np.ndarray, seconds: float, seed: int = 0) -> tuple[A
         x, neighbour = docs[rows], docs[near[rows]]
         full_pairs, full_near = x @ x.T, torch.einsum("bd,bnd->bn", x, neighbour)
         fx, fn = adaptor(x), adaptor(neighbour)
-        loss = 0.0
+        loss = torch.zeros(())
         for dim in DIMS:
             q, c = F.normalize(fx[:, :dim], dim=-1), F.normalize(fn[:, :, :dim], dim=-1)
             loss = loss + (q @ q.T - full_pairs).abs().mean() + (torch.einsum("bd,bnd->bn", q, c) - full_near).abs().mean()
@@ -236,121 +242,142 @@ def train_adaptor(rotated: np.ndarray, seconds: float, seed: int = 0) -> tuple[A
     return adaptor, _training_info(steps, began, losses)
 
 
-def score_basis(
-    name: str,
-    queries: np.ndarray,
-    documents: np.ndarray,
-    full: np.ndarray,
-    query_ids,
-    corpus_ids,
-    qrels,
-    shortlist_map: Callable[[np.ndarray], np.ndarray],
-) -> dict:
-    """Figures for one basis: ``shortlist_map`` gives the vectors the prefixes are taken from
-    (documents and queries alike); full-dim scores are ``full`` (the model's own)."""
-    q, d = shortlist_map(queries), shortlist_map(documents)
-    row: dict = {"basis": name, "full": round(ndcg(q @ d.T, query_ids, corpus_ids, qrels), 4)}
-    for dim in DIMS:
-        prefix = prefix_cosines(q, d, dim)
-        row[str(dim)] = round(ndcg(prefix, query_ids, corpus_ids, qrels), 4)
-        if dim == 64:
-            for _, n in FUNNELS:
-                row[f"64:{n} identical top-10"] = round(funnel_agreement(prefix, full, n), 4)
-    return row
+@dataclass(frozen=True)
+class Inputs:
+    """One dataset's cached vectors (documents without text left out, as ``funnel index`` does),
+    its test queries' vectors and qrels, and the model's full-dim scores."""
+
+    corpus_ids: list[str]
+    documents: np.ndarray
+    query_ids: list[str]
+    queries: np.ndarray
+    qrels: Qrels
+    full: np.ndarray  # (queries, documents): the model's own full-dim scores
+
+    def ndcg(self, scores: np.ndarray) -> float:
+        return ndcg(scores, self.query_ids, self.corpus_ids, self.qrels)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", type=Path)
-    parser.add_argument("--cache", type=Path, required=True, help="embed_cache folder of the model (holds <dataset>/corpus.npy)")
-    parser.add_argument("--other", type=Path, default=None, help="another dataset whose corpus PCA is applied here (cached too)")
-    parser.add_argument("--train-seconds", type=float, default=90.0, help="training time of each learned map")
-    parser.add_argument("--spans", type=int, default=1000, help="corpus spans encoded for pca-spans")
-    parser.add_argument("--span-weight", type=float, default=0.5, help="weight of the spans' second moment in pca-spans")
-    parser.add_argument("--only", default=None, help="comma-separated bases to run (default: all)")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    args = parser.parse_args()
-
+def load_inputs(dataset: Path, cache: Path) -> Inputs:
     from funnel.evaluation.inputs import dataset_data
 
-    data = dataset_data(args.dataset, "test")
-    corpus_ids, documents, cached_query_ids, cached_queries = load_cached(args.dataset, args.cache)
-    empty = empty_documents(args.dataset)
+    data = dataset_data(dataset, "test")
+    corpus_ids, documents, cached_query_ids, cached_queries = load_cached(dataset, cache)
+    empty = empty_documents(dataset)
     keep = np.array([doc_id not in empty for doc_id in corpus_ids])
     corpus_ids, documents = [i for i, k in zip(corpus_ids, keep) if k], documents[keep]
     lookup = {query_id: row for row, query_id in enumerate(cached_query_ids)}
     query_ids = [query_id for query_id in data.queries if query_id in lookup]
     queries = cached_queries[[lookup[query_id] for query_id in query_ids]]
-    full = queries @ documents.T
-    wanted = set(args.only.split(",")) if args.only else None
-    rows, notes = [], {}
+    return Inputs(corpus_ids, documents, query_ids, queries, data.qrels, queries @ documents.T)
 
-    def run(name: str, make: Callable[[], Callable[[np.ndarray], np.ndarray]]) -> None:
-        if wanted is not None and name not in wanted:
-            return
-        began = time.perf_counter()
-        mapping = make()
-        rows.append(score_basis(name, queries, documents, full, query_ids, corpus_ids, data.qrels, mapping))
-        rows[-1]["fit_seconds"] = round(time.perf_counter() - began, 1)
-        print(json.dumps(rows[-1]), flush=True)
 
+def score_basis(name: str, inputs: Inputs, shortlist_map: Basis) -> dict[str, Any]:
+    """Figures for one basis: ``shortlist_map`` gives the vectors the prefixes are taken from
+    (documents and queries alike); full-dim scores are ``inputs.full`` (the model's own)."""
+    q, d = shortlist_map(inputs.queries), shortlist_map(inputs.documents)
+    row: dict[str, Any] = {"basis": name, "full": round(inputs.ndcg(q @ d.T), 4)}
+    for dim in DIMS:
+        prefix = prefix_cosines(q, d, dim)
+        row[str(dim)] = round(inputs.ndcg(prefix), 4)
+        if dim == 64:
+            for _, n in FUNNELS:
+                row[f"64:{n} identical top-10"] = round(funnel_agreement(prefix, inputs.full, n), 4)
+    return row
+
+
+def rotation_basis(matrix: np.ndarray) -> Basis:
+    return lambda vectors: vectors @ matrix
+
+
+def bases(args: argparse.Namespace, inputs: Inputs, notes: dict[str, Any]) -> list[tuple[str, Callable[[], Basis]]]:
+    """Every basis, by name, as a maker: fitting (or training) happens when the maker runs, and
+    adds what it learned to ``notes``."""
+    documents = inputs.documents
     rotation = pca(documents)
-    run("model", lambda: lambda v: v)
-    run("pca", lambda: lambda v: v @ rotation)
-    rng = np.random.default_rng(0)
-    sample = documents[rng.choice(len(documents), max(1, len(documents) // 10), replace=False)]
-    run("pca-sample10", lambda: lambda v, r=pca(sample): v @ r)
+    sample = documents[np.random.default_rng(0).choice(len(documents), max(1, len(documents) // 10), replace=False)]
+
+    other = None
     if args.other is not None:
         other = load_cached(args.other, args.cache)[1]
-        run("pca-other-corpus", lambda: lambda v, r=pca(other): v @ r)
         notes["pca-other-corpus"] = f"fitted on {args.other.resolve().name}'s corpus"
-    run("pca-queries", lambda: lambda v, r=pca(queries): v @ r)
+    # Fitted here, outside the basis's timing, as the committed figures were made.
+    mean = documents.mean(axis=0)
+    centered = pca(documents - mean)
 
-    def spans() -> Callable[[np.ndarray], np.ndarray]:
+    def spans() -> Basis:
         """PCA of DᵀD plus the second moment of encoded 5–10-word spans of sampled documents (the
         tuner's calibration queries, query-like vectors made from the corpus alone), each scaled to
         a unit trace, with weight ``--span-weight`` on the spans."""
         from funnel.indexes.rotation import pca_rotation, second_moment
 
-        made = span_vectors(args.dataset, corpus_ids, args.spans)
+        made = span_vectors(args.dataset, inputs.corpus_ids, args.spans)
         moment_docs, moment_spans = second_moment([documents]), second_moment([made])
         mixed = (1 - args.span_weight) * moment_docs / np.trace(moment_docs) + args.span_weight * moment_spans / np.trace(moment_spans)
         notes["pca-spans"] = {"spans": len(made), "span_weight": args.span_weight}
-        matrix = pca_rotation(mixed)
-        return lambda v: v @ matrix
+        return rotation_basis(pca_rotation(mixed))
 
-    run("pca-spans", spans)
-    mean = documents.mean(axis=0)
-    centered = pca(documents - mean)
-    run("pca-centered", lambda: lambda v: (v - mean) @ centered)
-
-    def learned() -> Callable[[np.ndarray], np.ndarray]:
+    def learned() -> Basis:
         matrix, info = learned_rotation(documents, rotation, args.train_seconds)
         notes["learned-rotation"] = {**info, "orthogonality_error": float(np.abs(matrix.T @ matrix - np.eye(len(matrix))).max())}
-        return lambda v: v @ matrix
+        return rotation_basis(matrix)
 
-    def adaptor() -> Callable[[np.ndarray], np.ndarray]:
+    def adaptor() -> Basis:
         model, info = train_adaptor(documents @ rotation, args.train_seconds)
         notes["adaptor"] = info
-        return lambda v: model.apply(v @ rotation)
+        return lambda vectors: model.apply(vectors @ rotation)
 
-    run("learned-rotation", learned)
-    run("adaptor", adaptor)
+    return [
+        ("model", lambda: lambda vectors: vectors),
+        ("pca", lambda: rotation_basis(rotation)),
+        ("pca-sample10", lambda: rotation_basis(pca(sample))),
+        *([("pca-other-corpus", lambda: rotation_basis(pca(other)))] if other is not None else []),
+        ("pca-queries", lambda: rotation_basis(pca(inputs.queries))),
+        ("pca-spans", spans),
+        ("pca-centered", lambda: lambda vectors: (vectors - mean) @ centered),
+        ("learned-rotation", learned),
+        ("adaptor", adaptor),
+    ]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=common.dataset_path, help="a BEIR folder, or the name of a shared dataset")
+    parser.add_argument("--cache", type=Path, required=True, help="embed_cache folder of the model (holds <dataset>/corpus.npy)")
+    parser.add_argument("--other", type=common.dataset_path, default=None, help="another dataset whose corpus PCA is applied here (cached too)")
+    parser.add_argument("--train-seconds", type=float, default=90.0, help="training time of each learned map")
+    parser.add_argument("--spans", type=int, default=1000, help="corpus spans encoded for pca-spans")
+    parser.add_argument("--span-weight", type=float, default=0.5, help="weight of the spans' second moment in pca-spans")
+    parser.add_argument("--only", default=None, help="comma-separated bases to run (default: all)")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    inputs = load_inputs(args.dataset, args.cache)
+    wanted = set(args.only.split(",")) if args.only else None
+    rows: list[dict[str, Any]] = []
+    notes: dict[str, Any] = {}
+    for name, make in bases(args, inputs, notes):
+        if wanted is not None and name not in wanted:
+            continue
+        began = time.perf_counter()
+        rows.append(score_basis(name, inputs, make()))
+        rows[-1]["fit_seconds"] = round(time.perf_counter() - began, 1)
+        print(json.dumps(rows[-1]), flush=True)
     for row in rows:
         if row["basis"] == "adaptor":  # the last stage rescores with the model's own vectors
-            row["full"] = round(ndcg(full, query_ids, corpus_ids, data.qrels), 4)
+            row["full"] = round(inputs.ndcg(inputs.full), 4)
             row["full_note"] = "shortlist-only map: the funnel's full-dim stage rescores with the model's own vectors"
-    report = {
+    results = {
         "dataset": args.dataset.resolve().name,
-        "documents": len(documents),
-        "queries": len(query_ids),
-        "command": "python -m benchmarks.nesting " + shlex.join(sys.argv[1:]),
+        "documents": len(inputs.documents),
+        "queries": len(inputs.query_ids),
         "rows": rows,
         "notes": notes,
-        "environment": {"python": platform.python_version(), "cpus": os.cpu_count(), "torch_threads": _threads()},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    common.write_result(args.output, common.Result.make(BENCHMARK, common.parameters(args), results, common.machine(torch_threads=_threads())))
 
 
 def _threads() -> int:

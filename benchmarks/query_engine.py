@@ -28,13 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import REPO, RESULTS, machine, write_json
+from benchmarks import common
+from benchmarks.common import REPO, RESULTS, percentiles_ms
 
+BENCHMARK = "query_engine"
 OUT = RESULTS / "query-engine"
 CORPUS = REPO / "examples" / "debian-300.parquet"
 QUERIES = REPO / "tests" / "data" / "debian" / "queries.jsonl"
@@ -42,22 +46,22 @@ RECALL_LATENCY = RESULTS / "recall-latency" / "minilm-100k.json"
 
 
 def queries(count: int) -> list[str]:
+    """The first ``count`` query texts of the Debian fixture (short real queries)."""
     with QUERIES.open() as handle:
         return [json.loads(line)["text"] for line in handle][:count]
 
 
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3)}
+def encode_one(encoder: Any, text: str) -> object:
+    return encoder.encode([text])
 
 
-def timed(call: Any, texts: list[str]) -> list[float]:
-    out = []
-    for text in texts:
-        began = time.perf_counter()
-        call(text)
-        out.append(time.perf_counter() - began)
-    return out
+def search_one(retriever: Any, text: str) -> object:
+    return retriever.search(text, k=10)
+
+
+def timed(call: Callable[[str], object], texts: list[str]) -> list[float]:
+    """Seconds of ``call(text)`` for each text, once each, no warm-up."""
+    return [float(seconds) for seconds in common.time_calls(call, texts).wall.ravel()]
 
 
 def encode_engines(texts: list[str], rounds: int) -> dict[str, Any]:
@@ -80,14 +84,14 @@ def encode_engines(texts: list[str], rounds: int) -> dict[str, Any]:
         for name, (encoder, threads) in engines.items():
             if threads is not None:
                 torch_encoder.query_threads = threads
-            times[name] += timed(lambda text, e=encoder: e.encode([text]), texts)
+            times[name] += timed(partial(encode_one, encoder), texts)
     torch_encoder.query_threads = 1
-    result = {}
+    result: dict[str, Any] = {}
     for name, (encoder, _) in engines.items():
         vectors = np.vstack([encoder.encode([text]) for text in texts])
         cosine = (vectors * reference).sum(axis=1)
         result[name] = {
-            **percentiles(times[name]),
+            **percentiles_ms(times[name]),
             "cosine_to_torch_min": round(float(cosine.min()), 7),
             "cosine_to_torch_mean": round(float(cosine.mean()), 7),
         }
@@ -124,8 +128,8 @@ def under_load(index: Path, texts: list[str], rounds: int) -> dict[str, Any]:
             for name, retriever in retrievers.items():
                 seconds: list[float] = []
                 for _ in range(rounds):
-                    seconds += timed(lambda text, r=retriever: r.search(text, k=10), texts)
-                result.setdefault(name, {})[phase] = percentiles(seconds)
+                    seconds += timed(partial(search_one, retriever), texts)
+                result.setdefault(name, {})[phase] = percentiles_ms(seconds)
         finally:
             stop.set()
             for process in spinners:
@@ -137,7 +141,7 @@ def under_load(index: Path, texts: list[str], rounds: int) -> dict[str, Any]:
 
 def cold_cli(index: Path, runs: int) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = {}
+    result: dict[str, Any] = {}
     for engine in ("auto", "torch"):
         walls = []
         for _ in range(runs):
@@ -178,7 +182,7 @@ def end_to_end(encode_ms: float, torch_encode_ms: float, target: float = 0.99) -
     this run's encode in place of the recorded torch one."""
     if not RECALL_LATENCY.exists():
         return None
-    recorded = json.loads(RECALL_LATENCY.read_text())
+    recorded = common.read_result(RECALL_LATENCY).results
     configs = [
         (config["batch1"]["cpu_median_ms"], method["family"], config["label"], config["recall@10"])
         for method in recorded["methods"]
@@ -204,13 +208,17 @@ def end_to_end(encode_ms: float, torch_encode_ms: float, target: float = 0.99) -
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=100, help="short real Debian queries, each timed once per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cli-runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     texts = queries(args.queries)
     from funnel import Retriever
@@ -221,8 +229,7 @@ def main() -> None:
         cli = cold_cli(index, args.cli_runs)
         encode = encode_engines(texts, args.rounds)
         load = under_load(index, texts[:50], args.rounds)
-    result = {
-        "machine": machine(),
+    results = {
         "queries": len(texts),
         "rounds": args.rounds,
         "encode": encode,
@@ -230,8 +237,8 @@ def main() -> None:
         "cold_cli": cli,
         "end_to_end": end_to_end(encode["onnx fp32 (default)"]["p50_ms"], encode["torch, 1 thread"]["p50_ms"]),
     }
-    write_json(args.out / "query-engine.json", result)
-    print(json.dumps({k: result[k] for k in ("encode", "under_load", "cold_cli", "end_to_end")}, indent=2))
+    common.write_result(args.out / "query-engine.json", common.Result.make(BENCHMARK, common.parameters(args), results))
+    print(json.dumps({k: results[k] for k in ("encode", "under_load", "cold_cli", "end_to_end")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.verify import verify_index
 from funnel.models import Encoder
-from funnel.retriever import Hit, Retriever
-from funnel.stages import Stage, parse_stages
+from funnel.retriever import Hit, Retriever, Searcher
+from funnel.search.plan import Plan, Stage
 
 __version__ = "0.1.0"
 
@@ -48,10 +48,11 @@ __all__ = [
     "LayeredEncoder",
     "InputError",
     "ModelError",
+    "Plan",
     "Retriever",
+    "Searcher",
     "Stage",
     "evaluate",
     "open_corpus",
-    "parse_stages",
     "verify_index",
 ]

@@ -16,7 +16,7 @@ from urllib.parse import SplitResult, urlencode, urlsplit
 
 from funnel.errors import FunnelError, InputError
 from funnel.retriever import Hit, query_batch
-from funnel.stages import Stage, format_stages
+from funnel.search.plan import Plan, PlanLike
 
 # Statuses that mean "this request was wrong": the same InputError a local Retriever raises.
 _INPUT_STATUSES = {400, 401, 404, 405, 413, 422}
@@ -52,22 +52,25 @@ class RemoteRetriever:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._local = threading.local()
 
-    def search(self, query: str, k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[Hit]:
+    def search(self, query: str, k: int | None = None, stages: PlanLike | None = None) -> list[Hit]:
         """Top-``k`` hits for one query, best first."""
         return self.search_batch([query], k, stages)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[str], k: int | None = None, stages: PlanLike | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries`` (one request)."""
         if not query_batch(queries):
             return []
         response = self.search_response(queries, k, stages)
         return [[Hit(**hit) for hit in result["hits"]] for result in response["results"]]
 
-    def search_response(self, queries: Sequence[str], k: int = 10, stages: Sequence[Stage] | str | None = None) -> dict[str, Any]:
-        """The server's whole answer: results, the plan it ran, per-stage timings, index version."""
-        body: dict[str, Any] = {"queries": list(queries), "k": k}
+    def search_response(self, queries: Sequence[str], k: int | None = None, stages: PlanLike | None = None) -> dict[str, Any]:
+        """The server's whole answer: results, the plan it ran, per-stage timings, index version.
+        Without ``k`` the server applies the same rule as a local search (:func:`~funnel.search.plan.resolve_k`)."""
+        body: dict[str, Any] = {"queries": list(queries)}
+        if k is not None:
+            body["k"] = k
         if stages is not None:
-            body["stages"] = stages if isinstance(stages, str) else format_stages(stages)
+            body["stages"] = stages if isinstance(stages, str) else str(Plan.of(stages))
         if self.index_name is not None:
             body["index"] = self.index_name
         return self._request("POST", "/search", body)

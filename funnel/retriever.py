@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.models import Encoder
-from funnel.search.plan import Plan, PlanLike, Stage, check_k
+from funnel.search.plan import Plan, PlanLike, Stage, check_k, resolve_k
 from funnel.search.run import FunnelResult, LayeredQueries, StageTrace, check_once, run_funnel
 
 if TYPE_CHECKING:
@@ -51,6 +51,20 @@ class TracedSearch:
     trace: tuple[StageTrace, ...]
     encode_seconds: float
     version: int
+
+
+@runtime_checkable
+class Searcher(Protocol):
+    """The public surface every retriever offers: :class:`Retriever` (a local index),
+    :class:`~funnel.backends.qdrant_retriever.QdrantRetriever` (a Qdrant collection) and
+    :class:`~funnel.remote.RemoteRetriever` (a ``funnel serve`` server). The same plan gives the
+    same hits on each, as far as the store allows (tests/test_searchers.py)."""
+
+    def search(self, query: str, k: int | None = None, stages: PlanLike | None = None) -> list[Hit]: ...
+
+    def search_batch(self, queries: Sequence[str], k: int | None = None, stages: PlanLike | None = None) -> list[list[Hit]]: ...
+
+    def info(self) -> dict[str, Any]: ...
 
 
 class Retriever:
@@ -203,10 +217,21 @@ class Retriever:
             self._torch = Encoder.load(self.encoder.name)
         return self._torch
 
-    def plan(self, k: int, stages: PlanLike | None = None, index: Index | None = None) -> Plan:
+    def plan(self, k: int | None = None, stages: PlanLike | None = None, index: Index | None = None) -> Plan:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the index's default."""
-        index = index or self.index
-        return choose_plan(k, stages if stages is not None else self.stages, index.manifest.plan, index.shortlist_dims[0], index.count)
+        return self._plan_and_k(k, stages, index or self.index)[0]
+
+    def _plan_and_k(self, k: int | None, stages: PlanLike | None, index: Index) -> tuple[Plan, int]:
+        given = Plan.of(stages) if stages is not None else self.stages
+        k = resolve_k(k, given)
+        return choose_plan(k, given, index.manifest.plan, index.shortlist_dims[0], index.count), k
+
+    def info(self) -> dict[str, Any]:
+        """What the loaded version holds (``funnel info --json`` without the file sizes)."""
+        from funnel.indexes.summary import manifest_summary
+
+        index = self.index
+        return {"index": str(index.path), "loaded_version": index.version, **manifest_summary(index.manifest)}
 
     def tune(
         self,
@@ -235,29 +260,31 @@ class Retriever:
         check_queries(queries)
         return self.encoder.encode(list(queries), batch_size=64)
 
-    def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: PlanLike | None = None) -> FunnelResult:
+    def search_vectors(self, query_vectors: np.ndarray, k: int | None = None, stages: PlanLike | None = None) -> FunnelResult:
         """Run the funnel for ready query vectors (q, dim); arrays for machines. Positions refer to
         ``self.index`` as it was when the call started (see :meth:`reload_if_changed`)."""
         index = self.index
-        return run_funnel(index, query_vectors, self.plan(k, stages, index), k)
+        plan, k = self._plan_and_k(k, stages, index)
+        return run_funnel(index, query_vectors, plan, k)
 
-    def search(self, query: str, k: int = 10, stages: PlanLike | None = None) -> list[Hit]:
-        """Top-``k`` hits for one query, best first."""
+    def search(self, query: str, k: int | None = None, stages: PlanLike | None = None) -> list[Hit]:
+        """Top-``k`` hits for one query, best first. ``k``: when not given, what the plan's last
+        stage keeps, else 10 (:func:`funnel.search.plan.resolve_k`)."""
         return self.search_batch([query], k, stages)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, stages: PlanLike | None = None) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[str], k: int | None = None, stages: PlanLike | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries``."""
         if not query_batch(queries):
             return []
         return self.search_batch_traced(queries, k, stages).hits
 
-    def search_batch_traced(self, queries: Sequence[str], k: int = 10, stages: PlanLike | None = None) -> TracedSearch:
+    def search_batch_traced(self, queries: Sequence[str], k: int | None = None, stages: PlanLike | None = None) -> TracedSearch:
         """:meth:`search_batch` with the plan it ran and per-stage timings (for servers and reports)."""
         if isinstance(queries, str) or not queries:
             raise InputError("search_batch_traced takes a non-empty list of queries")
         check_queries(queries)
         index = self.index  # one version for the whole call, even if another thread reloads
-        plan = self.plan(k, stages, index)
+        plan, k = self._plan_and_k(k, stages, index)
         check_once(index, plan, k)  # before encoding: a bad k or plan costs nothing
         started = time.perf_counter()
         source = self._query_source(queries, plan, index)

@@ -24,7 +24,6 @@ LAYERS: dict[str, int] = {
     "layers": 2,
     "indexes": 3,
     "search": 4,
-    "stages": 4,
     "tuning": 5,
     "evaluation": 5,
     "training": 5,

@@ -6,7 +6,8 @@ from helpers import assert_same_ranking
 from funnel import Retriever, Stage
 from funnel.errors import InputError
 from funnel.indexes.index import Index
-from funnel.stages import exact_search, two_stage
+from funnel.search.exact import exact_search
+from funnel.search.plan import Plan
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_search_batch_equals_single_searches(retriever, cranfield_queries):
 
 
 def test_whole_corpus_shortlist_equals_exact_full_dim_search(retriever, query_vectors):
-    result = retriever.search_vectors(query_vectors, k=10, stages=two_stage(64, retriever.index.count, 10))
+    result = retriever.search_vectors(query_vectors, k=10, stages=Plan.two_stage(64, retriever.index.count, 10))
     assert_same_ranking(result.scores, result.positions, *exact_search(retriever.index, query_vectors, 10))
 
 
@@ -48,7 +49,7 @@ def test_concurrent_searches_equal_serial_ones(retriever, cranfield_queries):
 
 
 def test_k_larger_than_the_corpus_returns_every_document(retriever):
-    hits = retriever.search("wing", k=400, stages=two_stage(64, 500, 400))
+    hits = retriever.search("wing", k=400, stages=Plan.two_stage(64, 500, 400))
     assert len(hits) == 150 and len({h.id for h in hits}) == 150
 
 

@@ -8,7 +8,9 @@ from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index, StoredQueries
 from funnel.indexes.shortlist import make_spec
-from funnel.stages import Stage, exact_search, format_stages, parse_stages, run_funnel, two_stage
+from funnel.search.exact import exact_search
+from funnel.search.plan import Plan, Stage
+from funnel.search.run import run_funnel
 from funnel.vectors import truncate
 
 stage_st = st.builds(
@@ -21,18 +23,18 @@ stage_st = st.builds(
 
 @given(st.lists(stage_st, min_size=1, max_size=4))
 def test_stages_round_trip_through_text(stages):
-    assert parse_stages(format_stages(stages)) == tuple(stages)
+    assert Plan.parse(str(Plan.of(stages))) == tuple(stages)
 
 
 def test_parse_examples():
-    assert parse_stages("64:200, 128:50,full:10") == (Stage(64, 200), Stage(128, 50), Stage(None, 10))
-    assert parse_stages("2:64:200") == (Stage(64, 200, layer=2),)
+    assert Plan.parse("64:200, 128:50,full:10") == (Stage(64, 200), Stage(128, 50), Stage(None, 10))
+    assert Plan.parse("2:64:200") == (Stage(64, 200, layer=2),)
 
 
 @pytest.mark.parametrize("text", ["64", "a:b", "1:2:3:4", "64:0", ","])
 def test_bad_stage_text(text):
     with pytest.raises(InputError, match=r"stage|no stages|at least 1"):
-        parse_stages(text)
+        Plan.parse(text)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def random_index(tmp_path_factory):
 def test_shortlist_of_the_whole_corpus_is_exact_search(random_index):
     queries = np.random.default_rng(1).normal(size=(12, 48)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    result = run_funnel(random_index, queries, two_stage(8, random_index.count, 10), 10)
+    result = run_funnel(random_index, queries, Plan.two_stage(8, random_index.count, 10), 10)
     assert_same_ranking(result.scores, result.positions, *exact_search(random_index, queries, 10))
     assert [t.kept for t in result.trace] == [300, 10]
 
@@ -61,8 +63,8 @@ def test_more_candidates_never_lose_recall_and_scores_are_exact(random_index, da
     query = np.random.default_rng(seed).normal(size=(1, 48)).astype(np.float32)
     query /= np.linalg.norm(query)
     exact_scores, exact_positions = exact_search(random_index, query, k)
-    narrow = run_funnel(random_index, query, two_stage(8, small, k), k)
-    wide = run_funnel(random_index, query, two_stage(8, small * 4, k), k)
+    narrow = run_funnel(random_index, query, Plan.two_stage(8, small, k), k)
+    wide = run_funnel(random_index, query, Plan.two_stage(8, small * 4, k), k)
     truth = set(exact_positions[0])
     assert len(truth & set(wide.positions[0])) >= len(truth & set(narrow.positions[0])) - 1  # ties may swap one
     # Every final score is the exact full-dim score of that document.
@@ -85,7 +87,7 @@ def test_fewer_documents_than_candidates_pads_nothing_into_results(tmp_path):
     vectors = np.random.default_rng(0).normal(size=(7, 16))
     index = Index.load(vector_index(tmp_path / "tiny", vectors, IndexConfig(shortlists=(make_spec(8),))))
     result = run_funnel(
-        index, vectors[:2].astype(np.float32) / np.linalg.norm(vectors[:2], axis=1, keepdims=True), two_stage(8, 50, 10), 10
+        index, vectors[:2].astype(np.float32) / np.linalg.norm(vectors[:2], axis=1, keepdims=True), Plan.two_stage(8, 50, 10), 10
     )
     assert result.positions.shape == (2, 7)
     assert result.positions[0, 0] == 0 and result.positions[1, 0] == 1
@@ -118,7 +120,7 @@ def test_exact_search_never_returns_deleted_rows(tmp_path):
     index = Index.load(path)
     scores, after = exact_search(index, query, 5)
     assert 0 not in after[0] and list(after[0]) == list(before[0, 1:]) + [after[0, -1]]
-    funnel = run_funnel(index, query, two_stage(8, 40, 5), 5)
+    funnel = run_funnel(index, query, Plan.two_stage(8, 40, 5), 5)
     assert list(funnel.positions[0]) == list(after[0])
 
 

@@ -1,48 +1,48 @@
-"""Benchmark corpora: real text in quantity, real MiniLM vectors, and a MiniLM-space surrogate.
+"""Benchmark corpora: real text in quantity, and real vectors of it (MiniLM's and a static model's).
 
 Texts: every PyPI and npm package in the tool library's package lists with a summary of at least
 10 characters, written ``"name: summary"`` (1,024,624 texts), in a fixed random order; the first
 N of that order is the N-document corpus, so the corpora are nested (10k ⊂ 100k ⊂ 1M). Queries:
 the real query texts of ../shared/data (Cranfield, SciFact test, Debian; 1,746 texts).
 
-Two kinds of vectors over those texts (cached under ``~/.cache/funnel/bench/``):
+Vectors over those texts (cached under ``~/.cache/funnel/bench/``):
 
 - ``minilm``: all-MiniLM-L6-v2 itself (384 dims, normalized), for the first 100k texts and the
   queries. Real embeddings of real text (the texts are short: about 230 a second here, so 100k
   take about 7 minutes once).
-- ``surrogate``: a stand-in for MiniLM at 1M documents, where encoding a million texts with the
-  transformer (about 5 hours on this machine) is out of reach. A static model distilled from
-  the same MiniLM (model2vec, 256 dims) embeds every text; a ridge-regression map fitted on the
-  10k (static, MiniLM) pairs carries it into MiniLM's 384-dim coordinates — MiniLM's own
-  dimension order, not a PCA order, so the prefix structure is MiniLM's, not a flattered one;
-  Gaussian noise with the covariance of the map's residuals (also fitted on the pairs) restores
-  the part of MiniLM the static model cannot predict, so the per-dimension variances and the
-  cross-dimension correlations match real MiniLM vectors; rows are then L2-normalized. Queries
-  get the same construction from their texts. The 10k run uses both kinds on the same
-  texts, which shows how far the surrogate's curves sit from the real ones.
+- ``static``: a static model distilled from the same MiniLM (model2vec, 256 dims) for all 1M
+  texts: real vectors of a real model at a scale this machine can encode (about a minute).
+- ``minilm-pca``: the MiniLM vectors rotated into the principal axes of the 10k real documents
+  (funnel's own rotation, :func:`funnel.indexes.rotation.pca_rotation`), before any method sees
+  them: the earlier runs of the appendix; today funnel's index rotates its own vectors.
 
 All vectors are stored as float16 (what funnel stores) and every method reads the same values.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks import common
 
+if TYPE_CHECKING:
+    from model2vec import StaticModel
+
 CACHE = common.CACHE / "bench"
 PACKAGES = common.PACKAGE_LISTS
-DATA = common.DATA
 SEED = 20261123
-MINILM_DOCS = 10_000  # the (static, MiniLM) pairs the surrogate map is fitted on, and the PCA axes
+MINILM_DOCS = 10_000  # the first real MiniLM vectors, and the documents the PCA axes of minilm-pca are fitted on
 MINILM_MAX_DOCS = 100_000  # real MiniLM vectors are encoded for this many texts
-QUERY_SETS = (("cranfield", None), ("scifact", "test"), ("debian", None))
+QUERY_SETS = ("cranfield", "scifact", "debian")  # of common.DATASETS: each one's judged test queries
+KINDS = ("minilm", "static", "minilm-pca")
+SOURCE = {"texts": "PyPI+npm package summaries", "queries": "real query texts of cranfield, scifact (test), debian"}
 
 
 def corpus_texts(packages: Path = PACKAGES) -> list[str]:
@@ -70,16 +70,15 @@ def corpus_texts(packages: Path = PACKAGES) -> list[str]:
     return texts
 
 
-def query_texts(data: Path = DATA) -> list[str]:
-    """The distinct query texts of the shared datasets (a split's judged queries where one is named)."""
-    from funnel.readers import load_qrels, load_queries
-
-    texts, seen = [], set()
-    for name, split in QUERY_SETS:
-        wanted = set(load_qrels(data / name / "qrels" / f"{split}.tsv")) if split else None
-        for query_id, raw in load_queries(data / name / "queries.jsonl").items():
+def query_texts() -> list[str]:
+    """The distinct query texts of the shared datasets (:data:`QUERY_SETS`), each one's judged
+    test queries in file order (every Cranfield and Debian query is judged there)."""
+    texts: list[str] = []
+    seen: set[str] = set()
+    for name in QUERY_SETS:
+        for raw in common.DATASETS[name].queries().values():
             text = raw.strip()
-            if (wanted is None or query_id in wanted) and text and text not in seen:
+            if text and text not in seen:
                 seen.add(text)
                 texts.append(text)
     return texts
@@ -107,11 +106,10 @@ def _encode_minilm(texts: list[str], path: Path, chunk: int = 5_000) -> np.ndarr
     return vectors
 
 
-def query_encode_timing(kind: str, texts: list[str], rounds: int = 3) -> dict | None:
+def query_encode_timing(kind: str, texts: list[str], rounds: int = 3) -> dict[str, Any] | None:
     """Median ms to encode one query text with the run's model (MiniLM or the static model), on
     the process's threads: the part of a query's latency every method shares."""
-    import time
-
+    encode: Any
     if kind.startswith("minilm"):
         from funnel.encoders import load_query_encoder
 
@@ -122,15 +120,8 @@ def query_encode_timing(kind: str, texts: list[str], rounds: int = 3) -> dict | 
         encode, model = (lambda text: static.encode([text])), "static (model2vec from MiniLM, 256 dims)"
     else:
         return None
-    for text in texts[:3]:
-        encode(text)
-    times = []
-    for _ in range(rounds):
-        for text in texts:
-            began = time.perf_counter()
-            encode(text)
-            times.append(time.perf_counter() - began)
-    return {"model": model, "median_ms": float(np.median(times) * 1000), "queries": len(texts), "rounds": rounds}
+    calls = common.time_calls(encode, texts, rounds=rounds, warmup=3)
+    return {"model": model, "median_ms": float(np.median(calls.wall) * 1000), "queries": len(texts), "rounds": rounds}
 
 
 def minilm_vectors(count: int = MINILM_DOCS) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +139,7 @@ def minilm_vectors(count: int = MINILM_DOCS) -> tuple[np.ndarray, np.ndarray]:
     return documents, queries
 
 
-def static_model():
+def static_model() -> StaticModel:
     """model2vec distilled from the offline MiniLM (256 dims), cached on disk."""
     from model2vec import StaticModel
 
@@ -191,157 +182,62 @@ def _unit_f16(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float16)
 
 
-@dataclass(frozen=True)
-class SurrogateMap:
-    """static (256) → MiniLM (384): ``y = normalize(x @ weights + bias + noise @ noise_factor)``."""
+def rotated(documents: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same vectors in PCA order, by funnel's own rotation (:mod:`funnel.indexes.rotation`:
+    the eigenvectors of DᵀD over the first 10k real MiniLM documents, largest first): inner
+    products (so the exact ranking) are unchanged; only which dims come first changes, so that
+    prefixes carry the most variance, as in a nested model. The rotated documents are cached."""
+    from funnel.indexes.rotation import pca_rotation, rotate, second_moment
 
-    weights: np.ndarray
-    bias: np.ndarray
-    noise_factor: np.ndarray
-    r2: float
-
-    def apply(self, static: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        mapped = static.astype(np.float32) @ self.weights + self.bias
-        mapped += rng.standard_normal(mapped.shape, dtype=np.float32) @ self.noise_factor
-        return (mapped / np.linalg.norm(mapped, axis=1, keepdims=True)).astype(np.float16)
-
-
-def fit_map(static: np.ndarray, minilm: np.ndarray, ridge: float = 1e-2) -> SurrogateMap:
-    x = static.astype(np.float64)
-    y = minilm.astype(np.float64)
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    weights = np.linalg.solve(xc.T @ xc + ridge * len(x) * np.eye(x.shape[1]), xc.T @ yc)
-    residual = yc - xc @ weights
-    covariance = residual.T @ residual / len(x)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    noise_factor = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))).T  # z @ F ~ N(0, covariance)
-    r2 = 1.0 - residual.var(0).sum() / yc.var(0).sum()
-    return SurrogateMap(
-        weights.astype(np.float32), (y_mean - x_mean @ weights).astype(np.float32), noise_factor.astype(np.float32), float(r2)
-    )
-
-
-def surrogate_vectors(count: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(documents (count, 384) float16 memmap, queries (1746, 384) float16, construction facts)."""
-    docs_path = CACHE / "surrogate-docs-1m.npy"
-    queries_path = CACHE / "surrogate-queries.npy"
-    facts_path = CACHE / "surrogate.json"
-    if not docs_path.exists():
-        texts = corpus_texts()[:1_000_000]
-        model = static_model()
-        real_docs, real_queries = minilm_vectors()
-        pair_static = model.encode(texts[:MINILM_DOCS], batch_size=4096)
-        mapping = fit_map(pair_static, real_docs)
-        rng = np.random.default_rng(SEED)
-        np.save(queries_path, mapping.apply(model.encode(query_texts(), batch_size=4096), rng))
-        out = np.lib.format.open_memmap(str(docs_path) + ".tmp.npy", mode="w+", dtype=np.float16, shape=(len(texts), 384))
-        step = 50_000
-        for start in range(0, len(texts), step):
-            out[start : start + step] = mapping.apply(model.encode(texts[start : start + step], batch_size=4096), rng)
-        out.flush()
-        del out
-        os.replace(str(docs_path) + ".tmp.npy", docs_path)
-        real = real_docs.astype(np.float32)
-        made = np.load(docs_path, mmap_mode="r")[:MINILM_DOCS].astype(np.float32)
-        facts = {
-            "static_model": "model2vec distilled from all-MiniLM-L6-v2, pca_dims=256",
-            "map_r2_on_10k_pairs": mapping.r2,
-            "per_dim_std_correlation_real_vs_surrogate": float(np.corrcoef(real.std(0), made.std(0))[0, 1]),
-            "mean_cosine_real_vs_surrogate_same_text": float(np.mean(np.sum(real * made, axis=1))),
-        }
-        facts_path.write_text(json.dumps(facts, indent=2))
-    documents = np.load(docs_path, mmap_mode="r")[:count]
-    return documents, np.load(queries_path), json.loads(facts_path.read_text())
-
-
-def pca_rotation() -> np.ndarray:
-    """(384, 384) orthonormal: the principal axes of the 10k real MiniLM documents, largest first."""
     real, _ = minilm_vectors()
-    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(real.astype(np.float64).T))
-    return eigenvectors[:, ::-1].astype(np.float32)
-
-
-def rotated(kind: str, documents: np.ndarray, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same vectors in PCA order: inner products (so the exact ranking) are unchanged; only
-    which dims come first changes, so that prefixes carry the most variance, as in a nested model."""
-    rotation = pca_rotation()
-    path = CACHE / f"{kind}-pca-docs-{len(documents)}.npy"
+    rotation = pca_rotation(second_moment([real]))
+    path = CACHE / f"minilm-rotated-docs-{len(documents)}.npy"
     if not path.exists():
         out = np.lib.format.open_memmap(str(path) + ".tmp.npy", mode="w+", dtype=np.float16, shape=documents.shape)
         for start in range(0, len(documents), 65_536):
-            chunk = np.asarray(documents[start : start + 65_536], dtype=np.float32) @ rotation
+            chunk = rotate(documents[start : start + 65_536], rotation)
             out[start : start + 65_536] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
         out.flush()
         del out
         os.replace(str(path) + ".tmp.npy", path)
-    query_vectors = np.asarray(queries, dtype=np.float32) @ rotation
-    return np.load(path, mmap_mode="r")[:count], (query_vectors / np.linalg.norm(query_vectors, axis=1, keepdims=True)).astype(np.float16)
+    query_vectors = rotate(queries, rotation)
+    return np.load(path, mmap_mode="r"), (query_vectors / np.linalg.norm(query_vectors, axis=1, keepdims=True)).astype(np.float16)
 
 
-def load(kind: str, count: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Documents (count, 384) and queries (q, 384), float16, and a description of where they come from."""
+def load(kind: str, count: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Documents (count, dim) and queries (q, dim), float16, and a description of where they come from."""
     if kind == "minilm":
         if count > MINILM_MAX_DOCS:
-            raise SystemExit(
-                f"real MiniLM vectors are made for up to {MINILM_MAX_DOCS:,} documents, not {count:,}: use --vectors surrogate"
-            )
+            raise SystemExit(f"real MiniLM vectors are made for up to {MINILM_MAX_DOCS:,} documents, not {count:,}: use --vectors static")
         documents, queries = minilm_vectors(count)
-        return (
-            documents[:count],
-            queries,
-            {
-                "vectors": "all-MiniLM-L6-v2 (real)",
-                "texts": "PyPI+npm package summaries",
-                "queries": "real query texts of cranfield, scifact (test), debian",
-            },
-        )
+        return documents[:count], queries, {"vectors": "all-MiniLM-L6-v2 (real)", **SOURCE}
     if kind == "static":
         documents, queries = static_vectors(count)
-        return (
-            documents,
-            queries,
-            {
-                "vectors": "static model (real): model2vec distilled from all-MiniLM-L6-v2, 256 dims",
-                "texts": "PyPI+npm package summaries",
-                "queries": "real query texts of cranfield, scifact (test), debian",
-            },
-        )
-    if kind == "surrogate":
-        documents, queries, facts = surrogate_vectors(count)
-        return (
-            documents,
-            queries,
-            {
-                "vectors": "MiniLM-space surrogate (see corpus.py)",
-                "texts": "PyPI+npm package summaries",
-                "queries": "real query texts of cranfield, scifact (test), debian",
-                **facts,
-            },
-        )
-    if kind in ("minilm-pca", "surrogate-pca"):
-        base = kind.removesuffix("-pca")
-        documents, queries, source = load(base, count if base == "minilm" else 1_000_000)
-        documents, queries = rotated(base, documents, queries, count)
-        label = "real MiniLM" if base == "minilm" else "MiniLM-space surrogate"
+        return documents, queries, {"vectors": "static model (real): model2vec distilled from all-MiniLM-L6-v2, 256 dims", **SOURCE}
+    if kind == "minilm-pca":
+        documents, queries, source = load("minilm", count)
+        documents, queries = rotated(documents, queries)
         return (
             documents,
             queries,
             {
                 **source,
-                "vectors": f"{label}, rotated to PCA order (nested-like prefixes)",
-                "rotation": "principal axes of the 10k real MiniLM documents, largest variance first; inner products unchanged",
+                "vectors": "real MiniLM, rotated to PCA order (nested-like prefixes)",
+                "rotation": "funnel's PCA rotation (eigenvectors of DᵀD) of the 10k real MiniLM documents, largest first; inner products unchanged",
             },
         )
-    raise SystemExit(f"unknown vectors {kind!r}: minilm, surrogate, minilm-pca or surrogate-pca")
+    raise SystemExit(f"unknown vectors {kind!r}: {', '.join(KINDS)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Make and cache the benchmark's vectors (MiniLM for the first 10k texts and the queries).")
+    parser.add_argument("--minilm-100k", action="store_true", help="MiniLM vectors for the first 100k texts")
+    parser.add_argument("--static", action="store_true", help="the static model's vectors for all 1M texts")
+    args = parser.parse_args()
+    minilm_vectors(MINILM_MAX_DOCS if args.minilm_100k else MINILM_DOCS)
+    if args.static:
+        static_vectors(STATIC_DOCS)
 
 
 if __name__ == "__main__":
-    import sys
-
-    minilm_vectors(MINILM_MAX_DOCS if "--minilm-100k" in sys.argv else MINILM_DOCS)
-    if "--static" in sys.argv:
-        static_vectors(STATIC_DOCS)
-    if "--surrogate" in sys.argv:
-        surrogate_vectors(1_000_000)
-        load("surrogate-pca", 1_000_000)  # writes the rotated copy once, outside the timed runs
+    main()

@@ -1,26 +1,30 @@
 """Measure like a benchmark: recall against exact search, and latency with warm-up and repetition.
 
-Recall is :func:`funnel.agreement.recall_against` and every latency a
-:class:`funnel.evaluation.timing.Timing`, the same measure and record as funnel's own reports.
+Recall is :func:`benchmarks.common.recall_against` and every latency a
+:class:`funnel.evaluation.timing.Timing` (:func:`benchmarks.common.time_calls`), the same
+measure and record as funnel's own reports.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
+from benchmarks.common import Calls, recall_against, time_calls
 from benchmarks.recall_latency.methods import SearchFn
-from funnel.agreement import recall_against
 from funnel.evaluation.timing import Timing, faiss_threads
 
 
 def recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     """Mean |found[:k] ∩ truth[:k]| / k over queries."""
-    return float(recall_against(found[:, :k], truth[:, :k]).mean())
+    return recall_against(found, truth, k)
 
 
-def batched(search: SearchFn, queries: np.ndarray, k: int, params: dict, batch: int = 64) -> tuple[np.ndarray, list[tuple[float, float]]]:
+def batched(
+    search: SearchFn, queries: np.ndarray, k: int, params: dict[str, Any], batch: int = 64
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Search all queries in batches; returns positions and each full batch's (wall, CPU) seconds.
 
     CPU is the whole process's (all threads), so it counts every core a batch keeps busy.
@@ -49,7 +53,9 @@ def batch_timing(seconds: list[tuple[float, float]], batch: int) -> Timing:
     )
 
 
-def single_timing(search: SearchFn, queries: np.ndarray, k: int, params: dict, min_seconds: float, max_rounds: int = 20) -> Timing:
+def single_timing(
+    search: SearchFn, queries: np.ndarray, k: int, params: dict[str, Any], min_seconds: float, max_rounds: int = 20
+) -> Timing:
     """One query at a time: 3 warm-up queries, then rounds over ``queries`` until ``min_seconds``.
 
     Each query's latency is its median over rounds; the median and p95 are over queries. FAISS
@@ -57,23 +63,7 @@ def single_timing(search: SearchFn, queries: np.ndarray, k: int, params: dict, m
     machine an OpenMP barrier waiting for a descheduled thread costs milliseconds.
     """
     with faiss_threads(1):
-        return _single_timing(search, queries, k, params, min_seconds, max_rounds)
-
-
-def _single_timing(search: SearchFn, queries: np.ndarray, k: int, params: dict, min_seconds: float, max_rounds: int) -> Timing:
-    for query in queries[:3]:
-        search(query[None], k, params)
-    rounds: list[list[float]] = []
-    cpu_rounds: list[list[float]] = []
-    spent = 0.0
-    while not rounds or (spent < min_seconds and len(rounds) < max_rounds):
-        times, cpu = [], []
-        for query in queries:
-            began, began_cpu = time.perf_counter(), time.thread_time()
-            search(query[None], k, params)
-            times.append(time.perf_counter() - began)
-            cpu.append(time.thread_time() - began_cpu)
-        rounds.append(times)
-        cpu_rounds.append(cpu)
-        spent += sum(times)
-    return Timing.of(np.median(np.asarray(rounds), axis=0), np.median(np.asarray(cpu_rounds), axis=0), samples=len(rounds) * len(queries))
+        calls: Calls = time_calls(
+            lambda query: search(query[None], k, params), list(queries), min_seconds=min_seconds, max_rounds=max_rounds, warmup=3
+        )
+    return calls.per_input()

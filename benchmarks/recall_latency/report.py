@@ -4,55 +4,74 @@
 
 Per run: ``<run>.png`` (recall@10 against single-query and batch-64 latency, every method) and
 ``<run>.md`` (equal-recall and equal-latency comparisons, then every configuration measured).
+Result files in the schema of :mod:`benchmarks.common` and the flat ones written before it read alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
+from benchmarks.common import read_result
 from benchmarks.recall_latency.run import OUT
+
+Row = dict[str, Any]
+"""A JSON object of a run: the run itself, one of its methods, or one configuration of a method."""
 
 RECALL_TARGETS = (0.90, 0.95, 0.99)
 SCALE_NAMES = {10_000: "10k", 100_000: "100k", 1_000_000: "1m"}
 LATENCY_BUDGETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-def latency(row: dict, timing: str = "batch1") -> float:
+def read_run(path: Path) -> Row:
+    """One run's file as the flat record the tables read: its results, with its command and machine."""
+    result = read_result(path)
+    return {**result.results, "command": result.command, "machine": result.machine}
+
+
+def latency(row: Row, timing: str = "batch1") -> float:
     """The latency the comparisons use: CPU ms per query (see ``measure.Timing``)."""
     return row[timing]["cpu_median_ms"]
 
 
-def _funnel(method: dict) -> bool:
+def _funnel(method: Row) -> bool:
     return method["method"] == "funnel"
 
 
-def fastest_at(method: dict, target: float, key: str = "recall@10") -> dict | None:
+def fastest_at(method: Row, target: float, key: str = "recall@10") -> Row | None:
     rows = [row for row in method["configs"] if row[key] >= target]
     return min(rows, key=latency) if rows else None
 
 
-def best_within(method: dict, budget_ms: float, key: str = "recall@10") -> dict | None:
+def best_within(method: Row, budget_ms: float, key: str = "recall@10") -> Row | None:
     rows = [row for row in method["configs"] if latency(row) <= budget_ms]
     return max(rows, key=lambda row: row[key]) if rows else None
 
 
-def title(run: dict) -> str:
+def picked(methods: list[Row], pick: Callable[[Row], Row | None]) -> list[tuple[Row, Row]]:
+    """(row, method) for each of ``methods`` where ``pick`` finds a row, in order."""
+    return [(row, method) for method in methods if (row := pick(method)) is not None]
+
+
+def title(run: Row) -> str:
     scale = f"{run['scale'] // 1000}k" if run["scale"] < 1_000_000 else f"{run['scale'] // 1_000_000}M"
     gpu = ", GPU" if run.get("gpu") else ""
     return f"{scale} documents, {run['source']['vectors']}{gpu}"
 
 
-def plot(run: dict, path: Path) -> None:
+def plot(run: Row, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
 
     figure, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
     styles = {"funnel": "-", "exact": "", "faiss-refine": "--", "st-quantized": ":", "hnsw-full": "-."}
-    colours = plt.get_cmap("tab20").colors
+    colours = cast(Sequence[Any], cast(ListedColormap, plt.get_cmap("tab20")).colors)
     for axis, timing in zip(axes, ("batch1", "batch64")):
         for number, method in enumerate(run["methods"]):
             rows = sorted((row for row in method["configs"] if row.get(timing)), key=lambda row: latency(row, timing))
@@ -96,11 +115,11 @@ def plot(run: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def _ms(row: dict | None) -> str:
+def _ms(row: Row | None) -> str:
     return f"{latency(row):.3g}" if row else "—"
 
 
-def markdown(run: dict, name: str) -> str:
+def markdown(run: Row, name: str) -> str:
     exact = next(m for m in run["methods"] if m["method"] == "exact")
     exact_ms = latency(exact["configs"][0])
     exact_wall = exact["configs"][0]["batch1"]["median_ms"]
@@ -131,38 +150,34 @@ def markdown(run: dict, name: str) -> str:
     )
     lines.append("")
 
-    def best_funnel_at(target: float) -> tuple[dict | None, dict | None]:
-        found = [(fastest_at(m, target), m) for m in funnels]
-        found = [pair for pair in found if pair[0]]
-        return min(found, key=lambda pair: latency(pair[0])) if found else (None, None)
+    def best_funnel_at(target: float) -> tuple[Row, Row] | None:
+        found = picked(funnels, partial(fastest_at, target=target))
+        return min(found, key=lambda pair: latency(pair[0])) if found else None
 
+    alternatives = [m for m in others if m["method"] != "exact"]
     lines += ["### Headline", ""]
     for target in (0.99, 0.95, 0.90):
-        best, best_method = best_funnel_at(target)
-        rivals = [(fastest_at(m, target), m) for m in others if m["method"] != "exact"]
-        rivals = [pair for pair in rivals if pair[0]]
-        rival, rival_method = min(rivals, key=lambda pair: latency(pair[0])) if rivals else (None, None)
         text = f"- recall@10 ≥ {target:.2f}: "
-        text += (
-            (
+        best_pair = best_funnel_at(target)
+        if best_pair:
+            best, best_method = best_pair
+            text += (
                 f"funnel **{latency(best):.2f} ms** CPU per query ({best_method['family']}, {best['label']}, recall@10 {best['recall@10']:.3f}), "
                 f"**{exact_ms / latency(best):.1f}× faster than exact** search ({exact_ms:.1f} ms)"
             )
-            if best
-            else "no funnel setting reached it"
-        )
-        text += (
-            f"; best alternative: {rival_method['family']} ({rival['label']}) {latency(rival):.2f} ms, {exact_ms / latency(rival):.1f}× exact."
-            if rival
-            else "; no alternative reached it."
-        )
+        else:
+            text += "no funnel setting reached it"
+        rivals = picked(alternatives, partial(fastest_at, target=target))
+        if rivals:
+            rival, rival_method = min(rivals, key=lambda pair: latency(pair[0]))
+            text += f"; best alternative: {rival_method['family']} ({rival['label']}) {latency(rival):.2f} ms, {exact_ms / latency(rival):.1f}× exact."
+        else:
+            text += "; no alternative reached it."
         lines.append(text)
     for divisor in (30, 10):
         budget = exact_ms / divisor
-        found = [(best_within(m, budget), m) for m in funnels]
-        found = [pair for pair in found if pair[0]]
-        rivals = [(best_within(m, budget), m) for m in others if m["method"] != "exact"]
-        rivals = [pair for pair in rivals if pair[0]]
+        found = picked(funnels, partial(best_within, budget_ms=budget))
+        rivals = picked(alternatives, partial(best_within, budget_ms=budget))
         text = f"- within exact/{divisor} ({budget:.2f} ms CPU): "
         if found:
             row, method = max(found, key=lambda pair: pair[0]["recall@10"])
@@ -180,11 +195,11 @@ def markdown(run: dict, name: str) -> str:
     for method in funnels + others:
         cells = []
         for target in RECALL_TARGETS:
-            row = fastest_at(method, target)
-            best, _ = best_funnel_at(target)
-            ratio = f" ({latency(row) / latency(best):.1f}× funnel's)" if row and best and not _funnel(method) else ""
-            speed = f", {exact_ms / latency(row):.1f}× exact" if row and method["method"] != "exact" else ""
-            cells.append(f"{_ms(row)}{speed}{ratio}" if row else "—")
+            fastest = fastest_at(method, target)
+            funnel_best = best_funnel_at(target)
+            ratio = f" ({latency(fastest) / latency(funnel_best[0]):.1f}× funnel's)" if fastest and funnel_best and not _funnel(method) else ""
+            speed = f", {exact_ms / latency(fastest):.1f}× exact" if fastest and method["method"] != "exact" else ""
+            cells.append(f"{_ms(fastest)}{speed}{ratio}" if fastest else "—")
         lines.append(f"| {method['family']} | " + " | ".join(cells) + " |")
     lines.append("")
 
@@ -197,8 +212,8 @@ def markdown(run: dict, name: str) -> str:
     for method in funnels + others:
         cells = []
         for budget in budgets:
-            row = best_within(method, budget)
-            cells.append(f"{row['recall@10']:.3f}" if row else "—")
+            within = best_within(method, budget)
+            cells.append(f"{within['recall@10']:.3f}" if within else "—")
         lines.append(f"| {method['family']} | " + " | ".join(cells) + " |")
     lines.append("")
 
@@ -240,10 +255,10 @@ def markdown(run: dict, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merged(paths: list[Path]) -> dict:
+def merged(paths: list[Path]) -> Row:
     """Runs of one scale and vectors made by separate processes (``--tag``) as one: the first run's
     exact search is the reference for the comparisons; each run's own is listed beside it."""
-    runs = [json.loads(path.read_text()) for path in paths]
+    runs = [read_run(path) for path in paths]
     run = dict(runs[0])
     run["methods"] = list(runs[0]["methods"]) + [m for other in runs[1:] for m in other["methods"] if m["method"] != "exact"]
     run["complete"] = all(r.get("complete", True) for r in runs)
@@ -260,9 +275,9 @@ def merged(paths: list[Path]) -> dict:
 ORDER_NAMES = {"minilm-pca": " (PCA order)", "surrogate-pca": " (PCA order)"}
 
 
-def scale_headlines(runs: list[dict]) -> str:
+def scale_headlines(runs: list[Row]) -> str:
     """Per scale: funnel's best against the best alternative, at two recall targets and two speed budgets."""
-    by_scale: dict[int, list[dict]] = {}
+    by_scale: dict[int, list[Row]] = {}
     for run in runs:
         by_scale.setdefault(run["scale"], []).append(run)
     lines = [
@@ -276,7 +291,7 @@ def scale_headlines(runs: list[dict]) -> str:
         "|---|---|---:|---|---|---:|---|---:|",
     ]
 
-    def entry(row: dict, method: dict, run: dict) -> tuple[str, float]:
+    def entry(row: Row, method: Row, run: Row) -> tuple[str, float]:
         exact_ms = latency(next(m for m in run["methods"] if m["method"] == "exact")["configs"][0])
         return (
             f"{method['family']}, {row['label']}{ORDER_NAMES.get(run['vectors'], '')}: {row['recall@10']:.3f} at {latency(row):.2f} ms",
@@ -290,12 +305,11 @@ def scale_headlines(runs: list[dict]) -> str:
             cells = []
             for want_funnel in (True, False):
                 found = [
-                    (fastest_at(m, target), m, r)
+                    (row, m, r)
                     for r in group
                     for m in r["methods"]
-                    if _funnel(m) == want_funnel and m["method"] != "exact"
+                    if _funnel(m) == want_funnel and m["method"] != "exact" and (row := fastest_at(m, target)) is not None
                 ]
-                found = [f for f in found if f[0]]
                 if found:
                     text, ratio = entry(*min(found, key=lambda f: latency(f[0])))
                     cells += [text, f"{ratio:.1f}×"]
@@ -318,11 +332,10 @@ def scale_headlines(runs: list[dict]) -> str:
                 for r in group:
                     run_exact = latency(next(m for m in r["methods"] if m["method"] == "exact")["configs"][0])
                     found += [
-                        (best_within(m, run_exact / divisor), m, r)
+                        (row, m, r)
                         for m in r["methods"]
-                        if _funnel(m) == want_funnel and m["method"] != "exact"
+                        if _funnel(m) == want_funnel and m["method"] != "exact" and (row := best_within(m, run_exact / divisor)) is not None
                     ]
-                found = [f for f in found if f[0]]
                 if found:
                     text, ratio = entry(*max(found, key=lambda f: f[0]["recall@10"]))
                     cells += [text, f"{ratio:.1f}×"]
@@ -336,21 +349,21 @@ def scale_headlines(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fastest_or_best(methods: list[dict], target: float) -> tuple[dict | None, dict | None, bool]:
+def _fastest_or_best(methods: list[Row], target: float) -> tuple[Row, Row, bool] | None:
     """The fastest configuration reaching ``target`` recall@10 among ``methods``; if none does,
-    the highest-recall one. Returns (row, method, reached)."""
-    reached = [(row, m) for m in methods if (row := fastest_at(m, target))]
+    the highest-recall one. Returns (row, method, reached); None for no configuration at all."""
+    reached = picked(methods, partial(fastest_at, target=target))
     if reached:
         row, method = min(reached, key=lambda pair: latency(pair[0]))
         return row, method, True
     rows = [(row, m) for m in methods for row in m["configs"]]
     if not rows:
-        return None, None, False
+        return None
     row, method = max(rows, key=lambda pair: (pair[0]["recall@10"], -latency(pair[0])))
     return row, method, False
 
 
-def memory_per_document(method: dict, count: int) -> float:
+def memory_per_document(method: Row, count: int) -> float:
     """Bytes a document costs to answer queries: what the method holds in memory plus the
     memory-mapped files its searches read (funnel's stored vectors)."""
     return (method["ram_bytes"] + method.get("mapped_bytes", 0)) / count
@@ -363,7 +376,7 @@ ALTERNATIVE_GROUPS = (
 )
 
 
-def headline(runs: list[dict], target: float = 0.99) -> str:
+def headline(runs: list[Row], target: float = 0.99) -> str:
     """The opening of summary.md: per run, funnel's fastest plan at ``target`` recall@10 against
     exact search and each alternative; then what a query costs end to end, with memory per document."""
     lines = [
@@ -391,16 +404,18 @@ def headline(runs: list[dict], target: float = 0.99) -> str:
         vectors = run["source"]["vectors"]
         exact = next(m for m in run["methods"] if m["method"] == "exact")
         exact_ms = latency(exact["configs"][0])
-        funnel_row, funnel_method, funnel_reached = _fastest_or_best([m for m in run["methods"] if _funnel(m)], target)
-        if funnel_row is None:
+        fastest = _fastest_or_best([m for m in run["methods"] if _funnel(m)], target)
+        if fastest is None:
             continue
+        funnel_row, funnel_method, funnel_reached = fastest
         funnel_cell = f"{funnel_method['family']}, {funnel_row['label']}: {funnel_row['recall@10']:.3f}" + (
             "" if funnel_reached else " (target not reached)"
         )
         for label, wanted in ALTERNATIVE_GROUPS:
-            row, method, reached = _fastest_or_best([m for m in run["methods"] if wanted(m)], target)
-            if row is None:
+            alternative_best = _fastest_or_best([m for m in run["methods"] if wanted(m)], target)
+            if alternative_best is None:
                 continue
+            row, method, reached = alternative_best
             alternative = f"{method['family']}, {row['label']}: {row['recall@10']:.3f}" + ("" if reached else " (target not reached)")
             lines.append(
                 f"| {name} | {vectors} | {exact_ms:.2f} | {funnel_cell} | {latency(funnel_row):.2f} | {exact_ms / latency(funnel_row):.1f}× | "
@@ -410,9 +425,9 @@ def headline(runs: list[dict], target: float = 0.99) -> str:
         fetch = run.get("fetch_ms")
         entries = [("funnel (fastest ≥ target)", funnel_row, funnel_method), ("exact flat", exact["configs"][0], exact)]
         for label, wanted in ALTERNATIVE_GROUPS[:2]:
-            row, method, _ = _fastest_or_best([m for m in run["methods"] if wanted(m)], target)
-            if row is not None:
-                entries.append((label, row, method))
+            alternative_best = _fastest_or_best([m for m in run["methods"] if wanted(m)], target)
+            if alternative_best is not None:
+                entries.append((label, alternative_best[0], alternative_best[1]))
         for label, row, method in entries:
             search = latency(row)
             total = search + (encode or 0) + (fetch or 0)
@@ -426,10 +441,10 @@ def headline(runs: list[dict], target: float = 0.99) -> str:
 
 def wall_clock_table(groups: dict[str, list[Path]]) -> str:
     """Wall-clock per scale: the runs of a scale one after another (as ``python -m benchmarks.recall_latency`` runs them)."""
-    by_scale: dict[int, list[dict]] = {}
+    by_scale: dict[int, list[Row]] = {}
     for paths in groups.values():
         for path in paths:
-            run = json.loads(path.read_text())
+            run = read_run(path)
             by_scale.setdefault(run["scale"], []).append(run)
     lines = [
         "## Wall clock per scale",
@@ -456,11 +471,11 @@ def main() -> None:
     args = parser.parse_args()
     groups: dict[str, list[Path]] = {}
     for path in sorted(args.dir.glob("*.json")):
-        run = json.loads(path.read_text())
+        run = read_run(path)
         name = f"{run['vectors']}-{SCALE_NAMES.get(run['scale'], run['scale'])}{'-gpu' if run.get('gpu') else ''}"
         groups.setdefault(name, []).append(path)
     sections = []
-    for name, paths in sorted(groups.items(), key=lambda item: (json.loads(item[1][0].read_text())["scale"], item[0])):
+    for name, paths in sorted(groups.items(), key=lambda item: (read_run(item[1][0])["scale"], item[0])):
         run = merged(sorted(paths, key=lambda p: (len(p.stem), p.name)))
         path = args.dir / f"{name}.json"
         plot(run, path.with_suffix(".png"))

@@ -1,23 +1,23 @@
 """Recall-versus-latency benchmark at one scale: every method over the same vectors and queries.
 
     python -m benchmarks.recall_latency.run --scale 100k --vectors minilm
-    python -m benchmarks.recall_latency.run --scale 1m --vectors surrogate
+    python -m benchmarks.recall_latency.run --scale 1m --vectors static
 
-Writes ``OUT/<vectors>-<scale>.json``; ``report.py`` turns those files into plots and tables.
+Writes ``OUT/<vectors>-<scale>.json`` (a :class:`benchmarks.common.Result`); ``report.py`` turns
+those files into plots and tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,101 +26,20 @@ from benchmarks.recall_latency import corpus, methods
 from benchmarks.recall_latency.measure import batch_timing, batched, recall, single_timing
 from funnel.evaluation.timing import Timing
 
+BENCHMARK = "recall_latency.run"
 SCALES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
 OUT = common.RESULTS / "recall-latency"
 LATENCY_NOTE = (
     "search only, from ready query vectors (encoding is the same for every method); batch 1 = one query per call with FAISS on one thread, "
     "batch 64 = 64 per call on the process's threads (see threads); ms per query; wall = perf_counter, cpu = thread_time (batch 1) or process_time (batch 64)"
 )
+BUILT_FIELDS = ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")
 
 
-def machine() -> dict:
-    """The shared machine record, with the CPU model and RAM (the plots name the CPU)."""
-    import psutil
-
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
-    return common.machine(cpu=model, ram_gb=round(psutil.virtual_memory().total / 2**30, 1))
-
-
-# HNSW over full 384-dim vectors (hnsw-full, and the HNSW-SQ8 base under FAISS's refine), and
-# funnel's 64-dim HNSW shortlist: one graph setting at every scale. Measured at 100k on 2 idle
-# cores: 18 s for either full-dimension graph, 9 s for funnel's; extrapolated to 1M (×10 documents,
-# ×~1.25 for the deeper graph) about 4 and 2 minutes, which fits the 30-minute budget for both 1M
-# runs, so no lighter graph is needed there.
-FULL_HNSW_BUILD = {"m": 32, "ef_construction": 40}
-
-
-def builders(
-    docs: np.ndarray, workdir: Path, scale: int, use_gpu: bool, with_hnsw_full: bool, texts: list[str], calibration: np.ndarray
-) -> tuple[list[tuple[str, callable]], callable]:
-    large = scale >= 1_000_000
-    nlist = 1024 if large else (64 if scale <= 10_000 else 256)
-    pq = docs.shape[1] // 8  # PQ48 for MiniLM's 384 dims, PQ32 for the static model's 256: 8 dims a byte
-    hnsw_build = FULL_HNSW_BUILD
-    efs = (16, 64, 256, 1024, 2048) if large else (16, 64, 256, 1024)
-    out, funnel_base = methods.funnel_methods(docs, workdir, scale, texts, calibration)
-    out += [
-        ("faiss-refine-ivfpq", lambda: [methods.faiss_refine(docs, workdir, f"IVF{nlist},PQ{pq}", use_gpu)]),
-        ("faiss-refine-sq8", lambda: [methods.faiss_refine(docs, workdir, "SQ8", use_gpu)]),
-        # PQ fast-scan over the full vectors, 4 dims a part (as many bytes as funnel's 128-dim PQ shortlist of 2-dim parts at 256 dims)
-        ("faiss-refine-pqfs", lambda: [methods.faiss_refine(docs, workdir, f"PQ{docs.shape[1] // 4}x4fs", use_gpu)]),
-        (
-            "faiss-refine-hnsw",
-            lambda: [methods.faiss_refine_hnsw(docs, workdir, **hnsw_build, efs=(16, 64, 256, 1024), k_factors=(1, 2, 8))],
-        ),
-        ("st-ubinary", lambda: [methods.st_quantized(docs, workdir, "ubinary", (1, 4, 16))]),
-        # uint8 search runs on a flat float index as big as the exact one: at 1M one setting shows the cost.
-        ("st-uint8", lambda: [methods.st_quantized(docs, workdir, "uint8", (4,) if large else (1, 4))]),
-    ]
-    if not large:  # an exhaustive PQ scan at 1M costs about as much as IVF-PQ's whole sweep; IVF-PQ stands for FAISS there
-        out.insert(-2, ("faiss-refine-pq", lambda: [methods.faiss_refine(docs, workdir, f"PQ{pq}", use_gpu)]))
-    if with_hnsw_full:
-        out.append(("hnsw-full", lambda: [methods.hnsw_full(docs, workdir, **hnsw_build, efs=efs)]))
-    return out, funnel_base
-
-
-def measure_built(
-    built: methods.Built,
-    queries: np.ndarray,
-    latency_queries: np.ndarray,
-    truth: np.ndarray,
-    min_seconds: float,
-    exact_ms: float | None,
-    exact_cpu_ms: float | None,
-) -> dict:
-    rows = []
-    for label, params in built.configs:
-        found10, seconds = batched(built.search, queries, 10, params)
-        found100, _ = batched(built.search, queries, 100, params)
-        single = single_timing(built.search, latency_queries, 10, params, min_seconds)
-        row = {
-            "label": label,
-            "params": params,
-            "recall@10": recall(found10, truth, 10),
-            "recall@100": recall(found100, truth, 100),
-            "batch1": asdict(single),
-            "batch64": asdict(batch_timing(seconds, 64)) if seconds else None,
-        }
-        if exact_ms:
-            row["speedup_batch1"] = exact_ms / single.median_ms
-            row["speedup_batch1_cpu"] = exact_cpu_ms / single.cpu_median_ms
-        rows.append(row)
-        print(
-            f"  {built.family:45s} {label:22s} r@10={row['recall@10']:.4f} r@100={row['recall@100']:.4f} "
-            f"b1={single.median_ms:8.3f} ms cpu={single.cpu_median_ms:8.3f} ms"
-            + (f" x{row['speedup_batch1_cpu']:.1f} (cpu)" if exact_ms else ""),
-            flush=True,
-        )
-    fields = {k: getattr(built, k) for k in ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")}
-    return {**fields, "configs": rows}
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=SCALES, required=True)
-    parser.add_argument("--vectors", choices=("minilm", "static", "surrogate", "minilm-pca", "surrogate-pca"), required=True)
+    parser.add_argument("--vectors", choices=corpus.KINDS, required=True)
     parser.add_argument(
         "--calibration", type=int, default=400, help="query vectors funnel tune chooses its plans on (none of the measured ones)"
     )
@@ -133,115 +52,194 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--tag", default="", help="suffix for the JSON name, to run methods of one scale in parallel processes")
     parser.add_argument("--workdir", type=Path, default=None, help="where indexes are built (default: a temp folder)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+@dataclass
+class Run:
+    """One run's inputs and what it has measured so far (written after every method)."""
+
+    args: argparse.Namespace
+    scale: int
+    use_gpu: bool
+    docs: np.ndarray
+    queries: np.ndarray  # measured for recall (and batch-64 timing)
+    latency_queries: np.ndarray  # the first of them, timed one at a time
+    calibration: np.ndarray  # what funnel tune chooses its plans on, none of the measured queries
+    texts: list[str]
+    source: dict[str, Any]
+    encode: dict[str, Any] | None
+    faiss_threads: int
+    began: float  # perf_counter when the run started
+    load_before: tuple[float, float, float] = field(default_factory=os.getloadavg)
+    methods: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    fetch_ms: float | None = None
+
+    @property
+    def path(self) -> Path:
+        args = self.args
+        return args.out / f"{args.vectors}-{args.scale}{'-gpu' if self.use_gpu else ''}{'-' + args.tag if args.tag else ''}.json"
+
+
+def prepare(args: argparse.Namespace, began: float) -> Run:
+    """The run's vectors and queries: normalized, shuffled with the fixed seed, split into measured and calibration queries."""
     import faiss
 
-    began = time.perf_counter()
-    faiss_threads = faiss.omp_get_max_threads()
     scale = SCALES[args.scale]
-    use_gpu = args.gpu == "auto" and methods.gpu_count() > 0
-    with_hnsw_full = args.hnsw_full == "yes"
-    docs, queries, source = corpus.load(args.vectors, scale)
-    shuffled = np.random.default_rng(corpus.SEED).permutation(len(queries))
-    unit = np.asarray(queries, dtype=np.float32) / np.linalg.norm(np.asarray(queries, dtype=np.float32), axis=1, keepdims=True)
+    docs, all_queries, source = corpus.load(args.vectors, scale)
+    shuffled = np.random.default_rng(corpus.SEED).permutation(len(all_queries))
+    vectors = np.asarray(all_queries, dtype=np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     queries, calibration = unit[shuffled[: args.queries]], unit[shuffled[args.queries : args.queries + args.calibration]]
-    texts = corpus.corpus_texts()[:scale]
     query_texts = corpus.query_texts()
-    encode = corpus.query_encode_timing(args.vectors, [query_texts[i] for i in shuffled[: args.latency_queries]])
-    latency_queries = queries[: args.latency_queries]
-    workdir = Path(tempfile.mkdtemp(prefix="funnel-bench-", dir=args.workdir))
-    load_before = os.getloadavg()
-    print(f"{args.vectors} {scale:,} docs, {len(queries)} queries ({len(latency_queries)} timed singly), gpu={use_gpu}", flush=True)
+    return Run(
+        args=args,
+        scale=scale,
+        use_gpu=args.gpu == "auto" and methods.gpu_count() > 0,
+        docs=docs,
+        queries=queries,
+        latency_queries=queries[: args.latency_queries],
+        calibration=calibration,
+        texts=corpus.corpus_texts()[:scale],
+        source=source,
+        encode=corpus.query_encode_timing(args.vectors, [query_texts[i] for i in shuffled[: args.latency_queries]]),
+        faiss_threads=faiss.omp_get_max_threads(),
+        began=began,
+    )
 
-    results, skipped = [], []
-    fetch_ms: float | None = None
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.vectors}-{args.scale}{'-gpu' if use_gpu else ''}{'-' + args.tag if args.tag else ''}.json"
 
-    def write(exact_end: Timing | None) -> None:
-        report = {
-            "scale": scale,
-            "vectors": args.vectors,
-            "source": source,
-            "queries": len(queries),
-            "latency_queries": len(latency_queries),
-            "k_latency": 10,
-            "latency_note": LATENCY_NOTE,
-            "gpu": use_gpu,
-            "threads": {
-                "faiss_omp": faiss_threads,
-                **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")},
-            },
-            "machine": machine(),
-            "load_average_start_end": [load_before, os.getloadavg()],
-            "command": common.command(),
-            "exact_batch1_ms_start_end": [results[0]["configs"][0]["batch1"]["median_ms"], exact_end.median_ms if exact_end else None],
-            "exact_batch1_cpu_ms_start_end": [
-                results[0]["configs"][0]["batch1"]["cpu_median_ms"],
-                exact_end.cpu_median_ms if exact_end else None,
-            ],
-            "complete": exact_end is not None,
-            "seconds_total": time.perf_counter() - began,
-            "cpu_seconds_total": time.process_time(),
-            "encode_ms": encode,
-            "fetch_ms": fetch_ms,
-            "methods": results,
-            "skipped": skipped,
+def measure_built(
+    built: methods.Built,
+    queries: np.ndarray,
+    latency_queries: np.ndarray,
+    truth: np.ndarray,
+    min_seconds: float,
+    exact: Timing,
+) -> dict[str, Any]:
+    """Every configuration of ``built``: recall@10 and @100 against ``truth``, batch-1 and batch-64
+    latency, and the speed-up over ``exact``'s batch-1 time."""
+    rows = []
+    for label, params in built.configs:
+        found10, seconds = batched(built.search, queries, 10, params)
+        found100, _ = batched(built.search, queries, 100, params)
+        single = single_timing(built.search, latency_queries, 10, params, min_seconds)
+        row = {
+            "label": label,
+            "params": params,
+            "recall@10": recall(found10, truth, 10),
+            "recall@100": recall(found100, truth, 100),
+            "batch1": asdict(single),
+            "batch64": asdict(batch_timing(seconds, 64)) if seconds else None,
+            "speedup_batch1": exact.median_ms / single.median_ms,
+            "speedup_batch1_cpu": cpu_ms(exact) / cpu_ms(single),
         }
-        path.write_text(json.dumps(report, indent=1))
-
-    try:
-        reference = methods.exact(docs, workdir, use_gpu)
-        truth, seconds = batched(reference.search, queries, 100, {})
-        exact_single = single_timing(reference.search, latency_queries, 10, {}, args.min_seconds)
-        exact_ms = exact_single.median_ms
-        results.append(
-            {
-                **{
-                    k: getattr(reference, k)
-                    for k in ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")
-                },
-                "configs": [
-                    {
-                        "label": "flat",
-                        "params": {},
-                        "recall@10": 1.0,
-                        "recall@100": 1.0,
-                        "batch1": asdict(exact_single),
-                        "batch64": asdict(batch_timing(seconds, 64)),
-                        "speedup_batch1": 1.0,
-                        "speedup_batch1_cpu": 1.0,
-                    }
-                ],
-            }
+        rows.append(row)
+        print(
+            f"  {built.family:45s} {label:22s} r@10={row['recall@10']:.4f} r@100={row['recall@100']:.4f} "
+            f"b1={single.median_ms:8.3f} ms cpu={single.cpu_median_ms:8.3f} ms x{row['speedup_batch1_cpu']:.1f} (cpu)",
+            flush=True,
         )
-        print(f"  exact: {exact_ms:.2f} ms/query wall, {exact_single.cpu_median_ms:.2f} ms CPU (batch 1)", flush=True)
-        every, funnel_base = builders(docs, workdir, scale, use_gpu, with_hnsw_full, texts, calibration)
-        for name, build in every:
-            if args.only and name not in args.only:
-                continue
-            started = time.perf_counter()
-            print(f"building {name} ...", flush=True)
-            for built in build():
-                print(f"  built {built.family} in {built.build_seconds:.1f} s", flush=True)
-                results.append(
-                    measure_built(built, queries, latency_queries, truth, args.min_seconds, exact_ms, exact_single.cpu_median_ms)
-                )
-            print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
-            write(None)
-            gc.collect()
-        if any(name.startswith("funnel") for name, _ in every if not args.only or name in args.only):
-            fetch_ms = methods.fetch_timing(funnel_base()[0], truth[: len(latency_queries), :10])
-        if not with_hnsw_full:
-            skipped.append({"method": "faiss HNSW full-dim", "why": "left out with --hnsw-full no"})
-        exact_again = single_timing(reference.search, latency_queries, 10, {}, args.min_seconds)
+    return {**{name: getattr(built, name) for name in BUILT_FIELDS}, "configs": rows}
+
+
+def cpu_ms(timing: Timing) -> float:
+    """The median CPU ms of a batch-1 timing (:func:`single_timing` always measures it)."""
+    if timing.cpu_median_ms is None:
+        raise ValueError("a batch-1 timing without CPU time")
+    return timing.cpu_median_ms
+
+
+def measure_exact(run: Run, reference: methods.Built) -> tuple[np.ndarray, Timing]:
+    """Exact search's top 100 (the truth every recall is against) and its batch-1 timing, recorded as the first method."""
+    truth, seconds = batched(reference.search, run.queries, 100, {})
+    single = single_timing(reference.search, run.latency_queries, 10, {}, run.args.min_seconds)
+    config = {
+        "label": "flat",
+        "params": {},
+        "recall@10": 1.0,
+        "recall@100": 1.0,
+        "batch1": asdict(single),
+        "batch64": asdict(batch_timing(seconds, 64)),
+        "speedup_batch1": 1.0,
+        "speedup_batch1_cpu": 1.0,
+    }
+    run.methods.append({**{name: getattr(reference, name) for name in BUILT_FIELDS}, "configs": [config]})
+    print(f"  exact: {single.median_ms:.2f} ms/query wall, {single.cpu_median_ms:.2f} ms CPU (batch 1)", flush=True)
+    return truth, single
+
+
+def measure_methods(run: Run, workdir: Path, truth: np.ndarray, exact: Timing) -> None:
+    """Build, measure and free each method of the registry in turn, writing the results after each; then time fetching documents."""
+    args = run.args
+    setup = methods.Setup(run.docs, workdir, run.use_gpu, run.texts, run.calibration, hnsw_full=args.hnsw_full == "yes")
+    chosen = methods.methods_for(setup, args.only)
+    for method in chosen:
+        started = time.perf_counter()
+        print(f"building {method.name} ...", flush=True)
+        for built in method.build(setup):
+            print(f"  built {built.family} in {built.build_seconds:.1f} s", flush=True)
+            run.methods.append(measure_built(built, run.queries, run.latency_queries, truth, args.min_seconds, exact))
+        print(f"  {method.name}: {time.perf_counter() - started:.0f} s", flush=True)
+        write(run, None)
+        gc.collect()
+    if any(method.name.startswith("funnel") for method in chosen):
+        run.fetch_ms = methods.fetch_timing(setup.funnel_index()[0], truth[: len(run.latency_queries), :10])
+    if not setup.hnsw_full:
+        run.skipped.append({"method": "faiss HNSW full-dim", "why": "left out with --hnsw-full no"})
+
+
+def write(run: Run, exact_end: Timing | None) -> None:
+    """The run's result file as it stands; ``exact_end``: exact search re-timed at the end (None while the run goes on)."""
+    first = run.methods[0]["configs"][0]["batch1"]
+    results = {
+        "scale": run.scale,
+        "vectors": run.args.vectors,
+        "source": run.source,
+        "queries": len(run.queries),
+        "latency_queries": len(run.latency_queries),
+        "k_latency": 10,
+        "latency_note": LATENCY_NOTE,
+        "gpu": run.use_gpu,
+        "threads": {
+            "faiss_omp": run.faiss_threads,
+            **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")},
+        },
+        "load_average_start_end": [run.load_before, os.getloadavg()],
+        "exact_batch1_ms_start_end": [first["median_ms"], exact_end.median_ms if exact_end else None],
+        "exact_batch1_cpu_ms_start_end": [first["cpu_median_ms"], exact_end.cpu_median_ms if exact_end else None],
+        "complete": exact_end is not None,
+        "seconds_total": time.perf_counter() - run.began,
+        "cpu_seconds_total": time.process_time(),
+        "encode_ms": run.encode,
+        "fetch_ms": run.fetch_ms,
+        "methods": run.methods,
+        "skipped": run.skipped,
+    }
+    record = common.machine(cpu=common.cpu_model(), ram_gb=common.ram_gb())
+    common.write_result(run.path, common.Result.make(BENCHMARK, common.parameters(run.args), results, record))
+
+
+def main() -> None:
+    began = time.perf_counter()
+    args = parse_args()
+    run = prepare(args, began)
+    workdir = Path(tempfile.mkdtemp(prefix="funnel-bench-", dir=args.workdir))
+    print(
+        f"{args.vectors} {run.scale:,} docs, {len(run.queries)} queries ({len(run.latency_queries)} timed singly), gpu={run.use_gpu}",
+        flush=True,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        reference = methods.exact(run.docs, workdir, run.use_gpu)
+        truth, exact = measure_exact(run, reference)
+        measure_methods(run, workdir, truth, exact)
+        exact_again = single_timing(reference.search, run.latency_queries, 10, {}, args.min_seconds)
         del reference
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    write(exact_again)
-    print(f"wrote {path} in {time.perf_counter() - began:.0f} s", flush=True)
+    write(run, exact_again)
+    print(f"wrote {run.path} in {time.perf_counter() - run.began:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -300,11 +300,11 @@ def _encoded_rotation(index: Index) -> str | None:
 
 def _plan_dims(plan: dict[str, Any] | None, options: ExportOptions) -> tuple[int, ...]:
     """Rescoring dims asked for, plus every middle dim of the tuned plan (so that it runs as tuned)."""
-    from funnel.stages import parse_stages
+    from funnel.search.plan import Plan
 
     dims = set(options.rescore_dims)
     if plan and plan.get("stages"):
-        dims.update(stage.dim for stage in parse_stages(plan["stages"])[1:] if stage.dim is not None)
+        dims.update(stage.dim for stage in Plan.parse(plan["stages"])[1:] if stage.dim is not None)
     return tuple(sorted(dims))
 
 
@@ -333,9 +333,9 @@ def export_index(
 
 
 def _plan_layers(plan: dict[str, Any] | None) -> list[int | None]:
-    from funnel.stages import parse_stages
+    from funnel.search.plan import Plan
 
-    return [stage.layer for stage in parse_stages(plan["stages"])] if plan and plan.get("stages") else []
+    return [stage.layer for stage in Plan.parse(plan["stages"])] if plan and plan.get("stages") else []
 
 
 def upload(

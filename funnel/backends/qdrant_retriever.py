@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from funnel.backends.qdrant import (
 )
 from funnel.errors import InputError
 from funnel.retriever import Hit, check_queries, choose_plan, query_batch
-from funnel.search.plan import Plan, PlanLike, Stage, check_plan
+from funnel.search.plan import Plan, PlanLike, Stage, check_plan, resolve_k
 from funnel.vectors import truncate
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from qdrant_client.http import models as qmodels
 
     from funnel.corpus import Corpus
+    from funnel.encoders.choose import QueryEngine, TextEncoder
     from funnel.models import Encoder
 
 
@@ -135,9 +137,13 @@ class QdrantIndex:
             )
         return out
 
-    def query(self, vectors: np.ndarray, stages: Sequence[Stage], k: int, with_payload: Any = ("id",)) -> list[list[qmodels.ScoredPoint]]:
-        """The top-``k`` points for each query vector (q, dim) under the plan, best first."""
-        self.check_plan(stages, k)
+    def query(
+        self, vectors: np.ndarray, stages: Sequence[Stage], k: int, with_payload: Any = ("id",), *, checked: bool = False
+    ) -> list[list[qmodels.ScoredPoint]]:
+        """The top-``k`` points for each query vector (q, dim) under the plan, best first
+        (``checked``: the caller has checked the plan already)."""
+        if not checked:
+            self.check_plan(stages, k)
         requests = self.requests(vectors, stages, k, list(with_payload) if isinstance(with_payload, tuple) else with_payload)
         with qdrant_errors(self.location):
             return [response.points for response in self.client.query_batch_points(self.collection, requests=requests)]
@@ -195,12 +201,13 @@ class QdrantRetriever:
     ``QdrantRetriever.load("http://localhost:6333", "docs").search("query", k=10)``
     """
 
-    def __init__(self, index: QdrantIndex, encoder: Encoder, stages: PlanLike | None = None) -> None:
+    def __init__(self, index: QdrantIndex, encoder: TextEncoder, stages: PlanLike | None = None) -> None:
         if encoder.dim != index.dim:
             raise InputError(f"the model gives {encoder.dim}-dim vectors but the collection holds {index.dim}-dim ones")
         self.index = index
         self.encoder = encoder
         self.stages = Plan.of(stages) if stages else None  # parsed once, here
+        self._torch: Encoder | None = None
 
     @classmethod
     def load(
@@ -211,29 +218,61 @@ class QdrantRetriever:
         *,
         device: str | None = None,
         stages: PlanLike | None = None,
+        query_encoder: QueryEngine = "auto",
     ) -> QdrantRetriever:
         """Open ``collection`` at ``location`` (a URL, or a folder of qdrant-client's embedded mode)
-        with the model the index was built with (or ``model``)."""
-        from funnel.models import Encoder
+        with the model the index was built with (or ``model``); queries run on ``query_encoder``
+        as for :meth:`funnel.Retriever.load`."""
+        from funnel.encoders.choose import load_query_encoder
 
         index = QdrantIndex.open(location, collection)
-        return cls(index, Encoder.load(model or index.layout.model, device=device), stages)
+        return cls(index, load_query_encoder(model or index.layout.model, query_encoder, device=device), stages)
 
-    def plan(self, k: int, stages: PlanLike | None = None) -> Plan:
+    def torch_encoder(self) -> Encoder:
+        """The model on the torch engine, which encodes corpora for :meth:`add`."""
+        from funnel.models import Encoder
+
+        if self._torch is None:
+            self._torch = self.encoder if isinstance(self.encoder, Encoder) else Encoder.load(self.encoder.name)
+        return self._torch
+
+    def plan(self, k: int | None = None, stages: PlanLike | None = None) -> Plan:
         """The stages a search with ``k`` runs: given ones, else the retriever's, else the stored plan, else a default."""
-        chosen = stages if stages is not None else self.stages
+        return self._plan_and_k(k, stages)[0]
+
+    def _plan_and_k(self, k: int | None, stages: PlanLike | None) -> tuple[Plan, int]:
+        chosen = Plan.of(stages) if stages is not None else self.stages
+        k = resolve_k(k, chosen)
         # The point count only sizes the default shortlist: skip the request when a plan is at hand.
         needs_count = not chosen and not (self.index.layout.plan and self.index.layout.plan.get("k", 0) >= k)
         count = self.index.count if needs_count else 0
-        return choose_plan(k, chosen, self.index.layout.plan, self.index.shortlist_dims[0], count)
+        return choose_plan(k, chosen, self.index.layout.plan, self.index.shortlist_dims[0], count), k
+
+    def info(self) -> dict[str, Any]:
+        """What the collection holds, under the keys of :meth:`funnel.Retriever.info` where they mean the same."""
+        layout = self.index.layout
+        return {
+            "backend": "qdrant",
+            "location": self.index.location,
+            "collection": self.index.collection,
+            "documents": self.index.count,
+            "model": layout.model,
+            "dim": layout.dim,
+            "vector_dtype": layout.vector_dtype,
+            "shortlists": [{"dim": dim} for dim in layout.shortlist_dims],
+            "rescore_dims": list(layout.rescore_dims),
+            "plan": layout.plan,
+            "rotation": "none" if layout.rotation_matrix is None else "stored",
+        }
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         check_queries(queries)
         return self.encoder.encode(list(queries), batch_size=64)
 
-    def search_vectors(self, query_vectors: np.ndarray, k: int = 10, stages: PlanLike | None = None) -> QdrantResult:
+    def search_vectors(self, query_vectors: np.ndarray, k: int | None = None, stages: PlanLike | None = None) -> QdrantResult:
         """Run the plan for ready query vectors (q, dim); scores and ids as arrays and lists."""
-        results = self.index.query(query_vectors, self.plan(k, stages), k)
+        plan, k = self._plan_and_k(k, stages)
+        results = self.index.query(query_vectors, plan, k)
         scores = np.full((len(results), k), -np.inf, dtype=np.float32)
         ids = []
         for row, points in enumerate(results):
@@ -241,30 +280,38 @@ class QdrantRetriever:
             ids.append([str((point.payload or {}).get("id")) for point in points])
         return QdrantResult(scores, ids)
 
-    def search(self, query: str, k: int = 10, stages: PlanLike | None = None) -> list[Hit]:
+    def search(self, query: str, k: int | None = None, stages: PlanLike | None = None) -> list[Hit]:
         """Top-``k`` hits for one query, best first."""
         return self.search_batch([query], k, stages)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, stages: PlanLike | None = None) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[str], k: int | None = None, stages: PlanLike | None = None) -> list[list[Hit]]:
         """Top-``k`` hits for each query, in the order of ``queries`` (one request for all)."""
         if not query_batch(queries):
             return []
-        plan = self.plan(k, stages)
+        plan, k = self._plan_and_k(k, stages)
         self.index.check_plan(plan, k)  # before encoding: a bad plan costs no model time
-        results = self.index.query(self.encode_queries(queries), plan, k, with_payload=True)
+        results = self.index.query(self.encode_queries(queries), plan, k, with_payload=True, checked=True)
         return [[_hit(point, rank) for rank, point in enumerate(points, start=1)] for points in results]
 
     def add_documents(self, documents: pa.RecordBatch | pa.Table, vectors: np.ndarray) -> int:
         """Add documents with their vectors made elsewhere; see :meth:`QdrantIndex.add`."""
         return self.index.add(documents, vectors)
 
-    def add_corpus(self, corpus: Corpus, *, batch_size: int = 64) -> int:
-        """Encode a corpus with the retriever's model and add it; returns how many were added."""
+    def add(self, corpus: str | Path | Corpus, *, batch_size: int = 64) -> int:
+        """Encode the documents of ``corpus`` with the retriever's model and add them (ids must be
+        new); returns how many were added."""
+        from funnel.corpus import Corpus, open_corpus
         from funnel.layers import encode_corpus
 
-        return sum(self.index.add(documents, vectors) for documents, vectors in encode_corpus(corpus, self.encoder, batch_size=batch_size))
+        source = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
+        return sum(
+            self.index.add(documents, vectors) for documents, vectors in encode_corpus(source, self.torch_encoder(), batch_size=batch_size)
+        )
 
     def delete(self, ids: Sequence[str], *, ignore_missing: bool = False) -> int:
+        """Delete documents by id; see :meth:`QdrantIndex.delete`."""
+        if isinstance(ids, str):
+            raise InputError("delete takes a list of ids; wrap a single id in a list")
         return self.index.delete(ids, ignore_missing=ignore_missing)
 
 

@@ -36,24 +36,27 @@ def search_command(
     from funnel.indexes.index import Index
     from funnel.remote import RemoteRetriever
     from funnel.retriever import Retriever, check_queries, choose_plan
-    from funnel.stages import parse_stages, two_stage, validate_plan
+    from funnel.search.plan import Plan, resolve_k
+    from funnel.search.run import check_once
 
     engine = parse_engine(query_encoder)
     texts = _queries(query, queries)
     check_queries(texts)
     if stages and shortlist:
         raise InputError("give either --stages or --shortlist, not both")
-    if k is None:
-        k = parse_stages(stages)[-1].candidates if stages else 10
+    given = Plan.parse(stages) if stages else None  # the one parse of --stages
+    k = resolve_k(k, given)
     retriever: Retriever | RemoteRetriever
+    plan: Plan | None
     if server:
         retriever = _remote(server, index, model, api_key_env)
-        plan = stages or (two_stage(_shortlist_dim(retriever), shortlist, k) if shortlist else None)
+        plan = given or (Plan.two_stage(_shortlist_dim(retriever), shortlist, k) if shortlist else None)
     else:
         opened = Index.load(index)
-        plan = stages or (two_stage(opened.shortlist_dims[0], shortlist, k) if shortlist else None)
-        # Everything cheap is checked before the model loads (seconds): k, the plan, the queries.
-        validate_plan(choose_plan(k, plan, opened.manifest.plan, opened.shortlist_dims[0], opened.count), k, opened)
+        plan = given or (Plan.two_stage(opened.shortlist_dims[0], shortlist, k) if shortlist else None)
+        # Everything cheap is checked before the model loads (seconds): k, the plan, the queries;
+        # the check is the view's one check of this plan (the search finds it done).
+        check_once(opened, choose_plan(k, plan, opened.manifest.plan, opened.shortlist_dims[0], opened.count), k)
         retriever = Retriever(opened, load_query_encoder(model or opened.manifest.model, engine), plan)
     results = retriever.search_batch(texts, k=k, stages=plan)
     if json_output:

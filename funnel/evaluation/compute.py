@@ -36,7 +36,8 @@ import numpy as np
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
     from funnel.models import Encoder
-    from funnel.stages import Stage, StageTrace
+    from funnel.search.plan import Stage
+    from funnel.search.run import StageTrace
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from funnel.evaluation.report import ConfigurationResult, EncodingCost, Evaluati
 from funnel.evaluation.sweep import DEFAULT_DIMS, DEFAULT_SHORTLISTS, Configuration, grid, pareto_frontier, plan_configuration, reference
 from funnel.evaluation.timing import TIMING_THREADS, Timing, sample, time_each, time_funnel, time_layers
 from funnel.models import torch_threads
-from funnel.stages import Stage, parse_stages
+from funnel.search.plan import Plan, Stage
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
@@ -102,7 +102,7 @@ def evaluate(
     say = progress or (lambda message: None)
     parsed = parse_metrics(options.metrics)
     k = options.k or max((metric.k for metric in parsed if metric.k is not None), default=100)
-    plans = [parse_stages(text) if isinstance(text, str) else tuple(text) for text in options.plans]  # fail before the slow part
+    plans = [Plan.parse(text).stages if isinstance(text, str) else tuple(text) for text in options.plans]  # fail before the slow part
     layers = tuple(options.layers)
     from funnel.evaluation import inputs
     from funnel.models import Encoder
@@ -216,7 +216,7 @@ def _evaluate_configuration(
     metrics: Sequence[Metric],
     repeats: int,
 ) -> ConfigurationResult:
-    from funnel.stages import run_funnel
+    from funnel.search.run import run_funnel
 
     result = run_funnel(index, vectors, config.stages, config.k)
     run = run_from_arrays(query_ids, result.positions, result.scores, corpus_ids=index_ids)

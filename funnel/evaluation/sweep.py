@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from funnel.errors import InputError
-from funnel.stages import Stage, format_stages, parse_stages
+from funnel.search.plan import Plan, Stage
 
 DEFAULT_DIMS = (16, 32, 64, 128, 256)
 DEFAULT_SHORTLISTS = (50, 100, 200, 500)
@@ -32,7 +32,7 @@ class Configuration:
         if self.k < 1:
             raise InputError(f"a configuration must return at least 1 document, not k={self.k}")
         if not self.name:
-            object.__setattr__(self, "name", format_stages(self.stages))
+            object.__setattr__(self, "name", str(Plan.of(self.stages)))
 
     @property
     def shortlist_dim(self) -> int | None:
@@ -72,7 +72,7 @@ def grid(
 
 def plan_configuration(text: str | Sequence[Stage], k: int) -> Configuration:
     """A configuration from a plan, written (``"32:500,128:100,full:100"``) or as stages."""
-    stages = parse_stages(text) if isinstance(text, str) else tuple(text)
+    stages = Plan.parse(text).stages if isinstance(text, str) else tuple(text)
     return Configuration(stages, min(k, stages[-1].candidates))
 
 

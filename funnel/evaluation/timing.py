@@ -23,7 +23,7 @@ from funnel.models import swapped_threads
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
     from funnel.layers import LayeredEncoder
-    from funnel.stages import Stage
+    from funnel.search.plan import Stage
 
 TIMING_THREADS = 1
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from funnel.retriever import Hit
-from funnel.stages import Stage
+from funnel.search.plan import Stage
 
 
 class Searcher(Protocol):

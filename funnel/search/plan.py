@@ -157,6 +157,17 @@ class Plan(Sequence[Stage]):
 PlanLike = Union[Plan, str, Sequence[Stage]]
 
 
+DEFAULT_K = 10
+
+
+def resolve_k(k: int | None, plan: Plan | None) -> int:
+    """The hits a search returns: ``k`` when given, else what the plan's last stage keeps, else
+    :data:`DEFAULT_K`. The one rule for every door (the API, the CLI, the server)."""
+    if k is not None:
+        return k
+    return plan.default_k if plan is not None else DEFAULT_K
+
+
 def check_plan(plan: Plan, k: int, index: PlanTarget) -> None:
     """Check a plan against one index view before searching; raises InputError saying what to change."""
     check_k(k)

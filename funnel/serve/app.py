@@ -25,12 +25,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from funnel.errors import FunnelError, InputError
+from funnel.search.plan import Plan, resolve_k
 from funnel.serve.batching import Coalescer
 from funnel.serve.follow import VersionFollower
 from funnel.serve.guards import BearerKey, BodyLimit, ShutdownGrace
 from funnel.serve.schemas import ErrorOut, Health, SearchRequest, SearchResponse
 from funnel.serve.settings import DEFAULT_GRACE_SECONDS, ServeLimits
-from funnel.stages import parse_stages
 
 if TYPE_CHECKING:
     from funnel.retriever import Retriever
@@ -104,8 +104,9 @@ def create_app(
             raise RequestValidationError(exc.errors()) from None
         name, retriever = pick(body.index)
         texts = _check_queries(body, limits)
-        k = _check_k(body, limits)
-        payload = await coalescer.search(name, retriever, texts, k, body.stages, started)
+        plan = Plan.parse(body.stages) if body.stages is not None else None  # the one parse of the body's plan
+        k = _check_k(resolve_k(body.k, plan), limits)
+        payload = await coalescer.search(name, retriever, texts, k, plan, started)
         return Response(payload, media_type="application/json")
 
     @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
@@ -174,10 +175,7 @@ def _check_queries(body: SearchRequest, limits: ServeLimits) -> list[str]:
     return texts
 
 
-def _check_k(body: SearchRequest, limits: ServeLimits) -> int:
-    k = body.k
-    if k is None:
-        k = parse_stages(body.stages)[-1].candidates if body.stages else 10
+def _check_k(k: int, limits: ServeLimits) -> int:
     if not 1 <= k <= limits.max_k:
         raise InputError(f"k must be between 1 and {limits.max_k} (max_k), not {k}")
     return k

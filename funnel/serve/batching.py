@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 import orjson
 
-from funnel.stages import format_stages
+from funnel.search.plan import Plan
 
 if TYPE_CHECKING:
     from funnel.retriever import Retriever
 
-Key = tuple[str, int, "str | None"]
+Key = tuple[str, int, "Plan | None"]
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Coalescer:
         self.before_search = before_search
         self.pending: dict[Key, deque[_Waiting]] = {}
 
-    async def search(self, name: str, retriever: Retriever, texts: list[str], k: int, stages: str | None, started: float) -> bytes:
+    async def search(self, name: str, retriever: Retriever, texts: list[str], k: int, stages: Plan | None, started: float) -> bytes:
         """The JSON answer for ``texts``, searched alone or with other requests' queries."""
         key: Key = (name, k, stages)
         waiting = _Waiting(list(texts), started)
@@ -69,7 +69,7 @@ class Coalescer:
             waiting.taken = True
         return batch
 
-    async def _run(self, batch: list[_Waiting], name: str, retriever: Retriever, k: int, stages: str | None) -> None:
+    async def _run(self, batch: list[_Waiting], name: str, retriever: Retriever, k: int, stages: Plan | None) -> None:
         try:
             payloads = await anyio.to_thread.run_sync(self._search, batch, name, retriever, k, stages)
         except Exception as exc:  # noqa: BLE001  (the same bad plan or failure answers every request of the batch)
@@ -81,7 +81,7 @@ class Coalescer:
             if not waiting.future.done():  # done: its request was cancelled (client gone)
                 waiting.future.set_result(payload)
 
-    def _search(self, batch: list[_Waiting], name: str, retriever: Retriever, k: int, stages: str | None) -> list[bytes]:
+    def _search(self, batch: list[_Waiting], name: str, retriever: Retriever, k: int, stages: Plan | None) -> list[bytes]:
         """Runs in a worker thread: follow writers, search every query at once, one JSON body per request."""
         self.before_search(name, retriever)
         texts = [text for waiting in batch for text in waiting.texts]
@@ -113,7 +113,7 @@ class Coalescer:
                 "index": name,
                 "version": outcome.version,
                 "k": k,
-                "plan": format_stages(outcome.plan),
+                "plan": str(Plan.of(outcome.plan)),
                 "results": [{"query": text, "hits": [hit.__dict__ for hit in found]} for text, found in zip(waiting.texts, hits)],
                 "timings": timings,
             }

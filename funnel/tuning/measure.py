@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from funnel.search.exact import ExactReference
-from funnel.stages import Stage, run_funnel
+from funnel.search.plan import Stage
+from funnel.search.run import run_funnel
 from funnel.tuning.evidence import without
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from funnel.errors import InputError
-from funnel.stages import Stage
+from funnel.search.plan import Stage
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
@@ -117,7 +117,7 @@ def first_stage_cost(index: Index, dim: int, candidates: int) -> Cost:
 
 def plan_cost(index: Index, stages: Sequence[Stage]) -> Cost:
     """Estimated cost of a plan: the first stage's search plus, per later stage, gathering the
-    full stored vectors of its input candidates (as :func:`funnel.stages.run_funnel` does) and
+    full stored vectors of its input candidates (as :func:`funnel.search.run.run_funnel` does) and
     scoring them at its dims."""
     first = stages[0]
     total = first_stage_cost(index, first.resolved_dim(index.dim), first.candidates)

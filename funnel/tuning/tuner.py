@@ -35,7 +35,7 @@ import numpy as np
 
 from funnel.agreement import recall_against
 from funnel.errors import InputError
-from funnel.stages import Stage, format_stages
+from funnel.search.plan import Plan, Stage
 from funnel.tuning.calibration import CalibrationQueries, resolve_queries
 from funnel.tuning.evidence import DimEvidence, corpus_in_memory, gather_evidence
 from funnel.tuning.measure import TuningReference, plan_ms_per_query, run_plan
@@ -91,7 +91,7 @@ class TunedPlan:
 
     @property
     def stages_text(self) -> str:
-        return format_stages(self.stages)
+        return str(Plan.of(self.stages))
 
     def to_manifest(self) -> dict[str, Any]:
         """The ``plan`` entry of an index manifest."""
@@ -241,7 +241,7 @@ def tune(
     stages, chosen, lower = pick[0], pick[1], pick[2]
     if chosen.recall_holdout is not None and chosen.recall_holdout < target_recall:
         notes.append(
-            f"held-out recall {chosen.recall_holdout:.4f} fell short of {target_recall:g} for {format_stages(stages)}: "
+            f"held-out recall {chosen.recall_holdout:.4f} fell short of {target_recall:g} for {str(Plan.of(stages))}: "
             f"reselected on all {calibration.count} calibration queries, "
             f"keeping only plans that reach the target on the held-out half too (so that check is no longer independent)"
         )
@@ -361,7 +361,7 @@ def _feasible(index, evidence, rows, k, threshold, z, also=None) -> list[tuple[t
         lower = mean - z * float(per_query.std(ddof=1)) / np.sqrt(len(per_query)) if len(per_query) > 1 else mean
         if lower >= threshold:
             cost = plan_cost(index, stages)
-            found.append(((round(cost.estimated_us, 3), cost.flops, len(stages), format_stages(stages)), stages, lower, mean))
+            found.append(((round(cost.estimated_us, 3), cost.flops, len(stages), str(Plan.of(stages))), stages, lower, mean))
     found.sort(key=lambda item: item[0])
     return [(stages, lower, mean) for _, stages, lower, mean in found]
 
@@ -371,7 +371,7 @@ def _measure(index, name, stages, timing, k, calibration: CalibrationQueries, tr
     found = run_plan(index, calibration.vectors[holdout], stages, k, sources)
     recall = float(recall_against(found, truth[holdout]).mean()) if len(holdout) else None
     ms = plan_ms_per_query(index, timing, stages, k) if len(timing) else None
-    return PlanMeasurement(name, format_stages(stages), fit_recall, recall, ms, *_cost(plan_cost(index, stages)))
+    return PlanMeasurement(name, str(Plan.of(stages)), fit_recall, recall, ms, *_cost(plan_cost(index, stages)))
 
 
 def _time_candidates(index, ranked, timing, k, calibration, truth, holdout):

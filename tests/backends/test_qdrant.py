@@ -155,12 +155,12 @@ def test_add_and_delete_reach_the_collection(tmp_path, local_index, sample_parts
     export_index(Index.load(copy), client, ExportOptions("live"))
     remote = QdrantRetriever(QdrantIndex(client, "live"), encoder)
     more = open_corpus(sample_parts / "more.parquet")
-    assert remote.add_corpus(more) == 10
+    assert remote.add(more) == 10
     add_corpus(copy, more, encoder)
     new_ids = pq.read_table(sample_parts / "more.parquet").column("id").to_pylist()
     assert remote.index.count == INDEXED + 10
     with pytest.raises(InputError, match="in the collection already"):
-        remote.add_corpus(more)
+        remote.add(more)
 
     gone = [new_ids[0], Index.load(copy).ids()[3]]
     assert remote.delete(gone) == 2

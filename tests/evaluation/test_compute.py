@@ -10,7 +10,8 @@ from funnel.evaluation.compute import EncoderShape, count_tokens, funnel_costs, 
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
-from funnel.stages import Stage, run_funnel
+from funnel.search.plan import Stage
+from funnel.search.run import run_funnel
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from funnel.evaluation.plot import plot_report
 from funnel.evaluation.report import EvaluationReport
 from funnel.indexes.index import Index
 from funnel.readers import load_qrels, load_queries
-from funnel.stages import exact_search
+from funnel.search.exact import exact_search
 
 METRICS = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"]
 TREC = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@100": "recall_100", "map@100": "map_cut_100"}

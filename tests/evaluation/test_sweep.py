@@ -6,7 +6,7 @@ import pytest
 
 from funnel.errors import InputError
 from funnel.evaluation.sweep import Configuration, grid, pareto_frontier, parse_sizes, plan_configuration, reference
-from funnel.stages import Stage
+from funnel.search.plan import Stage
 
 
 def test_grid_shortlists_then_rescores_and_returns_at_most_the_shortlist() -> None:

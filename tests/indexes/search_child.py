@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from funnel.indexes.index import Index
-from funnel.stages import run_funnel, two_stage
+from funnel.search.plan import Plan
+from funnel.search.run import run_funnel
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     while done < minimum or not stop.exists():
         if index.changed_on_disk():
             index = Index.load(path)
-        result = run_funnel(index, queries, two_stage(64, 30, 10), 10)
+        result = run_funnel(index, queries, Plan.two_stage(64, 30, 10), 10)
         ids = index.ids()
         print(json.dumps({"version": index.version, "ids": [[ids[p] for p in row] for row in result.positions.tolist()]}), flush=True)
         done += 1

@@ -17,7 +17,8 @@ from helpers import documents
 from funnel.indexes.index import Index
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
 from funnel.retriever import Retriever
-from funnel.stages import run_funnel, two_stage
+from funnel.search.plan import Plan
+from funnel.search.run import run_funnel
 
 REPO = Path(__file__).resolve().parents[2]
 THREADS = 8
@@ -107,7 +108,7 @@ def test_processes_search_while_a_writer_changes_the_index(index_copy, query_vec
 
     def serial_answers() -> None:
         index = Index.load(index_copy)
-        result = run_funnel(index, query_vectors[:6], two_stage(64, 30, 10), 10)
+        result = run_funnel(index, query_vectors[:6], Plan.two_stage(64, 30, 10), 10)
         ids = index.ids()
         answers[index.version] = [[ids[p] for p in row] for row in result.positions.tolist()]
 

@@ -8,7 +8,8 @@ from helpers import assert_same_ranking
 
 from funnel.indexes import shortlist
 from funnel.indexes.index import Index
-from funnel.stages import run_funnel, two_stage
+from funnel.search.plan import Plan
+from funnel.search.run import run_funnel
 
 
 def test_gpu_request_is_a_no_op_without_a_gpu(reference_build, query_vectors):
@@ -20,7 +21,7 @@ def test_gpu_request_is_a_no_op_without_a_gpu(reference_build, query_vectors):
         for spec, index in segment.shortlists.values():
             assert shortlist.to_gpu(index, spec) is index
             assert type(index).__name__.startswith(("Index", "IndexBinary")) and "Gpu" not in type(index).__name__
-    plan = two_stage(64, 50, 10)
+    plan = Plan.two_stage(64, 50, 10)
     a, b = run_funnel(on_cpu, query_vectors, plan, 10), run_funnel(asked, query_vectors, plan, 10)
     np.testing.assert_array_equal(a.positions, b.positions)
 
@@ -30,7 +31,7 @@ def test_gpu_shortlists_match_the_cpu(reference_build, query_vectors):
     on_cpu = Index.load(reference_build, use_gpu=False)
     on_gpu = Index.load(reference_build, use_gpu=True)
     assert any("Gpu" in type(ix).__name__ for s in on_gpu.segments for _, ix in s.shortlists.values())
-    for plan in (two_stage(64, 50, 10), two_stage(64, 150, 10)):
+    for plan in (Plan.two_stage(64, 50, 10), Plan.two_stage(64, 150, 10)):
         a, b = run_funnel(on_cpu, query_vectors, plan, 10), run_funnel(on_gpu, query_vectors, plan, 10)
         assert_same_ranking(a.scores, a.positions, b.scores, b.positions, tolerance=1e-3)
 

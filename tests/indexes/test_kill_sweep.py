@@ -29,11 +29,12 @@ import sweep_ops
 
 from funnel.errors import IndexFormatError
 from funnel.indexes.index import Index
-from funnel.stages import parse_stages, run_funnel
+from funnel.search.plan import Plan
+from funnel.search.run import run_funnel
 
 CHILD = Path(__file__).resolve().parent / "sweep_child.py"
 REPO = Path(__file__).resolve().parents[2]
-PLAN = parse_stages("64:40,full:10")
+PLAN = Plan.parse("64:40,full:10")
 
 pytestmark = pytest.mark.slow
 

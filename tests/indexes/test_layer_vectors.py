@@ -14,7 +14,8 @@ from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
 from funnel.layers import LayeredEncoder, encode_documents
-from funnel.stages import LayeredQueries, Stage, parse_stages, run_funnel
+from funnel.search.plan import Plan, Stage
+from funnel.search.run import LayeredQueries, run_funnel
 from funnel.vectors import normalize, truncate
 
 PLAN = "2:64:40,6:full:5"
@@ -51,7 +52,7 @@ def test_stored_layer_vectors_are_the_cut_models_vectors(layered_index, layered,
 def test_layered_funnel_equals_a_manual_shallow_shortlist_and_deep_rescore(layered_index, layered, cranfield_queries):
     index = Index.load(layered_index)
     queries = cranfield_queries[:6]
-    result = run_funnel(index, LayeredQueries(layered, queries), parse_stages(PLAN), 5)
+    result = run_funnel(index, LayeredQueries(layered, queries), Plan.parse(PLAN), 5)
 
     shallow_q, deep_q = (
         index.stored_queries(layered.encode(queries, 2), 2).vectors,
@@ -69,7 +70,7 @@ def test_layered_funnel_equals_a_manual_shallow_shortlist_and_deep_rescore(layer
 
 def test_a_query_runs_each_layer_once(layered_index, layered, cranfield_queries):
     queries = LayeredQueries(layered, cranfield_queries[:3])
-    result = run_funnel(Index.load(layered_index), queries, parse_stages("2:64:40,4:full:20,full:5"), 5)
+    result = run_funnel(Index.load(layered_index), queries, Plan.parse("2:64:40,4:full:20,full:5"), 5)
     assert [stage.layers_run for stage in result.trace] == [2, 4, 6]
     assert queries.layers_run == 6, "continuing from layer 2 and 4 runs 6 layers in all, not 12"
     assert all(stage.encode_seconds > 0 for stage in result.trace)
@@ -101,7 +102,7 @@ def test_plans_the_index_cannot_run(layered_index, plan, message):
 
 def test_ready_vectors_cannot_feed_a_shallow_stage(layered_index, encoder):
     with pytest.raises(InputError, match="needs query vectors from layer 2"):
-        run_funnel(Index.load(layered_index), encoder.encode(["shock waves"]), parse_stages(PLAN), 5)
+        run_funnel(Index.load(layered_index), encoder.encode(["shock waves"]), Plan.parse(PLAN), 5)
 
 
 def test_layers_the_model_does_not_have(tmp_path, cranfield_parquet, encoder):
@@ -136,7 +137,7 @@ def test_add_delete_and_compact_keep_layer_vectors(tmp_path, layered_index, enco
     rows = np.array([ids.index("new-1"), ids.index("new-2")])
     np.testing.assert_allclose(index.vectors(rows, layer=2), index.stored_queries(layered.encode(texts, 2), 2).vectors, atol=2e-3)
     assert len(index.segments) == 1 and verify_index(path).ok
-    result = run_funnel(index, LayeredQueries(layered, texts[:1]), parse_stages(PLAN), 5)
+    result = run_funnel(index, LayeredQueries(layered, texts[:1]), Plan.parse(PLAN), 5)
     assert ids[result.positions[0][0]] == "new-1"
 
 
@@ -154,4 +155,4 @@ def test_manifest_names_the_layers(layered_index):
 
 
 def test_stage_names_layer_dim_and_candidates():
-    assert parse_stages("2:64:200,6:full:10") == (Stage(64, 200, layer=2), Stage(None, 10, layer=6))
+    assert Plan.parse("2:64:200,6:full:10") == (Stage(64, 200, layer=2), Stage(None, 10, layer=6))

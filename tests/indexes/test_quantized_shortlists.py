@@ -19,7 +19,9 @@ from funnel.errors import IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
-from funnel.stages import exact_search, parse_stages, run_funnel
+from funnel.search.exact import exact_search
+from funnel.search.plan import Plan
+from funnel.search.run import run_funnel
 from funnel.tuning.search_space import first_stage_cost
 
 QUANTIZED = ("sq8", "hnsw-sq8", "pq-fastscan", "ivf-pq-fastscan")
@@ -53,7 +55,7 @@ def indexes(tmp_path_factory, real_vectors) -> dict[str, Index]:
 def test_quantized_shortlist_then_exact_rescore_recovers_the_top_10(indexes, real_queries, kind):
     index = indexes[kind]
     truth = exact_search(index, real_queries, 10)[1]
-    found = run_funnel(index, real_queries, parse_stages("64:60,full:10"), 10)
+    found = run_funnel(index, real_queries, Plan.parse("64:60,full:10"), 10)
     assert recall_against(found.positions, truth).mean() >= 0.97
     # The last stage's scores are exact cosines, whatever the shortlist's codes were.
     np.testing.assert_allclose(found.scores[:, 0], exact_search(index, real_queries, 1)[0][:, 0], atol=1e-3)

@@ -21,7 +21,9 @@ from funnel.indexes.manifest import FORMAT_VERSION
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
 from funnel.indexes.verify import verify_index
-from funnel.stages import exact_search, parse_stages, run_funnel
+from funnel.search.exact import exact_search
+from funnel.search.plan import Plan
+from funnel.search.run import run_funnel
 from funnel.vectors import normalize, truncate
 
 SHORTLISTS = (make_spec(32), make_spec(64))
@@ -60,7 +62,7 @@ def test_full_dim_scores_are_the_same_with_and_without_rotation(indexes, queries
         expected = np.sort(queries @ sample_vectors.T, axis=1)[:, ::-1][:, :20]
         np.testing.assert_allclose(scores, expected, atol=1e-5)
         np.testing.assert_allclose(np.take_along_axis(queries @ sample_vectors.T, positions, axis=1), scores, atol=1e-5)
-        funnel = run_funnel(index, queries, parse_stages(f"64:{index.count},full:20"), 20)
+        funnel = run_funnel(index, queries, Plan.parse(f"64:{index.count},full:20"), 20)
         np.testing.assert_allclose(funnel.scores, scores, atol=1e-5)
         np.testing.assert_array_equal(funnel.positions, positions)
 
@@ -108,7 +110,7 @@ def test_rotated_results_hold_across_add_delete_and_compact(tmp_path, sample_vec
         ids = np.array(index.ids())
         expected_ids = np.array([f"doc-{i}" for i in live])[truth]
         exact = exact_search(index, queries, 10)[1]
-        funnel = run_funnel(index, queries, parse_stages(f"32:{index.count},full:10"), 10).positions
+        funnel = run_funnel(index, queries, Plan.parse(f"32:{index.count},full:10"), 10).positions
         assert (ids[exact] == expected_ids).mean() > 0.98  # float16 storage may swap near-ties
         np.testing.assert_array_equal(funnel, exact)
 
@@ -149,7 +151,7 @@ def test_an_index_from_before_rotations_loads_and_searches_unchanged(tmp_path, i
     index = Index.load(old)
     assert index.manifest.rotation is None and index.rotation() is None
     np.testing.assert_array_equal(index.stored_queries(queries).vectors, queries)
-    plan = parse_stages("64:100,full:10")
+    plan = Plan.parse("64:100,full:10")
     expected = run_funnel(indexes["none"], queries, plan, 10)
     found = run_funnel(index, queries, plan, 10)
     np.testing.assert_array_equal(found.positions, expected.positions)

@@ -21,10 +21,11 @@ from funnel.indexes.lock import IndexBusyError, writer_lock
 from funnel.indexes.manifest import read_manifest
 from funnel.indexes.updates import add_documents, compact_index, delete_documents
 from funnel.indexes.verify import verify_index
-from funnel.stages import run_funnel, two_stage
+from funnel.search.plan import Plan
+from funnel.search.run import run_funnel
 
 REPO = Path(__file__).resolve().parents[2]
-PLAN = two_stage(64, 40, 10)
+PLAN = Plan.two_stage(64, 40, 10)
 
 
 def exact_live(index: Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,15 +69,15 @@ def test_add_refuses_ids_already_in_the_index_or_repeated(index_copy):
 def test_delete_hides_documents_and_keeps_k_results(index_copy, query_vectors):
     index = Index.load(index_copy)
     ids = index.ids()
-    top = search_ids(index, query_vectors, two_stage(64, 10, 10))
+    top = search_ids(index, query_vectors, Plan.two_stage(64, 10, 10))
     doomed = sorted({i for row in top for i in row[:5]})  # the best hits of every query
     assert delete_documents(index_copy, doomed) == len(doomed)
     after = Index.load(index_copy)
     assert after.count == 150 - len(doomed) and after.rows == 150
     # A shortlist of exactly 10 still yields 10 live results: deletions are over-fetched.
-    for row in search_ids(after, query_vectors, two_stage(64, 10, 10)):
+    for row in search_ids(after, query_vectors, Plan.two_stage(64, 10, 10)):
         assert len(row) == 10 and not set(row) & set(doomed)
-    result = run_funnel(after, query_vectors, two_stage(64, 150, 10), 10)
+    result = run_funnel(after, query_vectors, Plan.two_stage(64, 150, 10), 10)
     assert_same_ranking(result.scores, result.positions, *exact_live(after, query_vectors, 10))
     assert set(after.live_ids()) == set(ids) - set(doomed)
 
@@ -108,11 +109,11 @@ def test_compact_keeps_results_and_drops_deleted_rows(index_copy, query_vectors)
     doomed = Index.load(index_copy).ids()[::3]
     delete_documents(index_copy, doomed)
     before = Index.load(index_copy)
-    expected = search_ids(before, query_vectors, two_stage(64, 190, 10))
+    expected = search_ids(before, query_vectors, Plan.two_stage(64, 190, 10))
     compact_index(index_copy)
     after = Index.load(index_copy)
     assert (after.count, after.rows, len(after.segments), after.manifest.tombstones) == (before.count, before.count, 1, ())
-    assert search_ids(after, query_vectors, two_stage(64, 190, 10)) == expected
+    assert search_ids(after, query_vectors, Plan.two_stage(64, 190, 10)) == expected
     assert after.live_ids() == before.live_ids()
     np.testing.assert_array_equal(after.all_vectors(), before.vectors(before.live_positions()))
     assert verify_index(index_copy).ok

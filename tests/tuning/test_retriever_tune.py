@@ -13,8 +13,8 @@ from funnel.cli import app
 from funnel.indexes.index import Index
 from funnel.indexes.manifest import read_manifest
 from funnel.retriever import Retriever
+from funnel.search.run import run_funnel
 from funnel.spans import random_span
-from funnel.stages import run_funnel
 from funnel.tuning.calibration import read_query_file
 
 

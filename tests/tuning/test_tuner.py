@@ -11,7 +11,7 @@ from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
-from funnel.stages import parse_stages
+from funnel.search.plan import Plan
 from funnel.tuning import TuneOptions, tune
 from funnel.tuning.evidence import gather_evidence
 from funnel.tuning.measure import TuningReference, run_plan
@@ -92,12 +92,12 @@ def test_prefix_recall_matches_running_each_plan(index, calibration):
     for middle in (16, 32):
         np.testing.assert_array_equal(gathered.middle_rank[middle], evidence.middle_rank[middle])
     for n in (10, 50, 200, 400):
-        measured = recall_against(run_plan(index, queries, parse_stages(f"8:{n},full:10"), 10), truth)
+        measured = recall_against(run_plan(index, queries, Plan.parse(f"8:{n},full:10"), 10), truth)
         np.testing.assert_allclose(evidence.two_stage(n), measured)
     for p, n1 in enumerate(prefixes):
         if n1 in (100, 400):
             for middle, n2 in ((16, 30), (32, 50)):
-                measured = recall_against(run_plan(index, queries, parse_stages(f"8:{n1},{middle}:{n2},full:10"), 10), truth)
+                measured = recall_against(run_plan(index, queries, Plan.parse(f"8:{n1},{middle}:{n2},full:10"), 10), truth)
                 np.testing.assert_allclose(evidence.three_stage(p, middle, n2), measured)
 
 
@@ -150,7 +150,7 @@ def test_leaving_a_source_document_out_matches_an_index_without_it(tmp_path, ind
     sources = np.array([0, 7, 1999])
     queries = vectors[sources] + 0.05 * nested_vectors(np.random.default_rng(2), 3)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    stages = parse_stages("8:60,16:20,full:10")
+    stages = Plan.parse("8:60,16:20,full:10")
     left_out = run_plan(index, queries, stages, 10, sources)
     for row, source in enumerate(sources):
         rest = np.delete(np.arange(len(vectors)), source)
