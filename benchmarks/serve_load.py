@@ -27,24 +27,24 @@ import argparse
 import http.client
 import json
 import os
-import platform
-import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import common
+
+BENCHMARK = "serve_load"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("index", type=Path, help="An index folder (made by `funnel index`).")
     parser.add_argument(
@@ -58,10 +58,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--workers", type=int, default=0, help="The server's --workers (0: one per core).")
     parser.add_argument("--index-recipe", default="", help="How the index was made, in words, for the report.")
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "serve")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=common.RESULTS / "serve")
+    return parser.parse_args()
 
-    queries = read_queries(args.queries)
+
+def measure(args: argparse.Namespace, queries: list[str]) -> dict[str, Any]:
+    """Start the server, measure one client and then each concurrency level, stop the server."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_server(args.index, port, args.workers)
@@ -94,21 +96,22 @@ def main() -> None:
             levels.append({"clients": clients, "served": served, "in_process": in_process, "load_after": os.getloadavg()})
     finally:
         exit_status = stop_server(server)
+    return {"single_client": single, "levels": levels, "load": load, "server_exit_status_on_sigterm": exit_status}
 
-    result = {
-        "command": "python -m benchmarks.serve_load " + shlex.join(sys.argv[1:]),
+
+def main() -> None:
+    args = parse_args()
+    queries = read_queries(args.queries)
+    measured = measure(args, queries)
+    results = {
         "index": {**index_facts(args.index), "recipe": args.index_recipe},
         "queries": {"file": args.queries.name, "count_available": len(queries)},
         "k": args.k,
-        "single_client": single,
-        "levels": levels,
-        "load": load,
-        "server_exit_status_on_sigterm": exit_status,
-        "machine": machine(),
+        **measured,
     }
-    result["checks"] = checks(result)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    results["checks"] = checks(results)
+    result = common.Result.make(BENCHMARK, common.parameters(args), results, machine())
+    common.write_result(args.output / "results.json", result)
     (args.output / "README.md").write_text(report(result))
     print(report(result))
 
@@ -261,11 +264,12 @@ def run_level(
     }
 
 
-def percentiles(values: np.ndarray) -> dict[str, float]:
+def percentiles(ms: np.ndarray | Sequence[float]) -> dict[str, float]:
+    """p50, p95 and p99 of milliseconds (:func:`benchmarks.common.percentiles_ms`), their mean and count."""
+    values = np.asarray(ms, dtype=np.float64)
     if values.size == 0:
         return {}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(values.mean()), "n": int(values.size)}
+    return {**common.percentiles_ms(values / 1000, (50, 95, 99), digits=None), "mean_ms": float(values.mean()), "n": int(values.size)}
 
 
 def free_port() -> int:
@@ -340,31 +344,11 @@ def index_facts(index: Path) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    import fastapi
+    """The shared machine record, with the server stack's versions and the threads."""
     import torch
-    import uvicorn
 
-    return {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "fastapi": fastapi.__version__,
-        "uvicorn": uvicorn.__version__,
-        "uvloop": _installed("uvloop"),
-        "httptools": _installed("httptools"),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-    }
-
-
-def _installed(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
+    packages = ("fastapi", "uvicorn", "uvloop", "httptools")
+    return common.machine(packages, torch_threads=torch.get_num_threads(), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS"))
 
 
 def checks(result: dict[str, Any]) -> dict[str, Any]:
@@ -374,7 +358,7 @@ def checks(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "p50_within_2ms_of_in_process": abs(single["back_to_back"]["p50_difference_ms"]) <= 2.0,
         # The same goal without the noise between processes: against the server's own search time.
-        "p50_within_2ms_of_server_search": single["back_to_back"]["round_trip_minus_server_search_ms"]["p50"] <= 2.0,
+        "p50_within_2ms_of_server_search": single["back_to_back"]["round_trip_minus_server_search_ms"]["p50_ms"] <= 2.0,
     }
     if 1 in by_clients and 16 in by_clients:
         sixteen, one = by_clients[16]["served"], by_clients[1]["served"]
@@ -385,7 +369,8 @@ def checks(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def report(result: dict[str, Any]) -> str:
+def report(outcome: common.Result) -> str:
+    result = outcome.results
     single = result["single_client"]
     main = single["back_to_back"]
     index = result["index"]
@@ -400,12 +385,12 @@ def report(result: dict[str, Any]) -> str:
         ),
         (
             f"Server: `funnel serve` in a child process on 127.0.0.1; clients: `http.client` threads in the benchmark process, "
-            f"kept-alive connections, every answer parsed. Machine: {result['machine']['cpus']} CPU cores shared with other jobs; "
+            f"kept-alive connections, every answer parsed. Machine: {outcome.machine['cores']} CPU cores shared with other jobs; "
             f"load average (1/5/15 min) {fmt_load(result['load']['before'])} at the start, "
             f"{fmt_load(result['levels'][-1]['load_after']) if result['levels'] else '-'} at the end. Noisy: compare ratios from the same run."
         ),
         "",
-        f"Command: `{result['command']}`",
+        f"Command: `{outcome.command}`",
         "",
         "## One client: served against in-process",
         "",
@@ -433,9 +418,9 @@ def report(result: dict[str, Any]) -> str:
         "| schedule | in-process p50 ms | served p50 ms | difference ms | server's search p50 ms | round trip − `search_ms` p50 ms |",
         "|---|---|---|---|---|---|",
         *(
-            f"| {schedule.replace('_', ' ')} | {single[schedule]['in_process_ms']['p50']:.2f} | {single[schedule]['served_ms']['p50']:.2f} | "
-            f"{single[schedule]['p50_difference_ms']:+.2f} | {single[schedule]['server_search_ms']['p50']:.2f} | "
-            f"{single[schedule]['round_trip_minus_server_search_ms']['p50']:.2f} |"
+            f"| {schedule.replace('_', ' ')} | {single[schedule]['in_process_ms']['p50_ms']:.2f} | {single[schedule]['served_ms']['p50_ms']:.2f} | "
+            f"{single[schedule]['p50_difference_ms']:+.2f} | {single[schedule]['server_search_ms']['p50_ms']:.2f} | "
+            f"{single[schedule]['round_trip_minus_server_search_ms']['p50_ms']:.2f} |"
             for schedule in SCHEDULES
         ),
         "",
@@ -463,7 +448,7 @@ def report(result: dict[str, Any]) -> str:
         ratio = served["qps"] / local["qps"] if local["qps"] else float("nan")
         lat = served["latency_ms"]
         lines.append(
-            f"| {level['clients']} | {served['qps']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | {lat.get('p99', 0):.1f} | "
+            f"| {level['clients']} | {served['qps']:.1f} | {lat.get('p50_ms', 0):.1f} | {lat.get('p95_ms', 0):.1f} | {lat.get('p99_ms', 0):.1f} | "
             f"{served['errors']} of {served['completed'] + served['errors']} | {local['qps']:.1f} | {ratio:.2f} |"
         )
     lines += ["", "## Goals in this run", ""]
@@ -482,7 +467,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def row(name: str, stats: dict[str, float]) -> str:
-    return f"| {name} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['p99']:.2f} |"
+    return f"| {name} | {stats['p50_ms']:.2f} | {stats['p95_ms']:.2f} | {stats['p99_ms']:.2f} |"
 
 
 def fmt_load(load: Any) -> str:

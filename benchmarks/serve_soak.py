@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import REPO, RESULTS, machine, write_json
-from benchmarks.serve_load import free_port, start_server
+from benchmarks import common
+from benchmarks.common import REPO, RESULTS
+from benchmarks.serve_load import free_port, start_server, wait_healthy
 
+BENCHMARK = "serve_soak"
 OUT = RESULTS / "soak"
 CORPUS = REPO / "examples" / "debian-300.parquet"
 QUERIES = REPO / "tests" / "data" / "debian" / "queries.jsonl"
@@ -61,6 +63,13 @@ class Log:
         return max(versions, default=-1)
 
 
+def write_version(path: Path, batch: tuple[Any, np.ndarray], encoder: Any, overwrite: bool) -> None:
+    """A whole new version of the index at ``path`` from one batch of (documents, vectors)."""
+    common.index_from_vectors(
+        path, [batch], dim=encoder.dim, model=encoder.name, rotation="none", model_metadata=encoder.metadata, overwrite=overwrite
+    )
+
+
 def encode_pool() -> tuple[Any, np.ndarray, Any]:
     """The corpus's documents (DOCUMENT_SCHEMA) and their MiniLM vectors, encoded once."""
     import pyarrow as pa
@@ -83,7 +92,6 @@ def rows(documents: Any, vectors: np.ndarray, ids: list[str]) -> tuple[Any, np.n
 
 
 def writer(path: Path, documents: Any, vectors: np.ndarray, encoder: Any, log: Log, deadline: float, seed: int) -> dict[str, int]:
-    from funnel.indexes.builder import IndexConfig, write_index
     from funnel.indexes.lock import writer_lock
     from funnel.indexes.manifest import MANIFEST_FILE, read_manifest
     from funnel.indexes.updates import add_documents, compact_index, delete_documents
@@ -124,16 +132,7 @@ def writer(path: Path, documents: Any, vectors: np.ndarray, encoder: Any, log: L
             counts["compact"] += 1
         else:
             chosen = sorted(rng.choice(pool, size=150, replace=False))
-            config = IndexConfig(rotation="none")
-            write_index(
-                [rows(documents, vectors, chosen)],
-                path,
-                model=encoder.name,
-                dim=encoder.dim,
-                config=config,
-                model_metadata=encoder.metadata,
-                overwrite=True,
-            )
+            write_version(path, rows(documents, vectors, chosen), encoder, overwrite=True)
             live = set(chosen)
             counts["overwrite"] += 1
         log.publish(read_manifest(path).generation, live)
@@ -201,34 +200,28 @@ def judge(results: list[dict[str, Any]], log: Log) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the writer and clients run (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=4, help="client threads (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the writer's and clients' choices (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=OUT / "serve-soak.json", help="result file (default: %(default)s)")
-    args = parser.parse_args()
-    from funnel.indexes.builder import IndexConfig, write_index
+    return parser.parse_args()
 
+
+def soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """Serve a first version, then run the clients, the probe and the writer until the deadline; judge every answer."""
     documents, vectors, encoder = encode_pool()
     queries = [json.loads(line)["text"] for line in QUERIES.read_text().splitlines() if line.strip()]
-    folder = Path(tempfile.mkdtemp(prefix="serve-soak-"))
     path = folder / "index"
     log = Log()
     first = documents.column("id").to_pylist()[:200]
-    write_index(
-        [rows(documents, vectors, first)],
-        path,
-        model=encoder.name,
-        dim=encoder.dim,
-        config=IndexConfig(rotation="none"),
-        model_metadata=encoder.metadata,
-    )
+    write_version(path, rows(documents, vectors, first), encoder, overwrite=False)
     log.publish(0, set(first))
     port = free_port()
     server = start_server(path, port, 1)
     try:
-        wait_until_healthy(port, server, 120.0)
+        wait_healthy(f"http://127.0.0.1:{port}", server, 120.0)
         deadline = time.monotonic() + args.seconds
         results: list[dict[str, Any]] = []
         threads = [
@@ -244,33 +237,18 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    return {"writes": counts, "versions_published": len(log.live), "health_while_unreadable": health[0], **judge(results, log)}
+
+
+def main() -> None:
+    args = parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="serve-soak-"))
+    try:
+        results = soak(args, folder)
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
-    verdict = judge(results, log)
-    result = {
-        "machine": machine(clients=args.clients, seconds=args.seconds),
-        "writes": counts,
-        "versions_published": len(log.live),
-        "health_while_unreadable": health[0],
-        **verdict,
-    }
-    write_json(args.output, result)
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
-
-
-def wait_until_healthy(port: int, server: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"funnel serve exited: {server.stderr.read()[-2000:]}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("funnel serve did not become healthy")
+    common.write_result(args.output, common.Result.make(BENCHMARK, common.parameters(args), results))
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

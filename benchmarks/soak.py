@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import machine, write_json
+from benchmarks import common
 
+BENCHMARK = "soak"
 DIM = 32
 SHORTLIST_DIM = 16
 START_DOCUMENTS = 200
@@ -43,13 +44,7 @@ def vector_of(doc_id: str) -> np.ndarray:
 
 
 def batch_of(ids: list[str]) -> tuple[Any, np.ndarray]:
-    import pyarrow as pa
-
-    from funnel.corpus import DOCUMENT_SCHEMA
-
-    empty = pa.array([None] * len(ids), pa.string())
-    documents = pa.RecordBatch.from_arrays([pa.array(ids), empty, pa.array([f"text {i}" for i in ids]), empty], schema=DOCUMENT_SCHEMA)
-    return documents, np.stack([vector_of(i) for i in ids])
+    return common.document_batch(ids, np.stack([vector_of(i) for i in ids]), [f"text {i}" for i in ids])
 
 
 def query_vectors() -> np.ndarray:
@@ -84,7 +79,8 @@ def writer(path: Path, log: Path, deadline: float, seed: int) -> None:
 
 def reader(path: Path, results: Path, deadline: float, reload_only_on_change: bool) -> None:
     from funnel.indexes.index import Index
-    from funnel.stages import Stage, run_funnel
+    from funnel.search.plan import Plan, Stage
+    from funnel.search.run import run_funnel
 
     queries = query_vectors()
     records: list[dict[str, Any]] = []
@@ -94,7 +90,7 @@ def reader(path: Path, results: Path, deadline: float, reload_only_on_change: bo
         try:
             if index is None or not reload_only_on_change or index.changed_on_disk():
                 index = Index.load(path)
-            plan = (Stage(SHORTLIST_DIM, max(index.rows, K)), Stage(None, K))
+            plan = Plan((Stage(SHORTLIST_DIM, max(index.rows, K)), Stage(None, K)))
             result = run_funnel(index, queries, plan, K)
             ids = index.ids()
             records.append(
@@ -123,15 +119,16 @@ def same_answer(ids: list[str], scores: list[float], want_ids: list[str], want_s
     return all(a == b or abs(scores[n] - float(want_scores[n])) <= tolerance and b in ids for n, (a, b) in enumerate(zip(ids, want_ids)))
 
 
-def run(seconds: float, readers: int, workdir: Path) -> dict[str, Any]:
-    from funnel.indexes.builder import IndexConfig, write_index
+def start(seconds: float, readers: int, workdir: Path) -> tuple[list[Path], Path, int | None, float]:
+    """Write the first version, run the writer and the readers to the deadline: the readers'
+    output files, the writer's log, its exit code and the wall seconds."""
     from funnel.indexes.shortlist import make_spec
 
     path = workdir / "index"
-    config = IndexConfig(shortlists=(make_spec(SHORTLIST_DIM),), vector_dtype="float32")
-    write_index([batch_of([f"doc-{n}" for n in range(START_DOCUMENTS)])], path, model="soak-vectors", dim=DIM, config=config)
+    first = [f"doc-{n}" for n in range(START_DOCUMENTS)]
+    common.index_from_vectors(path, [batch_of(first)], dim=DIM, model="soak-vectors", shortlists=(make_spec(SHORTLIST_DIM),), vector_dtype="float32")
     log = workdir / "writer.jsonl"
-    log.write_text(json.dumps({"generation": 0, "live": [f"doc-{n}" for n in range(START_DOCUMENTS)]}) + "\n")
+    log.write_text(json.dumps({"generation": 0, "live": first}) + "\n")
     context = multiprocessing.get_context("spawn")
     deadline = time.time() + seconds + 5  # the processes start within the first seconds
     processes = [context.Process(target=writer, args=(path, log, deadline, 0))]
@@ -144,7 +141,11 @@ def run(seconds: float, readers: int, workdir: Path) -> dict[str, Any]:
         process.join(timeout=seconds + 120)
         if process.is_alive():
             process.kill()
-    wall = time.perf_counter() - started
+    return outputs, log, processes[0].exitcode, time.perf_counter() - started
+
+
+def check(outputs: list[Path], log: Path) -> dict[str, Any]:
+    """Every reader's answer against the serial answer of the version it names."""
     versions = {row["generation"]: row["live"] for row in map(json.loads, log.read_text().splitlines())}
     queries = query_vectors()
     serial = {g: serial_answer(live, queries) for g, live in versions.items()}
@@ -167,16 +168,25 @@ def run(seconds: float, readers: int, workdir: Path) -> dict[str, Any]:
             )
             mixed += not ok
     return {
-        "seconds": seconds,
-        "wall_seconds": round(wall, 1),
-        "readers": readers,
         "writes": len(versions) - 1,
-        "writer_exit_code": processes[0].exitcode,
         "answers": answers,
         "versions_seen_by_readers": len(seen),
         "errors": len(errors),
         "error_samples": errors[:3],
         "mixed_answers": mixed,
+    }
+
+
+def run(seconds: float, readers: int, workdir: Path) -> dict[str, Any]:
+    outputs, log, writer_exit, wall = start(seconds, readers, workdir)
+    checked = check(outputs, log)
+    return {
+        "seconds": seconds,
+        "wall_seconds": round(wall, 1),
+        "readers": readers,
+        "writes": checked.pop("writes"),
+        "writer_exit_code": writer_exit,
+        **checked,
     }
 
 
@@ -191,9 +201,8 @@ def main() -> None:
         summary = run(args.seconds, args.readers, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    summary["machine"] = machine()
     if args.output:
-        write_json(args.output, summary)
+        common.write_result(args.output, common.Result.make(BENCHMARK, common.parameters(args), summary))
     print(json.dumps(summary, indent=2, default=str))
     sys.exit(0 if summary["errors"] == 0 and summary["mixed_answers"] == 0 and summary["writer_exit_code"] == 0 else 1)
 

@@ -1,8 +1,9 @@
 """Train a nested-embedding model with funnel and measure it on Cranfield at every (layer, dim).
 
 Writes benchmarks/results/training/TAG.json (figures, config, machine, versions, command) and
-TAG.md (the table). NDCG@10 by exact cosine search over title + " " + text, pytrec_eval
-``ndcg_cut_10``; the base all-MiniLM-L6-v2 scores 0.3817 at 384 dims.
+TAG.md (the table). NDCG@10 by exact cosine search over title + " " + text, by
+:mod:`funnel.evaluation.metrics` (trec_eval's ``ndcg_cut_10``, checked against pytrec_eval); the
+base all-MiniLM-L6-v2 scores 0.3817 at 384 dims.
 
     python -m benchmarks.train_nested --tag matryoshka --scheme matryoshka --max-minutes 25
     python -m benchmarks.train_nested --tag starbucks --scheme starbucks --max-minutes 11
@@ -15,50 +16,53 @@ Datasets come from ``$FUNNEL_DATA`` or ``../shared/data``; models are written to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks import common
 
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+BENCHMARK = "train_nested"
 SHARED = common.DATA
-CACHE = common.CACHE / "embeddings"
 RESULTS = common.RESULTS / "training"
+CRANFIELD = common.DATASETS["cranfield"]
+Grid = list[tuple[int, int]]
+"""(layer, dim) pairs to evaluate."""
 
 
-def read_beir(folder: Path) -> tuple[list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]:
-    """Document ids and texts (title + " " + text), query ids and texts, and the test qrels."""
-    from funnel.readers import document_text, load_qrels, load_queries, read_corpus
+@dataclass(frozen=True)
+class EvalData:
+    """Cranfield as the figures are computed on it: documents as ``title + " " + text``, the
+    judged queries, the qrels."""
 
-    doc_ids, titles, texts, _ = read_corpus(folder / "corpus.jsonl")
-    queries = load_queries(folder / "queries.jsonl")
-    docs = [document_text(title, text) for title, text in zip(titles, texts)]
-    return doc_ids, docs, list(queries), list(queries.values()), load_qrels(folder / "qrels" / "test.tsv")
+    doc_ids: list[str]
+    docs: list[str]
+    query_ids: list[str]
+    queries: list[str]
+    qrels: dict[str, dict[str, int]]
 
-
-def ndcg_at_10(query_vectors, query_ids, doc_vectors, doc_ids, qrels) -> float:
-    """Mean NDCG@10 over judged queries; rows L2-normalized, exact cosine, top 100 kept."""
-    import pytrec_eval
-
-    scores = query_vectors @ doc_vectors.T
-    run = {}
-    for row, query_id in enumerate(query_ids):
-        if query_id in qrels:
-            top = np.argpartition(-scores[row], 100)[:100]
-            run[query_id] = {doc_ids[j]: float(scores[row, j]) for j in top}
-    evaluator = pytrec_eval.RelevanceEvaluator({q: qrels[q] for q in run}, {"ndcg_cut_10"})
-    return float(np.mean([m["ndcg_cut_10"] for m in evaluator.evaluate(run).values()]))
+    @classmethod
+    def load(cls) -> EvalData:
+        data = CRANFIELD.load()
+        return cls(data.corpus_ids, data.passages(), list(data.queries), list(data.queries.values()), data.qrels)
 
 
-def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
-    prefix = vectors[:, :dim]
-    return prefix / np.maximum(np.linalg.norm(prefix, axis=1, keepdims=True), 1e-12)
+def ndcg_at_10(query_vectors: np.ndarray, query_ids: list[str], doc_vectors: np.ndarray, doc_ids: list[str], qrels: dict[str, dict[str, int]]) -> float:
+    """Mean NDCG@10 over judged queries (:func:`benchmarks.common.ndcg`); rows L2-normalized, exact cosine, top 100 kept."""
+    judged = [row for row, query_id in enumerate(query_ids) if query_id in qrels]
+    scores = query_vectors[judged] @ doc_vectors.T
+    top = np.argpartition(-scores, 100, axis=1)[:, :100]
+    return common.ndcg([query_ids[row] for row in judged], top, np.take_along_axis(scores, top, axis=1), doc_ids, qrels)
 
 
-def encode_layers(model, texts: list[str], layers: list[int], batch_size: int = 64) -> dict[int, np.ndarray]:
+def encode_layers(model: SentenceTransformer, texts: list[str], layers: list[int], batch_size: int = 64) -> dict[int, np.ndarray]:
     """Embeddings of the first L layers for each L in ``layers``, one transformer pass per batch.
 
     Static models (no layers) return {0: model.encode(texts)}.
@@ -66,6 +70,7 @@ def encode_layers(model, texts: list[str], layers: list[int], batch_size: int = 
     import torch
 
     from funnel.training.losses import layer_features, num_layers, pool_layer
+    from funnel.vectors import normalize
 
     if num_layers(model) == 0:
         return {0: model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)}
@@ -79,49 +84,47 @@ def encode_layers(model, texts: list[str], layers: list[int], batch_size: int = 
             hidden = layer_features(model, features)
             for layer in layers:
                 out[layer][index] = pool_layer(model, hidden, layer).float().cpu().numpy()
-    return {layer: truncate(v, v.shape[1]) for layer, v in out.items()}
+    return {layer: normalize(v) for layer, v in out.items()}
 
 
-def evaluate(model, grid: list[tuple[int, int]], data, cached: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+def evaluate(model: SentenceTransformer, grid: Grid, data: EvalData, cached: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
     """NDCG@10 at each (layer, dim) of ``grid``; ``cached`` full-model (query, doc) vectors skip encoding."""
-    doc_ids, docs, query_ids, queries, qrels = data
+    from funnel.vectors import truncate
+
     layers = sorted({layer for layer, _ in grid})
     if cached is not None:
         q_by_layer, d_by_layer = {layers[-1]: cached[0]}, {layers[-1]: cached[1]}
     else:
-        q_by_layer, d_by_layer = encode_layers(model, queries, layers), encode_layers(model, docs, layers)
+        q_by_layer, d_by_layer = encode_layers(model, data.queries, layers), encode_layers(model, data.docs, layers)
     return {
         f"{layer}:{dim}": round(
-            ndcg_at_10(truncate(q_by_layer[layer], dim), query_ids, truncate(d_by_layer[layer], dim), doc_ids, qrels), 4
+            ndcg_at_10(truncate(q_by_layer[layer], dim), data.query_ids, truncate(d_by_layer[layer], dim), data.doc_ids, data.qrels), 4
         )
         for layer, dim in grid
     }
 
 
 def base_cache(doc_ids: list[str], query_ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    folder = CACHE / "all-MiniLM-L6-v2" / "cranfield"
+    """The base model's cached (query, doc) vectors of Cranfield (``benchmarks.embed_cache``), when they hold exactly these ids."""
+    from funnel.errors import InputError
+
     try:
-        if (
-            json.loads((folder / "corpus_ids.json").read_text()) == doc_ids
-            and json.loads((folder / "queries_ids.json").read_text()) == query_ids
-        ):
-            return np.load(folder / "queries.npy"), np.load(folder / "corpus.npy")
-    except FileNotFoundError:
-        pass
-    return None
+        corpus, queries = CRANFIELD.embeddings("corpus"), CRANFIELD.embeddings("queries")
+    except (InputError, FileNotFoundError):
+        return None
+    return (queries.vectors, corpus.vectors) if corpus.ids == doc_ids and queries.ids == query_ids else None
 
 
-def encode_speed(model, texts: list[str], batch_size: int, repeats: int = 3) -> float:
+def encode_speed(model: SentenceTransformer, texts: list[str], batch_size: int, repeats: int = 3) -> float:
     """Passages per second (best of ``repeats``) encoding ``texts``."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
-        best = min(best, time.perf_counter() - start)
-    return len(texts) / best
+
+    def encode(batch: list[str]) -> object:
+        return model.encode(batch, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+
+    return len(texts) / float(common.time_calls(encode, [texts], rounds=repeats).wall.min())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", required=True, help="results file name and model folder name")
     parser.add_argument("--model", help="model folder to start from (default: the offline all-MiniLM-L6-v2)")
@@ -150,97 +153,126 @@ def main() -> None:
     parser.add_argument("--eval-dims", default="32,64,128,384")
     parser.add_argument("--grid", help="layer:dim pairs to evaluate (default: the trained ones plus --eval-dims)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model's figures")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def ints(text: str | None) -> tuple[int, ...] | None:
+    return tuple(int(x) for x in text.split(",")) if text else None
+
+
+def floats(text: str | None) -> tuple[float, ...] | None:
+    return tuple(float(x) for x in text.split(",")) if text else None
+
+
+def pairs(text: str) -> Grid:
+    """``"1:16,2:32"`` → [(1, 16), (2, 32)]."""
+    out = []
+    for part in text.split(","):
+        layer, dim = part.split(":")
+        out.append((int(layer), int(dim)))
+    return out
+
+
+def train_model(args: argparse.Namespace, output: Path) -> None:
+    from funnel.training import TrainConfig, train
+
+    config = TrainConfig(
+        data=tuple(args.data),
+        output=output,
+        model=args.model,
+        static=args.static,
+        static_dim=args.static_dim,
+        scheme=args.scheme,
+        dims=ints(args.dims),
+        dim_weights=floats(args.dim_weights),
+        layer_dim_pairs=tuple(pairs(args.pairs)) if args.pairs else None,
+        pair_weights=floats(args.pair_weights),
+        loss=args.loss,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        max_seq_length=args.seq_len,
+        frozen_layers=args.frozen_layers,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        max_pairs=args.max_pairs,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        show_progress=False,
+        extra={"log_every": 10},
+    )
+    train(config)
+
+
+def grids(args: argparse.Namespace, metadata: dict[str, Any], depth: int, width: int, base_width: int) -> tuple[Grid, Grid]:
+    """The (layer, dim) pairs to evaluate the trained and the base model at."""
+    eval_dims = ints(args.eval_dims) or ()
+    grid: Grid
+    if metadata.get("scheme") in ("2d", "starbucks"):
+        grid = sorted({(int(p[0]), int(p[1])) for p in metadata["layer_dim_pairs"]} | {(depth, d) for d in eval_dims})
+    else:
+        grid = [(depth, d) for d in eval_dims if d <= width] + ([(depth, width)] if width not in eval_dims else [])
+    base_grid = [(6, d) for d in eval_dims if d <= base_width]
+    if metadata.get("scheme") in ("2d", "starbucks"):
+        base_grid = grid  # base model with layers cut: the "no nested training" reference
+    if args.grid:
+        grid = base_grid = pairs(args.grid)
+    return grid, base_grid
+
+
+def main() -> None:
+    args = parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     from funnel.models import default_model_path, load_model, read_model_metadata
-    from funnel.training import TrainConfig, train
     from funnel.training.losses import num_layers
 
-    ints = lambda s: tuple(int(x) for x in s.split(",")) if s else None  # noqa: E731
-    floats = lambda s: tuple(float(x) for x in s.split(",")) if s else None  # noqa: E731
     output = args.models_dir / args.tag
     started = time.time()
     if not args.eval_only:
-        config = TrainConfig(
-            data=tuple(args.data),
-            output=output,
-            model=args.model,
-            static=args.static,
-            static_dim=args.static_dim,
-            scheme=args.scheme,
-            dims=ints(args.dims),
-            dim_weights=floats(args.dim_weights),
-            layer_dim_pairs=tuple(tuple(int(x) for x in p.split(":")) for p in args.pairs.split(",")) if args.pairs else None,
-            pair_weights=floats(args.pair_weights),
-            loss=args.loss,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            max_seq_length=args.seq_len,
-            frozen_layers=args.frozen_layers,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            max_pairs=args.max_pairs,
-            max_minutes=args.max_minutes,
-            seed=args.seed,
-            show_progress=False,
-            extra={"log_every": 10},
-        )
-        train(config)
+        train_model(args, output)
     metadata = read_model_metadata(output)
 
-    data = read_beir(SHARED / "cranfield")
-    eval_dims = ints(args.eval_dims)
+    data = EvalData.load()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base = load_model(args.model or default_model_path(), device=device)
     trained = load_model(output, device=device)
     depth, width = num_layers(trained), trained.get_embedding_dimension()
-    if metadata.get("scheme") in ("2d", "starbucks"):
-        grid = sorted({tuple(p) for p in metadata["layer_dim_pairs"]} | {(depth, d) for d in eval_dims})
-    else:
-        grid = [(depth, d) for d in eval_dims if d <= width] + ([(depth, width)] if width not in eval_dims else [])
-    base_grid = [(6, d) for d in eval_dims if d <= base.get_embedding_dimension()]
-    if metadata.get("scheme") in ("2d", "starbucks"):
-        base_grid = grid  # base model with layers cut: the "no nested training" reference
-    if args.grid:
-        grid = base_grid = [tuple(int(x) for x in p.split(":")) for p in args.grid.split(",")]
-    cached = base_cache(data[0], data[2]) if all(layer == 6 for layer, _ in base_grid) else None
+    grid, base_grid = grids(args, metadata, depth, width, base.get_embedding_dimension())
+    cached = base_cache(data.doc_ids, data.query_ids) if all(layer == 6 for layer, _ in base_grid) else None
     results = {"base": {} if args.no_base else evaluate(base, base_grid, data, cached), "trained": evaluate(trained, grid, data)}
     speed = None
     if depth == 0:
-        docs = data[1]
         speed = {
-            "static_passages_per_s": round(encode_speed(trained, docs, 2048), 1),
-            "minilm_passages_per_s": round(encode_speed(base, docs, 64, repeats=1), 1),
-            "passages": len(docs),
+            "static_passages_per_s": round(encode_speed(trained, data.docs, 2048), 1),
+            "minilm_passages_per_s": round(encode_speed(base, data.docs, 64, repeats=1), 1),
+            "passages": len(data.docs),
         }
         speed["ratio"] = round(speed["static_passages_per_s"] / speed["minilm_passages_per_s"], 1)
 
     record = {
         "tag": args.tag,
-        "command": common.command(),
         "model_folder": common.shown(output),
         "metadata": {k: v for k, v in metadata.items() if k != "loss_log"},
         "loss_first_last": [metadata["loss_log"][0], metadata["loss_log"][-1]] if metadata.get("loss_log") else None,
         "ndcg@10": results,
         "encode_speed": speed,
         "seconds_total": round(time.time() - started, 1),
-        "machine": common.machine(torch_threads=torch.get_num_threads()),
     }
-    common.write_json(RESULTS / f"{args.tag}.json", record)
-    (RESULTS / f"{args.tag}.md").write_text(_markdown(record))
-    print(_markdown(record))
+    result = common.Result.make(BENCHMARK, common.parameters(args), record, common.machine(torch_threads=torch.get_num_threads()))
+    common.write_result(RESULTS / f"{args.tag}.json", result)
+    (RESULTS / f"{args.tag}.md").write_text(_markdown(result))
+    print(_markdown(result))
 
 
-def _markdown(record: dict) -> str:
+def _markdown(result: common.Result) -> str:
+    record = result.results
     base, trained = record["ndcg@10"]["base"], record["ndcg@10"]["trained"]
     full_key = max(trained, key=lambda k: tuple(int(x) for x in k.split(":")))
     lines = [
         f"# {record['tag']}: NDCG@10 on Cranfield by (layer, dim)",
         "",
-        f"`{record['command']}`",
+        f"`{result.command}`",
         "",
         f"scheme {record['metadata'].get('scheme')}, {record['metadata'].get('steps')} steps, "
         f"{record['metadata'].get('train_pairs')} pairs, {record['metadata'].get('train_seconds')} s training",

@@ -114,7 +114,7 @@ def shortlist_cost(stage: Stage, spec: Any, count: int, visited: float | None = 
     else:
         vectors = float(count)
     flops = vectors * score_flops(spec)
-    multiply_adds = 0.0 if spec.kind == "binary" else flops / 2
+    multiply_adds = 0.0 if KIND_INFO[spec.kind].binary else flops / 2
     return StageCost(str(stage), "shortlist", spec.kind, spec.dim, vectors, multiply_adds, flops, vectors * code_bytes(spec))
 
 
@@ -166,10 +166,12 @@ def shortlist_bytes(index: Index, dim: int, layer: int | None = None) -> int:
     """Memory the ``dim``-dim shortlist indexes take (their serialized size, summed over segments)."""
     import faiss
 
+    from funnel.indexes.shortlist import KIND_INFO
+
     total = 0
     key = index.depth_key(layer)
     for segment in index.segments:
         spec, built = segment.shortlist_index(dim, key)
-        data = faiss.serialize_index_binary(built) if spec.kind == "binary" else faiss.serialize_index(built)
+        data = faiss.serialize_index_binary(built) if KIND_INFO[spec.kind].binary else faiss.serialize_index(built)
         total += int(data.size)
     return total

@@ -31,11 +31,16 @@ from funnel.vectors import truncate
 
 @dataclass(frozen=True)
 class Kind:
-    """What funnel knows of one shortlist kind: its FAISS class, its search-time parameters and
-    its storage, for building, checking a loaded file and estimating costs."""
+    """What funnel knows of one shortlist kind: the FAISS index factory string that builds it
+    (``{nlist}`` and ``{pq_m}`` filled in at build time), the class a loaded file must be, its
+    search-time parameters and its storage, for building, checking a file and estimating costs."""
 
+    factory: str
     faiss_class: str
     params: dict[str, int]
+    binary: bool = False  # codes are sign bits, searched by Hamming distance (FAISS's binary indexes)
+    mmap: bool = False  # flat storage that FAISS can memory-map instead of reading
+    gpu: bool = False  # FAISS has a GPU version
     graph: bool = False  # searched by walking an HNSW graph (efSearch)
     inverted: bool = False  # searched by probing inverted lists (nprobe)
     bits_per_dim: float = 32.0  # code size; product quantization's depends on pq_m (see code_bytes)
@@ -45,15 +50,17 @@ class Kind:
 _HNSW = {"m": 32, "ef_construction": 80, "ef_search": 128}
 _IVF = {"nlist": 0, "nprobe": 16}  # nlist 0: about 4·sqrt(n), chosen at build time
 KIND_INFO: dict[str, Kind] = {
-    "flat": Kind("IndexFlat", {}),
-    "hnsw": Kind("IndexHNSWFlat", dict(_HNSW), graph=True),
-    "ivf": Kind("IndexIVFFlat", dict(_IVF), inverted=True, trained=True),
-    "binary": Kind("IndexBinaryFlat", {}, bits_per_dim=1.0),
-    "sq8": Kind("IndexScalarQuantizer", {}, bits_per_dim=8.0, trained=True),
-    "hnsw-sq8": Kind("IndexHNSWSQ", dict(_HNSW), graph=True, bits_per_dim=8.0, trained=True),
+    "flat": Kind("Flat", "IndexFlat", {}, mmap=True, gpu=True),
+    "hnsw": Kind("HNSW{m}", "IndexHNSWFlat", dict(_HNSW), graph=True, mmap=True),
+    "ivf": Kind("IVF{nlist},Flat", "IndexIVFFlat", dict(_IVF), inverted=True, trained=True, gpu=True),
+    "binary": Kind("BFlat", "IndexBinaryFlat", {}, binary=True, bits_per_dim=1.0),
+    "sq8": Kind("SQ8", "IndexScalarQuantizer", {}, bits_per_dim=8.0, trained=True),
+    "hnsw-sq8": Kind("HNSW{m}_SQ8", "IndexHNSWSQ", dict(_HNSW), graph=True, bits_per_dim=8.0, trained=True),
     # pq_m 0: dim/2 sub-quantizers of 2 dims, 4 bits each (16 centroids): 2 bits a dim.
-    "pq-fastscan": Kind("IndexPQFastScan", {"pq_m": 0}, bits_per_dim=2.0, trained=True),
-    "ivf-pq-fastscan": Kind("IndexIVFPQFastScan", {**_IVF, "pq_m": 0}, inverted=True, bits_per_dim=2.0, trained=True),
+    "pq-fastscan": Kind("PQ{pq_m}x4fs", "IndexPQFastScan", {"pq_m": 0}, bits_per_dim=2.0, trained=True),
+    "ivf-pq-fastscan": Kind(
+        "IVF{nlist},PQ{pq_m}x4fs", "IndexIVFPQFastScan", {**_IVF, "pq_m": 0}, inverted=True, bits_per_dim=2.0, trained=True
+    ),
 }
 KINDS = tuple(KIND_INFO)
 DEFAULT_PARAMS: dict[str, dict[str, int]] = {kind: info.params for kind, info in KIND_INFO.items()}
@@ -73,7 +80,7 @@ def score_flops(spec: ShortlistSpec) -> float:
     for float and 8-bit codes (decoding rides along in SIMD), a 64-bit popcount per 64 dims for
     binary codes, and for 4-bit PQ codes a lookup per sub-quantizer, done 32 codes at a time in
     SIMD registers (FAISS's fast-scan), which makes it far cheaper than its dims suggest."""
-    if spec.kind == "binary":
+    if KIND_INFO[spec.kind].binary:
         return 2 * spec.dim / 64
     if "pq_m" in KIND_INFO[spec.kind].params:
         return pq_subquantizers(spec) / 4
@@ -112,46 +119,34 @@ def build(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count
     ``chunks`` is called again when the index must be trained first (IVF, quantizers), so vectors
     can stay on disk and stream through twice instead of being held in memory.
     """
-    import faiss
-
-    if spec.kind == "binary":
-        binary = faiss.IndexBinaryFlat(spec.dim)
-        for chunk in chunks():
-            binary.add(_sign_bits(np.asarray(chunk[:, : spec.dim])))
-        return binary
-    index = _empty_index(spec, count)
-    if KIND_INFO[spec.kind].trained:
+    index = empty_index(spec, count)
+    info = KIND_INFO[spec.kind]
+    if info.trained:
         index.train(_training_sample(spec.dim, chunks, count))
     for chunk in chunks():
-        index.add(np.ascontiguousarray(truncate(chunk, spec.dim)))
+        index.add(_sign_bits(np.asarray(chunk[:, : spec.dim])) if info.binary else np.ascontiguousarray(truncate(chunk, spec.dim)))
     configure(index, spec)
     return index
 
 
-def _empty_index(spec: ShortlistSpec, count: int) -> Any:
+def factory_string(spec: ShortlistSpec, count: int) -> str:
+    """The FAISS index factory string that builds ``spec`` for ``count`` vectors, e.g. ``HNSW32``."""
+    nlist = spec.params.get("nlist") or max(1, min(int(4 * np.sqrt(count)), count // 39 or 1))
+    return KIND_INFO[spec.kind].factory.format(**{**spec.params, "nlist": nlist, "pq_m": pq_subquantizers(spec)})
+
+
+def empty_index(spec: ShortlistSpec, count: int) -> Any:
+    """The untrained, empty FAISS index for ``spec``, made by FAISS's own index factory."""
     import faiss
 
-    dim, params, ip = spec.dim, spec.params, faiss.METRIC_INNER_PRODUCT
-    nlist = params.get("nlist") or max(1, min(int(4 * np.sqrt(count)), count // 39 or 1))
-    index: Any
-    if spec.kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif spec.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params["m"], ip)
-    elif spec.kind == "hnsw-sq8":
-        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, params["m"], ip)  # type: ignore[arg-type]  # the stubs take the qtype enum for a ScalarQuantizer
-    elif spec.kind == "ivf":
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, ip)
-    elif spec.kind == "sq8":
-        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, ip)
-    elif spec.kind == "pq-fastscan":
-        index = faiss.IndexPQFastScan(dim, pq_subquantizers(spec), 4, ip)
-    else:  # ivf-pq-fastscan
-        index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, pq_subquantizers(spec), 4, ip)
-    if KIND_INFO[spec.kind].graph:
-        index.hnsw.efConstruction = params["ef_construction"]
-    if KIND_INFO[spec.kind].inverted:
-        index.cp.min_points_per_centroid = 1  # small corpora: train on what there is, without FAISS's warning
+    info, description = KIND_INFO[spec.kind], factory_string(spec, count)
+    if info.binary:
+        return faiss.index_binary_factory(spec.dim, description)
+    index = faiss.index_factory(spec.dim, description, faiss.METRIC_INNER_PRODUCT)
+    if info.graph:
+        index.hnsw.efConstruction = spec.params["ef_construction"]  # type: ignore[attr-defined]  # the factory gives the HNSW class itself
+    if info.inverted:
+        faiss.extract_index_ivf(index).cp.min_points_per_centroid = 1  # small corpora: train on what there is, quietly
     return index
 
 
@@ -206,7 +201,7 @@ def search(index: Any, spec: ShortlistSpec, queries: np.ndarray, n: int) -> tupl
     Returns (scores (q, n) float32, local rows (q, n) int64), padded with -inf / -1 when the
     index holds fewer than ``n`` vectors.
     """
-    if spec.kind == "binary":
+    if KIND_INFO[spec.kind].binary:
         distances, rows = index.search(_sign_bits(queries[:, : spec.dim]), n)
         scores = (spec.dim - 2 * distances).astype(np.float32)
     else:
@@ -221,7 +216,7 @@ def search(index: Any, spec: ShortlistSpec, queries: np.ndarray, n: int) -> tupl
 def write(index: Any, spec: ShortlistSpec, path: Path) -> None:
     import faiss
 
-    if spec.kind == "binary":
+    if KIND_INFO[spec.kind].binary:
         faiss.write_index_binary(index, str(path))
     else:
         faiss.write_index(index, str(path))
@@ -237,12 +232,13 @@ def read(spec: ShortlistSpec, path: Path, use_gpu: bool | None = None) -> Any:
         raise IndexFormatError(
             f"the manifest describes {path.name} as {spec.kind} {spec.params}, which funnel does not write; the manifest was edited or damaged: rebuild the index"
         )
-    flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if spec.kind in ("flat", "hnsw") else 0
+    info = KIND_INFO[spec.kind]
+    flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if info.mmap else 0
     try:
-        index = faiss.read_index_binary(str(path)) if spec.kind == "binary" else faiss.read_index(str(path), flags)
+        index = faiss.read_index_binary(str(path)) if info.binary else faiss.read_index(str(path), flags)
     except RuntimeError as exc:
         raise IndexFormatError(f"{path} is not a readable FAISS index ({str(exc).splitlines()[0]}); rebuild the index") from None
-    if not isinstance(index, getattr(faiss, KIND_INFO[spec.kind].faiss_class)) or index.d != spec.dim:
+    if not isinstance(index, getattr(faiss, info.faiss_class)) or index.d != spec.dim:
         raise IndexFormatError(
             f"{path} is a {index.d}-dim {type(index).__name__}, but the manifest says a {spec.dim}-dim {spec.kind} shortlist; "
             "the manifest was edited or damaged: rebuild the index"
@@ -261,6 +257,6 @@ def to_gpu(index: Any, spec: ShortlistSpec) -> Any:
     """Flat and IVF indexes have GPU versions; HNSW and binary stay on the CPU."""
     import faiss
 
-    if spec.kind not in ("flat", "ivf") or not gpu_available():
+    if not KIND_INFO[spec.kind].gpu or not gpu_available():
         return index
     return faiss.index_cpu_to_all_gpus(index)

@@ -44,7 +44,7 @@ def compilable(index: Index, plan: Plan) -> bool:
     if last.resolved_dim(index.dim) != index.dim or first.resolved_dim(index.dim) not in segment.shortlists:
         return False
     spec, built = segment.shortlists[first.resolved_dim(index.dim)]
-    return spec.kind != "binary" and type(built).__name__.startswith("Index")  # GpuIndex* stay on the Python path
+    return not KIND_INFO[spec.kind].binary and type(built).__name__.startswith("Index")  # GpuIndex* stay on the Python path
 
 
 @dataclass
