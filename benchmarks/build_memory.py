@@ -183,7 +183,9 @@ def parse_args() -> argparse.Namespace:
 def run_child_command(args: argparse.Namespace) -> None:
     """Inside a child: build or open, and print the figures as one JSON line."""
     kind, target, *rest = args.child
-    result = child_build(Path(target), int(rest[0]), args.batch, args.seed, rest[1]) if kind == "build" else child_open(Path(target), args.seed)
+    result = (
+        child_build(Path(target), int(rest[0]), args.batch, args.seed, rest[1]) if kind == "build" else child_open(Path(target), args.seed)
+    )
     print(json.dumps(result))
 
 

@@ -206,7 +206,9 @@ class Result:
     results: dict[str, Any]
 
     @classmethod
-    def make(cls, benchmark: str, parameters: Mapping[str, Any], results: Mapping[str, Any], machine_record: dict[str, Any] | None = None) -> Result:
+    def make(
+        cls, benchmark: str, parameters: Mapping[str, Any], results: Mapping[str, Any], machine_record: dict[str, Any] | None = None
+    ) -> Result:
         """A result of this process: its command line and, unless given, its machine record now."""
         return cls(benchmark, command(), machine_record if machine_record is not None else machine(), dict(parameters), dict(results))
 
@@ -381,7 +383,10 @@ def time_calls(
         wall.append(times)
         cpu.append(cpu_times)
         spent += sum(times)
-    return Calls(np.asarray(wall, dtype=np.float64).reshape(len(wall), len(inputs)), np.asarray(cpu, dtype=np.float64).reshape(len(wall), len(inputs)))
+    return Calls(
+        np.asarray(wall, dtype=np.float64).reshape(len(wall), len(inputs)),
+        np.asarray(cpu, dtype=np.float64).reshape(len(wall), len(inputs)),
+    )
 
 
 def percentiles_ms(seconds: np.ndarray | Sequence[float], quantiles: Sequence[int] = (50, 90), digits: int | None = 3) -> dict[str, float]:
@@ -432,7 +437,12 @@ def _rows(rows: np.ndarray | Sequence[Sequence[Any]], k: int, pad: object) -> np
 
 
 def ndcg(
-    query_ids: Sequence[str], positions: np.ndarray, scores: np.ndarray, corpus_ids: Sequence[str], qrels: Mapping[str, Mapping[str, int]], k: int = 10
+    query_ids: Sequence[str],
+    positions: np.ndarray,
+    scores: np.ndarray,
+    corpus_ids: Sequence[str],
+    qrels: Mapping[str, Mapping[str, int]],
+    k: int = 10,
 ) -> float:
     """Mean nDCG@k of a ranking (positions (q, n) into ``corpus_ids``, their scores), by
     :mod:`funnel.evaluation.metrics` (trec_eval's conventions, checked against pytrec_eval)."""

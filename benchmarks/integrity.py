@@ -49,7 +49,9 @@ def batches(documents: int, seed: int, start: int = 0) -> Iterator[tuple[Any, np
 def build(path: Path, documents: int, seed: int) -> None:
     from funnel.indexes.shortlist import make_spec
 
-    common.index_from_vectors(path, batches(documents, seed), dim=DIM, model="random-unit-rows", shortlists=(make_spec(64),), rotation="none")
+    common.index_from_vectors(
+        path, batches(documents, seed), dim=DIM, model="random-unit-rows", shortlists=(make_spec(64),), rotation="none"
+    )
 
 
 def child(path: Path, integrity: str, reload_after_add: bool) -> dict[str, float]:

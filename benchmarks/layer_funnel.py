@@ -151,7 +151,13 @@ def plan_rows(bench: Bench, dims: list[int], sizes: list[int]) -> list[Row]:
     depth = bench.depth
     exact_scores, exact_positions = exact_search(bench.index, bench.vectors[depth], 100)
     rows = [
-        {"name": "full model, exact", "family": "reference", "stages": f"{depth}:full:100", **bench.score(exact_positions, exact_scores), **bench.cost(depth)}
+        {
+            "name": "full model, exact",
+            "family": "reference",
+            "stages": f"{depth}:full:100",
+            **bench.score(exact_positions, exact_scores),
+            **bench.cost(depth),
+        }
     ]
 
     def add(name: str, family: str, text: str, k: int = 100) -> None:
@@ -173,7 +179,11 @@ def plan_rows(bench: Bench, dims: list[int], sizes: list[int]) -> list[Row]:
         add(f"layer {layer} alone", "shallow model", f"{layer}:full:100")
         for dim in dims:
             for size in sizes:
-                add(f"{layer}:{dim} shortlist {size} → full", "shallow shortlist + full rescore", f"{layer}:{dim}:{size},{depth}:full:{min(size, 100)}")
+                add(
+                    f"{layer}:{dim} shortlist {size} → full",
+                    "shallow shortlist + full rescore",
+                    f"{layer}:{dim}:{size},{depth}:full:{min(size, 100)}",
+                )
             add(f"{layer}:{dim} shortlist 200 → {layer}:full", "shallow shortlist + shallow rescore", f"{layer}:{dim}:200,{layer}:full:100")
     for dim in dims:
         for size in sizes:

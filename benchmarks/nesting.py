@@ -344,7 +344,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=common.dataset_path, help="a BEIR folder, or the name of a shared dataset")
     parser.add_argument("--cache", type=Path, required=True, help="embed_cache folder of the model (holds <dataset>/corpus.npy)")
-    parser.add_argument("--other", type=common.dataset_path, default=None, help="another dataset whose corpus PCA is applied here (cached too)")
+    parser.add_argument(
+        "--other", type=common.dataset_path, default=None, help="another dataset whose corpus PCA is applied here (cached too)"
+    )
     parser.add_argument("--train-seconds", type=float, default=90.0, help="training time of each learned map")
     parser.add_argument("--spans", type=int, default=1000, help="corpus spans encoded for pca-spans")
     parser.add_argument("--span-weight", type=float, default=0.5, help="weight of the spans' second moment in pca-spans")
@@ -377,7 +379,9 @@ def main() -> None:
         "rows": rows,
         "notes": notes,
     }
-    common.write_result(args.output, common.Result.make(BENCHMARK, common.parameters(args), results, common.machine(torch_threads=_threads())))
+    common.write_result(
+        args.output, common.Result.make(BENCHMARK, common.parameters(args), results, common.machine(torch_threads=_threads()))
+    )
 
 
 def _threads() -> int:

@@ -153,8 +153,12 @@ def run_versions(folder: Path, baseline: str, repeats: int, rounds: int) -> tupl
     from benchmarks import common
 
     baseline_tree = folder / "baseline"
-    subprocess.run(["git", "-C", str(common.REPO), "worktree", "add", "--detach", str(baseline_tree), baseline], check=True, capture_output=True)
-    commit = subprocess.run(["git", "-C", str(baseline_tree), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run(
+        ["git", "-C", str(common.REPO), "worktree", "add", "--detach", str(baseline_tree), baseline], check=True, capture_output=True
+    )
+    commit = subprocess.run(
+        ["git", "-C", str(baseline_tree), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in VERSIONS}
     try:
         for repeat in range(repeats):
@@ -165,7 +169,9 @@ def run_versions(folder: Path, baseline: str, repeats: int, rounds: int) -> tupl
                     flush=True,
                 )
     finally:
-        subprocess.run(["git", "-C", str(common.REPO), "worktree", "remove", "--force", str(baseline_tree)], check=False, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(common.REPO), "worktree", "remove", "--force", str(baseline_tree)], check=False, capture_output=True
+        )
     return commit, runs
 
 

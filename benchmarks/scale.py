@@ -135,7 +135,9 @@ def builds(args: argparse.Namespace, encoder: Encoder, config: IndexConfig, work
     return local_index, build, documents
 
 
-def serving(args: argparse.Namespace, encoder: Encoder, local_index: Index, queries: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def serving(
+    args: argparse.Namespace, encoder: Encoder, local_index: Index, queries: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The local index against its export to embedded Qdrant, on the same query vectors: a row
     per plan (recall@10 against exact search, latency), and the export's figures."""
     from funnel.backends.qdrant import ExportOptions, connect, export_index
@@ -154,7 +156,11 @@ def serving(args: argparse.Namespace, encoder: Encoder, local_index: Index, quer
     _, exact_positions = exact_search(local_index, vectors, 10)
     truth = [[ids[p] for p in row] for row in exact_positions]
     rows = [plan_row(plan, local, remote, vectors, ids, truth, args.repeats) for plan in PLANS]
-    qdrant = {"mode": "embedded (qdrant-client :memory:, exact scoring, no server)", "export_seconds": round(export_seconds, 2), "points": export.points}
+    qdrant = {
+        "mode": "embedded (qdrant-client :memory:, exact scoring, no server)",
+        "export_seconds": round(export_seconds, 2),
+        "points": export.points,
+    }
     return rows, qdrant
 
 

@@ -2,7 +2,7 @@
 
 Runs every query of a BEIR dataset against an index built by `funnel index`, once with exact
 full-dim search and once per funnel plan, and reports the fraction of queries whose top-k set is
-identical, plus mean overlap@k (:func:`funnel.agreement.recall_against`). Writes JSON to --output.
+identical, plus mean overlap@k (:func:`benchmarks.common.recall_against`). Writes JSON to --output.
 
     funnel index ../shared/data/cranfield -o indexes/cranfield -d 64 -d 128 --skip-invalid
     python -m benchmarks.shortlist_agreement indexes/cranfield ../shared/data/cranfield \
@@ -14,54 +14,64 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from benchmarks import common
 
+BENCHMARK = "shortlist_agreement"
 
-def main() -> None:
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("index", type=Path)
-    parser.add_argument("dataset", type=Path, help="BEIR folder whose queries.jsonl is used")
+    parser.add_argument(
+        "dataset", type=common.dataset_path, help="BEIR folder (or the name of a shared dataset) whose queries.jsonl is used"
+    )
     parser.add_argument("--plans", nargs="+", default=["64:200,full:10", "128:200,full:10"])
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--output", type=Path)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+def agreement(index: Path, dataset: Path, plans: list[str], k: int) -> dict[str, Any]:
+    """Every query of ``dataset`` by exact search and by each plan: per plan, the share of queries
+    with the identical top-k set and the mean overlap@k."""
     from funnel import Retriever
-    from funnel.agreement import recall_against
-    from funnel.readers import load_queries
-    from funnel.stages import exact_search, parse_stages
+    from funnel.readers import QUERIES_FILE, load_queries
+    from funnel.search.exact import exact_search
+    from funnel.search.plan import Plan
 
-    retriever = Retriever.load(args.index)
-    queries = list(load_queries(args.dataset / "queries.jsonl").values())
+    retriever = Retriever.load(index)
+    queries = list(load_queries(dataset / QUERIES_FILE).values())
     vectors = retriever.encode_queries(queries)
-    _, exact = exact_search(retriever.index, vectors, args.k)
+    _, exact = exact_search(retriever.index, vectors, k)
     rows = []
-    for plan in args.plans:
-        first = parse_stages(plan)[0].resolved_dim(retriever.index.dim)
+    for text in plans:
+        plan = Plan.parse(text)
+        first = plan[0].resolved_dim(retriever.index.dim)
         if first not in retriever.index.shortlist_dims:
             retriever.index.add_shortlist(first)  # in memory only: the index on disk is unchanged
-        result = retriever.search_vectors(vectors, args.k, parse_stages(plan))
-        overlap = recall_against(result.positions[:, : args.k], exact[:, : args.k])
-        same = overlap == 1.0
-        rows.append({"plan": plan, "identical_top_k": float(np.mean(same)), "mean_overlap": float(np.mean(overlap))})
-        print(f"{plan:<24} identical top-{args.k}: {np.mean(same):.2%}   mean overlap@{args.k}: {np.mean(overlap):.4f}")
-    report = {
-        "index": common.shown(args.index),
-        "dataset": common.shown(args.dataset),
+        found = retriever.search_vectors(vectors, k, plan).positions
+        identical, overlap = common.identical_share(found, exact, k), common.recall_against(found, exact, k)
+        rows.append({"plan": text, "identical_top_k": identical, "mean_overlap": overlap})
+        print(f"{text:<24} identical top-{k}: {identical:.2%}   mean overlap@{k}: {overlap:.4f}")
+    return {
+        "index": common.shown(index),
+        "dataset": common.shown(dataset),
         "queries": len(queries),
         "documents": retriever.index.count,
         "model": retriever.index.manifest.model,
-        "k": args.k,
+        "k": k,
         "results": rows,
-        "command": common.command(),
-        "machine": common.machine(),
     }
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results = agreement(args.index, args.dataset, args.plans, args.k)
     if args.output:
-        common.write_json(args.output, report)
+        common.write_result(args.output, common.Result.make(BENCHMARK, common.parameters(args), results))
 
 
 if __name__ == "__main__":

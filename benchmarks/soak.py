@@ -126,7 +126,9 @@ def start(seconds: float, readers: int, workdir: Path) -> tuple[list[Path], Path
 
     path = workdir / "index"
     first = [f"doc-{n}" for n in range(START_DOCUMENTS)]
-    common.index_from_vectors(path, [batch_of(first)], dim=DIM, model="soak-vectors", shortlists=(make_spec(SHORTLIST_DIM),), vector_dtype="float32")
+    common.index_from_vectors(
+        path, [batch_of(first)], dim=DIM, model="soak-vectors", shortlists=(make_spec(SHORTLIST_DIM),), vector_dtype="float32"
+    )
     log = workdir / "writer.jsonl"
     log.write_text(json.dumps({"generation": 0, "live": first}) + "\n")
     context = multiprocessing.get_context("spawn")

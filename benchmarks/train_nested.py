@@ -54,12 +54,22 @@ class EvalData:
         return cls(data.corpus_ids, data.passages(), list(data.queries), list(data.queries.values()), data.qrels)
 
 
-def ndcg_at_10(query_vectors: np.ndarray, query_ids: list[str], doc_vectors: np.ndarray, doc_ids: list[str], qrels: dict[str, dict[str, int]]) -> float:
+def ndcg_at_10(
+    query_vectors: np.ndarray, query_ids: list[str], doc_vectors: np.ndarray, doc_ids: list[str], qrels: dict[str, dict[str, int]]
+) -> float:
     """Mean NDCG@10 over judged queries (:func:`benchmarks.common.ndcg`); rows L2-normalized, exact cosine, top 100 kept."""
     judged = [row for row, query_id in enumerate(query_ids) if query_id in qrels]
     scores = query_vectors[judged] @ doc_vectors.T
     top = np.argpartition(-scores, 100, axis=1)[:, :100]
     return common.ndcg([query_ids[row] for row in judged], top, np.take_along_axis(scores, top, axis=1), doc_ids, qrels)
+
+
+def dimension(model: SentenceTransformer) -> int:
+    """The model's embedding dimension (sentence-transformers says None only for a model without one)."""
+    dim = model.get_embedding_dimension()
+    if dim is None:
+        raise SystemExit("the model states no embedding dimension")
+    return dim
 
 
 def encode_layers(model: SentenceTransformer, texts: list[str], layers: list[int], batch_size: int = 64) -> dict[int, np.ndarray]:
@@ -76,7 +86,7 @@ def encode_layers(model: SentenceTransformer, texts: list[str], layers: list[int
         return {0: model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)}
     model.eval()
     order = np.argsort([-len(t) for t in texts])  # length-sorted batches pad less
-    out = {layer: np.zeros((len(texts), model.get_embedding_dimension()), dtype=np.float32) for layer in layers}
+    out = {layer: np.zeros((len(texts), dimension(model)), dtype=np.float32) for layer in layers}
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
@@ -87,7 +97,9 @@ def encode_layers(model: SentenceTransformer, texts: list[str], layers: list[int
     return {layer: normalize(v) for layer, v in out.items()}
 
 
-def evaluate(model: SentenceTransformer, grid: Grid, data: EvalData, cached: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+def evaluate(
+    model: SentenceTransformer, grid: Grid, data: EvalData, cached: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, float]:
     """NDCG@10 at each (layer, dim) of ``grid``; ``cached`` full-model (query, doc) vectors skip encoding."""
     from funnel.vectors import truncate
 
@@ -237,8 +249,8 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base = load_model(args.model or default_model_path(), device=device)
     trained = load_model(output, device=device)
-    depth, width = num_layers(trained), trained.get_embedding_dimension()
-    grid, base_grid = grids(args, metadata, depth, width, base.get_embedding_dimension())
+    depth, width = num_layers(trained), dimension(trained)
+    grid, base_grid = grids(args, metadata, depth, width, dimension(base))
     cached = base_cache(data.doc_ids, data.query_ids) if all(layer == 6 for layer, _ in base_grid) else None
     results = {"base": {} if args.no_base else evaluate(base, base_grid, data, cached), "trained": evaluate(trained, grid, data)}
     speed = None

@@ -19,18 +19,33 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from benchmarks import common
 
+if TYPE_CHECKING:
+    from funnel.indexes.index import Index
+    from funnel.models import Encoder
+    from funnel.search.plan import Stage
+    from funnel.tuning.measure import TuningReference
+    from funnel.tuning.tuner import TunedPlan
+
+BENCHMARK = "tune_debian"
 CACHE = common.CACHE
+Plans = dict[str, "tuple[Stage, ...] | None"]
+"""The plans compared, by label; None is exact search."""
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=common.DATA / "debian")
+    parser.add_argument(
+        "--data", type=common.dataset_path, default=common.DATASETS["debian"].folder, help="a BEIR folder, or the name of a shared dataset"
+    )
     parser.add_argument("--embeddings", type=Path, default=None, help="cached embeddings [default: CACHE/embeddings/all-MiniLM-L6-v2/NAME]")
     parser.add_argument("--index", type=Path, default=None, help="index folder, built if missing [default: CACHE/indexes/NAME-minilm]")
     parser.add_argument("--shortlist-dims", type=int, nargs="+", default=[32, 64, 128])
@@ -54,7 +69,6 @@ def parse_args() -> argparse.Namespace:
 def build_index(data: Path, embeddings: Path, target: Path, dims: list[int]) -> None:
     """Index the corpus with its cached vectors, rows aligned with the documents open_corpus keeps."""
     from funnel.corpus import open_corpus
-    from funnel.indexes.builder import IndexConfig, write_index
     from funnel.indexes.shortlist import make_spec
     from funnel.models import DEFAULT_MODEL
 
@@ -62,7 +76,7 @@ def build_index(data: Path, embeddings: Path, target: Path, dims: list[int]) -> 
     cached_ids = corpus_line_ids(data)
     corpus = open_corpus(data / "corpus.jsonl", skip_invalid=True, batch_size=4096)
 
-    def batches():
+    def batches() -> Iterator[tuple[Any, np.ndarray]]:
         pointer = 0
         for documents in corpus.batches():
             rows = []
@@ -78,13 +92,12 @@ def build_index(data: Path, embeddings: Path, target: Path, dims: list[int]) -> 
             if pointer >= len(vectors):
                 return
 
-    config = IndexConfig(shortlists=tuple(make_spec(d) for d in dims))
-    write_index(
-        batches(),
+    common.index_from_vectors(
         target,
-        model=DEFAULT_MODEL,
+        batches(),
         dim=vectors.shape[1],
-        config=config,
+        model=DEFAULT_MODEL,
+        shortlists=tuple(make_spec(d) for d in dims),
         source={"path": common.shown(data / "corpus.jsonl"), "embeddings": common.shown(embeddings), "skipped": corpus.skipped},
     )
 
@@ -108,7 +121,7 @@ def corpus_line_ids(data: Path) -> list[str]:
     return [string_field(row, "_id", file, line) for line, row in read_jsonl(file)]
 
 
-def shown_source(manifest: dict) -> dict:
+def shown_source(manifest: dict[str, Any]) -> dict[str, Any]:
     """A tuned plan's manifest with its calibration file named relative to the repository."""
     source = manifest["calibration"]["source"]
     if source.startswith("file: "):
@@ -116,7 +129,7 @@ def shown_source(manifest: dict) -> dict:
     return manifest
 
 
-def timed(index, queries, plans: dict, reference, k: int, rounds: int) -> dict[str, float]:
+def timed(index: Index, queries: np.ndarray, plans: Plans, reference: TuningReference, k: int, rounds: int) -> dict[str, float]:
     from funnel.tuning.measure import plan_ms_per_query
 
     samples: dict[str, list[float]] = {name: [] for name in plans}
@@ -127,7 +140,9 @@ def timed(index, queries, plans: dict, reference, k: int, rounds: int) -> dict[s
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 
-def adaptive_tradeoff(index, test, truth, dim: int, k: int, narrow: int, wide: int) -> list[dict]:
+def adaptive_tradeoff(
+    index: Index, test: np.ndarray, truth: np.ndarray, dim: int, k: int, narrow: int, wide: int
+) -> list[dict[str, float]]:
     """Widen from ``narrow`` to ``wide`` candidates only where the shortlist's score gap between
     rank k and rank ``narrow`` is small; recall and mean candidates per threshold, and a fixed
     shortlist of about the same mean size for comparison."""
@@ -148,24 +163,24 @@ def adaptive_tradeoff(index, test, truth, dim: int, k: int, narrow: int, wide: i
     return rows
 
 
-def main() -> None:
-    args = parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import faiss
+@dataclass
+class Tuned:
+    """What tuning found: the plan (twice with the same seed), with seed + 1, on user queries."""
 
-    from funnel.agreement import recall_against
-    from funnel.evaluation.metrics import evaluate_run, run_from_arrays
+    plan: TunedPlan
+    runs: list[dict[str, Any]]
+    other: TunedPlan
+    user_plan: TunedPlan | None
+    encode_seconds: float
+
+
+def open_index(args: argparse.Namespace) -> tuple[Index, Path, int, bool]:
+    """The index of the cached embeddings (built once): the index, the embeddings folder, how
+    many corpus vectors the cache holds, and whether that is only a first part of the corpus."""
     from funnel.indexes.index import Index
-    from funnel.models import Encoder
-    from funnel.readers import load_qrels, read_jsonl, string_field
-    from funnel.stages import Stage, format_stages
-    from funnel.tuning import TuneOptions, tune
-    from funnel.tuning.calibration import corpus_queries
-    from funnel.tuning.measure import TuningReference, run_plan
-    from funnel.tuning.search_space import exact_cost, plan_cost
 
     name = args.data.resolve().name
-    embeddings = args.embeddings or CACHE / "embeddings" / "all-MiniLM-L6-v2" / name
+    embeddings = args.embeddings or CACHE / "embeddings" / common.MODEL_TAG / name
     vectors_available = len(cached_corpus(embeddings))
     subset = not (embeddings / "corpus.npy").exists()
     index_path = args.index or CACHE / "indexes" / (f"{name}-minilm-first{vectors_available}" if subset else f"{name}-minilm")
@@ -173,13 +188,19 @@ def main() -> None:
         started = time.perf_counter()
         build_index(args.data, embeddings, index_path, args.shortlist_dims)
         print(f"built {index_path} in {time.perf_counter() - started:.0f} s", flush=True)
-    index = Index.load(index_path)
-    encoder = Encoder.load()
-    faiss.omp_set_num_threads(args.threads)
+    return Index.load(index_path), embeddings, vectors_available, subset
+
+
+def tune_plans(args: argparse.Namespace, index: Index, encoder: Encoder) -> Tuned:
+    from funnel.readers import read_jsonl, string_field
+    from funnel.tuning import TuneOptions, tune
+    from funnel.tuning.calibration import corpus_queries
 
     options = TuneOptions(seed=args.seed, calibration_size=args.calibration_size, timing_queries=100)
     started = time.perf_counter()
-    calibration = corpus_queries(index, encoder, args.calibration_size, args.seed)
+    # tune takes resolved calibration queries as they are (funnel.tuning.calibration.resolve_queries), so
+    # they are encoded once for both runs; its signature does not list that type.
+    calibration = cast(Any, corpus_queries(index, encoder, args.calibration_size, args.seed))
     encode_seconds = round(time.perf_counter() - started, 1)
     runs = []
     for attempt in range(2):  # twice with the same seed: the plan must not change
@@ -196,45 +217,68 @@ def main() -> None:
         query_file = args.out / "user-calibration-queries.txt"
         query_file.write_text("".join(" ".join(lines[i].split()) + "\n" for i in sorted(picked)))
         user_plan = tune(index, encoder, args.recall, args.k, query_file, options)
+    return Tuned(plan, runs, other, user_plan, encode_seconds)
 
-    test = np.load(embeddings / "queries.npy").astype(np.float32)
-    test_ids = json.loads((embeddings / "queries_ids.json").read_text())
-    qrels = load_qrels(args.data / "qrels" / "test.tsv")
-    keep = [i for i, query_id in enumerate(test_ids) if query_id in qrels]
-    test, test_ids = test[keep], [test_ids[i] for i in keep]
-    reference = TuningReference(index)
-    truth = reference.search(test, args.k)
-    corpus_ids = index.ids()
 
+@dataclass(frozen=True)
+class HeldOutQueries:
+    """The judged test queries: cached vectors (q, dim), ids, qrels, and exact search's top-k (q, k)."""
+
+    vectors: np.ndarray
+    ids: list[str]
+    qrels: dict[str, dict[str, int]]
+    truth: np.ndarray
+
+    @classmethod
+    def load(cls, data: Path, embeddings: Path, reference: TuningReference, k: int) -> HeldOutQueries:
+        from funnel.readers import load_qrels
+
+        vectors = np.load(embeddings / "queries.npy").astype(np.float32)
+        ids = json.loads((embeddings / "queries_ids.json").read_text())
+        qrels = load_qrels(data / "qrels" / "test.tsv")
+        keep = [i for i, query_id in enumerate(ids) if query_id in qrels]
+        return cls(vectors[keep], [ids[i] for i in keep], qrels, reference.search(vectors[keep], k))
+
+
+def compared_plans(index: Index, tuned: Tuned, k: int) -> Plans:
+    """Exact search, the tuned plan(s), and fixed rescore multipliers ×4 and ×10 at the tuned plan's first dims and at 64."""
+    from funnel.search.plan import Stage
+
+    plan = tuned.plan
+    plans: Plans = {"exact flat search": None, f"tuned ({plan.stages_text})": plan.stages}
+    if tuned.user_plan is not None:
+        plans[f"tuned on user queries ({tuned.user_plan.stages_text})"] = tuned.user_plan.stages
     first_dim = plan.stages[0].resolved_dim(index.dim)
-    plans: dict[str, tuple | None] = {"exact flat search": None, f"tuned ({plan.stages_text})": plan.stages}
-    if user_plan is not None:
-        plans[f"tuned on user queries ({user_plan.stages_text})"] = user_plan.stages
     for dim in sorted({first_dim, 64} & set(index.shortlist_dims)):
         for multiplier in (4, 10):
-            plans[f"×{multiplier} at {dim} dims ({dim}:{multiplier * args.k},full:{args.k})"] = (
-                Stage(dim, multiplier * args.k),
-                Stage(None, args.k),
-            )
-    timing = test[np.random.default_rng(args.seed).permutation(len(test))[: args.timing_queries]]
-    ms = timed(index, timing, plans, reference, args.k, args.rounds)
-    rows = []
+            plans[f"×{multiplier} at {dim} dims ({dim}:{multiplier * k},full:{k})"] = (Stage(dim, multiplier * k), Stage(None, k))
+    return plans
+
+
+def plan_rows(
+    index: Index, plans: Plans, ms: dict[str, float], test: HeldOutQueries, reference: TuningReference, k: int
+) -> list[dict[str, Any]]:
+    """Each plan on the test queries: recall@k against exact search, nDCG@10, ms per query, FLOPs and bytes, and the ratios to exact."""
+    from funnel.search.plan import Plan
+    from funnel.tuning.measure import run_plan
+    from funnel.tuning.search_space import exact_cost, plan_cost
+
+    corpus_ids = index.ids()
+    rows: list[dict[str, Any]] = []
     for label, stages in plans.items():
         if stages is None:
-            found = reference.search(test, args.k)
+            found = reference.search(test.vectors, k)
             cost = exact_cost(index)
         else:
-            found = run_plan(index, test, stages, args.k)
+            found = run_plan(index, test.vectors, stages, k)
             cost = plan_cost(index, stages)
         rank_scores = np.tile(-np.arange(found.shape[1], dtype=np.float32), (len(found), 1))  # nDCG needs the order only
-        run = run_from_arrays(test_ids, found, rank_scores, corpus_ids=corpus_ids)
-        ndcg = evaluate_run(run, qrels, ["ndcg@10"]).means["ndcg@10"]
         rows.append(
             {
                 "plan": label,
-                "stages": "exact" if stages is None else format_stages(stages),
-                "recall_at_k_vs_exact": float(recall_against(found, truth).mean()),
-                "ndcg@10": round(ndcg, 4),
+                "stages": "exact" if stages is None else str(Plan.of(stages)),
+                "recall_at_k_vs_exact": common.recall_against(found, test.truth, k),
+                "ndcg@10": round(common.ndcg(test.ids, found, rank_scores, corpus_ids, test.qrels), 4),
                 "ms_per_query": round(ms[label], 3),
                 "flops": cost.flops,
                 "bytes": cost.bytes,
@@ -245,41 +289,64 @@ def main() -> None:
     for row in rows:
         row["ms_vs_exact"] = round(row["ms_per_query"] / exact_row["ms_per_query"], 3)
         row["flops_vs_exact"] = round(row["flops"] / exact_row["flops"], 4)
-    tuned_stages = plan.stages
-    wide = tuned_stages[0].candidates
-    adaptive = adaptive_tradeoff(index, test, truth, first_dim, args.k, max(args.k, 4 * args.k), max(wide, 10 * args.k))
+    return rows
 
-    result = {
-        "command": common.command(),
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import faiss
+
+    from funnel.models import Encoder
+    from funnel.tuning.measure import TuningReference
+
+    index, embeddings, vectors_available, subset = open_index(args)
+    encoder = Encoder.load()
+    faiss.omp_set_num_threads(args.threads)
+    tuned = tune_plans(args, index, encoder)
+    plan = tuned.plan
+
+    reference = TuningReference(index)
+    test = HeldOutQueries.load(args.data, embeddings, reference, args.k)
+    plans = compared_plans(index, tuned, args.k)
+    timing = test.vectors[np.random.default_rng(args.seed).permutation(len(test.vectors))[: args.timing_queries]]
+    ms = timed(index, timing, plans, reference, args.k, args.rounds)
+    rows = plan_rows(index, plans, ms, test, reference, args.k)
+    first_dim = plan.stages[0].resolved_dim(index.dim)
+    wide = plan.stages[0].candidates
+    adaptive = adaptive_tradeoff(index, test.vectors, test.truth, first_dim, args.k, max(args.k, 4 * args.k), max(wide, 10 * args.k))
+
+    results = {
         "dataset": common.shown(args.data),
         "documents": index.count,
         "subset": f"the first {vectors_available} corpus lines (the cache was still being encoded)" if subset else None,
-        "test_queries": len(test),
+        "test_queries": len(test.ids),
         "k": args.k,
         "target_recall": args.recall,
         "shortlist_dims": index.shortlist_dims,
         "tuned": plan.to_manifest(),
-        "tuned_on_user_queries": shown_source(user_plan.to_manifest()) if user_plan else None,
-        "tuning_runs_same_seed": runs,
-        "calibration_encoding_seconds": encode_seconds,
-        "tuned_with_seed_plus_1": other.stages_text,
+        "tuned_on_user_queries": shown_source(tuned.user_plan.to_manifest()) if tuned.user_plan else None,
+        "tuning_runs_same_seed": tuned.runs,
+        "calibration_encoding_seconds": tuned.encode_seconds,
+        "tuned_with_seed_plus_1": tuned.other.stages_text,
         "candidates_timed_while_tuning": [m.__dict__ for m in plan.candidates],
         "plans_considered": plan.plans_considered,
         "test": rows,
         "adaptive_widening": adaptive,
-        "machine": common.machine(faiss_threads=args.threads),
     }
-    common.write_json(args.out / "results.json", result)
+    result = common.Result.make(BENCHMARK, common.parameters(args), results, common.machine(faiss_threads=args.threads))
+    common.write_result(args.out / "results.json", result)
     (args.out / "README.md").write_text(markdown(result))
     print(markdown(result))
 
 
-def markdown(r: dict) -> str:
+def markdown(result: common.Result) -> str:
+    r, record = result.results, result.machine
     t = r["tuned"]
     lines = [
         f"# Tuning the funnel on {Path(r['dataset']).name}: recall@{r['k']} ≥ {r['target_recall']} against exact search",
         "",
-        f"`{r['command']}`",
+        f"`{result.command}`",
         "",
         *(
             [
@@ -321,7 +388,7 @@ def markdown(r: dict) -> str:
     lines += [
         "",
         "ms/query: one query at a time, FAISS single-threaded, median of interleaved rounds on a shared "
-        f"machine (load average {r['machine']['load_average'][0]:.1f} on {r['machine'].get('cores', r['machine'].get('cpus'))} CPUs): compare ratios, not absolutes.",
+        f"machine (load average {record['load_average'][0]:.1f} on {record.get('cores', record.get('cpus'))} CPUs): compare ratios, not absolutes.",
         "",
         "## Per-query adaptive widening (test queries, analysis only)",
         "",

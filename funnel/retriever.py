@@ -7,13 +7,13 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from funnel.encoders.choose import QueryEngine, TextEncoder, load_query_encoder, prepare_query_graph
+from funnel.encoders.choose import QueryEngine, TextEncoder, load_query_encoder, measured_precision, prepare_query_graph
 from funnel.errors import InputError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
@@ -208,7 +208,7 @@ class Retriever:
         on ``query_encoder`` (see :func:`funnel.encoders.load_query_encoder`): by default the
         model's ONNX graph on CPU, without importing torch."""
         index = Index.load(path)
-        return cls(index, load_query_encoder(model or index.manifest.model, query_encoder, device=device), stages)
+        return cls(index, index_query_encoder(index, model, query_encoder, device=device), stages)
 
     def torch_encoder(self) -> Encoder:
         """The model on the torch engine, for what the ONNX engine does not do (encoding corpora
@@ -246,11 +246,18 @@ class Retriever:
         (see :func:`funnel.tuning.tune`; ``options`` are :class:`~funnel.tuning.TuneOptions` fields),
         and with ``save`` store it in the index manifest as the default plan for searches."""
         from funnel.tuning import TuneOptions, tune
+        from funnel.tuning.calibration import resolve_queries
+        from funnel.tuning.query_precision import measure_query_precision
         from funnel.tuning.store import save_plan
 
         if "dims" in options and options["dims"] is not None:
             options["dims"] = tuple(options["dims"])
-        result = tune(self.index, self.torch_encoder(), target_recall, k, queries, TuneOptions(**options))
+        settings = TuneOptions(**options)
+        encoder = self.torch_encoder()
+        calibration = resolve_queries(self.index, encoder, queries, settings.calibration_size, settings.seed)
+        result = tune(self.index, encoder, target_recall, k, calibration, settings)
+        decision = measure_query_precision(self.index, encoder.name, Plan.of(result.stages), k, calibration.texts, target_recall)
+        result = replace(result, query_encoder=decision)
         if save:
             self.index.manifest = save_plan(self.index.path, result.to_manifest())
         return result
@@ -314,6 +321,12 @@ class Retriever:
             Hit(id=doc["id"], score=float(score), rank=rank, text=doc["text"], title=doc["title"], metadata=doc["metadata"])
             for rank, (score, doc) in enumerate(zip(scores[keep], documents), start=1)
         ]
+
+
+def index_query_encoder(index: Index, model: str | None = None, engine: QueryEngine = "auto", *, device: str | None = None) -> TextEncoder:
+    """The query encoder for ``index``: ``engine`` on ``model`` (default: the index's), where
+    ``auto`` takes the 8-bit graph only if the index's tuning measured it as good enough."""
+    return load_query_encoder(model or index.manifest.model, engine, device=device, auto_precision=measured_precision(index.manifest.plan))
 
 
 def choose_plan(k: int, chosen: PlanLike | None, stored: dict[str, Any] | None, shortlist_dim: int, count: int) -> Plan:

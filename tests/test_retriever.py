@@ -4,8 +4,10 @@ import pytest
 from helpers import assert_same_ranking
 
 from funnel import Retriever, Stage
+from funnel.encoders.onnx_engine import OnnxEncoder
 from funnel.errors import InputError
 from funnel.indexes.index import Index
+from funnel.models import Encoder
 from funnel.search.exact import exact_search
 from funnel.search.plan import Plan
 
@@ -65,6 +67,35 @@ def test_search_batch_wants_a_list(retriever):
     assert retriever.search_batch([]) == []
 
 
-def test_load_reopens_the_index_with_its_model(cranfield_index):
-    loaded = Retriever.load(cranfield_index)
-    assert loaded.encoder.name == "all-MiniLM-L6-v2" and loaded.index.count == 150
+@pytest.fixture(scope="module")
+def two_layer_index(tmp_path_factory, encoder, cranfield_parquet):
+    """The 150 Cranfield abstracts indexed with MiniLM cut after 2 layers: a model other than the
+    default, so that an index reopened with the default model would rank differently."""
+    import copy
+
+    from torch import nn
+
+    from funnel.corpus import open_corpus
+    from funnel.indexes.builder import build_index
+
+    model = copy.deepcopy(encoder.model)
+    bert = model[0].auto_model
+    bert.encoder.layer = nn.ModuleList(bert.encoder.layer[:2])
+    bert.config.num_hidden_layers = 2
+    folder = tmp_path_factory.mktemp("models") / "minilm-2-layers"
+    model.save(str(folder))
+    index = build_index(open_corpus(cranfield_parquet), Encoder.load(folder), tmp_path_factory.mktemp("indexes") / "two-layer")
+    return index, folder
+
+
+def test_load_reopens_the_index_with_its_model(two_layer_index, encoder, cranfield_queries):
+    index, model = two_layer_index
+    loaded = Retriever.load(index)
+    assert isinstance(loaded.encoder, OnnxEncoder) and loaded.encoder.name == str(model)  # queries skip torch by default
+    ours = loaded.search_vectors(loaded.encode_queries(cranfield_queries), k=10)
+    built_with = Retriever(Index.load(index), Encoder.load(model))
+    theirs = built_with.search_vectors(built_with.encode_queries(cranfield_queries), k=10)
+    assert_same_ranking(ours.scores, ours.positions, theirs.scores, theirs.positions)
+    # The default model ranks these documents otherwise: a load that ignored the manifest would fail above.
+    default = Retriever(Index.load(index), encoder).search_vectors(encoder.encode(cranfield_queries), k=10)
+    assert (default.positions != theirs.positions).mean() > 0.5

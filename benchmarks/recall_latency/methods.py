@@ -169,9 +169,7 @@ def funnel_index(
     return index, time.perf_counter() - started, path
 
 
-def _funnel_built(
-    family: str, index: Index, seconds: float, configs: Configs, dim: int, notes: str = "", compiled: bool = False
-) -> Built:
+def _funnel_built(family: str, index: Index, seconds: float, configs: Configs, dim: int, notes: str = "", compiled: bool = False) -> Built:
     """A funnel family: one shortlist (at ``dim``) of the loaded index, run by ``run_funnel``;
     two-stage plans as one FAISS call (``compiled``, :mod:`funnel.search.compiled`, what searches
     do by default) or through the Python stages (``run_funnel(..., compiled=False)``)."""
@@ -289,7 +287,9 @@ def fetch_timing(index: Index, positions: np.ndarray, rounds: int = 5) -> float:
     return float(np.median(times) * 1000)
 
 
-def tuned_plan(index: Index, dim: int, calibration: np.ndarray, max_candidates: int, target: float = 0.99) -> tuple[str, dict[str, Any]] | None:
+def tuned_plan(
+    index: Index, dim: int, calibration: np.ndarray, max_candidates: int, target: float = 0.99
+) -> tuple[str, dict[str, Any]] | None:
     """``funnel tune`` on the family's shortlist (given calibration query vectors, none of them
     among the measured queries; shortlists up to ``max_candidates`` examined): the config label
     and params of the plan it chose; None when no shortlist that long met the target (the tuner
@@ -485,7 +485,10 @@ METHODS: dict[str, Method] = {
         Method("funnel-binary", funnel_binary),
         # PQ fast-scan over all dims, 4 dims a part: the codes of FAISS's IndexRefineFlat(PQ…x4fs),
         # as a funnel shortlist (a prefix is not always the best use of the bytes: see summary.md).
-        Method("funnel-pq-full", funnel_scan("pq-fastscan", lambda s: s.full, lambda s: (40, 160, 640, 2000), tune_it=False, quarter_parts=True)),
+        Method(
+            "funnel-pq-full",
+            funnel_scan("pq-fastscan", lambda s: s.full, lambda s: (40, 160, 640, 2000), tune_it=False, quarter_parts=True),
+        ),
         Method("funnel-hnsw128", funnel_hnsw("hnsw", 128, lambda s: (100, 200, 400, 800)), _not_large),
         Method("funnel-hnsw-sq8", funnel_hnsw("hnsw-sq8", 128, lambda s: (100, 200, 400, 800)), _not_large),
         Method("funnel-ivf-pq", funnel_ivf_pq, _not_large),

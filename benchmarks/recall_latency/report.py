@@ -197,7 +197,9 @@ def markdown(run: Row, name: str) -> str:
         for target in RECALL_TARGETS:
             fastest = fastest_at(method, target)
             funnel_best = best_funnel_at(target)
-            ratio = f" ({latency(fastest) / latency(funnel_best[0]):.1f}× funnel's)" if fastest and funnel_best and not _funnel(method) else ""
+            ratio = (
+                f" ({latency(fastest) / latency(funnel_best[0]):.1f}× funnel's)" if fastest and funnel_best and not _funnel(method) else ""
+            )
             speed = f", {exact_ms / latency(fastest):.1f}× exact" if fastest and method["method"] != "exact" else ""
             cells.append(f"{_ms(fastest)}{speed}{ratio}" if fastest else "—")
         lines.append(f"| {method['family']} | " + " | ".join(cells) + " |")

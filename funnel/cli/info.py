@@ -46,6 +46,20 @@ def info_command(
         typer.echo(f"  tuned      recall@{stored['k']} {recall:.4f} vs exact (target {stored.get('target_recall')}){ms}{exact}")
         calibration = stored.get("calibration", {})
         typer.echo(f"             calibrated on {calibration.get('queries')} queries: {calibration.get('source')}")
+    decision = stored.get("query_encoder")
+    if decision:
+        typer.echo(f"  queries    {_query_encoder_line(decision)}")
+
+
+def _query_encoder_line(decision: dict) -> str:
+    """What ``--query-encoder auto`` runs and why, as the tuner measured it."""
+    if "int8_agreement" not in decision:
+        return f"{decision['precision']} ONNX ({decision.get('reason', 'not measured')})"
+    verdict = "≥" if decision["precision"] == "int8" else "<"
+    return (
+        f"{decision['precision']} ONNX: int8's top-{decision['k']} agrees with fp32's at {decision['int8_agreement']:.4f} "
+        f"{verdict} target {decision['target_recall']:g} on {decision['queries']} calibration queries"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -31,11 +31,11 @@ def search_command(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="With --server: environment variable holding the server's key."),
 ) -> None:
     """Search an index with one query, or many from a file or stdin."""
-    from funnel.encoders.choose import load_query_encoder, parse_engine
+    from funnel.encoders.choose import parse_engine
     from funnel.errors import InputError
     from funnel.indexes.index import Index
     from funnel.remote import RemoteRetriever
-    from funnel.retriever import Retriever, check_queries, choose_plan
+    from funnel.retriever import Retriever, check_queries, choose_plan, index_query_encoder
     from funnel.search.plan import Plan, resolve_k
     from funnel.search.run import check_once
 
@@ -57,7 +57,7 @@ def search_command(
         # Everything cheap is checked before the model loads (seconds): k, the plan, the queries;
         # the check is the view's one check of this plan (the search finds it done).
         check_once(opened, choose_plan(k, plan, opened.manifest.plan, opened.shortlist_dims[0], opened.count), k)
-        retriever = Retriever(opened, load_query_encoder(model or opened.manifest.model, engine), plan)
+        retriever = Retriever(opened, index_query_encoder(opened, model, engine), plan)
     results = retriever.search_batch(texts, k=k, stages=plan)
     if json_output:
         rows = [{"query": text, "hits": [hit.__dict__ for hit in hits]} for text, hits in zip(texts, results)]

@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 
@@ -42,13 +42,20 @@ def parse_engine(text: str) -> QueryEngine:
     return text  # type: ignore[return-value]
 
 
-def load_query_encoder(model: str | os.PathLike[str] | None, engine: QueryEngine = "auto", *, device: str | None = None) -> TextEncoder:
+def load_query_encoder(
+    model: str | os.PathLike[str] | None,
+    engine: QueryEngine = "auto",
+    *,
+    device: str | None = None,
+    auto_precision: Precision = "fp32",
+) -> TextEncoder:
     """The encoder a search runs its queries on (see the module docstring). A ``device`` other
-    than the CPU means torch."""
+    than the CPU means torch. ``auto_precision``: the graph ``auto`` opens — int8 only where an
+    index's tuning measured it (:func:`measured_precision`)."""
     if engine == "torch" or (device is not None and device != "cpu"):
         return Encoder.load(model, device=device)
     folder = graph_folder(resolve_model(model))
-    precision: Precision = "int8" if engine == "onnx-int8" else "fp32"
+    precision: Precision = "int8" if engine == "onnx-int8" or (engine == "auto" and auto_precision == "int8") else "fp32"
     if not (folder / META_FILE).exists():
         encoder = Encoder.load(model, device=device)
         try:
@@ -69,6 +76,13 @@ def _open(folder: Path, precision: Precision) -> OnnxEncoder:
 
         quantize_graph(folder)
     return OnnxEncoder.load(folder, precision)
+
+
+def measured_precision(plan_entry: dict[str, Any] | None) -> Precision:
+    """The precision an index's tuning chose for ``auto`` queries, from its manifest's plan entry
+    (fp32 when never measured; see :mod:`funnel.tuning.query_precision`)."""
+    record = (plan_entry or {}).get("query_encoder") or {}
+    return "int8" if record.get("precision") == "int8" else "fp32"
 
 
 def prepare_query_graph(encoder: Encoder) -> Path | None:

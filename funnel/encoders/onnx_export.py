@@ -15,6 +15,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -141,11 +142,46 @@ def _write_meta(folder: Path, meta: GraphMeta) -> None:
     os.replace(temp, folder / META_FILE)
 
 
-def quantize_graph(folder: Path) -> GraphMeta:
-    """Add a dynamically quantized int8 copy (per-tensor QInt8 weights, activations in float) of
-    the folder's fp32 graph; returns the updated meta."""
+@dataclass(frozen=True)
+class Int8Setting:
+    """One way to quantize a graph's weights to 8 bits with onnxruntime's dynamic quantization
+    (activations stay in float and are quantized per call)."""
+
+    per_channel: bool = False  # one scale per output channel of each weight, not one per tensor
+    reduce_range: bool = False  # 7-bit weights: avoids saturating the u8s8 multiply on CPUs without VNNI (avx2)
+    unsigned_weights: bool = False  # QUInt8 weights (u8u8), else QInt8 (u8s8, what VNNI and avx2 run fastest)
+    matmul_only: bool = False  # quantize only MatMul: the embedding Gather (and attention) stay float
+
+
+INT8_SETTINGS: dict[str, Int8Setting] = {
+    "per-tensor": Int8Setting(),
+    "per-channel": Int8Setting(per_channel=True),
+    "per-channel-reduce-range": Int8Setting(per_channel=True, reduce_range=True),
+    "matmul-only": Int8Setting(matmul_only=True),
+    "matmul-only-per-channel": Int8Setting(per_channel=True, matmul_only=True),
+    "uint8-reduce-range": Int8Setting(reduce_range=True, unsigned_weights=True),
+}
+"""The settings benchmarks/query_int8.py compares (quality and speed in its results README)."""
+DEFAULT_INT8 = "per-tensor"
+
+
+def quantize_file(source: Path, target: Path, setting: Int8Setting) -> None:
+    """Write an 8-bit copy of the graph ``source`` at ``target`` under ``setting``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QUInt8 if setting.unsigned_weights else QuantType.QInt8,
+        per_channel=setting.per_channel,
+        reduce_range=setting.reduce_range,
+        op_types_to_quantize=["MatMul"] if setting.matmul_only else None,
+    )
+
+
+def quantize_graph(folder: Path, setting: str = DEFAULT_INT8) -> GraphMeta:
+    """Add an 8-bit copy of the folder's fp32 graph (:data:`INT8_SETTINGS`, default per-tensor
+    QInt8 weights, activations in float); returns the updated meta."""
     meta = GraphMeta.read(folder)
     name = GRAPH_FILES["int8"]
     if name in meta.files:
@@ -153,7 +189,7 @@ def quantize_graph(folder: Path) -> GraphMeta:
     source = meta.check(folder, GRAPH_FILES["fp32"])
     temp = folder / f".{name}.tmp-{os.getpid()}"
     try:
-        quantize_dynamic(str(source), str(temp), weight_type=QuantType.QInt8)
+        quantize_file(source, temp, INT8_SETTINGS[setting])
         digest = file_sha256(temp)
         os.replace(temp, folder / name)
     finally:

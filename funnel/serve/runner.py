@@ -42,19 +42,21 @@ def name_indexes(specs: Sequence[str]) -> dict[str, Path]:
 
 
 def load_retrievers(paths: dict[str, Path], model: str | None = None, query_encoder: QueryEngine = "auto") -> dict[str, Retriever]:
-    """One Retriever per index; indexes built with the same model share one loaded copy of it."""
-    from funnel.encoders.choose import TextEncoder, load_query_encoder
+    """One Retriever per index; indexes built with the same model (whose tuning chose the same
+    query precision) share one loaded copy of it."""
+    from funnel.encoders.choose import TextEncoder, load_query_encoder, measured_precision
     from funnel.indexes.index import Index
     from funnel.retriever import Retriever
 
-    encoders: dict[str, TextEncoder] = {}
+    encoders: dict[tuple[str, str], TextEncoder] = {}
     retrievers = {}
     for name, path in paths.items():
         index = Index.load(path)
         model_name = model or index.manifest.model
-        if model_name not in encoders:
-            encoders[model_name] = load_query_encoder(model_name, query_encoder)
-        retrievers[name] = Retriever(index, encoders[model_name])
+        precision = measured_precision(index.manifest.plan)
+        if (model_name, precision) not in encoders:
+            encoders[model_name, precision] = load_query_encoder(model_name, query_encoder, auto_precision=precision)
+        retrievers[name] = Retriever(index, encoders[model_name, precision])
     return retrievers
 
 

@@ -88,6 +88,8 @@ class TunedPlan:
     notes: tuple[str, ...] = ()
     is_exact: bool = False
     plans_considered: int = 0
+    query_encoder: dict[str, Any] | None = None
+    """The precision ``--query-encoder auto`` runs queries at, as measured (:mod:`funnel.tuning.query_precision`)."""
 
     @property
     def stages_text(self) -> str:
@@ -115,6 +117,7 @@ class TunedPlan:
             "measured": measured,
             "exact": self.is_exact,
             "notes": list(self.notes),
+            **({"query_encoder": self.query_encoder} if self.query_encoder is not None else {}),
         }
 
 
@@ -157,7 +160,7 @@ def tune(
     encoder: Encoder | None,
     target_recall: float = 0.99,
     k: int = 10,
-    queries: Sequence[str] | np.ndarray | str | Path | None = None,
+    queries: CalibrationQueries | Sequence[str] | np.ndarray | str | Path | None = None,
     options: TuneOptions = TuneOptions(),
 ) -> TunedPlan:
     """Calibrate a plan for ``index`` so its top-``k`` matches exact search at ``target_recall``."""

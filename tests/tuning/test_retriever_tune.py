@@ -99,3 +99,21 @@ def test_random_spans_and_query_files(tmp_path):
     (tmp_path / "empty.txt").write_text("\n \n")
     with pytest.raises(Exception, match="no queries in"):
         read_query_file(tmp_path / "empty.txt")
+
+
+def test_tuning_measures_whether_int8_queries_agree_and_auto_follows(index_copy, encoder):
+    """int8 query graphs are on only where the calibration queries show the tuned plan's top-k
+    agreeing with the fp32 path at the target; `auto` then opens the graph the tuner chose."""
+    retriever = Retriever(Index.load(index_copy), encoder)
+    strict = retriever.tune(1.0, k=10, calibration_size=40, seed=2, timing_queries=2).query_encoder
+    assert strict is not None and strict["queries"] == 40 and strict["target_recall"] == 1.0
+    assert 0.5 < strict["int8_agreement"] < 1.0, "MiniLM's int8 queries are close to fp32's, not equal"
+    assert strict["precision"] == "fp32" and read_manifest(index_copy).plan["query_encoder"] == strict
+    assert Retriever.load(index_copy).encoder.precision == "fp32"
+
+    loose = retriever.tune(0.5, k=10, calibration_size=40, seed=2, timing_queries=2).query_encoder
+    assert loose is not None and loose["precision"] == "int8" and loose["int8_agreement"] >= 0.5
+    assert Retriever.load(index_copy).encoder.precision == "int8"
+    assert Retriever.load(index_copy, query_encoder="onnx").encoder.precision == "fp32", "an explicit engine wins"
+    info = CliRunner().invoke(app, ["info", str(index_copy)])
+    assert "queries    int8 ONNX: int8's top-10 agrees with fp32's at" in info.output and "≥ target 0.5" in info.output
