@@ -40,6 +40,9 @@ def eval_command(
     ),
     repeats: int = typer.Option(3, help="Times each query is searched for timing (its median is kept)."),
     encode_sample: int = typer.Option(50, help="Queries whose encoding is timed (a seeded sample)."),
+    query_encoder: str = typer.Option(
+        "auto", help="Engine for the queries: auto (the model's ONNX graph, else torch), onnx, onnx-int8 or torch."
+    ),
     embeddings_cache: Optional[Path] = typer.Option(
         None,
         "--embeddings-cache",
@@ -55,6 +58,7 @@ def eval_command(
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON (without per-query values) instead of the table."),
 ) -> None:
     """Evaluate funnel plans on a dataset: NDCG, MRR, recall and MAP against the compute spent."""
+    from funnel.encoders.choose import parse_engine
     from funnel.errors import InputError
     from funnel.evaluation.harness import EvalOptions, evaluate
     from funnel.evaluation.sweep import parse_sizes
@@ -84,6 +88,7 @@ def eval_command(
         rotation=rotation,
         repeats=repeats,
         encode_sample=encode_sample,
+        query_encoder=parse_engine(query_encoder),
         command="funnel " + shlex.join(sys.argv[1:]),
     )
     report = evaluate(

@@ -78,6 +78,12 @@ def _open(folder: Path, precision: Precision) -> OnnxEncoder:
     return OnnxEncoder.load(folder, precision)
 
 
+def engine_name(encoder: TextEncoder) -> str:
+    """``torch``, ``onnx-fp32`` or ``onnx-int8``: what a report says the queries ran on."""
+    precision = getattr(encoder, "precision", None)
+    return f"onnx-{precision}" if precision is not None else "torch"
+
+
 def measured_precision(plan_entry: dict[str, Any] | None) -> Precision:
     """The precision an index's tuning chose for ``auto`` queries, from its manifest's plan entry
     (fp32 when never measured; see :mod:`funnel.tuning.query_precision`)."""

@@ -24,7 +24,7 @@ from funnel.vectors import normalize
 
 if TYPE_CHECKING:
     from funnel.corpus import Corpus
-    from funnel.models import Encoder
+    from funnel.encoders.choose import TextEncoder
 
 SAMPLE = 8
 MIN_COSINE = 0.9999
@@ -81,7 +81,7 @@ def load_part(folder: Path, part: str, dim: int) -> CachedEmbeddings:
     return CachedEmbeddings(vectors_path, ids, normalize(np.asarray(vectors, dtype=np.float32)))
 
 
-def verify(cached: CachedEmbeddings, ids: Sequence[str], texts: Sequence[str], encoder: Encoder, seed: int = 0) -> None:
+def verify(cached: CachedEmbeddings, ids: Sequence[str], texts: Sequence[str], encoder: TextEncoder, seed: int = 0) -> None:
     """Re-encode a seeded sample of (id, text) pairs; InputError if a cached vector differs from the model's."""
     if not ids:
         return

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from funnel.encoders.choose import QueryEngine, TextEncoder, engine_name, load_query_encoder, parse_engine
 from funnel.errors import InputError
 from funnel.evaluation.compute import EncoderShape, count_tokens, funnel_costs, shortlist_bytes, visited_per_query
 from funnel.evaluation.metrics import Metric, Qrels, evaluate_run, parse_metrics, run_from_arrays
@@ -52,7 +53,8 @@ class EvalOptions:
     existing index; a BEIR folder brings its own (``split``). A dataset's index is built once, or
     reused, under ``index_dir/<dataset>-<model>`` (``rebuild`` forces it). ``embeddings_cache``
     supplies precomputed vectors (see :mod:`funnel.evaluation.embeddings`). Each query's search is
-    timed ``repeats`` times; encoding on a seeded sample of ``encode_sample`` queries. ``command``
+    timed ``repeats`` times; encoding on a seeded sample of ``encode_sample`` queries, on the
+    ``query_encoder`` engine (as ``funnel search --query-encoder``; default auto). ``command``
     is recorded in the report.
     """
 
@@ -72,9 +74,11 @@ class EvalOptions:
     rotation: str = "auto"
     repeats: int = 3
     encode_sample: int = 50
+    query_encoder: QueryEngine = "auto"
     command: str = ""
 
     def __post_init__(self) -> None:
+        parse_engine(self.query_encoder)
         if self.repeats < 1:
             raise InputError(f"repeats={self.repeats}: time each query at least once")
         if self.k is not None and self.k < 1:
@@ -130,7 +134,10 @@ def evaluate(
 
     query_ids = list(data.queries)
     texts = [data.queries[query_id] for query_id in query_ids]
-    vectors = inputs.query_vectors(encoder, query_ids, texts, options.embeddings_cache, dataset, say)
+    queries_on = _query_encoder(encoder, options.query_encoder)
+    # Cached query vectors are the model's: an int8 engine's own vectors are what it is evaluated on.
+    cache = None if options.query_encoder == "onnx-int8" else options.embeddings_cache
+    vectors = inputs.query_vectors(queries_on, query_ids, texts, cache, dataset, say)
     configs = [reference(k), *_configurations(options.dims, options.shortlists, plans, k, loaded.dim, layers)]
     shallow = sorted({s.layer for c in configs for s in c.stages if s.layer is not None and not loaded.is_full_depth(s.layer)})
     for layer in shallow:
@@ -146,7 +153,9 @@ def evaluate(
 
     timed = sample(texts, options.encode_sample)
     say(f"timing query encoding ({len(timed)} queries, one at a time)")
-    encoding = _encoding_cost(encoder, query_ids, texts, timed, shallow)
+    # Per-layer costs come from the torch engine (the only one that stops early): with layers in
+    # the sweep, the full model is timed there too, so the layer figures compare like with like.
+    encoding = _encoding_cost(encoder, encoder if shallow else queries_on, query_ids, texts, timed, shallow)
     rows = []
     for number, config in enumerate(configs, start=1):
         say(f"[{number}/{len(configs)}] {config.name}")
@@ -294,17 +303,32 @@ def _compare(rows: list[ConfigurationResult], primary: str) -> list[Configuratio
     return [replace(row, pareto=number in frontier) for number, row in enumerate(compared)]
 
 
-def _encoding_cost(encoder: Encoder, query_ids: list[str], texts: list[str], timed: list[str], shallow: Sequence[int] = ()) -> EncodingCost:
+def _query_encoder(encoder: Encoder, engine: QueryEngine) -> TextEncoder:
+    """The engine the evaluation's queries run on: ``encoder`` itself for torch, else the
+    model's ONNX graph (``auto`` falls back to ``encoder`` where the model has none)."""
+    if engine == "torch":
+        return encoder
+    from funnel.encoders.choose import prepare_query_graph
+
+    if engine == "auto" and prepare_query_graph(encoder) is None:
+        return encoder
+    return load_query_encoder(encoder.name, engine)
+
+
+def _encoding_cost(
+    encoder: Encoder, timed_on: TextEncoder, query_ids: list[str], texts: list[str], timed: list[str], shallow: Sequence[int] = ()
+) -> EncodingCost:
     shape = EncoderShape.of(encoder)
     tokens = count_tokens(encoder, texts) if shape is not None else np.zeros(len(texts), dtype=np.int64)
     flops = float(np.mean([shape.flops(int(n)) for n in tokens])) if shape is not None and len(tokens) else None
     with torch_threads(TIMING_THREADS):
-        wall = Timing.of(time_each(lambda text: encoder.encode([text]), timed))
+        wall = Timing.of(time_each(lambda text: timed_on.encode([text]), timed))
         layer_ms = median_layer_ms(encoder, timed, shallow) if shallow and shape is not None else {}
     if shape is not None:
         layer_ms.setdefault(shape.layers, wall.median_ms)
     return EncodingCost(
         model=encoder.name,
+        engine=engine_name(timed_on),
         layers=shape.layers if shape else None,
         hidden=shape.hidden if shape else None,
         ffn=shape.ffn if shape else None,

@@ -21,6 +21,7 @@ from funnel.evaluation.metrics import Qrels
 from funnel.readers import load_qrels, load_queries
 
 if TYPE_CHECKING:
+    from funnel.encoders.choose import TextEncoder
     from funnel.indexes.index import Index
     from funnel.models import Encoder
 
@@ -164,7 +165,7 @@ def missing_judged_documents(qrels: Qrels, index_ids: Sequence[str]) -> list[str
 
 
 def query_vectors(
-    encoder: Encoder, ids: list[str], texts: list[str], cache: str | Path | None, dataset: str | Path | None, say: Callable[[str], None]
+    encoder: TextEncoder, ids: list[str], texts: list[str], cache: str | Path | None, dataset: str | Path | None, say: Callable[[str], None]
 ) -> np.ndarray:
     """Normalized query vectors (q, dim): encoded once, or read from the cache after a sample check."""
     if cache is None:

@@ -35,6 +35,8 @@ class EncodingCost:
     tokens: dict[str, int] = field(default_factory=dict)  # per query id (in per_query.json)
     layer_ms: dict[int, float] = field(default_factory=dict)
     """Median ms for one query to reach each layer the configurations use (with continuation)."""
+    engine: str = "torch"
+    """The engine the wall time was measured on: torch, onnx-fp32 or onnx-int8."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ class EvaluationReport:
             f"vectors stored as {index['vector_dtype']}, {human_bytes(index['disk_bytes'])} on disk",
             f"- query encoding (every row): {encoding.tokens_mean:.1f} tokens, {flops}, "
             f"{encoding.wall.median_ms:.2f} ms median / {encoding.wall.p95_ms:.2f} ms p95 "
-            f"(one thread, {encoding.timed_queries} queries)",
+            f"({encoding.engine}{' on one thread' if encoding.engine == 'torch' else ''}, {encoding.timed_queries} queries)",
             f"- search times: each query alone, FAISS on 1 thread, median of {self.environment.get('repeats', 1)} repeats per query; "
             f"machine: {self.environment['cores']} cores ({self.environment.get('processor', '')})",
             "- kept, speed-up (wall time) and FLOPs cut are against the exact row; * marks the Pareto frontier of "

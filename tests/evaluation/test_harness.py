@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytrec_eval
 
+from funnel.errors import InputError
 from funnel.evaluation.harness import EvalOptions, evaluate
 from funnel.evaluation.plot import plot_report
 from funnel.evaluation.report import EvaluationReport
@@ -121,3 +123,22 @@ def test_the_terminal_table_is_narrow_and_names_every_configuration(report: Eval
     assert max(len(line) for line in lines) <= 100 < len(report.table().splitlines()[0])
     assert lines[0].split()[:3] == ["config", "NDCG@10", "MRR@10"]
     assert [line.split()[0] for line in lines[1:]] == [row.name for row in report.rows]
+
+
+def test_the_query_engine_is_chosen_and_recorded(report, cranfield_index, cranfield_files, encoder) -> None:
+    """The default (auto) evaluates the fp32 ONNX graph: the same quality as torch to float error;
+    int8 queries are evaluated on their own vectors and score differently."""
+    queries, qrels = cranfield_files
+
+    def run(engine: str) -> EvaluationReport:
+        options = EvalOptions(queries=queries, qrels=qrels, metrics=("ndcg@10",), plans=("full:100",), repeats=1, encode_sample=2)
+        return evaluate(cranfield_index, model=encoder, options=replace(options, query_encoder=engine))
+
+    torch_run, int8_run = run("torch"), run("onnx-int8")
+    assert report.encoding.engine == "onnx-fp32" and torch_run.encoding.engine == "torch" and int8_run.encoding.engine == "onnx-int8"
+    exact = {name: r.rows[0].means["ndcg@10"] for name, r in (("auto", report), ("torch", torch_run), ("int8", int8_run))}
+    assert exact["auto"] == pytest.approx(exact["torch"], abs=1e-6)
+    assert exact["int8"] != exact["torch"] and exact["int8"] == pytest.approx(exact["torch"], abs=0.05)
+    assert "(onnx-int8, 2 queries)" in int8_run.markdown()
+    with pytest.raises(InputError, match="query encoder 'onnx-fp16' is not one funnel knows"):
+        EvalOptions(query_encoder="onnx-fp16")  # type: ignore[arg-type]
