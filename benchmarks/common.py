@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from funnel.evaluation.embeddings import CachedEmbeddings
     from funnel.evaluation.timing import Timing
     from funnel.indexes.shortlist import ShortlistSpec
-    from funnel.readers import Qrels
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -153,11 +152,6 @@ class Dataset:
 
         judged = load_qrels(self.folder / "qrels" / f"{self.split}.tsv")
         return {query_id: text for query_id, text in load_queries(self.folder / QUERIES_FILE).items() if query_id in judged}
-
-    def qrels(self) -> Qrels:
-        from funnel.readers import load_qrels
-
-        return load_qrels(self.folder / "qrels" / f"{self.split}.tsv")
 
     def embeddings(self, part: str, dim: int | None = None, model_tag: str = MODEL_TAG) -> CachedEmbeddings:
         """The cached vectors of ``part`` ("corpus" or "queries") made by ``benchmarks.embed_cache``."""
@@ -349,10 +343,6 @@ class Calls:
         from funnel.evaluation.timing import Timing
 
         return Timing.of(self.wall.ravel(), self.cpu.ravel())
-
-    def percentiles(self, quantiles: Sequence[int] = (50, 90), digits: int | None = 3) -> dict[str, float]:
-        """:func:`percentiles_ms` of all calls."""
-        return percentiles_ms(self.wall.ravel(), quantiles, digits)
 
 
 def time_calls(

@@ -54,10 +54,14 @@ K = 10
 
 
 def load_cached(dataset: Path, cache: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    """Corpus ids and vectors, query ids and vectors of ``dataset`` in the embed_cache folder ``cache``."""
-    corpus = common.cached_embeddings(dataset, "corpus", root=cache)
-    queries = common.cached_embeddings(dataset, "queries", root=cache)
-    return corpus.ids, corpus.vectors, queries.ids, queries.vectors
+    """Corpus ids and vectors, query ids and vectors of ``dataset`` in the embed_cache folder
+    ``cache``, the rows as stored. Not :func:`benchmarks.common.cached_embeddings`: it normalizes
+    the rows again, which moves their last bits, and a PCA fitted on fewer vectors than dims
+    (``pca-sample10``, ``pca-queries`` on a small set) turns on those bits."""
+    folder = cache / dataset.resolve().name
+    corpus_ids = [str(i) for i in json.loads((folder / "corpus_ids.json").read_text())]
+    query_ids = [str(i) for i in json.loads((folder / "queries_ids.json").read_text())]
+    return corpus_ids, np.load(folder / "corpus.npy"), query_ids, np.load(folder / "queries.npy")
 
 
 def corpus_rows(dataset: Path) -> list[dict[str, Any]]:

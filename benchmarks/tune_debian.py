@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -198,9 +198,8 @@ def tune_plans(args: argparse.Namespace, index: Index, encoder: Encoder) -> Tune
 
     options = TuneOptions(seed=args.seed, calibration_size=args.calibration_size, timing_queries=100)
     started = time.perf_counter()
-    # tune takes resolved calibration queries as they are (funnel.tuning.calibration.resolve_queries), so
-    # they are encoded once for both runs; its signature does not list that type.
-    calibration = cast(Any, corpus_queries(index, encoder, args.calibration_size, args.seed))
+    # Resolved calibration queries are taken as they are: encoded once for both runs.
+    calibration = corpus_queries(index, encoder, args.calibration_size, args.seed)
     encode_seconds = round(time.perf_counter() - started, 1)
     runs = []
     for attempt in range(2):  # twice with the same seed: the plan must not change

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 
-from funnel.encoders.graph_cache import GRAPH_FILES, META_FILE, GraphMeta, Precision, graph_folder
+from funnel.encoders.graph_cache import GRAPH_FILES, META_FILE, GraphMeta, Precision, graph_folder, record_refusal, recorded_refusal
 from funnel.errors import InputError, ModelError
 from funnel.models import Encoder, resolve_model
 
 if TYPE_CHECKING:
-    from funnel.encoders.onnx_engine import OnnxEncoder
+    pass
 
 QueryEngine = Literal["auto", "torch", "onnx", "onnx-int8"]
 QUERY_ENGINES: tuple[str, ...] = get_args(QueryEngine)
@@ -57,21 +57,33 @@ def load_query_encoder(
     folder = graph_folder(resolve_model(model))
     precision: Precision = "int8" if engine == "onnx-int8" or (engine == "auto" and auto_precision == "int8") else "fp32"
     if not (folder / META_FILE).exists():
+        refused = recorded_refusal(folder)
+        if refused is not None and engine != "auto":
+            raise ModelError(refused)
         encoder = Encoder.load(model, device=device)
         try:
+            if refused is not None:
+                raise ModelError(refused)
             _exported(encoder, folder)
         except ModelError as exc:
             if engine != "auto":
                 raise
             log.warning("queries run on torch: %s", exc)
             return encoder
-    return _open(folder, precision)
+    return _open(folder, precision, engine)
 
 
-def _open(folder: Path, precision: Precision) -> OnnxEncoder:
+def _open(folder: Path, precision: Precision, engine: QueryEngine) -> TextEncoder:
     from funnel.encoders.onnx_engine import OnnxEncoder
 
-    if precision == "int8" and GRAPH_FILES["int8"] not in GraphMeta.read(folder).files:
+    meta = GraphMeta.read(folder)
+    if meta.kind == "static":
+        from funnel.encoders.static_engine import StaticEncoder
+
+        if engine == "onnx-int8":
+            raise InputError("a static model has no int8 graph (its queries cost microseconds in float): use --query-encoder auto")
+        return StaticEncoder.load(folder)
+    if precision == "int8" and GRAPH_FILES["int8"] not in meta.files:
         from funnel.encoders.onnx_export import quantize_graph
 
         quantize_graph(folder)
@@ -81,7 +93,9 @@ def _open(folder: Path, precision: Precision) -> OnnxEncoder:
 def engine_name(encoder: TextEncoder) -> str:
     """``torch``, ``onnx-fp32`` or ``onnx-int8``: what a report says the queries ran on."""
     precision = getattr(encoder, "precision", None)
-    return f"onnx-{precision}" if precision is not None else "torch"
+    if precision is None or precision == "static":
+        return "torch" if precision is None else "static"
+    return f"onnx-{precision}"
 
 
 def measured_precision(plan_entry: dict[str, Any] | None) -> Precision:
@@ -103,8 +117,18 @@ def prepare_query_graph(encoder: Encoder) -> Path | None:
 
 
 def _exported(encoder: Encoder, folder: Path) -> Path:
+    """The model's graph folder, exported now if it is not there; a model that cannot be
+    exported faithfully is recorded as such, so later searches go straight to torch."""
     if not (folder / META_FILE).exists():
-        from funnel.encoders.onnx_export import export_graph
+        from funnel.encoders.onnx_export import NotExportable, export_graph
+        from funnel.encoders.static_engine import export_static, is_static
 
-        export_graph(encoder, folder)
+        refused = recorded_refusal(folder)
+        if refused is not None:
+            raise NotExportable(refused)
+        try:
+            (export_static if is_static(encoder) else export_graph)(encoder, folder)
+        except NotExportable as exc:
+            record_refusal(folder, str(exc))
+            raise
     return folder

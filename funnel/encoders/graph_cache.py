@@ -26,6 +26,7 @@ META_FILE = "graph.json"
 Precision = Literal["fp32", "int8"]
 GRAPH_FILES: dict[Precision, str] = {"fp32": "model.onnx", "int8": "model-int8.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
+STATIC_FILE = "embeddings.npy"  # a static model's token table (funnel.encoders.static_engine)
 
 
 def cache_root() -> Path:
@@ -57,6 +58,7 @@ class GraphMeta:
     max_seq_length: int
     inputs: tuple[str, ...]
     files: dict[str, str]  # file name -> sha256
+    kind: str = "onnx"  # "onnx": a graph for ONNX Runtime; "static": a static model's token table
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class GraphMeta:
             "max_seq_length": self.max_seq_length,
             "inputs": list(self.inputs),
             "files": self.files,
+            "kind": self.kind,
         }
 
     @classmethod
@@ -75,7 +78,9 @@ class GraphMeta:
             raw = json.loads((folder / META_FILE).read_text())
             if raw.get("format") != "funnel-onnx-graph" or raw.get("format_version") != GRAPH_FORMAT:
                 raise ValueError(f"format {raw.get('format')!r} version {raw.get('format_version')!r}")
-            return cls(raw["model"], int(raw["dim"]), int(raw["max_seq_length"]), tuple(raw["inputs"]), dict(raw["files"]))
+            return cls(
+                raw["model"], int(raw["dim"]), int(raw["max_seq_length"]), tuple(raw["inputs"]), dict(raw["files"]), raw.get("kind", "onnx")
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"the ONNX graph at {folder} is unreadable ({exc}): delete the folder and it is exported again") from exc
 
@@ -88,6 +93,38 @@ class GraphMeta:
         if file_sha256(path) != expected:
             raise ModelError(f"{path} does not match its checksum (damaged): delete {folder} and it is exported again")
         return path
+
+
+def refusal_file(folder: Path) -> Path:
+    """Where a model with no faithful export is recorded, beside its would-be graph folder."""
+    return folder.parent / f"{folder.name}.not-exportable.json"
+
+
+def recorded_refusal(folder: Path) -> str | None:
+    """Why this model's export failed before (so it is not retried on every search), or None.
+    A record from another graph format (an exporter that may do better) does not count."""
+    try:
+        raw = json.loads(refusal_file(folder).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict) or raw.get("format_version") != GRAPH_FORMAT:
+        return None
+    return f"{raw.get('reason')} (recorded in {refusal_file(folder)}; delete it to try again)"
+
+
+def record_refusal(folder: Path, reason: str) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    target = refusal_file(folder)
+    temp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    temp.write_text(json.dumps({"format_version": GRAPH_FORMAT, "reason": reason}))
+    os.replace(temp, target)
+
+
+def write_meta(folder: Path, meta: GraphMeta) -> None:
+    """Write the folder's graph.json (whole or not at all)."""
+    temp = folder / f".{META_FILE}.tmp-{os.getpid()}"
+    temp.write_text(json.dumps(meta.to_json(), indent=2))
+    os.replace(temp, folder / META_FILE)
 
 
 def publish(staging: Path, folder: Path) -> None:

@@ -1,7 +1,7 @@
 """Whether an index's queries may run on the 8-bit ONNX graph: measured, never assumed.
 
-The 8-bit graph encodes a query in about 60% of the fp32 graph's time, but its vectors are not
-the model's (cosine ~0.97 for MiniLM). The tuner encodes its calibration queries both ways, runs
+The 8-bit graph encodes a query in about 40% of the fp32 graph's time, but its vectors are not
+the model's (cosine ~0.99 for MiniLM per channel; benchmarks/results/query-int8). The tuner encodes its calibration queries both ways, runs
 the tuned plan with each, and takes int8 only where the int8 path's top-k agrees with the fp32
 path's at the tuner's own target; the decision and its figures go in the manifest's plan entry
 (``query_encoder``), where ``--query-encoder auto`` reads it.

@@ -16,7 +16,7 @@ import pytest
 
 from funnel.encoders import OnnxEncoder, load_query_encoder, prepare_query_graph
 from funnel.encoders.graph_cache import GRAPH_FILES, META_FILE, GraphMeta, graph_folder
-from funnel.errors import ModelError
+from funnel.errors import InputError, ModelError
 from funnel.indexes.index import Index
 from funnel.models import Encoder, resolve_model
 from funnel.retriever import Retriever
@@ -122,19 +122,50 @@ def test_a_missing_graph_is_exported_once_then_reused(encoder, tmp_path, monkeyp
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name], "no staging folder left behind"
 
 
-def test_a_model_without_an_export_runs_on_torch_with_a_note(tmp_path, monkeypatch, caplog):
+def test_a_static_model_runs_on_numpy_with_torchs_vectors(tmp_path, monkeypatch):
+    from funnel.encoders.static_engine import StaticEncoder
     from funnel.training.static import static_from_tokenizer
 
     path = tmp_path / "static-model"
     static_from_tokenizer(resolve_model(None), 32).save(str(path))
     monkeypatch.setenv("FUNNEL_CACHE", str(tmp_path / "cache"))
+    chosen = load_query_encoder(str(path), "auto")
+    assert isinstance(chosen, StaticEncoder) and chosen.dim == 32
+    texts = [*TEXTS, "", "   "]  # nothing to embed: a zero row, as torch gives
+    torch_vectors = Encoder.load(str(path)).encode(texts)
+    np.testing.assert_allclose(chosen.encode(texts), torch_vectors, atol=1e-6)
+    np.testing.assert_allclose(np.vstack([chosen.encode([t]) for t in texts]), torch_vectors, atol=1e-6)
+    assert isinstance(load_query_encoder(str(path), "onnx"), StaticEncoder)
+    with pytest.raises(InputError, match="a static model has no int8 graph"):
+        load_query_encoder(str(path), "onnx-int8")
+
+
+def test_a_model_without_an_export_runs_on_torch_with_a_note_and_is_not_retried(tmp_path, monkeypatch, caplog):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import LayerNorm
+
+    from funnel.encoders.graph_cache import refusal_file
+    from funnel.training.static import static_from_tokenizer
+
+    path = tmp_path / "custom-model"
+    static = static_from_tokenizer(resolve_model(None), 32)
+    SentenceTransformer(modules=[static[0], LayerNorm(32)], device="cpu").save(str(path))
+    monkeypatch.setenv("FUNNEL_CACHE", str(tmp_path / "cache"))
     with caplog.at_level(logging.WARNING, logger="funnel"):
         chosen = load_query_encoder(str(path), "auto")
     assert isinstance(chosen, Encoder) and chosen.dim == 32
-    assert any("queries run on torch" in record.getMessage() and "StaticEmbedding" in record.getMessage() for record in caplog.records)
+    assert any("queries run on torch" in record.getMessage() and "LayerNorm" in record.getMessage() for record in caplog.records)
+    marker = refusal_file(graph_folder(path))
+    assert marker.exists(), "the refusal is recorded"
+    stamp = marker.stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="funnel"):
+        again = load_query_encoder(str(path), "auto")
+    assert isinstance(again, Encoder) and marker.stat().st_mtime_ns == stamp, "not exported again"
+    assert any("recorded in" in record.getMessage() and "delete it to try again" in record.getMessage() for record in caplog.records)
     with pytest.raises(ModelError, match="no ONNX export"):
         load_query_encoder(str(path), "onnx")
-    assert not (tmp_path / "cache" / "onnx").exists() or not any((tmp_path / "cache" / "onnx").iterdir())
+    assert not [p for p in marker.parent.iterdir() if p.is_dir()], "no graph folder made"
 
 
 def test_int8_is_a_separate_checked_graph(encoder, graph, tmp_path, monkeypatch):
