@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.common import CACHE, DATA, RESULTS, command, machine, shown
+from benchmarks.common import CACHE, DATA, RESULTS, Result, machine, parameters, shown, write_result
 
 if TYPE_CHECKING:
     from funnel.encoders.choose import TextEncoder
@@ -282,10 +282,7 @@ def main() -> None:
         onnx_query_threads=_onnx_threads(),
         load_average_before=load_before,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    parameters = {name: shown(value) if isinstance(value, Path) else value for name, value in vars(args).items()}
-    result = {"benchmark": BENCHMARK, "command": command(), "machine": record, "parameters": parameters, "results": results}
-    (args.out / "query-int8.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_result(args.out / "query-int8.json", Result.make(BENCHMARK, parameters(args), results, record))
     print(json.dumps(results, indent=2))
 
 

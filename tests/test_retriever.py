@@ -68,11 +68,14 @@ def test_search_batch_wants_a_list(retriever):
 
 
 @pytest.fixture(scope="module")
-def two_layer_index(tmp_path_factory, encoder, cranfield_parquet):
-    """The 150 Cranfield abstracts indexed with MiniLM cut after 2 layers: a model other than the
-    default, so that an index reopened with the default model would rank differently."""
+def two_layer_index(tmp_path_factory, encoder, cranfield_docs):
+    """40 Cranfield abstracts indexed with MiniLM cut after 2 layers (a model other than the
+    default, so that an index reopened with the default model would rank differently), and that
+    model on torch."""
     import copy
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from torch import nn
 
     from funnel.corpus import open_corpus
@@ -84,18 +87,26 @@ def two_layer_index(tmp_path_factory, encoder, cranfield_parquet):
     bert.config.num_hidden_layers = 2
     folder = tmp_path_factory.mktemp("models") / "minilm-2-layers"
     model.save(str(folder))
-    index = build_index(open_corpus(cranfield_parquet), Encoder.load(folder), tmp_path_factory.mktemp("indexes") / "two-layer")
-    return index, folder
+    cut = Encoder(model=model, name=str(folder))
+    corpus = tmp_path_factory.mktemp("corpus") / "cranfield-40.parquet"
+    pq.write_table(
+        pa.table(
+            {key: [doc[column] for doc in cranfield_docs[:40]] for key, column in [("id", "_id"), ("title", "title"), ("text", "text")]}
+        ),
+        corpus,
+    )
+    return build_index(open_corpus(corpus), cut, tmp_path_factory.mktemp("indexes") / "two-layer"), cut
 
 
 def test_load_reopens_the_index_with_its_model(two_layer_index, encoder, cranfield_queries):
-    index, model = two_layer_index
+    index, built_with_model = two_layer_index
     loaded = Retriever.load(index)
-    assert isinstance(loaded.encoder, OnnxEncoder) and loaded.encoder.name == str(model)  # queries skip torch by default
+    assert isinstance(loaded.encoder, OnnxEncoder)  # by default queries run without torch
     ours = loaded.search_vectors(loaded.encode_queries(cranfield_queries), k=10)
-    built_with = Retriever(Index.load(index), Encoder.load(model))
+    built_with = Retriever(Index.load(index), built_with_model)
     theirs = built_with.search_vectors(built_with.encode_queries(cranfield_queries), k=10)
     assert_same_ranking(ours.scores, ours.positions, theirs.scores, theirs.positions)
+    assert loaded.encoder.name == built_with_model.name
     # The default model ranks these documents otherwise: a load that ignored the manifest would fail above.
     default = Retriever(Index.load(index), encoder).search_vectors(encoder.encode(cranfield_queries), k=10)
     assert (default.positions != theirs.positions).mean() > 0.5

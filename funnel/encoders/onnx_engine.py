@@ -63,12 +63,16 @@ class OnnxEncoder:
         """Encode texts; returns float32 array of shape (len(texts), dim), rows L2-normalized."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        # Batches run longest-first, so each pads to texts of about its own length (as
+        # sentence-transformers orders them); the rows go back to the caller's order.
+        order = np.argsort([-len(text) for text in texts], kind="stable") if len(texts) > batch_size else np.arange(len(texts))
+        ordered = [texts[i] for i in order]
         with self._lock:  # a tokenizer with padding set is not safe from two threads at once
             session = self.query_session if len(texts) <= QUERY_TEXTS else self._batches()
-            parts = [
-                self._run(session, list(texts[start : start + batch_size])) for start in _progress(len(texts), batch_size, show_progress)
-            ]
-        return normalize(np.vstack(parts).astype(np.float32, copy=False))
+            parts = [self._run(session, ordered[start : start + batch_size]) for start in _progress(len(texts), batch_size, show_progress)]
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        vectors[order] = np.vstack(parts)
+        return normalize(vectors)
 
     def _run(self, session: onnxruntime.InferenceSession, texts: list[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(texts)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from funnel.agreement import recall_against
-from funnel.encoders.choose import Precision, load_query_encoder
+from funnel.encoders.choose import Precision, engine_name, load_query_encoder
 from funnel.errors import ModelError
 from funnel.search.plan import Plan
 from funnel.search.run import run_funnel
@@ -30,7 +30,10 @@ def measure_query_precision(index: Index, model: str, plan: Plan, k: int, texts:
     if not texts:
         return {"precision": "fp32", "reason": "the calibration queries were vectors, not texts: int8 was not measured"}
     try:
-        fp32 = load_query_encoder(model, "onnx").encode(list(texts))
+        fp32_engine = load_query_encoder(model, "onnx")
+        if engine_name(fp32_engine) != "onnx-fp32":
+            return {"precision": "fp32", "reason": f"the model runs on the {engine_name(fp32_engine)} engine, which has no int8 form"}
+        fp32 = fp32_engine.encode(list(texts))
         int8 = load_query_encoder(model, "onnx-int8").encode(list(texts))
     except ModelError as exc:
         return {"precision": "fp32", "reason": f"no ONNX graph: {exc}"}
