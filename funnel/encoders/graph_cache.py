@@ -9,10 +9,12 @@ place, so a reader sees a whole graph or none; its files carry their sha256, che
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -137,6 +139,19 @@ def publish(staging: Path, folder: Path) -> None:
         if not (folder / META_FILE).exists():
             raise
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A fresh folder beside ``folder`` to write a graph into: renamed into place
+    (:func:`publish`) when the block ends, removed if it raises."""
+    staging = staging_folder(folder)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(staging, folder)
 
 
 def staging_folder(folder: Path) -> Path:

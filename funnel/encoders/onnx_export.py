@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from funnel.checksums import file_sha256
-from funnel.encoders.graph_cache import GRAPH_FILES, TOKENIZER_FILE, GraphMeta, publish, staging_folder, write_meta
+from funnel.encoders.graph_cache import GRAPH_FILES, TOKENIZER_FILE, GraphMeta, staged, write_meta
 from funnel.errors import ModelError
 from funnel.models import Encoder
 
@@ -75,8 +74,7 @@ def export_graph(encoder: Encoder, folder: Path) -> GraphMeta:
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
             return self.model(dict(zip(inputs, tensors)))["sentence_embedding"]
 
-    staging = staging_folder(folder)
-    try:
+    with staged(folder) as staging:
         graph = staging / GRAPH_FILES["fp32"]
         axes = {name: {0: "batch", 1: "sequence"} for name in inputs} | {"embedding": {0: "batch"}}
         was_training = model.training
@@ -107,10 +105,6 @@ def export_graph(encoder: Encoder, folder: Path) -> GraphMeta:
         )
         write_meta(staging, meta)
         _check_against_torch(encoder, staging)
-        publish(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return meta
 
 

@@ -8,7 +8,6 @@ query costs a tokenization and a few row reads — microseconds, without torch.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from funnel.checksums import file_sha256
-from funnel.encoders.graph_cache import STATIC_FILE, TOKENIZER_FILE, GraphMeta, publish, staging_folder, write_meta
+from funnel.encoders.graph_cache import STATIC_FILE, TOKENIZER_FILE, GraphMeta, staged, write_meta
 from funnel.errors import ModelError
 from funnel.models import Encoder
 from funnel.vectors import normalize
@@ -38,8 +37,7 @@ def export_static(encoder: Encoder, folder: Path) -> GraphMeta:
     """Save the static model's token table and tokenizer into the graph folder ``folder``
     (written beside it and renamed into place once its vectors match torch's)."""
     module: Any = encoder.model[0]
-    staging = staging_folder(folder)
-    try:
+    with staged(folder) as staging:
         table = module.embedding.weight.detach().cpu().numpy().astype(np.float32)
         np.save(staging / STATIC_FILE, table)
         module.tokenizer.save(str(staging / TOKENIZER_FILE))
@@ -53,10 +51,6 @@ def export_static(encoder: Encoder, folder: Path) -> GraphMeta:
         )
         write_meta(staging, meta)
         _check_against_torch(encoder, staging)
-        publish(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return meta
 
 
