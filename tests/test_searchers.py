@@ -56,7 +56,7 @@ def test_every_retriever_is_a_searcher(searcher):
     assert isinstance(searcher, Searcher)
 
 
-@pytest.mark.parametrize("stages", ["64:100,full:10", "64:30,128:12,full:5"])
+@pytest.mark.parametrize("stages", ["64:100,full:10", "64:30,128:12,full:5", "full:10"])
 def test_the_same_plan_gives_the_same_hits(searcher, local, stages):
     expected = local.search_batch(QUERIES, stages=stages)
     found = searcher.search_batch(QUERIES, stages=stages)

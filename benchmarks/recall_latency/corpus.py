@@ -206,8 +206,56 @@ def rotated(documents: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.
     return np.load(path, mmap_mode="r"), (query_vectors / np.linalg.norm(query_vectors, axis=1, keepdims=True)).astype(np.float16)
 
 
-def load(kind: str, count: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Documents (count, dim) and queries (q, dim), float16, and a description of where they come from."""
+HELD_OUT = 2_000
+"""In-distribution queries: the last texts of the fixed order, beyond every corpus (at most 1M of
+1,024,624 texts), so never indexed: the ann-benchmarks convention of queries drawn from the
+corpus's own distribution."""
+QUERY_SETS_BY_NAME = ("suite", "held-out")
+
+
+def add_query_set_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--query-set``, as every script over these vectors takes it."""
+    parser.add_argument(
+        "--query-set",
+        choices=QUERY_SETS_BY_NAME,
+        default=default,
+        help=f"suite: the real query texts of ../shared/data; held-out: corpus texts never indexed, in-distribution (default: {default})",
+    )
+
+
+def held_out_texts() -> list[str]:
+    return corpus_texts()[-HELD_OUT:]
+
+
+def held_out_queries(kind: str) -> np.ndarray:
+    """The held-out texts' vectors by the run's model (float16, normalized), cached."""
+    path = CACHE / f"{kind.removesuffix('-pca')}-heldout-queries.npy"
+    if not path.exists():
+        texts = held_out_texts()
+        if kind.startswith("minilm"):
+            from funnel.encoders import load_query_encoder
+
+            vectors = load_query_encoder(None, "onnx").encode(texts, batch_size=16)
+        else:
+            vectors = static_model().encode(texts, batch_size=4096)
+        np.save(path, _unit_f16(vectors))
+    return np.load(path)
+
+
+def load(kind: str, count: int, query_set: str = "suite") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Documents (count, dim) and queries (q, dim), float16, and a description of where they come
+    from. ``query_set``: ``suite`` (the real query texts of ../shared/data) or ``held-out``
+    (:data:`HELD_OUT` corpus texts never indexed)."""
+    if query_set == "held-out":
+        if kind == "minilm-pca":
+            raise SystemExit("held-out queries are made for --vectors minilm and static")
+        documents, _, source = load(kind, count)
+        queries = held_out_queries(kind)
+        return (
+            documents,
+            queries,
+            {**source, "queries": f"{HELD_OUT:,} held-out package summaries (never indexed, the corpus's own distribution)"},
+        )
     if kind == "minilm":
         if count > MINILM_MAX_DOCS:
             raise SystemExit(f"real MiniLM vectors are made for up to {MINILM_MAX_DOCS:,} documents, not {count:,}: use --vectors static")

@@ -43,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--calibration", type=int, default=400, help="query vectors funnel tune chooses its plans on (none of the measured ones)"
     )
+    corpus.add_query_set_option(parser, default="suite")
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall (and batch-64 timing)")
     parser.add_argument("--latency-queries", type=int, default=100, help="queries timed one at a time")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="repeat single-query rounds at least this long")
@@ -79,7 +80,8 @@ class Run:
     @property
     def path(self) -> Path:
         args = self.args
-        return args.out / f"{args.vectors}-{args.scale}{'-gpu' if self.use_gpu else ''}{'-' + args.tag if args.tag else ''}.json"
+        held_out = "-heldout" if args.query_set == "held-out" else ""
+        return args.out / f"{args.vectors}-{args.scale}{held_out}{'-gpu' if self.use_gpu else ''}{'-' + args.tag if args.tag else ''}.json"
 
 
 def prepare(args: argparse.Namespace, began: float) -> Run:
@@ -87,12 +89,12 @@ def prepare(args: argparse.Namespace, began: float) -> Run:
     import faiss
 
     scale = SCALES[args.scale]
-    docs, all_queries, source = corpus.load(args.vectors, scale)
+    docs, all_queries, source = corpus.load(args.vectors, scale, args.query_set)
     shuffled = np.random.default_rng(corpus.SEED).permutation(len(all_queries))
     vectors = np.asarray(all_queries, dtype=np.float32)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     queries, calibration = unit[shuffled[: args.queries]], unit[shuffled[args.queries : args.queries + args.calibration]]
-    query_texts = corpus.query_texts()
+    query_texts = corpus.held_out_texts() if args.query_set == "held-out" else corpus.query_texts()
     return Run(
         args=args,
         scale=scale,

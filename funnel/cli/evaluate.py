@@ -31,7 +31,7 @@ def eval_command(
     ),
     shortlist_kind: str = typer.Option(
         "flat",
-        help="Kind of the shortlists built in memory for swept dims: flat, hnsw, ivf, binary, sq8, hnsw-sq8, pq-fastscan or ivf-pq-fastscan.",
+        help="Kind of the shortlists built in memory for swept dims: flat, hnsw, ivf, binary, sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan or opq-fastscan.",
     ),
     layers: Optional[str] = typer.Option(
         None,

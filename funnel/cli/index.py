@@ -33,8 +33,9 @@ def index_command(
         "flat",
         "--shortlist-kind",
         "--shortlist-index",
-        help="Shortlist index kind: flat, hnsw, ivf, binary, or quantized: sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan "
-        "(a quarter to a sixteenth of flat's bytes; later stages rescore exactly).",
+        help="Shortlist index kind: flat, hnsw, ivf, binary, or quantized: sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan, "
+        "opq-fastscan (a quarter to a sixteenth of flat's bytes; later stages rescore exactly; opq-fastscan at full dims "
+        "is FAISS's IndexRefine(PQ…x4fs) configuration).",
     ),
     layers: Optional[str] = typer.Option(
         None,

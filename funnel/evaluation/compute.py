@@ -17,7 +17,7 @@ Search (per query; one multiply-add = 2 FLOPs):
   ``indexIVF_stats.ndis``; IVF adds its ``nlist`` centroids) × d, and as many float32 rows read;
 - **binary shortlist**: N Hamming distances over d bits: N·d/8 bytes and N·d/64 XOR+popcount
   pairs on 64-bit words (2 operations each);
-- **quantized shortlists** (sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan): as their float
+- **quantized shortlists** (sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan, opq-fastscan): as their float
   counterparts for the vectors visited, with each code's own size read (d bytes for 8-bit codes,
   d/4 for 4-bit PQ over 2-dim parts) and PQ fast-scan's SIMD lookups counted as a quarter of an
   operation per part;

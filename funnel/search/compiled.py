@@ -66,12 +66,15 @@ class CompiledTwoStage:
         segment = index.segments[0]
         spec, shortlist_index = segment.shortlists[dim]
         full = index.dim
-        truncation = faiss.LinearTransform(full, dim, False)
-        faiss.copy_array_to_vector(np.eye(full, dtype=np.float32)[:dim].ravel(), truncation.A)
-        faiss.copy_array_to_vector(np.zeros(dim, dtype=np.float32), truncation.b)
-        truncation.is_trained = True
-        base = faiss.IndexPreTransform(truncation, shortlist_index)
-        base.ntotal = shortlist_index.ntotal
+        base: Any = shortlist_index
+        truncation = None
+        if dim < full:  # a full-dim shortlist takes the query as it is: no identity matrix product
+            truncation = faiss.LinearTransform(full, dim, False)
+            faiss.copy_array_to_vector(np.eye(full, dtype=np.float32)[:dim].ravel(), truncation.A)
+            faiss.copy_array_to_vector(np.zeros(dim, dtype=np.float32), truncation.b)
+            truncation.is_trained = True
+            base = faiss.IndexPreTransform(truncation, shortlist_index)
+            base.ntotal = shortlist_index.ntotal
         vectors: Any
         if segment.vectors.dtype == np.float16:
             vectors = faiss.IndexScalarQuantizer(full, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)

@@ -1,6 +1,7 @@
 """The funnel plan: stages, each keeping fewer candidates at more dims, parsed once at the edge.
 
-The first stage shortlists from a FAISS index over its dims; each later stage rescores the
+The first stage shortlists from a FAISS index over its dims (a first stage at full dims scans
+every vector exactly where no full-dim shortlist is stored); each later stage rescores the
 survivors of the one before with the stored full vectors truncated to its dims (re-normalized),
 and the last stage's ranking gives the top-k. ``"64:200,384:10"`` reads: shortlist 200 at 64
 dims, rescore them at 384 dims, keep 10. A stage may also name a depth: ``"2:64:200,6:384:10"``
@@ -32,6 +33,8 @@ class PlanTarget(Protocol):
     def shortlist_dims(self) -> list[int]: ...
 
     def check_layer(self, layer: int | None) -> None: ...
+
+    def is_full_depth(self, layer: int | None) -> bool: ...
 
     def has_shortlist(self, dim: int, layer: int | None = None) -> bool: ...
 
@@ -177,9 +180,12 @@ def check_plan(plan: Plan, k: int, index: PlanTarget) -> None:
     for stage in plan:
         index.check_layer(stage.layer)
     first = plan[0].resolved_dim(index.dim)
-    if not index.has_shortlist(first, plan[0].layer):
+    exact_scan = first == index.dim and index.is_full_depth(plan[0].layer)  # every index can scan its full vectors
+    if not exact_scan and not index.has_shortlist(first, plan[0].layer):
         have = ", ".join(map(str, index.shortlist_dims))
-        raise InputError(f"the first stage scores at {first} dims but this index has shortlists at: {have}")
+        raise InputError(
+            f"the first stage scores at {first} dims but this index has shortlists at: {have} (or start at full dims, an exact scan)"
+        )
     for stage in plan:
         if stage.resolved_dim(index.dim) > index.dim:
             raise InputError(f"stage {stage} asks for {stage.dim} dims but the index has {index.dim}")

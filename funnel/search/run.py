@@ -20,10 +20,12 @@ import numpy as np
 
 from funnel.errors import InputError
 from funnel.search.compiled import CompiledTwoStage, compilable
+from funnel.search.exact import ExactReference
 from funnel.search.plan import Plan, PlanLike, Stage, check_plan
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index, StoredQueries
+    from funnel.indexes.manifest import ShortlistSpec
     from funnel.layers import HiddenStates, LayeredEncoder
 
 
@@ -35,6 +37,8 @@ class ViewState:
     compiled: dict[tuple[int, int], CompiledTwoStage] = field(default_factory=dict)
     """Compiled two-stage plans by (shortlist dim, identity of the FAISS shortlist they wrap)."""
     compile_plans: bool = True
+    exact: ExactReference | None = None
+    """The exact scan a plan starting at full dims runs where no full-dim shortlist is stored."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -81,6 +85,32 @@ def compiled_plan(index: Index, dim: int) -> CompiledTwoStage:
             if found is None:
                 found = state.compiled[key] = CompiledTwoStage.build(index, dim)
     return found
+
+
+def exact_scan(index: Index) -> ExactReference:
+    """The view's exact full-dimension scan (Panorama where it pays), built once."""
+    state = view_state(index)
+    if state.exact is None:
+        with state.lock:
+            if state.exact is None:
+                state.exact = ExactReference(index)
+    return state.exact
+
+
+def first_stage(index: Index, queries: StoredQueries, dim: int, n: int, *, final: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The first stage's top-``n``: the shortlist stored at ``dim``, or the exact scan for a
+    full-dim stage on an index that stores no shortlist there, or whose full-dim shortlist scores
+    approximately while this stage is also the last (``final``): so ``full:K`` alone is exact search on every index."""
+    if queries.layer is None and dim == index.dim:
+        stored = index.segments[0].shortlists.get(dim) if index.segments else None
+        if stored is None or (final and not shortlist_is_exact(stored[0])):
+            return exact_scan(index).search_stored(queries.vectors, n)
+    return index.shortlist(queries, dim, n)
+
+
+def shortlist_is_exact(spec: ShortlistSpec) -> bool:
+    """Whether a shortlist's scores are exact cosines (a flat float index over the prefix)."""
+    return spec.kind == "flat"
 
 
 @dataclass(frozen=True)
@@ -222,7 +252,7 @@ def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compil
         vectors = stored[key]
         dim = stage.resolved_dim(index.dim)
         if number == 0:
-            scores, positions = index.shortlist(vectors, dim, stage.candidates)
+            scores, positions = first_stage(index, vectors, dim, stage.candidates, final=len(plan) == 1)
             scored = index.count
         else:
             scores = index.rescore(vectors, positions, dim)

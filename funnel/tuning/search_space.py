@@ -77,24 +77,31 @@ def nice_counts(low: int, high: int) -> list[int]:
 # (0.4 ns per multiply-add); gathering one stored float16 vector from a warm memory map, converting
 # and normalizing it costs ~4 µs, i.e. as much as ~10,000 multiply-adds; each stage adds Python
 # and sorting overhead. Only the ratios matter for the choice; measured ms are reported beside it.
+# A two-stage plan that runs as one FAISS call (funnel.search.compiled) reads its candidates'
+# float16 rows inside FAISS's refine index: ~0.1 µs a row besides the multiply-adds, and one call's
+# overhead instead of one per stage.
 NS_PER_FLOP = 0.2
 US_PER_GATHERED_ROW = 4.0
+US_PER_REFINED_ROW = 0.1
 US_PER_STAGE = 40.0
 
 
 @dataclass(frozen=True)
 class Cost:
     """Estimated work per query: floating-point operations, bytes read, stored vectors gathered
-    for rescoring, and stages run; ``estimated_us`` weighs them into one latency estimate."""
+    for rescoring by the Python stages or refined inside one FAISS call, and calls made (stages,
+    or 1 for a compiled plan); ``estimated_us`` weighs them into one latency estimate."""
 
     flops: int
     bytes: int
     gathered: int = 0
     stages: int = 1
+    refined: int = 0
 
     @property
     def estimated_us(self) -> float:
-        return self.flops * NS_PER_FLOP / 1000 + self.gathered * US_PER_GATHERED_ROW + self.stages * US_PER_STAGE
+        rows = self.gathered * US_PER_GATHERED_ROW + self.refined * US_PER_REFINED_ROW
+        return self.flops * NS_PER_FLOP / 1000 + rows + self.stages * US_PER_STAGE
 
 
 def first_stage_cost(index: Index, dim: int, candidates: int) -> Cost:
@@ -103,7 +110,8 @@ def first_stage_cost(index: Index, dim: int, candidates: int) -> Cost:
     one code costs (:func:`~funnel.indexes.shortlist.score_flops`)."""
     from funnel.indexes.shortlist import KIND_INFO, code_bytes, make_spec, score_flops
 
-    spec = index.segments[0].shortlists[dim][0] if index.segments else make_spec(dim)
+    stored = index.segments[0].shortlists if index.segments else {}
+    spec = stored[dim][0] if dim in stored else make_spec(dim)  # no shortlist: the exact scan, costed as flat
     info, params, count = KIND_INFO[spec.kind], spec.params, index.count
     if info.graph:
         visited = min(count, max(params["ef_search"], candidates) * params["m"])  # a small graph is visited whole at most
@@ -118,8 +126,14 @@ def first_stage_cost(index: Index, dim: int, candidates: int) -> Cost:
 def plan_cost(index: Index, stages: Sequence[Stage]) -> Cost:
     """Estimated cost of a plan: the first stage's search plus, per later stage, gathering the
     full stored vectors of its input candidates (as :func:`funnel.search.run.run_funnel` does) and
-    scoring them at its dims."""
+    scoring them at its dims; a plan that runs as one FAISS call refines its candidates there."""
+    from funnel.search.compiled import compilable
+    from funnel.search.plan import Plan
+    from funnel.search.run import view_state
+
     first = stages[0]
+    if len(stages) == 1 and first.resolved_dim(index.dim) == index.dim and index.is_full_depth(first.layer):
+        return exact_cost(index)  # full:K alone is exact search, whatever shortlist is stored at full dims
     total = first_stage_cost(index, first.resolved_dim(index.dim), first.candidates)
     flops, read, gathered = total.flops, total.bytes, 0
     itemsize = 2 if index.manifest.vector_dtype == "float16" else 4
@@ -129,6 +143,8 @@ def plan_cost(index: Index, stages: Sequence[Stage]) -> Cost:
         read += incoming * index.dim * itemsize
         gathered += incoming
         incoming = min(stage.candidates, incoming)
+    if index.segments and view_state(index).compile_plans and compilable(index, Plan(tuple(stages))):
+        return Cost(flops, read, stages=1, refined=gathered)
     return Cost(flops, read, gathered, len(stages))
 
 

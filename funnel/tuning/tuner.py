@@ -257,11 +257,11 @@ def tune(
         index, stages[0].resolved_dim(index.dim), options.baselines, k, evidence, fit, timing, calibration, truth, holdout
     )
     chosen = replace(chosen, name="tuned")
-    if exact.estimated_us < chosen.estimated_us and index.dim not in index.shortlist_dims:
+    is_exact = tuple(stages) == exact_stages(index, k)
+    if is_exact:
         notes.append(
-            f"exact flat search wins on an index this small: over {index.count} documents it is estimated at "
-            f"{exact.estimated_us:.0f} µs per query, the cheapest funnel meeting the target at {chosen.estimated_us:.0f} µs; "
-            f"a funnel pays off on larger indexes. To search exactly, rebuild with --shortlist-dim {index.dim} and tune again"
+            f"exact search is the cheapest plan meeting the target here: over {index.count} documents it is estimated at "
+            f"{exact.estimated_us:.0f} µs per query; a funnel pays off on larger indexes"
         )
     return TunedPlan(
         tuple(stages),
@@ -275,6 +275,7 @@ def tune(
         baselines,
         candidates,
         tuple(notes),
+        is_exact=is_exact,
         plans_considered=considered,
     )
 
@@ -305,36 +306,22 @@ def _exact_reason(index: Index, target_recall: float, k: int) -> str | None:
 
 
 def exact_stages(index: Index, k: int) -> tuple[Stage, ...]:
-    """A plan equal to exact search: a full-dim shortlist if stored, else shortlist every document."""
-    from funnel.indexes.shortlist import KIND_INFO
-
-    kinds = {dim: spec.kind for dim, (spec, _) in index.segments[0].shortlists.items()} if index.segments else {}
-    if kinds.get(index.dim) == "flat":
-        return (Stage(None, k),)
-    flat = [dim for dim in index.shortlist_dims if kinds.get(dim) == "flat"]
-    # Only a flat shortlist returns every document when asked for all of them; other scans come
-    # next. A graph asked for every document walks all of it for each query: the last resort.
-    scans = [dim for dim in index.shortlist_dims if dim in kinds and not KIND_INFO[kinds[dim]].graph]
-    return (Stage((flat or scans or index.shortlist_dims)[0], max(index.count, k)), Stage(None, k))
+    """A plan equal to exact search: one stage at full dims (a stored flat shortlist there, else
+    the exact scan, see :mod:`funnel.search.exact`)."""
+    return (Stage(None, k),)
 
 
 def _exact_plan(index, calibration, truth, holdout, timing, k, target, about, exact, reasons: tuple[str, ...]) -> TunedPlan:
     stages = exact_stages(index, k)
-    # Rescoring every document is slow on a big index: a few queries confirm exactness and time it.
+    # A few queries confirm exactness and time it.
     few = holdout[:EXACT_PLAN_CHECKS]
     chosen = _measure(index, "tuned", stages, timing[:EXACT_PLAN_CHECKS], k, calibration, truth, few, fit_recall=1.0)
-    notes = (
-        reasons
-        if chosen.recall_holdout in (None, 1.0)
-        else (*reasons, f"the first stage's {stages[0].dim}-dim shortlist is not flat, so this plan is not quite exact")
-    )
-    return TunedPlan(stages, k, target, about, "exact (see notes)", chosen, 1.0, exact, notes=notes, is_exact=True, plans_considered=1)
+    return TunedPlan(stages, k, target, about, "exact (see notes)", chosen, 1.0, exact, notes=reasons, is_exact=True, plans_considered=1)
 
 
 def _plans(index: Index, evidence: Sequence[DimEvidence], k: int):
     """Every (stages, per-query recall function) in the space, as (stages, lambda rows -> recall)."""
-    if exact_stages(index, k) == (Stage(None, k),):  # a flat full-dim shortlist is exact search by itself
-        yield (Stage(None, k),), (lambda rows: np.ones(len(rows)))
+    yield exact_stages(index, k), (lambda rows: np.ones(len(rows)))  # every index can scan exactly
     for ev in evidence:
         for n in ev.prefixes:
             yield (Stage(ev.dim, n), Stage(None, k)), (lambda rows, ev=ev, n=n: ev.two_stage(n, rows))

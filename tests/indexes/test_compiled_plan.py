@@ -14,7 +14,7 @@ from funnel.search.exact import exact_search
 from funnel.search.plan import Plan
 from funnel.search.run import run_funnel, view_state
 
-KINDS = ("flat", "hnsw", "sq8", "hnsw-sq8", "ivf", "pq-fastscan", "ivf-pq-fastscan")
+KINDS = ("flat", "hnsw", "sq8", "hnsw-sq8", "ivf", "pq-fastscan", "ivf-pq-fastscan", "opq-fastscan")
 
 
 @pytest.fixture(scope="module")

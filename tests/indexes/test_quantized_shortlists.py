@@ -1,4 +1,4 @@
-"""Quantized prefix shortlists (sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan) over real MiniLM vectors:
+"""Quantized prefix shortlists (sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan, opq-fastscan) over real MiniLM vectors:
 they shortlist well enough for exact rescoring to recover the top-k, take the bytes their codes
 promise, and the tuner's cost model knows them."""
 
@@ -24,7 +24,7 @@ from funnel.search.plan import Plan
 from funnel.search.run import run_funnel
 from funnel.tuning.search_space import first_stage_cost
 
-QUANTIZED = ("sq8", "hnsw-sq8", "pq-fastscan", "ivf-pq-fastscan")
+QUANTIZED = ("sq8", "hnsw-sq8", "pq-fastscan", "ivf-pq-fastscan", "opq-fastscan")
 
 
 @pytest.fixture(scope="module")

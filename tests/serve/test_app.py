@@ -99,7 +99,11 @@ def test_default_plan_and_named_indexes(client):
             400,
             "stage '64-200' is not DIM:CANDIDATES or LAYER:DIM:CANDIDATES (e.g. 64:200 or full:10)",
         ),
-        ({"query": "fonts", "stages": "32:100,full:10"}, 400, "the first stage scores at 32 dims but this index has shortlists at: 64"),
+        (
+            {"query": "fonts", "stages": "32:100,full:10"},
+            400,
+            "the first stage scores at 32 dims but this index has shortlists at: 64 (or start at full dims, an exact scan)",
+        ),
         (
             {"query": "fonts", "stages": "64:100,full:5", "k": 10},
             400,

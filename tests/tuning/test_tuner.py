@@ -12,6 +12,7 @@ from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.search.plan import Plan
+from funnel.search.run import run_funnel
 from funnel.tuning import TuneOptions, tune
 from funnel.tuning.evidence import gather_evidence
 from funnel.tuning.measure import TuningReference, run_plan
@@ -53,7 +54,7 @@ def tuned(index, calibration):
 
 
 def test_tuned_plan_meets_the_target_on_unseen_queries(index, tuned, test_queries):
-    assert not tuned.is_exact and tuned.notes == () or "exact flat search" in tuned.notes[0]
+    assert not tuned.is_exact and tuned.notes == ()
     truth = TuningReference(index).search(test_queries.astype(np.float32) / np.linalg.norm(test_queries, axis=1, keepdims=True), 10)
     found = run_plan(index, test_queries / np.linalg.norm(test_queries, axis=1, keepdims=True), tuned.stages, 10)
     assert recall_against(found, truth).mean() >= 0.95
@@ -105,7 +106,7 @@ def test_tiny_index_gets_an_exact_plan_and_says_why(tmp_path):
     rng = np.random.default_rng(0)
     small = Index.load(vector_index(tmp_path / "tiny", nested_vectors(rng, 20), IndexConfig(shortlists=(make_spec(8),))))
     plan = tune(small, None, 0.9, 10, options=TuneOptions(timing_queries=5))
-    assert plan.is_exact and plan.stages_text == "8:20,full:10"
+    assert plan.is_exact and plan.stages_text == "full:10"
     assert "only 20 documents" in plan.notes[0]
     assert plan.chosen.recall_holdout == 1.0
     assert plan.calibration["source"] == "corpus: sampled documents' own vectors (no model), each left out of its own query's results"
@@ -113,7 +114,7 @@ def test_tiny_index_gets_an_exact_plan_and_says_why(tmp_path):
 
 def test_target_one_is_exact(index, calibration):
     plan = tune(index, None, 1.0, 10, calibration[:20], TuneOptions(timing_queries=3))
-    assert plan.is_exact and plan.stages_text == "8:2000,full:10"
+    assert plan.is_exact and plan.stages_text == "full:10"
     assert "1.0 can only be promised by exact search" in plan.notes[0]
     assert plan.chosen.recall_holdout == 1.0
 
@@ -177,12 +178,17 @@ def test_quantized_shortlists_are_tuned_to_the_target_too(tmp_path, calibration,
     assert recall_against(run_plan(quantized, unit, plan.stages, 10), truth).mean() >= 0.95
 
 
-def test_the_exact_fallback_scans_rather_than_walks_a_whole_graph(tmp_path):
+def test_the_exact_plan_is_one_full_dim_stage_on_any_index(tmp_path):
+    """Before, an index without a flat shortlist got an exact plan that walked a whole graph
+    (8:300,full:10); now every index scans its full vectors for full:k, equal to exact search."""
+    from funnel.search.exact import exact_search
     from funnel.tuning.tuner import exact_stages
 
     vectors = nested_vectors(np.random.default_rng(4), 300)
-    config = IndexConfig(shortlists=(make_spec(8, "hnsw"), make_spec(16, "sq8")))
-    both = Index.load(vector_index(tmp_path / "both", vectors, config))
-    assert exact_stages(both, 10)[0].dim == 16  # the 8-bit scan, not the 8-dim graph
     only_graph = Index.load(vector_index(tmp_path / "graph", vectors, IndexConfig(shortlists=(make_spec(8, "hnsw"),))))
-    assert [str(s) for s in exact_stages(only_graph, 10)] == ["8:300", "full:10"]
+    assert [str(s) for s in exact_stages(only_graph, 10)] == ["full:10"]
+    queries = vectors[:5] / np.linalg.norm(vectors[:5], axis=1, keepdims=True)
+    found = run_funnel(only_graph, queries.astype(np.float32), exact_stages(only_graph, 10), 10)
+    scores, positions = exact_search(only_graph, queries.astype(np.float32), 10)
+    np.testing.assert_array_equal(found.positions, positions)
+    np.testing.assert_allclose(found.scores, scores, atol=1e-6)
