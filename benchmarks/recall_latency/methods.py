@@ -511,8 +511,12 @@ METHODS: dict[str, Method] = {
         # that funnel's own rotation put first: FAISS's configuration, as a funnel kind.
         Method(
             "funnel-opq-full",
-            funnel_scan("opq-fastscan", lambda s: s.full, lambda s: (40, 80, 160, 320, 640), quarter_parts=True),
-            _not_large,
+            funnel_scan(
+                "opq-fastscan",
+                lambda s: s.full,
+                lambda s: (160, 640, 2000, 6000) if s.large else (40, 80, 160, 320, 640),
+                quarter_parts=True,
+            ),
         ),
         Method("funnel-exact", funnel_exact),
         Method("funnel-hnsw128", funnel_hnsw("hnsw", 128, lambda s: (100, 200, 400, 800)), _not_large),
