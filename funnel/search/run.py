@@ -25,7 +25,6 @@ from funnel.search.plan import Plan, PlanLike, Stage, check_plan
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index, StoredQueries
-    from funnel.indexes.manifest import ShortlistSpec
     from funnel.layers import HiddenStates, LayeredEncoder
 
 
@@ -97,20 +96,22 @@ def exact_scan(index: Index) -> ExactReference:
     return state.exact
 
 
+def scans_exactly(index: Index, dim: int, layer: int | None, *, final: bool) -> bool:
+    """Whether a first stage at ``dim`` dims and ``layer`` runs the exact scan rather than a stored
+    shortlist: at full dims and depth, where the index stores no shortlist there, or where the
+    stage is also the last (``final``) and the stored one scores approximately — so ``full:K``
+    alone is exact search on every index."""
+    if dim != index.dim or not index.is_full_depth(layer):
+        return False
+    stored = index.segments[0].shortlists.get(dim) if index.segments else None
+    return stored is None or (final and stored[0].kind != "flat")
+
+
 def first_stage(index: Index, queries: StoredQueries, dim: int, n: int, *, final: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The first stage's top-``n``: the shortlist stored at ``dim``, or the exact scan for a
-    full-dim stage on an index that stores no shortlist there, or whose full-dim shortlist scores
-    approximately while this stage is also the last (``final``): so ``full:K`` alone is exact search on every index."""
-    if queries.layer is None and dim == index.dim:
-        stored = index.segments[0].shortlists.get(dim) if index.segments else None
-        if stored is None or (final and not shortlist_is_exact(stored[0])):
-            return exact_scan(index).search_stored(queries.vectors, n)
+    """The first stage's top-``n``: the exact scan where :func:`scans_exactly`, else the shortlist stored at ``dim``."""
+    if scans_exactly(index, dim, queries.layer, final=final):
+        return exact_scan(index).search_stored(queries.vectors, n)
     return index.shortlist(queries, dim, n)
-
-
-def shortlist_is_exact(spec: ShortlistSpec) -> bool:
-    """Whether a shortlist's scores are exact cosines (a flat float index over the prefix)."""
-    return spec.kind == "flat"
 
 
 @dataclass(frozen=True)

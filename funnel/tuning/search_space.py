@@ -110,8 +110,7 @@ def first_stage_cost(index: Index, dim: int, candidates: int) -> Cost:
     one code costs (:func:`~funnel.indexes.shortlist.score_flops`)."""
     from funnel.indexes.shortlist import KIND_INFO, code_bytes, make_spec, score_flops
 
-    stored = index.segments[0].shortlists if index.segments else {}
-    spec = stored[dim][0] if dim in stored else make_spec(dim)  # no shortlist: the exact scan, costed as flat
+    spec = index.segments[0].shortlists[dim][0] if index.segments else make_spec(dim)
     info, params, count = KIND_INFO[spec.kind], spec.params, index.count
     if info.graph:
         visited = min(count, max(params["ef_search"], candidates) * params["m"])  # a small graph is visited whole at most
@@ -129,12 +128,12 @@ def plan_cost(index: Index, stages: Sequence[Stage]) -> Cost:
     scoring them at its dims; a plan that runs as one FAISS call refines its candidates there."""
     from funnel.search.compiled import compilable
     from funnel.search.plan import Plan
-    from funnel.search.run import view_state
+    from funnel.search.run import scans_exactly, view_state
 
     first = stages[0]
-    if len(stages) == 1 and first.resolved_dim(index.dim) == index.dim and index.is_full_depth(first.layer):
-        return exact_cost(index)  # full:K alone is exact search, whatever shortlist is stored at full dims
-    total = first_stage_cost(index, first.resolved_dim(index.dim), first.candidates)
+    dim = first.resolved_dim(index.dim)
+    exact = scans_exactly(index, dim, first.layer, final=len(stages) == 1)
+    total = exact_cost(index) if exact else first_stage_cost(index, dim, first.candidates)
     flops, read, gathered = total.flops, total.bytes, 0
     itemsize = 2 if index.manifest.vector_dtype == "float16" else 4
     incoming = min(first.candidates, index.count)
