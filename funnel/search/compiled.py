@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from funnel.indexes.index import top_n
 from funnel.indexes.segment import iter_chunks
 from funnel.indexes.shortlist import KIND_INFO
 
@@ -92,13 +93,23 @@ class CompiledTwoStage:
         return cls(dim, spec, refine, inverse_norms, (truncation, shortlist_index, base, vectors))
 
     def search(self, queries: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The best ``k`` of ``n`` shortlisted by inner product with the full stored rows, scored
-        as cosines. ``queries``: (q, full) in the stored basis. Returns (scores (q, k), positions
-        (q, k)) as FAISS ranks them, padded with -inf / -1."""
-        dots, rows = self.refine.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=self._params(n, k))
+        """The best ``k`` of ``n`` shortlisted, scored as cosines with the full stored rows and
+        ranked as :func:`~funnel.indexes.index.top_n` ranks (ties by lower position).
+        ``queries``: (q, full) float32 in the stored basis. Returns (scores (q, k), positions
+        (q, k)), padded with -inf / -1.
+
+        FAISS ranks by the inner product with the stored rows, whose norms are 1 only to about
+        1e-4 (float16): it is asked for the best 2k, whose inner products become cosines and are
+        ranked again, so the top k and their scores are the Python stages'."""
+        asked = min(max(2 * k, k + 10), n)
+        dots, rows = self.refine.search(queries, asked, params=self._params(n, asked))
+        if len(rows) == 1 and rows.min() >= 0:  # the common case, without the padding's masks
+            row, cosines = rows[0], dots[0] * self.inverse_norms[rows[0]]
+            best = np.lexsort((row, -cosines))[:k]
+            return cosines[best][None], row[best][None]
         valid = rows >= 0
         scores = np.where(valid, dots * self.inverse_norms[np.where(valid, rows, 0)], -np.inf).astype(np.float32)
-        return scores, rows.astype(np.int64)
+        return top_n(scores, rows, k)
 
     def _params(self, n: int, k: int) -> Any:
         """Search parameters for ``n`` candidates and ``k`` results, made once (SWIG objects cost

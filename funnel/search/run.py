@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 class ViewState:
     """What searches have learned about one index view (which never changes once loaded)."""
 
-    checked: set[tuple[Plan, int]] = field(default_factory=set)
+    checked: dict[tuple[Plan, int], CompiledRun | None] = field(default_factory=dict)
+    """Each plan and k already checked against the view, with its compiled run (None where the
+    plan runs the Python stages)."""
     compiled: dict[tuple[int, int], CompiledTwoStage] = field(default_factory=dict)
     """Compiled two-stage plans by (shortlist dim, identity of the FAISS shortlist they wrap)."""
     compile_plans: bool = True
@@ -56,14 +58,17 @@ def view_state(index: Index) -> ViewState:
     return state
 
 
-def check_once(index: Index, plan: Plan, k: int) -> ViewState:
+def check_once(index: Index, plan: Plan, k: int) -> CompiledRun | None:
     """:func:`~funnel.search.plan.check_plan` the first time ``plan`` and ``k`` meet this view
-    (a view never changes, so once is enough); returns the view's state."""
+    (a view never changes, so once is enough); returns the plan's compiled run, None where it
+    runs the Python stages."""
     state = view_state(index)
-    if (plan, k) not in state.checked:
-        check_plan(plan, k, index)
-        state.checked.add((plan, k))
-    return state
+    key = (plan, k)
+    if key in state.checked:
+        return state.checked[key]
+    check_plan(plan, k, index)
+    found = state.checked[key] = CompiledRun.of(index, plan, k) if compilable(index, plan) else None
+    return found
 
 
 def compile_plans(index: Index, enabled: bool) -> None:
@@ -189,16 +194,16 @@ def as_query_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
     """Query vectors as float32 (q, dim); one vector (dim,) counts as one query. InputError for
     other shapes and for NaN or infinite values (which would rank documents arbitrarily)."""
     try:
-        array = np.asarray(vectors, dtype=np.float32)
+        array = vectors if isinstance(vectors, np.ndarray) and vectors.dtype == np.float32 else np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError):
         raise InputError(f"query vectors must be numbers in an array of shape (queries, {dim}), not {type(vectors).__name__}") from None
     if array.ndim == 1:
         array = array[None, :]
     if array.ndim != 2 or array.shape[1] != dim:
         raise InputError(f"query vectors have shape {array.shape}; this index wants (queries, {dim})")
-    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
-    if len(bad):
-        raise InputError(f"query vector {int(bad[0]) + 1} holds NaN or infinite values: encode the query again")
+    if not np.isfinite(array).all():
+        bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise InputError(f"query vector {bad + 1} holds NaN or infinite values: encode the query again")
     return array
 
 
@@ -229,15 +234,10 @@ def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compil
     from funnel.indexes.index import top_n
 
     plan = Plan.of(plan)
-    state = check_once(index, plan, k)
-    # Arrays first: a Protocol isinstance check costs more than the rest of this setup.
-    source: QuerySource
-    if isinstance(queries, (np.ndarray, Mapping)) or not isinstance(queries, QuerySource):
-        source = _ReadyQueries(queries, index)
-    else:
-        source = queries
-    if (state.compile_plans if compiled is None else compiled) and compilable(index, plan):
-        return _run_compiled(index, source, plan, k)
+    run = check_once(index, plan, k)
+    if run is not None and (view_state(index).compile_plans if compiled is None else compiled):
+        return run(index, queries)
+    source = _query_source(queries, index)
     trace: list[StageTrace] = []
     scores = positions = np.zeros((0, 0))
     stored: dict[int | None, StoredQueries] = {}
@@ -265,28 +265,48 @@ def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compil
     return FunnelResult(scores, positions, tuple(trace))
 
 
-def _run_compiled(index: Index, source: QuerySource, plan: Plan, k: int) -> FunnelResult:
-    """A two-stage plan as one FAISS call (:mod:`funnel.search.compiled`); the trace gives the
-    call's time to the second stage, since the two stages no longer run apart."""
-    from funnel.indexes.index import top_n
+def _query_source(queries: Queries, index: Index) -> QuerySource:
+    # Arrays first: a Protocol isinstance check costs more than the rest of this setup.
+    if isinstance(queries, (np.ndarray, Mapping)) or not isinstance(queries, QuerySource):
+        return _ReadyQueries(queries, index)
+    return queries
 
-    first, last = plan
-    encode_started = time.perf_counter()
-    model_vectors = source.at(None)
-    encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
-    layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
-    dim = first.resolved_dim(index.dim)
-    compiled = compiled_plan(index, dim)
-    started = time.perf_counter()
-    kept = min(first.candidates, index.count)
-    queries = index.stored_queries(model_vectors)
-    # FAISS ranks by the inner product with the stored float16 rows, whose norms are 1 only to
-    # about 1e-4: the best 2k come back as cosines and are ranked again, so the top k and their
-    # scores are the Python stages'.
-    scores, positions = top_n(*compiled.search(queries.vectors, kept, min(max(2 * k, k + 10), kept)), k)
-    seconds = time.perf_counter() - started
-    trace = (
-        StageTrace(first, dim, index.count, kept, 0.0, encoded, layers_run),
-        StageTrace(last, index.dim, kept, positions.shape[1], seconds, 0.0, layers_run),
-    )
-    return FunnelResult(scores, positions, trace)
+
+@dataclass(frozen=True)
+class CompiledRun:
+    """A checked two-stage plan and k on one view, run as one FAISS call
+    (:mod:`funnel.search.compiled`): everything that does not depend on the queries is settled
+    once, so a query pays the FAISS call, the rotation and the re-ranking of the best 2k. The
+    trace gives the call's time to the second stage, since the two stages no longer run apart."""
+
+    first: Stage
+    last: Stage
+    dim: int
+    count: int
+    kept: int
+    k: int
+
+    @classmethod
+    def of(cls, index: Index, plan: Plan, k: int) -> CompiledRun:
+        first, last = plan
+        return cls(first, last, first.resolved_dim(index.dim), index.count, min(first.candidates, index.count), k)
+
+    def __call__(self, index: Index, queries: Queries) -> FunnelResult:
+        if isinstance(queries, np.ndarray):  # ready vectors: no source, no layers to time
+            model_vectors, encoded, layers_run = as_query_vectors(queries, index.dim), 0.0, 0
+        else:
+            source = _query_source(queries, index)
+            encode_started = time.perf_counter()
+            model_vectors = source.at(None)
+            encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
+            layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
+        compiled = compiled_plan(index, self.dim)
+        started = time.perf_counter()
+        stored = index.stored_queries(model_vectors)
+        scores, positions = compiled.search(stored.vectors, self.kept, self.k)
+        seconds = time.perf_counter() - started
+        trace = (
+            StageTrace(self.first, self.dim, self.count, self.kept, 0.0, encoded, layers_run),
+            StageTrace(self.last, index.dim, self.kept, positions.shape[1], seconds, 0.0, layers_run),
+        )
+        return FunnelResult(scores, positions, trace)
