@@ -294,6 +294,7 @@ def index_from_vectors(
     model_metadata: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     overwrite: bool = False,
+    lexical: bool = False,
 ) -> Path:
     """Write an index folder at ``path`` from (documents, vectors) batches (:func:`document_batch`,
     :func:`vector_batches`) through funnel's own builder, ``funnel.indexes.builder.write_index``,
@@ -311,10 +312,12 @@ def index_from_vectors(
         model_metadata: the model's metadata, as an encoder gives it.
         source: what the manifest records as the documents' source.
         overwrite: replace an index already at ``path``.
+        lexical: keep the BM25 index beside the vectors (what ``funnel index`` does by default;
+            off here, where the vectors are what is measured, unless a method adds BM25 candidates).
     """
     from funnel.indexes.builder import IndexConfig, write_index
 
-    config = IndexConfig(shortlists=shortlists, rotation=rotation, vector_dtype=vector_dtype)
+    config = IndexConfig(shortlists=shortlists, rotation=rotation, vector_dtype=vector_dtype, lexical=lexical)
     return write_index(
         batches, path, model=model, dim=dim, config=config, model_metadata=model_metadata, source=source, overwrite=overwrite
     )

@@ -269,9 +269,13 @@ class Retriever:
 
     def search_vectors(self, query_vectors: np.ndarray, k: int | None = None, stages: PlanLike | None = None) -> FunnelResult:
         """Run the funnel for ready query vectors (q, dim); arrays for machines. Positions refer to
-        ``self.index`` as it was when the call started (see :meth:`reload_if_changed`)."""
+        ``self.index`` as it was when the call started (see :meth:`reload_if_changed`). Without
+        texts there are no BM25 candidates: a default plan that adds them runs its dense part
+        (a plan given with ``+bm25:N`` is refused)."""
         index = self.index
         plan, k = self._plan_and_k(k, stages, index)
+        if stages is None and plan.is_lexical:
+            plan = plan.dense()
         return run_funnel(index, query_vectors, plan, k)
 
     def search(self, query: str, k: int | None = None, stages: PlanLike | None = None) -> list[Hit]:
@@ -296,7 +300,7 @@ class Retriever:
         started = time.perf_counter()
         source = self._query_source(queries, plan, index)
         encoded = time.perf_counter() - started  # full-depth encoding; layered sources encode per stage
-        result = run_funnel(index, source, plan, k)
+        result = run_funnel(index, source, plan, k, texts=queries)
         hits = [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
         return TracedSearch(hits, tuple(plan), result.trace, encoded + sum(t.encode_seconds for t in result.trace), index.version)
 

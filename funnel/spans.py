@@ -5,7 +5,7 @@ rotation) and the tuner (to calibrate a plan) sample the same way, with the same
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -34,3 +34,21 @@ def span_queries(titles: Sequence[str | None], texts: Sequence[str], seed: int) 
     """One span query per document (empty where a document has no words), drawn with ``seed``."""
     rng = np.random.default_rng([seed, 1])
     return [random_span(document_text(title, text), rng) for title, text in zip(titles, texts)]
+
+
+def rare_term_span(
+    text: str, rarity: Callable[[list[str]], np.ndarray], rng: np.random.Generator, words: tuple[int, int] = SPAN_WORDS
+) -> str:
+    """A span like :func:`random_span` placed to hold the text's rarest word (``rarity`` gives
+    each word's document frequency; inf for words that count for nothing): the package name or
+    acronym a query rides on, which a prefix shortlist is most likely to miss."""
+    tokens = text.split()
+    length = int(rng.integers(words[0], words[1] + 1))
+    if len(tokens) <= length:
+        return " ".join(tokens)
+    frequencies = rarity(tokens)
+    if not np.isfinite(frequencies).any():
+        return random_span(text, rng, words)
+    rarest = int(np.argmin(frequencies))
+    start = int(rng.integers(max(0, rarest - length + 1), min(rarest, len(tokens) - length) + 1))
+    return " ".join(tokens[start : start + length])

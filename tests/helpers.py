@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,21 @@ def write_signed_manifest(index_path: Path, data: dict) -> None:
 
     data = {**data, "checksum": content_checksum(data)}
     (index_path / MANIFEST_FILE).write_text(json.dumps(data))
+
+
+class HashEncoder:
+    """A stand-in model: a text's vector is a function of its text only, so runs are comparable."""
+
+    name, dim, metadata = "hash-encoder", 32, {}
+
+    def __init__(self, fail_on_call: int | None = None) -> None:
+        self.calls, self.texts, self.fail_on_call = 0, 0, fail_on_call
+
+    def encode(self, texts, batch_size=64):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt  # like Ctrl-C: the build stops, its partial folder stays
+        self.texts += len(texts)
+        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
+        vectors = np.stack([np.random.default_rng(s).normal(size=self.dim) for s in seeds]).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -67,6 +67,18 @@ def test_the_same_plan_gives_the_same_hits(searcher, local, stages):
         assert [(hit.text, hit.title) for hit in hits] == [(hit.text, hit.title) for hit in wanted]
 
 
+def test_bm25_candidates_run_locally_and_remotely_and_qdrant_refuses_them(local, remote, qdrant):
+    """A plan with BM25 candidates: the server (over 127.0.0.1) runs it on the request's texts
+    and answers with the local hits; a Qdrant collection, which keeps no BM25 index, refuses it."""
+    plan = "64:5+bm25:10,full:5"
+    expected = local.search_batch(["TclXML event-based parsing"], stages=plan)
+    assert expected[0][0].id == "tclxml-dev"
+    found = remote.search_batch(["TclXML event-based parsing"], stages=plan)
+    assert [[hit.id for hit in hits] for hits in found] == [[hit.id for hit in hits] for hits in expected]
+    with pytest.raises(InputError, match="keeps no lexical index"):
+        qdrant.search("TclXML event-based parsing", stages=plan)
+
+
 def test_k_defaults_to_what_the_last_stage_keeps_else_10(searcher):
     assert len(searcher.search(QUERIES[0], stages="64:40,full:7")) == 7
     assert len(searcher.search(QUERIES[0])) == 10

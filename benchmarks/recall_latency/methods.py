@@ -66,6 +66,9 @@ class Setup:
     texts: list[str] | None = None
     calibration: np.ndarray | None = None
     hnsw_full: bool = True
+    query_texts: dict[bytes, str] = field(default_factory=dict)
+    """Each measured query's text by its vector's bytes: for plans that add BM25 candidates,
+    whose search takes the text beside the vector."""
     _funnel: tuple[Index, float] | None = field(default=None, repr=False)
 
     @property
@@ -152,7 +155,7 @@ def exact(docs: np.ndarray, workdir: Path, use_gpu: bool) -> Built:
 
 
 def funnel_index(
-    docs: np.ndarray, workdir: Path, name: str, specs: tuple[Any, ...], texts: list[str] | None = None
+    docs: np.ndarray, workdir: Path, name: str, specs: tuple[Any, ...], texts: list[str] | None = None, lexical: bool = False
 ) -> tuple[Index, float, Path]:
     """Build a funnel index folder (:func:`benchmarks.common.index_from_vectors`) and load it with
     ``Index.load``: the documents (with their texts, so fetching hits costs what it costs), the
@@ -163,7 +166,7 @@ def funnel_index(
     shutil.rmtree(path, ignore_errors=True)
     started = time.perf_counter()
     common.index_from_vectors(
-        path, common.vector_batches(docs, texts), dim=docs.shape[1], shortlists=specs, rotation="auto", overwrite=True
+        path, common.vector_batches(docs, texts), dim=docs.shape[1], shortlists=specs, rotation="auto", overwrite=True, lexical=lexical
     )
     index = Index.load(path)
     return index, time.perf_counter() - started, path
@@ -242,6 +245,36 @@ def funnel_exact(setup: Setup) -> list[Built]:
 
     ram = scan.count * scan.dim * 4
     return [Built(f"funnel exact scan ({scan.scan.name})", "funnel", search, [("full:K", {})], seconds, ram, 0, ram)]
+
+
+def funnel_lexical(setup: Setup) -> list[Built]:
+    """The suite's fastest funnel family (OPQ fast-scan codes over all dims, rescored exactly)
+    with BM25's best 50 for the query text added before the rescoring: the lexical stage's cost
+    per query. An index of its own, written with its BM25 index (the shared one has none)."""
+    from funnel.evaluation.compute import shortlist_bytes
+    from funnel.indexes.shortlist import make_spec
+    from funnel.search.plan import Plan
+    from funnel.search.run import run_funnel
+
+    if not setup.query_texts:
+        return []
+    spec = make_spec(setup.full, "opq-fastscan", pq_m=setup.full // 4)
+    index, seconds, _ = funnel_index(setup.docs, setup.workdir, "funnel-lexical", (spec,), setup.texts, lexical=True)
+    plans: dict[str, Plan] = {}
+
+    def search(queries: np.ndarray, k: int, params: dict[str, Any]) -> np.ndarray:
+        text = params["stages"].replace("N", str(max(params["n"], k))).replace("K", str(k))
+        plan = plans.get(text) or plans.setdefault(text, Plan.parse(text))
+        texts = [setup.query_texts[row.tobytes()] for row in np.asarray(queries, dtype=np.float32)]
+        return run_funnel(index, queries, plan, k, texts=texts).positions
+
+    configs: Configs = [
+        (f"n={n}, +bm25:50", {"stages": "384:N+bm25:50,full:K".replace("384", str(setup.full)), "n": n}) for n in (160, 640)
+    ]
+    vectors = sum(p.stat().st_size for p in index.path.rglob("vectors.*"))
+    lexical = sum(p.stat().st_size for p in index.path.glob("lexical-*/*"))
+    codes = shortlist_bytes(index, setup.full)
+    return [Built("funnel opq-fastscan + bm25:50", "funnel", search, configs, seconds, codes + lexical, vectors, vectors + codes + lexical)]
 
 
 # HNSW graphs: M=32, efConstruction=40 at every scale, as FAISS's full-dimension HNSW below.
@@ -519,6 +552,7 @@ METHODS: dict[str, Method] = {
             ),
         ),
         Method("funnel-exact", funnel_exact),
+        Method("funnel-lexical", funnel_lexical, _not_large),  # BM25 over 1M texts: minutes of the 1M budget
         Method("funnel-hnsw128", funnel_hnsw("hnsw", 128, lambda s: (100, 200, 400, 800)), _not_large),
         Method("funnel-hnsw-sq8", funnel_hnsw("hnsw-sq8", 128, lambda s: (100, 200, 400, 800)), _not_large),
         Method("funnel-ivf-pq", funnel_ivf_pq, _not_large),

@@ -426,6 +426,9 @@ def headline(runs: list[Row], target: float = 0.99) -> str:
         encode = (run.get("encode_ms") or {}).get("median_ms")
         fetch = run.get("fetch_ms")
         entries = [("funnel (fastest ≥ target)", funnel_row, funnel_method), ("exact flat", exact["configs"][0], exact)]
+        lexical = _fastest_or_best([m for m in run["methods"] if _funnel(m) and "bm25" in m["family"]], target)
+        if lexical is not None:  # the lexical stage's cost: the same family with BM25 candidates
+            entries.insert(1, ("funnel with BM25 candidates", lexical[0], lexical[1]))
         for label, wanted in ALTERNATIVE_GROUPS[:2]:
             alternative_best = _fastest_or_best([m for m in run["methods"] if wanted(m)], target)
             if alternative_best is not None:

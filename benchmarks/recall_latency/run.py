@@ -68,6 +68,7 @@ class Run:
     latency_queries: np.ndarray  # the first of them, timed one at a time
     calibration: np.ndarray  # what funnel tune chooses its plans on, none of the measured queries
     texts: list[str]
+    query_texts: dict[bytes, str]  # each measured query's text by its vector's bytes (for BM25 candidates)
     source: dict[str, Any]
     encode: dict[str, Any] | None
     faiss_threads: int
@@ -104,6 +105,7 @@ def prepare(args: argparse.Namespace, began: float) -> Run:
         latency_queries=queries[: args.latency_queries],
         calibration=calibration,
         texts=corpus.corpus_texts()[:scale],
+        query_texts={unit[i].tobytes(): query_texts[i] for i in shuffled[: args.queries]},
         source=source,
         encode=corpus.query_encode_timing(args.vectors, [query_texts[i] for i in shuffled[: args.latency_queries]]),
         faiss_threads=faiss.omp_get_max_threads(),
@@ -174,7 +176,9 @@ def measure_exact(run: Run, reference: methods.Built) -> tuple[np.ndarray, Timin
 def measure_methods(run: Run, workdir: Path, truth: np.ndarray, exact: Timing) -> None:
     """Build, measure and free each method of the registry in turn, writing the results after each; then time fetching documents."""
     args = run.args
-    setup = methods.Setup(run.docs, workdir, run.use_gpu, run.texts, run.calibration, hnsw_full=args.hnsw_full == "yes")
+    setup = methods.Setup(
+        run.docs, workdir, run.use_gpu, run.texts, run.calibration, hnsw_full=args.hnsw_full == "yes", query_texts=run.query_texts
+    )
     chosen = methods.methods_for(setup, args.only)
     for method in chosen:
         started = time.perf_counter()

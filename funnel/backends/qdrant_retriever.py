@@ -91,6 +91,11 @@ class QdrantIndex:
     def has_shortlist(self, dim: int, layer: int | None = None) -> bool:
         return self.is_full_depth(layer) and dim in self.layout.shortlist_dims
 
+    @property
+    def has_lexical(self) -> bool:
+        """A collection holds dense vectors only (no sparse BM25 vectors yet)."""
+        return False
+
     def is_full_depth(self, layer: int | None) -> bool:
         return layer is None or (self.layout.depth > 0 and layer == self.layout.depth)
 

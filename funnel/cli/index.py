@@ -47,6 +47,12 @@ def index_command(
         help="Store vectors in the corpus's PCA rotation, so short prefixes shortlist better (full-dim scores unchanged): "
         "auto (rotate unless the model's own order nests as well, measured on queries made from the corpus), pca or none.",
     ),
+    lexical: bool = typer.Option(
+        True,
+        "--lexical/--no-lexical",
+        help="Keep a BM25 index of the documents beside the vectors, for plans that add lexical candidates "
+        "(64:400+bm25:50,full:10: rare terms, names, versions); add, delete and compact keep it current.",
+    ),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."
@@ -93,6 +99,7 @@ def index_command(
         encode_batch_size=batch_size,
         layers=parse_sizes(layers, "--layers") if layers else (),
         rotation=rotation,
+        lexical=lexical,
     )
     from funnel.indexes.builder import check_output
 
@@ -130,6 +137,7 @@ def index_command(
         "depth": index.depth,
         "rotation": rotation_summary(index.manifest),
         "query_encoder": "onnx" if graph else "torch",
+        "lexical": index.manifest.lexical is not None,
         "disk_bytes": disk,
         "seconds": round(time.perf_counter() - started, 2),
         "skipped": dict(source.skipped),
@@ -142,7 +150,10 @@ def index_command(
             reasons = ", ".join(f"{count} {reason}" for reason, count in source.skipped.items())
             typer.echo(f"skipped {sum(source.skipped.values())} rows ({reasons})", err=True)
         stored = f"; layers {', '.join(map(str, index.layers))} and {index.depth}" if index.layers else ""
-        typer.echo(f"indexed {index.count} documents into {path} ({human_bytes(disk)}; shortlist {dims}{stored}; {summary['seconds']} s)")
+        lexical_note = "; bm25" if summary["lexical"] else ""
+        typer.echo(
+            f"indexed {index.count} documents into {path} ({human_bytes(disk)}; shortlist {dims}{stored}{lexical_note}; {summary['seconds']} s)"
+        )
         for line in rotation_lines(index.manifest):
             typer.echo(f"  {line}")
 

@@ -35,6 +35,10 @@ def info_command(
         typer.echo(f"  {line}")
     for spec in manifest.shortlists:
         typer.echo(f"  shortlist  {spec.dim} dims, {spec.kind} {json.dumps(spec.params) if spec.params else ''}".rstrip())
+    if manifest.lexical:
+        typer.echo(f"  lexical    bm25 over {manifest.lexical.documents} documents (stages like 64:400+bm25:50,full:10)")
+    else:
+        typer.echo("  lexical    none (rebuild with --lexical for +bm25:N stages)")
     plan = f"{manifest.plan['stages']} (k ≤ {manifest.plan['k']})" if manifest.plan else "shortlist max(200, 20k), rescore at full dims"
     typer.echo(f"  plan       {plan}")
     stored = manifest.plan or {}

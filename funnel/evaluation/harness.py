@@ -161,7 +161,7 @@ def evaluate(
         say(f"[{number}/{len(configs)}] {config.name}")
         layered = any(not loaded.is_full_depth(stage.layer) for stage in config.stages)
         row = _evaluate_configuration(
-            loaded, index_ids, config, queries_by_layer if layered else vectors, query_ids, data.qrels, parsed, options.repeats
+            loaded, index_ids, config, queries_by_layer if layered else vectors, texts, query_ids, data.qrels, parsed, options.repeats
         )
         rows.append(_with_encoding(row, config, encoding, loaded))
     rows = _compare(rows, str(parsed[0]))
@@ -220,6 +220,7 @@ def _evaluate_configuration(
     index_ids: list[str],
     config: Configuration,
     vectors: np.ndarray | dict[int | None, np.ndarray],
+    texts: list[str],
     query_ids: list[str],
     qrels: Qrels,
     metrics: Sequence[Metric],
@@ -227,14 +228,14 @@ def _evaluate_configuration(
 ) -> ConfigurationResult:
     from funnel.search.run import run_funnel
 
-    result = run_funnel(index, vectors, config.stages, config.k)
+    result = run_funnel(index, vectors, config.stages, config.k, texts=texts)
     run = run_from_arrays(query_ids, result.positions, result.scores, corpus_ids=index_ids)
     scored = evaluate_run(run, qrels, metrics)
     first = config.stages[0]
     first_dim, first_layer = first.resolved_dim(index.dim), None if index.is_full_depth(first.layer) else first.layer
     first_vectors = vectors[first_layer] if isinstance(vectors, dict) else vectors
     costs = funnel_costs(index, result.trace, visited_per_query(index, first_vectors, first_dim, first.candidates, first_layer))
-    timing = time_funnel(index, vectors, config.stages, config.k, repeats)
+    timing = time_funnel(index, vectors, config.stages, config.k, repeats, texts=texts)
     return ConfigurationResult(
         name=config.name,
         stages=",".join(map(str, config.stages)),

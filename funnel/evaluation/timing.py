@@ -79,10 +79,17 @@ def faiss_threads(count: int) -> AbstractContextManager[None]:
 
 
 def time_funnel(
-    index: Index, queries: np.ndarray | Mapping[int | None, np.ndarray], stages: Sequence[Stage], k: int, repeats: int = 3
+    index: Index,
+    queries: np.ndarray | Mapping[int | None, np.ndarray],
+    stages: Sequence[Stage],
+    k: int,
+    repeats: int = 3,
+    *,
+    texts: Sequence[str] | None = None,
 ) -> FunnelTiming:
     """Time ``run_funnel`` for each query (q, dim) alone, ``repeats`` times. ``queries``: full-model
-    vectors, or a mapping {layer: vectors} for stages that name layers (search time only).
+    vectors, or a mapping {layer: vectors} for stages that name layers (search time only);
+    ``texts``: the query texts, for stages that add BM25 candidates (their search is timed too).
 
     The total is the default path's; a two-stage plan that runs as one FAISS call there
     (:mod:`funnel.search.compiled`) has no per-stage times, so those come from the same plan
@@ -104,16 +111,20 @@ def time_funnel(
     repeats = max(1, repeats)
     per_stage = np.zeros((count, repeats, len(stages)))
     total = np.zeros((count, repeats))
+
+    def text(row: int) -> list[str] | None:
+        return None if texts is None else [texts[row]]
+
     with faiss_threads(TIMING_THREADS):
-        run_funnel(index, rows(0, 1), plan, k)  # warm caches and lazy allocations
+        run_funnel(index, rows(0, 1), plan, k, texts=text(0))  # warm caches and lazy allocations
         for row in range(count):
             query = rows(row, row + 1)
             for repeat in range(repeats):
                 started = time.perf_counter()
-                result = run_funnel(index, query, plan, k)
+                result = run_funnel(index, query, plan, k, texts=text(row))
                 total[row, repeat] = time.perf_counter() - started
                 if fused:
-                    result = run_funnel(index, query, plan, k, compiled=False)
+                    result = run_funnel(index, query, plan, k, compiled=False, texts=text(row))
                 per_stage[row, repeat] = [step.seconds for step in result.trace]
     medians = np.median(per_stage, axis=1)
     return FunnelTiming(tuple(Timing.of(medians[:, s]) for s in range(len(stages))), Timing.of(np.median(total, axis=1)))

@@ -54,6 +54,10 @@ class IndexConfig:
     ``rotation``: ``auto`` (fit the corpus's PCA rotation and keep it where its prefixes agree
     better with full-dim search than the model's own order), ``pca`` (always rotate) or ``none``
     (store the model's order); see :mod:`funnel.indexes.rotation`. Each depth gets its own.
+
+    ``lexical``: keep a BM25 index of the documents beside the vectors (:mod:`funnel.indexes.lexical`),
+    for plans that add lexical candidates (``64:400+bm25:50,full:10``); add, delete and compact
+    keep it current.
     """
 
     shortlists: tuple[ShortlistSpec, ...] = ()
@@ -63,6 +67,7 @@ class IndexConfig:
     default_shortlist_kind: str = "flat"
     layers: tuple[int, ...] = ()
     rotation: str = "auto"
+    lexical: bool = True
 
     def __post_init__(self) -> None:
         check_rotation(self.rotation)
@@ -153,6 +158,7 @@ def build_index(
         resume=resume,
         keep=corpus.path,
         rotation=config.rotation,
+        lexical=config.lexical,
         encoder=encoder,
     )
 
@@ -206,6 +212,7 @@ def write_index(
         overwrite=overwrite,
         resume=resume,
         rotation=config.rotation,
+        lexical=config.lexical,
     )
 
 
@@ -257,6 +264,7 @@ def _build(
     resume: bool,
     keep: Path | None = None,
     rotation: str = "none",
+    lexical: bool = False,
     encoder: Encoder | None = None,
 ) -> Path:
     if target.is_symlink() and target.exists():
@@ -274,6 +282,8 @@ def _build(
         fingerprint["layers"] = list(template.layers)
     if rotation != "none":
         fingerprint["rotation"] = rotation
+    if lexical:
+        fingerprint["lexical"] = True
     remove_retired(target)
     if (partial / RETIRED_MARK).exists():
         # A crash came between the exchange and the clean-up: the new index is in place and the
@@ -288,7 +298,7 @@ def _build(
             if not resume:
                 _clear(partial)
             if not (resume and _complete(partial, fingerprint)):
-                _write_rows_and_finish(make_batches, partial, template, fingerprint, resume, rotation, encoder)
+                _write_rows_and_finish(make_batches, partial, template, fingerprint, resume, rotation, lexical, encoder)
             _swap_into_place(partial, target)
         except FunnelError:
             # Bad input or settings in a fresh build: nothing worth resuming. A crash, Ctrl-C, a
@@ -349,9 +359,11 @@ def _write_rows_and_finish(
     fingerprint: dict[str, Any],
     resume: bool,
     rotation: str,
+    lexical: bool,
     encoder: Encoder | None,
 ) -> None:
     from funnel.indexes.fitting import RotationFit
+    from funnel.indexes.lexical import write_lexical
 
     (partial / MANIFEST_FILE).unlink(missing_ok=True)
     writer = SegmentWriter(
@@ -374,8 +386,11 @@ def _write_rows_and_finish(
     fit = RotationFit(rotation, partial, template, encoder)
     entry = writer.finish(template.shortlists, fit if rotation != "none" else None)
     entry_rotation = fit.entry if rotation != "none" else RotationEntry(requested="none")
+    manifest = replace(template, segments=(entry,), rotation=entry_rotation)
+    if lexical:
+        manifest = replace(manifest, lexical=write_lexical(partial, manifest))
     _record_build(partial, fingerprint)
-    write_manifest_atomically(partial, replace(template, segments=(entry,), rotation=entry_rotation))
+    write_manifest_atomically(partial, manifest)
     writer.cleanup()
 
 

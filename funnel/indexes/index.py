@@ -13,6 +13,7 @@ import numpy as np
 
 from funnel.errors import IndexFormatError, InputError
 from funnel.indexes import shortlist
+from funnel.indexes.lexical import LexicalIndex, lexical_files
 from funnel.indexes.manifest import Manifest, ShortlistSpec, manifest_stamp, read_manifest_stamped
 from funnel.indexes.segment import Segment, iter_chunks, read_tombstone
 from funnel.vectors import truncate, widen
@@ -48,6 +49,8 @@ class Index:
     """Identity of the manifest file this view was loaded from (see :meth:`changed_on_disk`)."""
     rotations: dict[int | None, np.ndarray] = field(default_factory=dict)
     """The stored rotation by depth (None: the full model's vectors); a depth absent keeps the model's order."""
+    lexical: LexicalIndex | None = None
+    """BM25 over the live documents, where the index keeps one (:mod:`funnel.indexes.lexical`)."""
 
     def __post_init__(self) -> None:
         self._segment_offsets = np.cumsum([0] + [segment.count for segment in self.segments])
@@ -70,7 +73,7 @@ class Index:
             manifest, stamp = read_manifest_stamped(folder)
             try:
                 segments = _load_segments(folder, manifest, use_gpu, level)
-                return cls(folder, manifest, segments, stamp, load_rotations(folder, manifest))
+                return cls(folder, manifest, segments, stamp, load_rotations(folder, manifest), _load_lexical(folder, manifest, level))
             except (IndexFormatError, OSError, RuntimeError) as exc:
                 # A writer may have replaced the manifest and removed files of an older version
                 # while we read it (files vanish between a check and an open, or FAISS finds
@@ -157,6 +160,11 @@ class Index:
         full = f"the full model's ({self.depth} layers)" if self.depth else "the full model's"
         have = f"layers {', '.join(map(str, self.layers))} and {full}" if self.layers else f"only {full}"
         raise InputError(f"this index holds vectors of {have}, not of layer {layer}: rebuild it with --layers {layer}")
+
+    @property
+    def has_lexical(self) -> bool:
+        """Whether plans may add BM25 candidates (``+bm25:N``): the index keeps a lexical index."""
+        return self.lexical is not None
 
     @property
     def shortlist_dims(self) -> list[int]:
@@ -319,6 +327,15 @@ def load_rotations(folder: Path, manifest: Manifest) -> dict[int | None, np.ndar
             raise IndexFormatError(f"{folder / name} is listed as a rotation of a depth this index does not store; rebuild it")
         out[by_name[name]] = read_rotation(folder / name, expected, manifest.dim)
     return out
+
+
+def _load_lexical(folder: Path, manifest: Manifest, integrity: str) -> LexicalIndex | None:
+    from funnel.indexes.integrity import check_files
+
+    if manifest.lexical is None:
+        return None
+    check_files(lexical_files(folder, manifest.lexical), integrity)
+    return LexicalIndex.open(folder, manifest.lexical, manifest)
 
 
 def _load_segments(folder: Path, manifest: Manifest, use_gpu: bool | None, integrity: str = "full") -> list[Segment]:

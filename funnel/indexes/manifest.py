@@ -14,6 +14,8 @@ Layout of an index folder::
       seg-000000.deleted-000003.npy   rows of seg-000000 deleted as of generation 3 (int64, sorted)
       rotation.f32             (only when rotated) the orthogonal dim×dim float32 rotation the
                                vectors and shortlists are stored in; rotation-l2.f32 for layer 2
+      lexical-000003/          (only with a lexical index) BM25 over the live documents as of
+                               generation 3: see funnel.indexes.lexical
 
 Segments never change once written; anything that changes the index writes new files and then
 swaps the manifest, so a reader holding the old manifest keeps a consistent view. Every file is
@@ -50,6 +52,7 @@ MANIFEST_MAX_BYTES = 64 << 20
 SEGMENT_NAME = re.compile(r"^seg-\d{6}$")
 TOMBSTONE_NAME = re.compile(r"^seg-\d{6}\.deleted-\d{6}\.npy$")
 ROTATION_NAME = re.compile(r"^rotation(-l\d+)?\.f32$")
+LEXICAL_NAME = re.compile(r"^lexical-\d{6}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Files inside a segment: plain names, never a path."""
 
@@ -122,6 +125,16 @@ class RotationEntry:
 
 
 @dataclass(frozen=True)
+class LexicalEntry:
+    """The BM25 index of the live documents: the folder ``name``, the ``documents`` it holds and
+    its ``files`` by name (see :mod:`funnel.indexes.lexical`)."""
+
+    name: str
+    documents: int
+    files: dict[str, FileEntry] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Manifest:
     model: str
     dim: int
@@ -141,6 +154,8 @@ class Manifest:
     """Shallower depths whose vectors are stored too (each with the same shortlists as full depth)."""
     rotation: RotationEntry | None = None
     """The rotation the vectors are stored in; None for an index built before rotations (model order)."""
+    lexical: LexicalEntry | None = None
+    """The BM25 index beside the vectors; None for an index built without one (or before them)."""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     """The version read (an older index keeps its number in memory); every write is the current one."""
@@ -162,7 +177,8 @@ class Manifest:
     def referenced(self) -> set[str]:
         """Top-level names in the index folder this manifest needs."""
         rotations = set(self.rotation.files) if self.rotation else set()
-        return {MANIFEST_FILE} | {s.name for s in self.segments} | {t.name for t in self.tombstones} | rotations
+        lexical = {self.lexical.name} if self.lexical else set()
+        return {MANIFEST_FILE} | {s.name for s in self.segments} | {t.name for t in self.tombstones} | rotations | lexical
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -173,6 +189,8 @@ class Manifest:
             data.pop("depth")
         if self.rotation is None:  # an index from before rotations keeps the manifest it had
             data.pop("rotation")
+        if self.lexical is None:  # likewise an index without a lexical index
+            data.pop("lexical")
         data = json.loads(json.dumps(data))  # the checksum covers what a reader will parse (int keys become strings)
         data["checksum"] = content_checksum(data)
         return json.dumps(data, indent=2, sort_keys=True)
@@ -209,6 +227,7 @@ class Manifest:
                 depth=int(data.get("depth", 0)),
                 layers=tuple(int(layer) for layer in data.get("layers", ())),
                 rotation=_rotation(data.get("rotation")),
+                lexical=_lexical(data.get("lexical")),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -241,6 +260,8 @@ def _check_names(manifest: Manifest, where: Path) -> None:
     names += [(name, FILE_NAME) for segment in manifest.segments for name in segment.files]
     names += [(tomb.name, TOMBSTONE_NAME) for tomb in manifest.tombstones] + [(tomb.segment, SEGMENT_NAME) for tomb in manifest.tombstones]
     names += [(name, ROTATION_NAME) for name in (manifest.rotation.files if manifest.rotation else {})]
+    if manifest.lexical is not None:
+        names += [(manifest.lexical.name, LEXICAL_NAME)] + [(name, FILE_NAME) for name in manifest.lexical.files]
     for name, rule in names:
         if not isinstance(name, str) or not rule.fullmatch(name):
             raise IndexFormatError(f"{where} lists {name!r}, which is not a name funnel writes; the manifest is damaged: rebuild the index")
@@ -253,6 +274,14 @@ def _rotation(data: dict[str, Any] | None) -> RotationEntry | None:
         requested=str(data["requested"]),
         files={name: FileEntry(**f) for name, f in data.get("files", {}).items()},
         decision=dict(data.get("decision", {})),
+    )
+
+
+def _lexical(data: dict[str, Any] | None) -> LexicalEntry | None:
+    if data is None:
+        return None
+    return LexicalEntry(
+        name=str(data["name"]), documents=int(data["documents"]), files={name: FileEntry(**f) for name, f in data["files"].items()}
     )
 
 

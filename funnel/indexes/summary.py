@@ -35,6 +35,7 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
         "layers": list(manifest.layers),
         "rotation": rotation_summary(manifest),
         "rotation_decision": manifest.rotation.decision if manifest.rotation else None,
+        "lexical": {"kind": "bm25", "documents": manifest.lexical.documents} if manifest.lexical else None,
     }
 
 

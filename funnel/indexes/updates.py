@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from funnel.corpus import Corpus, check_batch_ids
 from funnel.errors import InputError
 from funnel.indexes.builder import remove_retired
+from funnel.indexes.lexical import write_lexical
 from funnel.indexes.lock import LOCK_FILE, writer_lock
 from funnel.indexes.manifest import (
     DOCUMENTS_FILE,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from funnel.models import Encoder
 
 SEGMENT_NAME = re.compile(r"^seg-(\d{6})$")
-GARBAGE = re.compile(r"^(seg-\d{6}|seg-\d{6}\.deleted-\d{6}\.npy)$")
+GARBAGE = re.compile(r"^(seg-\d{6}|seg-\d{6}\.deleted-\d{6}\.npy|lexical-\d{6})$")
 
 
 def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manifest:
@@ -78,9 +79,7 @@ def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manif
                 raise InputError("no documents to add")
 
         entry = _write_segment(folder, old, fill)
-        new = replace(old, segments=old.segments + (entry,), generation=old.generation + 1)
-        _commit(folder, old, new)
-    return new
+        return _commit(folder, old, replace(old, segments=old.segments + (entry,), generation=old.generation + 1))
 
 
 def add_corpus(path: str | Path, corpus: Corpus, encoder: Encoder, *, batch_size: int = 64, show_progress: bool = False) -> Manifest:
@@ -172,9 +171,9 @@ def compact_index(path: str | Path) -> Manifest:
                         layer_rows = {layer: np.asarray(layer_vectors[rows]) for layer, layer_vectors in by_layer.items()}
                         writer.append(documents.take(pa.array(rows)), np.asarray(vectors[rows]), layer_rows)
 
-        new = replace(old, segments=(_write_segment(folder, old, fill),), tombstones=(), generation=old.generation + 1)
-        _commit(folder, old, new)
-    return new
+        return _commit(
+            folder, old, replace(old, segments=(_write_segment(folder, old, fill),), tombstones=(), generation=old.generation + 1)
+        )
 
 
 def _id_to_delete(value: Any) -> str:
@@ -247,12 +246,17 @@ def _next_segment_name(folder: Path, manifest: Manifest) -> str:
     return f"seg-{max(numbers, default=-1) + 1:06d}"
 
 
-def _commit(folder: Path, old: Manifest, new: Manifest) -> None:
-    """Publish ``new``; then remove what neither it nor ``old`` needs (only files of our own making)."""
+def _commit(folder: Path, old: Manifest, new: Manifest) -> Manifest:
+    """Publish ``new`` (with its own lexical index over its live documents, where the index keeps
+    one); then remove what neither it nor ``old`` needs (only files of our own making). Returns
+    the manifest published."""
+    if new.lexical is not None:
+        new = replace(new, lexical=write_lexical(folder, new))
     write_manifest_atomically(folder, new)
     remove_retired(folder)
     keep = old.referenced() | new.referenced() | {MANIFEST_FILE, LOCK_FILE}
     for entry in folder.iterdir():
-        stale_temp = entry.name.startswith((".seg-", ".manifest.")) and entry.name.endswith(".tmp")
+        stale_temp = entry.name.startswith((".seg-", ".manifest.", ".lexical-")) and entry.name.endswith(".tmp")
         if stale_temp or (GARBAGE.match(entry.name) and entry.name not in keep):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+    return new

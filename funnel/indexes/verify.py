@@ -60,6 +60,23 @@ def verify_index(path: str | Path) -> VerifyReport:
             report.bytes += sum(f.bytes for f in manifest.rotation.files.values())
         except FunnelError as exc:
             report.problems.append(str(exc))
+    if manifest.lexical is not None:
+        from funnel.indexes.lexical import LexicalIndex, lexical_files
+
+        lexical_ok = True
+        for lexical_path, expected in lexical_files(folder, manifest.lexical):
+            report.files += 1
+            try:
+                check_file(lexical_path, expected, full=True)
+                report.bytes += expected.bytes
+            except FunnelError as exc:
+                report.problems.append(str(exc))
+                lexical_ok = False
+        if lexical_ok:
+            try:
+                LexicalIndex.open(folder, manifest.lexical, manifest).check()
+            except FunnelError as exc:
+                report.problems.append(str(exc))
     live_ids = []
     for entry in manifest.segments:
         seg = folder / entry.name

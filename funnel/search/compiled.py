@@ -6,7 +6,7 @@ shortlist's dims) proposes ``n`` candidates, and its refine index scores them wi
 vectors and keeps the best ``k``. Measured in ``benchmarks/results/recall-latency``, this is
 faster per query than the Python stages for every two-stage plan tried, so :func:`run_funnel
 <funnel.search.run.run_funnel>` uses it whenever it applies: a plan of exactly two stages at full depth
-whose second scores at full dims, one segment with nothing deleted, and a float shortlist on the
+whose second scores at full dims and whose first adds no lexical candidates, one segment with nothing deleted, and a float shortlist on the
 CPU. Every other plan runs the Python stages, which give the same ranking.
 
 The refine index holds a copy of the stored vectors in memory (float16 rows stay float16, so it
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 def compilable(index: Index, plan: Plan) -> bool:
     """Whether ``plan`` can run as one FAISS call on ``index`` (see the module's description)."""
-    if len(plan) != 2 or len(index.segments) != 1:
+    if len(plan) != 2 or len(index.segments) != 1 or plan[0].lexical or plan[-1].fusion:
         return False
     first, last = plan
     segment = index.segments[0]

@@ -5,7 +5,11 @@ every vector exactly where no full-dim shortlist is stored); each later stage re
 survivors of the one before with the stored full vectors truncated to its dims (re-normalized),
 and the last stage's ranking gives the top-k. ``"64:200,384:10"`` reads: shortlist 200 at 64
 dims, rescore them at 384 dims, keep 10. A stage may also name a depth: ``"2:64:200,6:384:10"``
-shortlists with the model cut after 2 layers and rescores with all 6.
+shortlists with the model cut after 2 layers and rescores with all 6. The first stage may add
+BM25's best documents for the query text to its shortlist: ``"64:400+bm25:50,full:10"`` rescores
+the union of the 400 and the 50 at full dims (an index built with its lexical index,
+:mod:`funnel.indexes.lexical`); ``"64:400+bm25:50,full:10+rrf"`` ranks the last stage by
+reciprocal-rank fusion of the dense and BM25 ranks instead (hybrid ranking).
 
 A :class:`Plan` checks what it can alone (at least one stage, each a stage) when it is made;
 :func:`check_plan` checks it against one index view (narrowing, dims, layers, shortlists, k), which
@@ -15,7 +19,7 @@ A :class:`Plan` checks what it can alone (at least one stage, each a stage) when
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, Union, overload
 
 import numpy as np
@@ -38,46 +42,90 @@ class PlanTarget(Protocol):
 
     def has_shortlist(self, dim: int, layer: int | None = None) -> bool: ...
 
+    @property
+    def has_lexical(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Stage:
     """One step of the funnel: score at ``dim`` dims (None: full) and keep ``candidates``.
 
     ``layer`` (None: the model's full depth) is the encoder depth the stage's vectors come from.
+    ``lexical``: BM25 candidates for the query text added to the stage's own (first stage only).
+    ``fusion``: ``"rrf"`` ranks the stage's candidates by reciprocal-rank fusion of their dense
+    rank and the first stage's BM25 rank (last stage only: hybrid ranking; scores become RRF's).
     """
 
     dim: int | None
     candidates: int
     layer: int | None = None
+    lexical: int = 0
+    fusion: str | None = None
 
     def __post_init__(self) -> None:
-        for name, value in (("candidates", self.candidates), ("dim", self.dim), ("layer", self.layer)):
-            if (value is not None or name == "candidates") and not is_whole(value):
+        for name, value in (("candidates", self.candidates), ("dim", self.dim), ("layer", self.layer), ("lexical", self.lexical)):
+            if (value is not None or name in ("candidates", "lexical")) and not is_whole(value):
                 raise InputError(f"a stage's {name} must be a whole number, not {value!r} ({type(value).__name__})")
         if self.candidates < 1:
             raise InputError(f"a stage must keep at least 1 candidate, not {self.candidates}")
         if self.dim is not None and self.dim < 1:
             raise InputError(f"a stage's dims must be at least 1, not {self.dim}")
+        if self.lexical < 0:
+            raise InputError(f"a stage's lexical candidates must be at least 0, not {self.lexical}")
+        if self.fusion not in (None, *FUSIONS):
+            raise InputError(f"unknown fusion {self.fusion!r}: choose {' or '.join(FUSIONS)}")
+
+    @property
+    def passes_on(self) -> int:
+        """The most candidates the stage hands to the next: its own and its lexical ones."""
+        return self.candidates + self.lexical
 
     def resolved_dim(self, full_dim: int) -> int:
         return full_dim if self.dim is None else self.dim
 
     def __str__(self) -> str:
         dim = "full" if self.dim is None else str(self.dim)
-        return f"{self.layer}:{dim}:{self.candidates}" if self.layer is not None else f"{dim}:{self.candidates}"
+        dense = f"{self.layer}:{dim}:{self.candidates}" if self.layer is not None else f"{dim}:{self.candidates}"
+        lexical = f"+{LEXICAL}:{self.lexical}" if self.lexical else ""
+        return dense + lexical + (f"+{self.fusion}" if self.fusion else "")
+
+
+LEXICAL = "bm25"
+"""How a plan names the lexical candidates: ``+bm25:N``."""
+FUSIONS = ("rrf",)
+"""How a last stage may fuse its dense ranking with the BM25 one: ``+rrf``."""
 
 
 def parse_stage(text: str) -> Stage:
-    """``DIM:CANDIDATES`` or ``LAYER:DIM:CANDIDATES``; DIM may be ``full``."""
-    parts = text.strip().split(":")
+    """``DIM:CANDIDATES`` or ``LAYER:DIM:CANDIDATES``, DIM may be ``full``; the first stage may add
+    ``+bm25:N`` (BM25's best N), the last ``+rrf`` (hybrid ranking)."""
+    dense, *extras = text.strip().split("+")
+    parts = dense.strip().split(":")
     try:
+        lexical, fusion = _parse_extras(extras)
         if len(parts) == 2:
-            return Stage(dim=_parse_dim(parts[0]), candidates=int(parts[1]))
+            return Stage(dim=_parse_dim(parts[0]), candidates=int(parts[1]), lexical=lexical, fusion=fusion)
         if len(parts) == 3:
-            return Stage(dim=_parse_dim(parts[1]), candidates=int(parts[2]), layer=int(parts[0]))
+            return Stage(dim=_parse_dim(parts[1]), candidates=int(parts[2]), layer=int(parts[0]), lexical=lexical, fusion=fusion)
     except ValueError:
         pass
-    raise InputError(f"stage {text!r} is not DIM:CANDIDATES or LAYER:DIM:CANDIDATES (e.g. 64:200 or full:10)")
+    raise InputError(
+        f"stage {text!r} is not DIM:CANDIDATES or LAYER:DIM:CANDIDATES, optionally with +{LEXICAL}:N or +rrf "
+        "(e.g. 64:200, full:10, 64:400+bm25:50 or full:10+rrf)"
+    )
+
+
+def _parse_extras(extras: list[str]) -> tuple[int, str | None]:
+    lexical, fusion = 0, None
+    for extra in (e.strip().lower() for e in extras):
+        name, colon, count = extra.partition(":")
+        if name == LEXICAL and colon and not lexical:
+            lexical = int(count)
+        elif extra in FUSIONS and fusion is None:
+            fusion = extra
+        else:
+            raise ValueError(extra)
+    return lexical, fusion
 
 
 def _parse_dim(text: str) -> int | None:
@@ -128,6 +176,15 @@ class Plan(Sequence[Stage]):
         return cls((Stage(dim=shortlist_dim, candidates=max(shortlist_size, k)), Stage(dim=None, candidates=k)))
 
     @property
+    def is_lexical(self) -> bool:
+        """Whether the plan adds BM25 candidates (and so needs the query texts)."""
+        return any(stage.lexical for stage in self.stages)
+
+    def dense(self) -> Plan:
+        """The plan without its BM25 candidates and fusion: what runs on query vectors alone."""
+        return Plan(tuple(replace(stage, lexical=0, fusion=None) for stage in self.stages))
+
+    @property
     def default_k(self) -> int:
         """The hits a search returns when it names no k: what the last stage keeps."""
         return self.stages[-1].candidates
@@ -175,8 +232,9 @@ def check_plan(plan: Plan, k: int, index: PlanTarget) -> None:
     """Check a plan against one index view before searching; raises InputError saying what to change."""
     check_k(k)
     for before, after in zip(plan, plan[1:]):
-        if after.candidates > before.candidates:
+        if after.candidates > before.passes_on:
             raise InputError(f"stage {after} keeps more candidates than stage {before} passes on: a funnel only narrows")
+    _check_lexical(plan, index)
     for stage in plan:
         index.check_layer(stage.layer)
     first = plan[0].resolved_dim(index.dim)
@@ -191,6 +249,24 @@ def check_plan(plan: Plan, k: int, index: PlanTarget) -> None:
             raise InputError(f"stage {stage} asks for {stage.dim} dims but the index has {index.dim}")
     if plan[-1].candidates < k:
         raise InputError(f"k={k} but the last stage keeps only {plan[-1].candidates}: raise its candidates or lower k")
+
+
+def _check_lexical(plan: Plan, index: PlanTarget) -> None:
+    if any(stage.fusion for stage in plan[:-1]):
+        raise InputError("only the last stage may fuse rankings (e.g. 64:400+bm25:50,full:10+rrf)")
+    if plan[-1].fusion and not plan[0].lexical:
+        raise InputError(f"+{plan[-1].fusion} fuses the dense ranking with the BM25 one: add +bm25:N to the first stage")
+    if not any(stage.lexical for stage in plan):
+        return
+    if any(stage.lexical for stage in plan[1:]):
+        raise InputError(f"only the first stage may add {LEXICAL} candidates (e.g. 64:400+bm25:50,full:10)")
+    if len(plan) == 1:
+        raise InputError(f"{LEXICAL} candidates are rescored by the next stage: add one, e.g. {plan[0]},full:10")
+    if not index.has_lexical:
+        raise InputError(
+            f"this index keeps no lexical index, so {LEXICAL} candidates cannot be added: rebuild it locally with "
+            "`funnel index --lexical` (Qdrant collections keep none)"
+        )
 
 
 def check_k(k: object) -> None:

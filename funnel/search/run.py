@@ -21,10 +21,12 @@ import numpy as np
 from funnel.errors import InputError
 from funnel.search.compiled import CompiledTwoStage, compilable
 from funnel.search.exact import ExactReference
+from funnel.search.fusion import reciprocal_rank_fusion
 from funnel.search.plan import Plan, PlanLike, Stage, check_plan
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index, StoredQueries
+    from funnel.indexes.lexical import LexicalIndex
     from funnel.layers import HiddenStates, LayeredEncoder
 
 
@@ -219,7 +221,9 @@ class FunnelResult:
     trace: tuple[StageTrace, ...]
 
 
-def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compiled: bool | None = None) -> FunnelResult:
+def run_funnel(
+    index: Index, queries: Queries, plan: PlanLike, k: int, *, compiled: bool | None = None, texts: Sequence[str] | None = None
+) -> FunnelResult:
     """Run the plan. ``queries``: normalized full-model vectors (q, index.dim) as the model gives
     them (the index maps them into its stored basis: :meth:`Index.stored_queries`); or a mapping
     {layer: vectors} for plans whose stages name layers; or a :class:`QuerySource` such as
@@ -227,6 +231,9 @@ def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compil
 
     ``compiled``: run a two-stage plan as one FAISS call where it allows it (None: the view's
     setting, see :func:`compile_plans`); False keeps the Python stages (same ranking).
+
+    ``texts``: the query texts, for a plan whose first stage adds BM25 candidates (``+bm25:N``);
+    a LayeredQueries brings its own.
 
     The trace's ``seconds`` are search time only; ``encode_seconds`` is the query encoding each
     stage added (from a LayeredQueries).
@@ -239,7 +246,7 @@ def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compil
         return run(index, queries)
     source = _query_source(queries, index)
     trace: list[StageTrace] = []
-    scores = positions = np.zeros((0, 0))
+    scores = positions = lexical = np.zeros((0, 0))
     stored: dict[int | None, StoredQueries] = {}
     for number, stage in enumerate(plan):
         encode_started = time.perf_counter()
@@ -254,15 +261,49 @@ def run_funnel(index: Index, queries: Queries, plan: PlanLike, k: int, *, compil
         dim = stage.resolved_dim(index.dim)
         if number == 0:
             scores, positions = first_stage(index, vectors, dim, stage.candidates, final=len(plan) == 1)
+            if stage.lexical:
+                lexical = _lexical_of(index).search(_query_texts(texts, source, len(positions)), stage.lexical)[1]
+                positions = union_candidates(positions, lexical)
+                scores = np.zeros(positions.shape, np.float32)  # the next stage scores the union (check_plan: there is one)
             scored = index.count
         else:
             scores = index.rescore(vectors, positions, dim)
-            scores, positions = top_n(scores, positions, stage.candidates)
+            if stage.fusion:  # hybrid: the dense order of every candidate, fused with BM25's
+                scores, positions = reciprocal_rank_fusion([top_n(scores, positions, positions.shape[1])[1], lexical], stage.candidates)
+            else:
+                scores, positions = top_n(scores, positions, stage.candidates)
             scored = int(trace[-1].kept)
         trace.append(StageTrace(stage, dim, scored, positions.shape[1], time.perf_counter() - started, encoded, layers_run))
     if positions.shape[1] > k:  # every stage leaves its candidates best first: only a cut remains
         scores, positions = scores[:, :k], positions[:, :k]
     return FunnelResult(scores, positions, tuple(trace))
+
+
+def union_candidates(dense: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+    """Per query, the dense candidates (q, n) in their order, then the lexical ones (q, m) not
+    among them: positions (q, n + m), padded with -1."""
+    out = np.full((len(dense), dense.shape[1] + lexical.shape[1]), -1, np.int64)
+    for row, (ours, theirs) in enumerate(zip(dense, lexical)):
+        ours = ours[ours >= 0]
+        merged = np.concatenate([ours, theirs[(theirs >= 0) & ~np.isin(theirs, ours)]])
+        out[row, : len(merged)] = merged
+    return out
+
+
+def _lexical_of(index: Index) -> LexicalIndex:
+    if index.lexical is None:  # check_plan refuses such plans first
+        raise InputError("this index keeps no lexical index: rebuild it with `funnel index --lexical`")
+    return index.lexical
+
+
+def _query_texts(texts: Sequence[str] | None, source: QuerySource, queries: int) -> Sequence[str]:
+    if texts is None and isinstance(source, LayeredQueries):
+        texts = source.texts
+    if texts is None:
+        raise InputError("a plan with bm25 candidates needs the query texts: search with texts (Retriever.search), not vectors alone")
+    if isinstance(texts, str) or len(texts) != queries:
+        raise InputError(f"give one query text per query vector ({queries}) for the bm25 candidates, as a list")
+    return texts
 
 
 def _query_source(queries: Queries, index: Index) -> QuerySource:

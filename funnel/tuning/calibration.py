@@ -14,15 +14,16 @@ built from raw vectors), sampled documents' own vectors are the queries, left ou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from funnel.corpus import document_text
 from funnel.errors import InputError
-from funnel.spans import SPAN_WORDS, sample_positions, span_queries
+from funnel.spans import SPAN_WORDS, rare_term_span, sample_positions, span_queries
 from funnel.vectors import normalize
 
 if TYPE_CHECKING:
@@ -73,15 +74,34 @@ def corpus_queries(index: Index, encoder: Encoder | None, size: int, seed: int) 
         return CalibrationQueries(vectors, f"{CORPUS_SOURCE} own vectors (no model), {LEFT_OUT}", documents=positions)
     documents = index.documents([int(p) for p in positions])
     texts = span_queries([doc["title"] for doc in documents], [doc["text"] for doc in documents], seed)
+    rare = ""
+    if index.lexical is not None:
+        texts = _with_rare_term_spans(texts, documents, index.lexical.word_rarity, seed)
+        rare = f" (every {RARE_TERM_EVERY}th holding its document's rarest term)"
     kept = [number for number, text in enumerate(texts) if text]
     if not kept:
         raise InputError("the sampled documents have no text to make queries from: pass a queries file")
     return CalibrationQueries(
         encoder.encode([texts[n] for n in kept]),
-        f"{CORPUS_SOURCE} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans, {LEFT_OUT}",
+        f"{CORPUS_SOURCE} random {SPAN_WORDS[0]}-{SPAN_WORDS[1]} word spans{rare}, {LEFT_OUT}",
         tuple(texts[n] for n in kept),
         positions[kept],
     )
+
+
+RARE_TERM_EVERY = 4
+"""Where the index keeps BM25 (and so can add its candidates), every 4th corpus query is a span
+holding its document's rarest term: the queries lexical candidates exist for, which the tuner
+must see to judge them."""
+
+
+def _with_rare_term_spans(texts: list[str], documents: list[dict], rarity: Callable[[list[str]], np.ndarray], seed: int) -> list[str]:
+    rng = np.random.default_rng([seed, 2])
+    out = list(texts)
+    for number in range(0, len(texts), RARE_TERM_EVERY):
+        if texts[number]:
+            out[number] = rare_term_span(document_text(documents[number]["title"], documents[number]["text"]), rarity, rng)
+    return out
 
 
 def resolve_queries(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,33 +37,51 @@ class TuningReference:
         return without(positions, sources, min(k, self.count - extra))
 
     def ms_per_query(self, queries: np.ndarray, k: int) -> float:
-        return _per_query_ms(lambda one: self.search(one, k), queries)
+        return _per_query_ms(lambda row: self.search(queries[row : row + 1], k), len(queries))
 
 
-def run_plan(index: Index, queries: np.ndarray, stages: Sequence[Stage], k: int, sources: np.ndarray | None = None) -> np.ndarray:
+def run_plan(
+    index: Index,
+    queries: np.ndarray,
+    stages: Sequence[Stage],
+    k: int,
+    sources: np.ndarray | None = None,
+    texts: Sequence[str] | None = None,
+) -> np.ndarray:
     """Top-k positions (q, k) of a plan, in batches small enough to keep rescoring memory bounded.
 
     With ``sources`` (q,), each query's source document is left out, as if it were not indexed:
-    every stage keeps one candidate more and the source is removed from the result.
+    every stage keeps one candidate more and the source is removed from the result. ``texts``:
+    the queries' texts, for plans that add BM25 candidates.
     """
     if sources is not None:
-        wider = tuple(Stage(s.dim, min(s.candidates + 1, index.count), s.layer) for s in stages[:-1])
-        found = run_plan(index, queries, (*wider, Stage(stages[-1].dim, stages[-1].candidates + 1, stages[-1].layer)), k + 1)
+        wider = tuple(replace(s, candidates=min(s.candidates + 1, index.count)) for s in stages[:-1])
+        found = run_plan(index, queries, (*wider, replace(stages[-1], candidates=stages[-1].candidates + 1)), k + 1, texts=texts)
         return without(found, sources, k)
-    widest = max(stage.candidates for stage in stages)
+    widest = max(stage.passes_on for stage in stages)
     batch = max(1, min(64, RESCORE_BUDGET // max(1, widest * index.dim)))
-    parts = [run_funnel(index, queries[start : start + batch], stages, k).positions for start in range(0, len(queries), batch)]
+    parts = [
+        run_funnel(
+            index, queries[start : start + batch], stages, k, texts=None if texts is None else texts[start : start + batch]
+        ).positions
+        for start in range(0, len(queries), batch)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
 
-def plan_ms_per_query(index: Index, queries: np.ndarray, stages: Sequence[Stage], k: int) -> float:
-    """Mean wall-clock ms of one search, queries sent one at a time (as a service would)."""
-    return _per_query_ms(lambda one: run_funnel(index, one, stages, k), queries)
+def plan_ms_per_query(index: Index, queries: np.ndarray, stages: Sequence[Stage], k: int, texts: Sequence[str] | None = None) -> float:
+    """Mean wall-clock ms of one search, queries sent one at a time (as a service would);
+    ``texts``: the queries' texts, for plans that add BM25 candidates (their search is timed too)."""
+    lexical = texts is not None and any(stage.lexical for stage in stages)
+    return _per_query_ms(
+        lambda row: run_funnel(index, queries[row : row + 1], stages, k, texts=[texts[row]] if lexical and texts else None), len(queries)
+    )
 
 
-def _per_query_ms(search, queries: np.ndarray) -> float:
-    search(queries[:1])  # warm caches and lazy imports
+def _per_query_ms(search: Callable[[int], object], count: int) -> float:
+    """Mean ms of ``search(row)`` over rows 0..count-1, after one call to warm caches and lazy imports."""
+    search(0)
     started = time.perf_counter()
-    for row in range(len(queries)):
-        search(queries[row : row + 1])
-    return 1000.0 * (time.perf_counter() - started) / max(1, len(queries))
+    for row in range(count):
+        search(row)
+    return 1000.0 * (time.perf_counter() - started) / max(1, count)

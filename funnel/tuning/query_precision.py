@@ -37,8 +37,8 @@ def measure_query_precision(index: Index, model: str, plan: Plan, k: int, texts:
         int8 = load_query_encoder(model, "onnx-int8").encode(list(texts))
     except ModelError as exc:
         return {"precision": "fp32", "reason": f"no ONNX graph: {exc}"}
-    found_fp32 = run_funnel(index, fp32, plan, k).positions
-    found_int8 = run_funnel(index, int8, plan, k).positions
+    found_fp32 = run_funnel(index, fp32, plan, k, texts=texts).positions
+    found_int8 = run_funnel(index, int8, plan, k, texts=texts).positions
     agreement = float(np.mean(recall_against(found_int8, found_fp32)))
     precision: Precision = "int8" if agreement >= target_recall else "fp32"
     return {

@@ -37,7 +37,7 @@ from funnel.agreement import recall_against
 from funnel.errors import InputError
 from funnel.search.plan import Plan, Stage
 from funnel.tuning.calibration import CalibrationQueries, resolve_queries
-from funnel.tuning.evidence import DimEvidence, corpus_in_memory, gather_evidence
+from funnel.tuning.evidence import DimEvidence, corpus_in_memory, gather_evidence, without
 from funnel.tuning.measure import TuningReference, plan_ms_per_query, run_plan
 from funnel.tuning.search_space import Cost, SearchSpace, exact_cost, nice_counts, plan_cost
 
@@ -53,6 +53,9 @@ TIMED_INDEX = 1_000
 # corpus-made calibration queries came out about 0.002 easier than the real test queries.
 SAFETY_SHARE = 0.25
 EXACT_PLAN_CHECKS = 20
+LEXICAL_CANDIDATES = 50
+"""BM25 candidates a plan the tuner considers may add to its first stage (index with BM25 only):
+each two-stage plan is also tried as its union with them, priced with the BM25 search."""
 SELECTIONS = ("estimate", "measured")
 
 
@@ -213,11 +216,12 @@ def tune(
         for dim in space.shortlist_dims
     ]
     del corpus
+    lexical = lexical_evidence(index, calibration, truth)
     notes: list[str] = list(untimed)
     margin = SAFETY_SHARE * (1 - target_recall) if options.margin is None else options.margin
     threshold = min(1.0, target_recall + margin)
     z = NormalDist().inv_cdf(options.confidence)
-    ranked = _feasible(index, evidence, fit, k, threshold, z)
+    ranked = _feasible(index, evidence, fit, k, threshold, z, lexical)
     selection = f"cheapest by estimated latency whose {options.confidence:.0%} lower bound of fit-half recall ≥ {threshold:g}"
     if not ranked:
         return _exact_plan(
@@ -235,7 +239,7 @@ def tune(
                 *untimed,
             ),
         )
-    considered = _count_plans(index, evidence, k)
+    considered = _count_plans(index, evidence, k, lexical)
     measured = _time_candidates(index, ranked[: max(1, options.measure)], timing, k, calibration, truth, holdout)
     by_ms = options.select == "measured" and timed
     pick = min(measured, key=lambda m: m[1].ms_per_query or 0.0) if by_ms else measured[0]
@@ -249,7 +253,7 @@ def tune(
             f"keeping only plans that reach the target on the held-out half too (so that check is no longer independent)"
         )
         everyone = np.arange(calibration.count)
-        ranked = _feasible(index, evidence, everyone, k, threshold, z, also=(holdout, target_recall)) or ranked
+        ranked = _feasible(index, evidence, everyone, k, threshold, z, lexical, also=(holdout, target_recall)) or ranked
         stages, lower, _ = ranked[0]
         chosen = _measure(index, "tuned", stages, timing, k, calibration, truth, holdout, fit_recall=ranked[0][2])
     candidates = tuple(m[1] for m in measured)
@@ -258,6 +262,8 @@ def tune(
     )
     chosen = replace(chosen, name="tuned")
     is_exact = tuple(stages) == exact_stages(index, k)
+    if lexical is not None:
+        notes.append(_lexical_note(index, tuple(stages), evidence, lexical, holdout))
     if is_exact:
         notes.append(
             f"exact search is the cheapest plan meeting the target here: over {index.count} documents it is estimated at "
@@ -319,12 +325,19 @@ def _exact_plan(index, calibration, truth, holdout, timing, k, target, about, ex
     return TunedPlan(stages, k, target, about, "exact (see notes)", chosen, 1.0, exact, notes=reasons, is_exact=True, plans_considered=1)
 
 
-def _plans(index: Index, evidence: Sequence[DimEvidence], k: int):
-    """Every (stages, per-query recall function) in the space, as (stages, lambda rows -> recall)."""
+def _plans(index: Index, evidence: Sequence[DimEvidence], k: int, lexical: np.ndarray | None = None):
+    """Every (stages, per-query recall function) in the space, as (stages, lambda rows -> recall);
+    with ``lexical`` (:func:`lexical_evidence`), each two-stage plan also as its union with BM25's
+    candidates."""
     yield exact_stages(index, k), (lambda rows: np.ones(len(rows)))  # every index can scan exactly
     for ev in evidence:
         for n in ev.prefixes:
             yield (Stage(ev.dim, n), Stage(None, k)), (lambda rows, ev=ev, n=n: ev.two_stage(n, rows))
+            if lexical is not None:
+                yield (
+                    (Stage(ev.dim, n, lexical=LEXICAL_CANDIDATES), Stage(None, k)),
+                    (lambda rows, ev=ev, n=n: ((ev.shortlist_rank[rows] < n) | lexical[rows]).mean(axis=1)),
+                )
         for middle_dim in ev.middle_rank:
             for p, n1 in enumerate(ev.prefixes):
                 for n2 in ev.prefixes:
@@ -335,15 +348,36 @@ def _plans(index: Index, evidence: Sequence[DimEvidence], k: int):
                         )
 
 
-def _count_plans(index: Index, evidence: Sequence[DimEvidence], k: int) -> int:
-    return sum(1 for _ in _plans(index, evidence, k))
+def _count_plans(index: Index, evidence: Sequence[DimEvidence], k: int, lexical: np.ndarray | None = None) -> int:
+    return sum(1 for _ in _plans(index, evidence, k, lexical))
 
 
-def _feasible(index, evidence, rows, k, threshold, z, also=None) -> list[tuple[tuple[Stage, ...], float, float]]:
+def lexical_evidence(index: Index, calibration: CalibrationQueries, truth: np.ndarray) -> np.ndarray | None:
+    """(q, k) whether each query's BM25 top :data:`LEXICAL_CANDIDATES` (its source document left
+    out) holds each of its true documents; None where the index keeps no BM25 index or the
+    queries came as vectors, without texts."""
+    if index.lexical is None or len(calibration.texts) != calibration.count:
+        return None
+    found = without(index.lexical.search(calibration.texts, LEXICAL_CANDIDATES + 1)[1], calibration.documents, LEXICAL_CANDIDATES)
+    return (found[:, :, None] == truth[:, None, :]).any(axis=1)
+
+
+def _lexical_note(index: Index, stages: tuple[Stage, ...], evidence: Sequence[DimEvidence], lexical: np.ndarray, holdout) -> str:
+    cost = plan_cost(index, (Stage(index.dim, 1, lexical=LEXICAL_CANDIDATES), Stage(None, 1))).lexical_us
+    considered = f"plans adding +bm25:{LEXICAL_CANDIDATES} were considered (the BM25 search estimated at {cost:.0f} µs a query)"
+    if not stages[0].lexical:
+        return f"{considered}; the cheapest plan meeting the target adds none"
+    ev = next(e for e in evidence if e.dim == stages[0].resolved_dim(index.dim))
+    dense = float(ev.two_stage(stages[0].candidates, holdout).mean())
+    union = float(((ev.shortlist_rank[holdout] < stages[0].candidates) | lexical[holdout]).mean())
+    return f"{considered}; the cheapest plan meeting the target adds them: held-out recall {dense:.4f} without, {union:.4f} with"
+
+
+def _feasible(index, evidence, rows, k, threshold, z, lexical=None, also=None) -> list[tuple[tuple[Stage, ...], float, float]]:
     """Plans meeting the threshold on ``rows``, cheapest first: (stages, lower bound, mean recall).
     ``also`` (rows, recall): a mean recall those rows must reach too."""
     found = []
-    for stages, recall in _plans(index, evidence, k):
+    for stages, recall in _plans(index, evidence, k, lexical):
         if also is not None and recall(also[0]).mean() < also[1]:
             continue
         per_query = recall(rows)
@@ -358,10 +392,17 @@ def _feasible(index, evidence, rows, k, threshold, z, also=None) -> list[tuple[t
 
 def _measure(index, name, stages, timing, k, calibration: CalibrationQueries, truth, holdout, fit_recall) -> PlanMeasurement:
     sources = calibration.documents[holdout] if calibration.documents is not None else None
-    found = run_plan(index, calibration.vectors[holdout], stages, k, sources)
+    texts = _texts(calibration, holdout)
+    found = run_plan(index, calibration.vectors[holdout], stages, k, sources, texts)
     recall = float(recall_against(found, truth[holdout]).mean()) if len(holdout) else None
-    ms = plan_ms_per_query(index, timing, stages, k) if len(timing) else None
+    # The timing queries are the first of the held-out ones (see tune).
+    ms = plan_ms_per_query(index, timing, stages, k, texts[: len(timing)] if texts else None) if len(timing) else None
     return PlanMeasurement(name, str(Plan.of(stages)), fit_recall, recall, ms, *_cost(plan_cost(index, stages)))
+
+
+def _texts(calibration: CalibrationQueries, rows: np.ndarray) -> list[str] | None:
+    """The texts of calibration queries ``rows``; None for queries given as vectors."""
+    return [calibration.texts[row] for row in rows] if len(calibration.texts) == calibration.count else None
 
 
 def _time_candidates(index, ranked, timing, k, calibration, truth, holdout):

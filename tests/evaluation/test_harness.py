@@ -142,3 +142,27 @@ def test_the_query_engine_is_chosen_and_recorded(report, cranfield_index, cranfi
     assert "(onnx-int8, 2 queries)" in int8_run.markdown()
     with pytest.raises(InputError, match="query encoder 'onnx-fp16' is not one funnel knows"):
         EvalOptions(query_encoder="onnx-fp16")  # type: ignore[arg-type]
+
+
+def test_plans_with_bm25_candidates_are_evaluated_on_the_query_texts(cranfield_index, cranfield_files, encoder) -> None:
+    """A plan that adds BM25 candidates runs on the evaluation's own query texts: its row is the
+    run of that plan with those texts, and differs from the dense plan's."""
+    from funnel.evaluation.inputs import index_data
+    from funnel.evaluation.metrics import evaluate_run, run_from_arrays
+    from funnel.search.plan import Plan
+    from funnel.search.run import run_funnel
+
+    queries, qrels = cranfield_files
+    options = EvalOptions(
+        queries=queries, qrels=qrels, metrics=("ndcg@10",), plans=("64:10,full:10", "64:10+bm25:40,full:10"), repeats=1, encode_sample=2
+    )
+    report = evaluate(cranfield_index, model=encoder, options=options, progress=None)
+    by_name = {row.stages: row for row in report.rows}
+    index = Index.load(cranfield_index)
+    data = index_data(index, queries, qrels)
+    texts = list(data.queries.values())
+    result = run_funnel(index, encoder.encode(texts), Plan.parse("64:10+bm25:40,full:10"), 10, texts=texts)
+    run = run_from_arrays(list(data.queries), result.positions, result.scores, corpus_ids=index.ids())
+    expected = evaluate_run(run, data.qrels, ["ndcg@10"])
+    assert by_name["64:10+bm25:40,full:10"].means["ndcg@10"] == pytest.approx(expected.means["ndcg@10"], abs=1e-3)
+    assert by_name["64:10+bm25:40,full:10"].means["ndcg@10"] != by_name["64:10,full:10"].means["ndcg@10"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import documents
-from index_helpers import HashEncoder, folder_files, unit_rows
+from helpers import HashEncoder, documents
+from index_helpers import folder_files, unit_rows
 
 from funnel.corpus import open_corpus
 from funnel.errors import InputError

@@ -17,7 +17,7 @@ from index_helpers import unit_rows
 from funnel.errors import IndexFormatError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
-from funnel.indexes.manifest import SAMPLE_BYTES
+from funnel.indexes.manifest import SAMPLE_BYTES, read_manifest
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import delete_documents
 from funnel.indexes.verify import verify_index
@@ -97,10 +97,12 @@ def test_alteration_in_the_middle_of_the_vectors_is_caught_on_load_and_by_verify
 
 def test_verify_passes_a_sound_index_and_the_cli_names_damage(index_copy):
     report = verify_index(index_copy)
-    assert report.ok and report.documents == 150 and report.files == 4
+    lexical = read_manifest(index_copy).lexical
+    assert lexical is not None  # documents, vectors, shortlist, rotation and the lexical index's files
+    assert report.ok and report.documents == 150 and report.files == 4 + len(lexical.files)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ok = subprocess.run([sys.executable, "-m", "funnel", "verify", str(index_copy)], env=env, capture_output=True, text=True)
-    assert ok.returncode == 0 and "ok (150 documents; 4 files" in ok.stdout
+    assert ok.returncode == 0 and f"ok (150 documents; {4 + len(lexical.files)} files" in ok.stdout
     flip_byte(index_copy / "seg-000000" / "documents.arrow", 100)
     bad = subprocess.run([sys.executable, "-m", "funnel", "verify", str(index_copy)], env=env, capture_output=True, text=True)
     assert bad.returncode == 1

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from index_helpers import HashEncoder
+from helpers import HashEncoder
 
 from funnel.corpus import open_corpus
 from funnel.errors import IndexFormatError, InputError

@@ -61,7 +61,7 @@ def test_add_refuses_ids_already_in_the_index_or_repeated(index_copy):
     with pytest.raises(InputError, match=r"id 'doc-0' appears twice in the documents to add"):
         add_documents(index_copy, [(documents(2), unit_rows(2)), (documents(2), unit_rows(2))])
     assert read_manifest(index_copy).generation == 0
-    assert sorted(p.name for p in index_copy.iterdir()) == [".build.json", ".lock", "manifest.json", "seg-000000"], (
+    assert sorted(p.name for p in index_copy.iterdir()) == [".build.json", ".lock", "lexical-000000", "manifest.json", "seg-000000"], (
         "a failed add leaves nothing"
     )
 
@@ -127,7 +127,7 @@ def test_old_files_go_one_change_later(index_copy):
     assert "seg-000000" in names and "seg-000001" in names
     add_documents(index_copy, [(documents(3, 900), unit_rows(3))])
     names = sorted(p.name for p in index_copy.iterdir())
-    assert names == [".build.json", ".lock", "manifest.json", "seg-000001", "seg-000002"]
+    assert names == [".build.json", ".lock", "lexical-000002", "lexical-000003", "manifest.json", "seg-000001", "seg-000002"]
 
 
 def test_orphans_of_a_crashed_add_are_ignored_then_removed(index_copy):

@@ -13,6 +13,7 @@ from funnel.cli import app
 from funnel.indexes.index import Index
 from funnel.indexes.manifest import read_manifest
 from funnel.retriever import Retriever
+from funnel.search.plan import Plan
 from funnel.search.run import run_funnel
 from funnel.spans import random_span
 from funnel.tuning.calibration import read_query_file
@@ -29,7 +30,8 @@ def test_retriever_tune_stores_the_plan_and_search_uses_it(index_copy, encoder, 
     stored = read_manifest(index_copy).plan
     assert stored["stages"] == plan.stages_text and stored["k"] == 10 and stored["target_recall"] == 0.9
     assert stored["calibration"] == {
-        "source": "corpus: sampled documents' random 5-10 word spans, each left out of its own query's results",
+        "source": "corpus: sampled documents' random 5-10 word spans (every 4th holding its document's rarest term), "
+        "each left out of its own query's results",
         "queries": 60,
         "fit": 30,
         "holdout": 30,
@@ -42,7 +44,8 @@ def test_retriever_tune_stores_the_plan_and_search_uses_it(index_copy, encoder, 
     for searcher in (retriever, fresh):
         assert searcher.plan(10) == plan.stages and searcher.plan(5) == plan.stages
         assert searcher.plan(20) != plan.stages
-    expected = run_funnel(fresh.index, query_vectors[:3], plan.stages, 10).positions
+    dense = Plan.of(plan.stages).dense()  # vectors alone bring no texts for BM25 candidates
+    expected = run_funnel(fresh.index, query_vectors[:3], dense, 10).positions
     np.testing.assert_array_equal(fresh.search_vectors(query_vectors[:3], k=10).positions, expected)
     hits = fresh.search("boundary layer transition", k=5)
     assert len(hits) == 5
