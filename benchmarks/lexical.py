@@ -19,7 +19,7 @@ ten documents), the queries the lexical candidates rescued (exact top 10 kept wi
 without), and the search time per query (one at a time, one thread; the BM25 search alone too).
 Writes ``benchmarks/results/lexical/lexical.json`` and ``README.md``. The indexes are kept under
 ``~/.cache/funnel/bench/lexical`` (built once: MiniLM encodes Debian's 60k descriptions in about
-15 minutes here; ``--model`` takes a faster one).
+36 minutes here; ``--model`` takes a faster one).
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def render(payload: dict[str, Any]) -> str:
     lines = [
         "# BM25 candidates in the funnel",
         "",
-        "`python -m benchmarks.lexical` (" + payload["model"] + "; " + payload["machine"].get("cpu", "") + ").",
+        f"`python -m benchmarks.lexical` ({payload['model']}; {payload['machine']['cores']} cores, one search thread; "
+        f"1-minute load average {payload['machine']['load_average'][0]:.1f}). Search ms: median over the first test queries, one at a time.",
         "",
         "Plans: " + "; ".join(f"**{label}** `{text}`" for label, text in payload["plans"].items()) + ".",
         "",
