@@ -164,6 +164,11 @@ def render(payload: dict[str, Any]) -> str:
         lines += [f"Rescued by the lexical candidates ({len(result['rescued'])}): {rescued}.", ""]
         if result["lost"]:
             lines += [f"Lost with them ({len(result['lost'])}): " + ", ".join(q["id"] for q in result["lost"][:20]) + ".", ""]
+    lines += [
+        "The same plans through `funnel eval` on these indexes (its table adds the exact top-10 kept and names the",
+        "queries the BM25 candidates rescued): [eval-cranfield](eval-cranfield/report.md), "
+        "[eval-scifact](eval-scifact/report.md), [eval-debian](eval-debian/report.md); each report holds its command.",
+    ]
     return "\n".join(lines) + "\n"
 
 

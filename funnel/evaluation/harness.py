@@ -13,7 +13,7 @@ they count as relevant and never retrieved, as in trec_eval.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -157,12 +157,22 @@ def evaluate(
     # the sweep, the full model is timed there too, so the layer figures compare like with like.
     encoding = _encoding_cost(encoder, encoder if shallow else queries_on, query_ids, texts, timed, shallow)
     rows = []
+    exact_top: np.ndarray | None = None  # the reference row's, evaluated first
     for number, config in enumerate(configs, start=1):
         say(f"[{number}/{len(configs)}] {config.name}")
         layered = any(not loaded.is_full_depth(stage.layer) for stage in config.stages)
-        row = _evaluate_configuration(
-            loaded, index_ids, config, queries_by_layer if layered else vectors, texts, query_ids, data.qrels, parsed, options.repeats
-        )
+        queries = queries_by_layer if layered else vectors
+        row, found = _evaluate_configuration(loaded, index_ids, config, queries, texts, query_ids, data.qrels, parsed, options.repeats)
+        exact_top = found if exact_top is None else exact_top
+        kept = same_top(found, exact_top)
+        rescued: list[str] = []
+        plan = Plan.of(config.stages)
+        if plan.is_lexical and not plan[-1].fusion:  # what the BM25 candidates changed: the same plan without them
+            from funnel.search.run import run_funnel
+
+            dense = run_funnel(loaded, queries, plan.dense(), config.k).positions
+            rescued = [query_ids[i] for i in np.flatnonzero(kept & ~same_top(dense, exact_top))]
+        row = replace(row, exact_kept=float(kept.mean()) if len(kept) else 1.0, rescued=rescued)
         rows.append(_with_encoding(row, config, encoding, loaded))
     rows = _compare(rows, str(parsed[0]))
     return EvaluationReport(
@@ -225,10 +235,12 @@ def _evaluate_configuration(
     qrels: Qrels,
     metrics: Sequence[Metric],
     repeats: int,
-) -> ConfigurationResult:
+) -> tuple[ConfigurationResult, np.ndarray]:
+    """The configuration's row and its top positions (q, k)."""
     from funnel.search.run import run_funnel
 
     result = run_funnel(index, vectors, config.stages, config.k, texts=texts)
+    found = result.positions
     run = run_from_arrays(query_ids, result.positions, result.scores, corpus_ids=index_ids)
     scored = evaluate_run(run, qrels, metrics)
     first = config.stages[0]
@@ -248,13 +260,19 @@ def _evaluate_configuration(
         search_flops=sum(cost.flops for cost in costs),
         bytes_read=sum(cost.bytes_read for cost in costs),
         shortlist_bytes=shortlist_bytes(index, first_dim, first_layer),
-    )
+    ), found
+
+
+def same_top(found: np.ndarray, exact: np.ndarray, n: int = 10) -> np.ndarray:
+    """(q,) whether each query's first ``n`` positions (fewer where a row keeps fewer) are the same
+    documents as the exact ones."""
+    n = min(n, found.shape[1], exact.shape[1])
+    return (np.sort(found[:, :n], axis=1) == np.sort(exact[:, :n], axis=1)).all(axis=1)
 
 
 def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: EncodingCost, index: Index) -> ConfigurationResult:
     """Add the query encoding the configuration needs, stage by stage: each stage runs only the
     layers beyond the deepest one before it (continuation)."""
-    from dataclasses import replace
 
     depth = encoding.layers or 0
     if not depth:
@@ -286,7 +304,6 @@ def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: En
 
 def _compare(rows: list[ConfigurationResult], primary: str) -> list[ConfigurationResult]:
     """Fill in quality kept, speed-up and the Pareto frontier against the reference (rows[0])."""
-    from dataclasses import replace
 
     exact = rows[0]
     compared = []

@@ -62,6 +62,10 @@ class ConfigurationResult:
     encode_flops: float | None = None  # query-encoding FLOPs per query
     encode_ms: float | None = None  # median ms to encode one query that deep
     stage_encoding: list[dict[str, Any]] = field(default_factory=list)  # per stage: layers added, FLOPs, ms
+    exact_kept: float = 1.0  # share of queries whose top 10 is the exact row's (the same documents)
+    rescued: list[str] = field(default_factory=list)
+    """Queries whose exact top 10 this plan keeps and the same plan without its BM25 candidates
+    does not (plans that add them and rank by cosine; a fused ranking is not the exact one)."""
 
 
 @dataclass
@@ -125,6 +129,7 @@ class EvaluationReport:
             "config",
             *metric_names,
             f"{_label(self.primary_metric)} kept",
+            "exact top-10 kept",
             "search ms (p50 / p95)",
             "speed-up",
             "search MFLOPs",
@@ -139,6 +144,7 @@ class EvaluationReport:
                 f"{row.name}{' *' if row.pareto else ''}",
                 *(f"{row.means[name]:.4f}" for name in self.metrics),
                 f"{row.retained[self.primary_metric]:.1f}%",
+                f"{100 * row.exact_kept:.1f}%",
                 f"{row.search.median_ms:.3f} / {row.search.p95_ms:.3f}",
                 f"{row.speedup:.2f}×",
                 f"{row.search_flops / 1e6:.3f}",
@@ -228,6 +234,12 @@ class EvaluationReport:
             *(f"- note: {warning}" for warning in self.warnings),
             "",
             self.table(),
+            *(
+                f"- {row.name}: its BM25 candidates rescued the exact top 10 of {len(row.rescued)} queries: {', '.join(row.rescued)}"
+                for row in self.rows
+                if row.rescued
+            ),
+            "",
             f"Command: `{self.command}`",
             "",
             "## Per stage",

@@ -166,3 +166,10 @@ def test_plans_with_bm25_candidates_are_evaluated_on_the_query_texts(cranfield_i
     expected = evaluate_run(run, data.qrels, ["ndcg@10"])
     assert by_name["64:10+bm25:40,full:10"].means["ndcg@10"] == pytest.approx(expected.means["ndcg@10"], abs=1e-3)
     assert by_name["64:10+bm25:40,full:10"].means["ndcg@10"] != by_name["64:10,full:10"].means["ndcg@10"]
+    # The share of queries whose exact top 10 each row keeps, and the queries BM25 rescued.
+    dense, union = by_name["64:10,full:10"], by_name["64:10+bm25:40,full:10"]
+    assert report.rows[0].exact_kept == 1.0 and 0 <= dense.exact_kept <= union.exact_kept <= 1
+    assert union.rescued and not dense.rescued and set(union.rescued) <= set(data.queries)
+    queries_count = len(data.queries)
+    assert len(union.rescued) >= round((union.exact_kept - dense.exact_kept) * queries_count)
+    assert f"rescued the exact top 10 of {len(union.rescued)} queries" in report.markdown()
