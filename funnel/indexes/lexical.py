@@ -31,11 +31,13 @@ import numpy as np
 from funnel.corpus import document_text
 from funnel.errors import IndexFormatError
 from funnel.indexes.manifest import DOCUMENTS_FILE, FileEntry, LexicalEntry, Manifest, file_entry, fsync_path
-from funnel.indexes.segment import read_documents, read_tombstone
+from funnel.indexes.segment import live_mask, read_documents
 
 STOPWORDS = "en"
 """bm25s's English stopword list, for documents and queries alike."""
 POSITIONS_FILE = "positions.npy"
+PARAMS_FILE = "params.index.json"
+"""bm25s's parameters file: absent where no document holds a term (no matrix was written)."""
 BATCH_ROWS = 50_000
 
 # bm25s logs its own progress bars and notices: the caller's progress says what happens.
@@ -111,11 +113,7 @@ def _live_rows(folder: Path, manifest: Manifest) -> Iterator[tuple[int, str, np.
     tombstones = {t.segment: t for t in manifest.tombstones}
     offset = 0
     for entry in manifest.segments:
-        live = np.ones(entry.count, bool)
-        tomb = tombstones.get(entry.name)
-        if tomb is not None:
-            live[read_tombstone(folder / tomb.name, tomb.file, tomb.count, entry.count)] = False
-        yield offset, entry.name, live
+        yield offset, entry.name, live_mask(folder, tombstones.get(entry.name), entry.count)
         offset += entry.count
 
 
@@ -164,7 +162,7 @@ class LexicalIndex:
 
         try:
             # Memory-mapped like the vectors: the files never change once written.
-            retriever = bm25s.BM25.load(str(self.where), mmap=True, load_corpus=False) if len(self.entry.files) > 1 else None
+            retriever = bm25s.BM25.load(str(self.where), mmap=True, load_corpus=False) if PARAMS_FILE in self.entry.files else None
             positions = np.load(self.where / POSITIONS_FILE, allow_pickle=False)
         except (OSError, ValueError, KeyError) as exc:
             raise IndexFormatError(f"{self.where} is not a readable lexical index ({exc}); rebuild the index") from None
@@ -174,25 +172,21 @@ class LexicalIndex:
             raise IndexFormatError(f"{self.where / POSITIONS_FILE} does not match the manifest; rebuild the index")
         return retriever, positions
 
-    def document_frequencies(self, tokens: Sequence[str]) -> np.ndarray:
-        """How many documents hold each token (0 for one the corpus never has)."""
-        retriever = self.retriever
-        if retriever is None:
-            return np.zeros(len(tokens), np.int64)
-        counts = np.diff(retriever.scores["indptr"])
-        vocabulary = retriever.vocab_dict
-        found = [vocabulary.get(token, -1) for token in tokens]
-        return np.array([counts[t] if 0 <= t < len(counts) else 0 for t in found], np.int64)
-
     def word_rarity(self, words: Sequence[str]) -> np.ndarray:
         """Per word, the document frequency of its rarest token; inf for a word without one
         the corpus holds (a stopword, punctuation)."""
         out = np.full(len(words), np.inf)
+        retriever = self.retriever
+        if retriever is None:
+            return out
+        # A token's documents are its column of the sparse score matrix: indptr's steps.
+        frequencies = np.diff(retriever.scores["indptr"])
+        vocabulary = retriever.vocab_dict
         for number, tokens in enumerate(tokenize(words)):
-            frequencies = self.document_frequencies(tokens)
-            frequencies = frequencies[frequencies > 0]
-            if len(frequencies):
-                out[number] = float(frequencies.min())
+            found = [int(frequencies[t]) for t in (vocabulary.get(token, -1) for token in tokens) if 0 <= t < len(frequencies)]
+            found = [f for f in found if f > 0]
+            if found:
+                out[number] = float(min(found))
         return out
 
     def search(self, texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,7 @@ from funnel.indexes.manifest import (
     FileEntry,
     SegmentEntry,
     ShortlistSpec,
+    TombstoneEntry,
     check_file,
     file_entry,
     fsync_path,
@@ -291,6 +292,20 @@ def read_documents(path: Path) -> pa.Table:
         return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise IndexFormatError(f"{path} is not readable ({exc}); rebuild the index") from None
+
+
+def deleted_rows(folder: Path, tombstone: TombstoneEntry | None, segment_rows: int) -> np.ndarray:
+    """Sorted local rows a segment's tombstone (None: none) deletes, read from the index ``folder``."""
+    if tombstone is None:
+        return np.zeros(0, np.int64)
+    return read_tombstone(folder / tombstone.name, tombstone.file, tombstone.count, segment_rows)
+
+
+def live_mask(folder: Path, tombstone: TombstoneEntry | None, segment_rows: int) -> np.ndarray:
+    """(segment_rows,) True where a row is live, False where the tombstone deletes it."""
+    live = np.ones(segment_rows, bool)
+    live[deleted_rows(folder, tombstone, segment_rows)] = False
+    return live
 
 
 def read_tombstone(path: Path, expected: FileEntry, count: int, segment_rows: int) -> np.ndarray:

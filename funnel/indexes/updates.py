@@ -39,7 +39,7 @@ from funnel.indexes.manifest import (
     vectors_file,
     write_manifest_atomically,
 )
-from funnel.indexes.segment import CHUNK_ROWS, SegmentWriter, open_vectors, read_documents, read_tombstone
+from funnel.indexes.segment import CHUNK_ROWS, SegmentWriter, deleted_rows, live_mask, open_vectors, read_documents
 
 if TYPE_CHECKING:
     from funnel.models import Encoder
@@ -113,7 +113,7 @@ def delete_documents(path: str | Path, ids: Sequence[str], *, ignore_missing: bo
         for entry in old.segments:
             segment_ids = read_documents(folder / entry.name / DOCUMENTS_FILE).column("id")
             rows = np.flatnonzero(pc.is_in(segment_ids, value_set=wanted).to_numpy(zero_copy_only=False))
-            deleted = _deleted_rows(folder, tombstones.get(entry.name), entry.count)
+            deleted = deleted_rows(folder, tombstones.get(entry.name), entry.count)
             rows = np.setdiff1d(rows, deleted)
             if len(rows):
                 found.update(segment_ids.take(pa.array(rows)).to_pylist())
@@ -163,8 +163,7 @@ def compact_index(path: str | Path) -> Manifest:
                     )
                     for layer in old.layers
                 }
-                live = np.ones(entry.count, bool)
-                live[_deleted_rows(folder, tombstones.get(entry.name), entry.count)] = False
+                live = live_mask(folder, tombstones.get(entry.name), entry.count)
                 for start in range(0, entry.count, CHUNK_ROWS):
                     rows = np.flatnonzero(live[start : start + CHUNK_ROWS]) + start
                     if len(rows):
@@ -205,21 +204,13 @@ def _write_segment(folder: Path, old: Manifest, fill: Callable[[SegmentWriter], 
     return replace(entry, name=name)
 
 
-def _deleted_rows(folder: Path, tombstone: TombstoneEntry | None, rows: int) -> np.ndarray:
-    if tombstone is None:
-        return np.zeros(0, np.int64)
-    return read_tombstone(folder / tombstone.name, tombstone.file, tombstone.count, rows)
-
-
 def _live_ids(folder: Path, manifest: Manifest) -> list[pa.ChunkedArray]:
     tombstones = {t.segment: t for t in manifest.tombstones}
     out = []
     for entry in manifest.segments:
         ids = read_documents(folder / entry.name / DOCUMENTS_FILE).column("id")
-        deleted = _deleted_rows(folder, tombstones.get(entry.name), entry.count)
-        if len(deleted):
-            live = np.ones(entry.count, bool)
-            live[deleted] = False
+        live = live_mask(folder, tombstones.get(entry.name), entry.count)
+        if not live.all():
             ids = ids.filter(pa.array(live))
         out.append(ids)
     return out

@@ -256,7 +256,7 @@ def _check_lexical(plan: Plan, index: PlanTarget) -> None:
         raise InputError("only the last stage may fuse rankings (e.g. 64:400+bm25:50,full:10+rrf)")
     if plan[-1].fusion and not plan[0].lexical:
         raise InputError(f"+{plan[-1].fusion} fuses the dense ranking with the BM25 one: add +bm25:N to the first stage")
-    if not any(stage.lexical for stage in plan):
+    if not plan.is_lexical:
         return
     if any(stage.lexical for stage in plan[1:]):
         raise InputError(f"only the first stage may add {LEXICAL} candidates (e.g. 64:400+bm25:50,full:10)")

@@ -72,9 +72,8 @@ def run_plan(
 def plan_ms_per_query(index: Index, queries: np.ndarray, stages: Sequence[Stage], k: int, texts: Sequence[str] | None = None) -> float:
     """Mean wall-clock ms of one search, queries sent one at a time (as a service would);
     ``texts``: the queries' texts, for plans that add BM25 candidates (their search is timed too)."""
-    lexical = texts is not None and any(stage.lexical for stage in stages)
     return _per_query_ms(
-        lambda row: run_funnel(index, queries[row : row + 1], stages, k, texts=[texts[row]] if lexical and texts else None), len(queries)
+        lambda row: run_funnel(index, queries[row : row + 1], stages, k, texts=None if texts is None else [texts[row]]), len(queries)
     )
 
 
