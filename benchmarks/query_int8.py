@@ -27,6 +27,7 @@ Writes ``benchmarks/results/query-int8/query-int8.json``; the README beside it r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -94,7 +95,7 @@ def int8_folder(fp32_folder: Path, folder: Path, setting_name: str) -> Path:
     quantize_file(source, target, INT8_SETTINGS[setting_name])
     shutil.copyfile(meta.check(fp32_folder, TOKENIZER_FILE), folder / TOKENIZER_FILE)
     files = {GRAPH_FILES["int8"]: file_sha256(target), TOKENIZER_FILE: file_sha256(folder / TOKENIZER_FILE)}
-    fresh = GraphMeta(meta.model, meta.dim, meta.max_seq_length, meta.inputs, files)
+    fresh = dataclasses.replace(meta, files=files)
     (folder / META_FILE).write_text(json.dumps(fresh.to_json(), indent=2))
     return folder
 

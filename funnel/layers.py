@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from funnel.corpus import Corpus
+    from funnel.encoders.choose import TextEncoder
     from funnel.models import Encoder
 
 
@@ -116,12 +117,17 @@ class LayeredEncoder:
 
 
 def encode_documents(
-    encoder: Encoder, texts: Sequence[str], layers: Sequence[int] = (), batch_size: int = 64
+    encoder: TextEncoder, texts: Sequence[str], layers: Sequence[int] = (), batch_size: int = 64
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Full-depth vectors of ``texts`` and, for each of ``layers``, the vectors of the model cut
-    after that many layers, from one pass through the encoder. Without layers: a plain encode."""
+    after that many layers, from one pass through the encoder (which must then be the torch
+    :class:`~funnel.models.Encoder`). Without layers: a plain encode on any engine."""
     if not layers:
         return encoder.encode(list(texts), batch_size=batch_size), {}
+    from funnel.models import Encoder
+
+    if not isinstance(encoder, Encoder):
+        raise ModelError("stored layers are encoded by the torch engine: pass the model's Encoder")
     layered = LayeredEncoder(encoder)
     by_layer = layered.encode_layers(texts, [*layers, layered.num_layers], batch_size)
     full = by_layer.pop(layered.num_layers)
@@ -130,7 +136,7 @@ def encode_documents(
 
 def encode_corpus(
     corpus: Corpus,
-    encoder: Encoder,
+    encoder: TextEncoder,
     layers: Sequence[int] = (),
     batch_size: int = 64,
     *,

@@ -54,6 +54,11 @@ def index_command(
         "(64:400+bm25:50,full:10: rare terms, names, versions); add, delete and compact keep it current.",
     ),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
+    corpus_encoder: str = typer.Option(
+        "auto",
+        help="What encodes the documents on a CPU: auto (torch and the model's ONNX graph raced on the corpus's first "
+        "texts, the faster kept), torch or onnx.",
+    ),
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="Skip rows with no text or a repeated id (keeping the first) instead of stopping."
     ),
@@ -74,6 +79,7 @@ def index_command(
 ) -> None:
     """Encode CORPUS and write an index: documents, full vectors and FAISS shortlist indexes."""
     from funnel.corpus import CorpusColumns, open_corpus
+    from funnel.encoders.corpus_engine import parse_corpus_engine
     from funnel.indexes.builder import IndexConfig, build_index
     from funnel.indexes.index import Index
     from funnel.indexes.shortlist import make_spec
@@ -97,6 +103,7 @@ def index_command(
         default_shortlist_kind=shortlist_kind,
         vector_dtype=dtype,
         encode_batch_size=batch_size,
+        corpus_engine=parse_corpus_engine(corpus_encoder),
         layers=parse_sizes(layers, "--layers") if layers else (),
         rotation=rotation,
         lexical=lexical,

@@ -1,9 +1,9 @@
 """Where exported ONNX graphs live: one folder per model under ``$FUNNEL_CACHE/onnx`` (default
 ``$XDG_CACHE_HOME/funnel``, else ``~/.cache/funnel``), named by a fingerprint of the model folder.
 
-The fingerprint hashes each model file's relative path, size and modification time: a stat per
-file, so a cold ``funnel search`` finds its graph without reading the model's weights, and a
-changed model gets a new graph. A graph folder is written beside its final name and renamed into
+The fingerprint hashes the graph format and each model file's relative path, size and
+modification time: a stat per file, so a cold ``funnel search`` finds its graph without reading
+the model's weights, and a changed model or a new exporter gets a new graph. A graph folder is written beside its final name and renamed into
 place, so a reader sees a whole graph or none; its files carry their sha256, checked on load.
 """
 
@@ -23,7 +23,8 @@ from funnel.checksums import file_sha256
 from funnel.errors import ModelError
 
 CACHE_VARIABLE = "FUNNEL_CACHE"
-GRAPH_FORMAT = 1
+# 2: attention exported in eager form and fused by ONNX Runtime's transformer optimizer.
+GRAPH_FORMAT = 2
 META_FILE = "graph.json"
 Precision = Literal["fp32", "int8"]
 GRAPH_FILES: dict[Precision, str] = {"fp32": "model.onnx", "int8": "model-int8.onnx"}
@@ -40,7 +41,7 @@ def cache_root() -> Path:
 
 
 def model_fingerprint(model_path: Path) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"funnel-onnx-graph {GRAPH_FORMAT}\n".encode())
     for file in sorted(p for p in model_path.rglob("*") if p.is_file()):
         info = file.stat()
         digest.update(f"{file.relative_to(model_path).as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
@@ -61,6 +62,7 @@ class GraphMeta:
     inputs: tuple[str, ...]
     files: dict[str, str]  # file name -> sha256
     kind: str = "onnx"  # "onnx": a graph for ONNX Runtime; "static": a static model's token table
+    fused: tuple[str, ...] = ()  # the fused operators ONNX Runtime's transformer optimizer put in the graph
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class GraphMeta:
             "inputs": list(self.inputs),
             "files": self.files,
             "kind": self.kind,
+            "fused": list(self.fused),
         }
 
     @classmethod
@@ -81,7 +84,13 @@ class GraphMeta:
             if raw.get("format") != "funnel-onnx-graph" or raw.get("format_version") != GRAPH_FORMAT:
                 raise ValueError(f"format {raw.get('format')!r} version {raw.get('format_version')!r}")
             return cls(
-                raw["model"], int(raw["dim"]), int(raw["max_seq_length"]), tuple(raw["inputs"]), dict(raw["files"]), raw.get("kind", "onnx")
+                raw["model"],
+                int(raw["dim"]),
+                int(raw["max_seq_length"]),
+                tuple(raw["inputs"]),
+                dict(raw["files"]),
+                raw.get("kind", "onnx"),
+                tuple(raw.get("fused", ())),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"the ONNX graph at {folder} is unreadable ({exc}): delete the folder and it is exported again") from exc

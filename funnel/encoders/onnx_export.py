@@ -3,12 +3,17 @@
 The graph is the whole embedding: the transformer and the model's own Pooling, Dense and
 Normalize modules, traced with ``torch.onnx.export`` (the TorchScript exporter: the dynamo one
 needs onnxscript, and sentence-transformers' ``backend="onnx"`` needs optimum-onnx, which cannot
-sit beside transformers 5). An export is checked against torch on probe texts before it is kept.
+sit beside transformers 5). Attention is traced in its eager form, which ONNX Runtime's transformer
+optimizer recognizes and fuses (with the embeddings, skip layer norms and GELUs) into its own
+kernels: 63 nodes instead of 689 for MiniLM, and a query encodes ~10% faster here. An export is
+checked against torch on probe texts before it is kept; a fused graph that fails the check gives
+way to the plain one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import warnings
@@ -42,9 +47,10 @@ class NotExportable(ModelError):
     """The model's modules or its tokenizer have no faithful ONNX form here."""
 
 
-def export_graph(encoder: Encoder, folder: Path) -> GraphMeta:
+def export_graph(encoder: Encoder, folder: Path, *, fuse: bool = True) -> GraphMeta:
     """Export ``encoder``'s model into the graph folder ``folder`` (written beside it, renamed
-    into place, checked against torch first); returns what the folder holds."""
+    into place, checked against torch first); returns what the folder holds. ``fuse=False``
+    keeps the traced graph as it is (benchmarks compare the two)."""
     import torch
 
     model = encoder.model
@@ -80,7 +86,13 @@ def export_graph(encoder: Encoder, folder: Path) -> GraphMeta:
         was_training = model.training
         model.eval()
         # The tracer warns about every shape-dependent branch; the probes below check the result.
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _restored(model, was_training):
+        with (
+            torch.no_grad(),
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            _restored(model, was_training),
+            _eager_attention(model[0]),
+        ):
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(
@@ -96,16 +108,77 @@ def export_graph(encoder: Encoder, folder: Path) -> GraphMeta:
             except Exception as exc:  # the exporter raises many types for what it cannot trace
                 raise NotExportable(f"torch.onnx.export could not export the model: {exc}") from exc
         backend.save(str(staging / TOKENIZER_FILE))
-        meta = GraphMeta(
+        plain = GraphMeta(
             model=encoder.name,
             dim=encoder.dim,
             max_seq_length=int(model.max_seq_length or model.tokenizer.model_max_length),
             inputs=inputs,
             files={GRAPH_FILES["fp32"]: file_sha256(graph), TOKENIZER_FILE: file_sha256(staging / TOKENIZER_FILE)},
         )
+        meta = _fused(staging, plain, getattr(model[0], "auto_model", None)) if fuse else plain
         write_meta(staging, meta)
-        _check_against_torch(encoder, staging)
+        try:
+            _check_against_torch(encoder, staging)
+        except NotExportable:
+            if meta is plain:
+                raise
+            # The optimizer's rewrite is not faithful for this model: the traced graph stands.
+            meta = plain
+            os.replace(staging / PLAIN_GRAPH, graph)
+            write_meta(staging, meta)
+            _check_against_torch(encoder, staging)
+        (staging / PLAIN_GRAPH).unlink(missing_ok=True)
     return meta
+
+
+PLAIN_GRAPH = "model-plain.onnx"  # the traced graph, kept in the staging folder while the fused one is checked
+
+
+def _fused(staging: Path, plain: GraphMeta, backbone: object) -> GraphMeta:
+    """Fuse the staged graph with ONNX Runtime's transformer optimizer (BERT-shaped encoders:
+    the traced graph moves to PLAIN_GRAPH, the fused one takes its name); returns the meta of
+    what is at GRAPH_FILES["fp32"] then (``plain`` itself where nothing was fused)."""
+    config = getattr(backbone, "config", None)
+    heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    if not isinstance(heads, int) or not isinstance(hidden, int):
+        return plain
+    graph = staging / GRAPH_FILES["fp32"]
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        # opt_level 0: the optimizer's own fusions only; ONNX Runtime adds its generic ones at load.
+        optimized = optimize_model(str(graph), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+        fused = tuple(sorted(op for op, count in optimized.get_fused_operator_statistics().items() if count))
+        if "Attention" not in fused:
+            return plain
+        os.replace(graph, staging / PLAIN_GRAPH)
+        optimized.save_model_to_file(str(graph))
+    except Exception:  # noqa: BLE001 - the optimizer raises many types on graphs it does not know; the plain graph stands
+        if not graph.exists() and (staging / PLAIN_GRAPH).exists():
+            os.replace(staging / PLAIN_GRAPH, graph)
+        return plain
+    return dataclasses.replace(plain, files={**plain.files, GRAPH_FILES["fp32"]: file_sha256(graph)}, fused=fused)
+
+
+@contextlib.contextmanager
+def _eager_attention(transformer: object) -> Iterator[None]:
+    """Trace attention as plain matrix products and a softmax (the form ONNX Runtime's optimizer
+    fuses), not the scaled-dot-product kernel, then put the model's own choice back."""
+    backbone = getattr(transformer, "auto_model", None)
+    config = getattr(backbone, "config", None)
+    chosen = getattr(config, "_attn_implementation", None)
+    if backbone is None or chosen in (None, "eager") or not hasattr(backbone, "set_attn_implementation"):
+        yield
+        return
+    try:
+        backbone.set_attn_implementation("eager")
+    except (ValueError, ImportError):  # a model that has no eager form traces as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        backbone.set_attn_implementation(chosen)
 
 
 @contextlib.contextmanager
@@ -154,6 +227,7 @@ DEFAULT_INT8 = "per-channel"  # measured best: benchmarks/results/query-int8
 
 def quantize_file(source: Path, target: Path, setting: Int8Setting) -> None:
     """Write an 8-bit copy of the graph ``source`` at ``target`` under ``setting``."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
@@ -163,6 +237,8 @@ def quantize_file(source: Path, target: Path, setting: Int8Setting) -> None:
         per_channel=setting.per_channel,
         reduce_range=setting.reduce_range,
         op_types_to_quantize=["MatMul"] if setting.matmul_only else None,
+        # Shape inference does not type the outputs of ONNX Runtime's fused operators: they are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
 
@@ -182,6 +258,6 @@ def quantize_graph(folder: Path, setting: str = DEFAULT_INT8) -> GraphMeta:
         os.replace(temp, folder / name)
     finally:
         temp.unlink(missing_ok=True)
-    updated = GraphMeta(meta.model, meta.dim, meta.max_seq_length, meta.inputs, {**meta.files, name: digest})
+    updated = dataclasses.replace(meta, files={**meta.files, name: digest})
     write_meta(folder, updated)
     return updated

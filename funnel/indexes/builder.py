@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from funnel.corpus import Corpus, check_batch_ids
+from funnel.encoders.corpus_engine import CorpusEngine, corpus_encoder, parse_corpus_engine
 from funnel.errors import FunnelError, IndexFormatError, InputError
 from funnel.indexes import shortlist
 from funnel.indexes.lock import LOCK_FILE, writer_lock
@@ -58,6 +59,10 @@ class IndexConfig:
     ``lexical``: keep a BM25 index of the documents beside the vectors (:mod:`funnel.indexes.lexical`),
     for plans that add lexical candidates (``64:400+bm25:50,full:10``); add, delete and compact
     keep it current.
+
+    ``corpus_engine``: what encodes the documents on a CPU: ``auto`` races torch and the model's
+    ONNX graph on the corpus's first texts and keeps the faster (:mod:`funnel.encoders.corpus_engine`),
+    ``torch`` or ``onnx``. Stored layers always encode on torch.
     """
 
     shortlists: tuple[ShortlistSpec, ...] = ()
@@ -68,9 +73,11 @@ class IndexConfig:
     layers: tuple[int, ...] = ()
     rotation: str = "auto"
     lexical: bool = True
+    corpus_engine: CorpusEngine = "auto"
 
     def __post_init__(self) -> None:
         check_rotation(self.rotation)
+        parse_corpus_engine(self.corpus_engine)
         shortlist.make_spec(self.default_shortlist_dim, self.default_shortlist_kind)  # an unknown kind fails here, not after encoding
         if self.vector_dtype not in VECTOR_DTYPES:
             raise InputError(f"vector dtype {self.vector_dtype!r} is not supported: choose {' or '.join(VECTOR_DTYPES)}")
@@ -139,7 +146,13 @@ def build_index(
     layers = config.checked_layers(depth)
     return _build(
         lambda done: encode_corpus(
-            corpus, encoder, layers, config.encode_batch_size, skip=done, total=corpus.validate(), show_progress=show_progress
+            corpus,
+            encoder if layers else corpus_encoder(encoder, config.corpus_engine),
+            layers,
+            config.encode_batch_size,
+            skip=done,
+            total=corpus.validate(),
+            show_progress=show_progress,
         ),
         Path(path).expanduser(),
         Manifest(

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from funnel.corpus import Corpus, check_batch_ids
+from funnel.encoders.corpus_engine import CorpusEngine, corpus_encoder
 from funnel.errors import InputError
 from funnel.indexes.builder import remove_retired
 from funnel.indexes.lexical import write_lexical
@@ -82,8 +83,17 @@ def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manif
         return _commit(folder, old, replace(old, segments=old.segments + (entry,), generation=old.generation + 1))
 
 
-def add_corpus(path: str | Path, corpus: Corpus, encoder: Encoder, *, batch_size: int = 64, show_progress: bool = False) -> Manifest:
-    """Encode ``corpus`` with ``encoder`` (which must match the index's model dims) and add it."""
+def add_corpus(
+    path: str | Path,
+    corpus: Corpus,
+    encoder: Encoder,
+    *,
+    batch_size: int = 64,
+    show_progress: bool = False,
+    engine: CorpusEngine = "auto",
+) -> Manifest:
+    """Encode ``corpus`` with ``encoder`` (which must match the index's model dims) and add it;
+    ``engine`` as :attr:`~funnel.indexes.builder.IndexConfig.corpus_engine`."""
     manifest = read_manifest(Path(path).expanduser())
     if encoder.dim != manifest.dim:
         raise InputError(
@@ -92,7 +102,15 @@ def add_corpus(path: str | Path, corpus: Corpus, encoder: Encoder, *, batch_size
     from funnel.layers import encode_corpus
 
     return add_documents(
-        path, encode_corpus(corpus, encoder, manifest.layers, batch_size, total=corpus.num_rows, show_progress=show_progress)
+        path,
+        encode_corpus(
+            corpus,
+            encoder if manifest.layers else corpus_encoder(encoder, engine),
+            manifest.layers,
+            batch_size,
+            total=corpus.num_rows,
+            show_progress=show_progress,
+        ),
     )
 
 

@@ -50,6 +50,17 @@ def test_the_onnx_engine_gives_torchs_vectors_one_by_one_and_in_batches(encoder,
     assert onnx.encode([]).shape == (0, 384)
 
 
+def test_the_graph_runs_onnx_runtimes_fused_attention_and_the_model_keeps_its_own(encoder, graph):
+    import onnx
+
+    meta = GraphMeta.read(graph)
+    assert {"Attention", "SkipLayerNormalization"} <= set(meta.fused)
+    ops = [node.op_type for node in onnx.load(str(graph / GRAPH_FILES["fp32"]), load_external_data=False).graph.node]
+    assert ops.count("Attention") == 6 and "Softmax" not in ops, "one fused kernel a layer, no attention left in pieces"
+    # Exporting traced attention in its eager form; the loaded model runs its own again after.
+    assert encoder.model[0].auto_model.config._attn_implementation == "sdpa"
+
+
 def test_a_search_loads_neither_torch_nor_sentence_transformers(sample_index, graph, encoder):
     script = (
         "import sys, json; from funnel import Retriever;"
