@@ -64,8 +64,10 @@ class LayeredEncoder:
         import torch
         from transformers.masking_utils import create_bidirectional_mask
 
-        device = self.encoder.model.device
-        features = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.encoder.model.preprocess(list(texts)).items()}
+        model = self.encoder.model
+        model.eval()  # as SentenceTransformer.encode does: blocks called directly would otherwise run their dropout
+        device = model.device
+        features = {k: v.to(device) if hasattr(v, "to") else v for k, v in model.preprocess(list(texts)).items()}
         with self.encoder.exclusive(len(texts)), torch.inference_mode():
             hidden = self._backbone.embeddings(input_ids=features["input_ids"], token_type_ids=features.get("token_type_ids"))
             mask = create_bidirectional_mask(config=self._backbone.config, inputs_embeds=hidden, attention_mask=features["attention_mask"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import threading
 import time
@@ -13,13 +14,16 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from funnel.encoders.choose import QueryEngine, TextEncoder, load_query_encoder, measured_precision, prepare_query_graph
-from funnel.errors import InputError
+from funnel.encoders.choose import QueryEngine, TextEncoder, load_cut_encoder, load_query_encoder, measured_precision, prepare_query_graph
+from funnel.encoders.onnx_engine import OnnxEncoder
+from funnel.errors import InputError, ModelError
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.models import Encoder
 from funnel.search.plan import Plan, PlanLike, Stage, check_k, resolve_k
-from funnel.search.run import FunnelResult, LayeredQueries, StageTrace, check_once, run_funnel
+from funnel.search.run import CutQueries, EncodedQueries, FunnelResult, LayeredQueries, StageTrace, check_once, run_funnel
+
+log = logging.getLogger("funnel")
 
 if TYPE_CHECKING:
     from funnel.corpus import Corpus
@@ -84,6 +88,8 @@ class Retriever:
         self.stages = Plan.of(stages) if stages else None  # parsed once, here
         self._reload_lock = threading.Lock()
         self._layered: LayeredEncoder | None = None
+        self._cut_encoders: dict[int, OnnxEncoder] = {}  # graphs of the model cut after a layer, by depth
+        self._cut_lock = threading.Lock()
         self._torch: Encoder | None = encoder if isinstance(encoder, Encoder) else None
         self._failed_stamp: tuple[int, ...] | None = None
 
@@ -304,18 +310,37 @@ class Retriever:
         hits = [self._hits(index, scores, positions) for scores, positions in zip(result.scores, result.positions)]
         return TracedSearch(hits, tuple(plan), result.trace, encoded + sum(t.encode_seconds for t in result.trace), index.version)
 
-    def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> np.ndarray | LayeredQueries:
-        """Full-model vectors for a plan at full depth; for a plan that names shallower layers, a
-        LayeredQueries that runs each query only as deep as the stage at hand needs."""
-        shallow = [stage.layer for stage in plan if not index.is_full_depth(stage.layer)]
+    def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> np.ndarray | EncodedQueries:
+        """Full-model vectors for a plan at full depth; for a plan that names shallower layers,
+        query vectors that run each depth only when a stage needs it: graphs of the model cut
+        after each layer on the ONNX engine (exported on first use), else torch's LayeredQueries
+        (the torch engine, or a model whose cut graphs cannot be exported)."""
+        shallow = sorted({int(stage.layer or 0) for stage in plan if not index.is_full_depth(stage.layer)})
         if not shallow:
             return self.encode_queries(queries)
         check_queries(queries)
+        if isinstance(self.encoder, OnnxEncoder):
+            try:
+                for depth in shallow:  # exported (or refused) now, before any query runs
+                    self._cut_encoder(depth)
+                return CutQueries(self._cut_encoder, queries, index.depth)
+            except ModelError as exc:
+                log.warning("layered queries run on torch: %s", exc)
         if self._layered is None:
             from funnel.layers import LayeredEncoder
 
             self._layered = LayeredEncoder(self.torch_encoder())
         return LayeredQueries(self._layered, queries)
+
+    def _cut_encoder(self, depth: int | None) -> TextEncoder:
+        """The query encoder of the model cut after ``depth`` layers (None: the retriever's own)."""
+        if depth is None:
+            return self.encoder
+        with self._cut_lock:  # one export at a time: two would share a staging folder
+            found = self._cut_encoders.get(depth)
+            if found is None:
+                found = self._cut_encoders[depth] = load_cut_encoder(self.encoder.name, depth, encoder=self._torch)
+            return found
 
     @staticmethod
     def _hits(index: Index, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:

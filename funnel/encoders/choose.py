@@ -17,7 +17,7 @@ from funnel.errors import InputError, ModelError
 from funnel.models import Encoder, resolve_model
 
 if TYPE_CHECKING:
-    pass
+    from funnel.encoders.onnx_engine import OnnxEncoder
 
 QueryEngine = Literal["auto", "torch", "onnx", "onnx-int8"]
 QUERY_ENGINES: tuple[str, ...] = get_args(QueryEngine)
@@ -116,7 +116,22 @@ def prepare_query_graph(encoder: Encoder) -> Path | None:
         return None
 
 
-def _exported(encoder: Encoder, folder: Path) -> Path:
+def load_cut_encoder(model: str | os.PathLike[str] | None, depth: int, *, encoder: Encoder | None = None) -> OnnxEncoder:
+    """The graph of the model cut after ``depth`` layers, exported on first use (with
+    ``encoder``, the model already loaded, else loaded for the export); ModelError, recorded like
+    a refused export, where the model has none."""
+    from funnel.encoders.onnx_engine import OnnxEncoder
+
+    folder = graph_folder(resolve_model(model), depth)
+    if not (folder / META_FILE).exists():
+        refused = recorded_refusal(folder)
+        if refused is not None:
+            raise ModelError(refused)
+        _exported(encoder or Encoder.load(model), folder, depth)
+    return OnnxEncoder.load(folder)
+
+
+def _exported(encoder: Encoder, folder: Path, depth: int | None = None) -> Path:
     """The model's graph folder, exported now if it is not there; a model that cannot be
     exported faithfully is recorded as such, so later searches go straight to torch."""
     if not (folder / META_FILE).exists():
@@ -127,7 +142,10 @@ def _exported(encoder: Encoder, folder: Path) -> Path:
         if refused is not None:
             raise NotExportable(refused)
         try:
-            (export_static if is_static(encoder) else export_graph)(encoder, folder)
+            if depth is not None:
+                export_graph(encoder, folder, depth=depth)
+            else:
+                (export_static if is_static(encoder) else export_graph)(encoder, folder)
         except NotExportable as exc:
             record_refusal(folder, str(exc))
             raise

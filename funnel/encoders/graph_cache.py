@@ -48,8 +48,11 @@ def model_fingerprint(model_path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def graph_folder(model_path: Path) -> Path:
-    return cache_root() / "onnx" / model_fingerprint(model_path)
+def graph_folder(model_path: Path, depth: int | None = None) -> Path:
+    """The model's graph folder; with ``depth``, the folder of the graph of the model cut after
+    that many layers (for stages that name a layer)."""
+    name = model_fingerprint(model_path)
+    return cache_root() / "onnx" / (name if depth is None else f"{name}-layers-{depth}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class GraphMeta:
     files: dict[str, str]  # file name -> sha256
     kind: str = "onnx"  # "onnx": a graph for ONNX Runtime; "static": a static model's token table
     fused: tuple[str, ...] = ()  # the fused operators ONNX Runtime's transformer optimizer put in the graph
+    depth: int | None = None  # the model cut after this many transformer layers (None: the whole model)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class GraphMeta:
             "files": self.files,
             "kind": self.kind,
             "fused": list(self.fused),
+            "depth": self.depth,
         }
 
     @classmethod
@@ -91,6 +96,7 @@ class GraphMeta:
                 dict(raw["files"]),
                 raw.get("kind", "onnx"),
                 tuple(raw.get("fused", ())),
+                None if raw.get("depth") is None else int(raw["depth"]),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"the ONNX graph at {folder} is unreadable ({exc}): delete the folder and it is exported again") from exc

@@ -44,6 +44,7 @@ class OnnxEncoder:
     inputs: tuple[str, ...]
     tokenizer: Tokenizer = field(repr=False)
     query_session: onnxruntime.InferenceSession = field(repr=False)
+    depth: int | None = None  # a graph of the model cut after this many layers (None: the whole model)
     _batch_session: onnxruntime.InferenceSession | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -57,7 +58,8 @@ class OnnxEncoder:
         tokenizer = Tokenizer.from_file(str(meta.check(folder, TOKENIZER_FILE)))
         tokenizer.enable_truncation(meta.max_seq_length)
         tokenizer.enable_padding()
-        return cls(meta.model, meta.dim, precision, graph, meta.inputs, tokenizer, _session(graph, threads=QUERY_THREADS))
+        session = _session(graph, threads=QUERY_THREADS)
+        return cls(meta.model, meta.dim, precision, graph, meta.inputs, tokenizer, session, depth=meta.depth)
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         """Encode texts; returns float32 array of shape (len(texts), dim), rows L2-normalized."""

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,10 +47,12 @@ class NotExportable(ModelError):
     """The model's modules or its tokenizer have no faithful ONNX form here."""
 
 
-def export_graph(encoder: Encoder, folder: Path, *, fuse: bool = True) -> GraphMeta:
+def export_graph(encoder: Encoder, folder: Path, *, fuse: bool = True, depth: int | None = None) -> GraphMeta:
     """Export ``encoder``'s model into the graph folder ``folder`` (written beside it, renamed
     into place, checked against torch first); returns what the folder holds. ``fuse=False``
-    keeps the traced graph as it is (benchmarks compare the two)."""
+    keeps the traced graph as it is (benchmarks compare the two). ``depth``: export the model
+    cut after that many transformer layers, with its own pooling and normalization (for stages
+    that name a layer), checked against the full model's hidden states at that depth."""
     import torch
 
     model = encoder.model
@@ -63,6 +65,9 @@ def export_graph(encoder: Encoder, folder: Path, *, fuse: bool = True) -> GraphM
     backend = getattr(model.tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise NotExportable("the model's tokenizer is not a fast (Rust) tokenizer, which the ONNX engine needs")
+    layers = getattr(getattr(getattr(model[0], "auto_model", None), "encoder", None), "layer", None)
+    if depth is not None and (layers is None or not 1 <= depth <= len(layers)):
+        raise NotExportable(f"the model cannot be cut after layer {depth} (it has {len(layers or ())} transformer layers)")
     probe = model.tokenizer(
         list(PROBE_TEXTS[:2]),
         padding=True,
@@ -83,15 +88,14 @@ def export_graph(encoder: Encoder, folder: Path, *, fuse: bool = True) -> GraphM
     with staged(folder) as staging:
         graph = staging / GRAPH_FILES["fp32"]
         axes = {name: {0: "batch", 1: "sequence"} for name in inputs} | {"embedding": {0: "batch"}}
-        was_training = model.training
-        model.eval()
         # The tracer warns about every shape-dependent branch; the probes below check the result.
         with (
             torch.no_grad(),
             warnings.catch_warnings(),
             contextlib.redirect_stdout(io.StringIO()),
-            _restored(model, was_training),
+            _evaluating(model),
             _eager_attention(model[0]),
+            _cut(layers, depth),
         ):
             warnings.simplefilter("ignore")
             try:
@@ -114,6 +118,7 @@ def export_graph(encoder: Encoder, folder: Path, *, fuse: bool = True) -> GraphM
             max_seq_length=int(model.max_seq_length or model.tokenizer.model_max_length),
             inputs=inputs,
             files={GRAPH_FILES["fp32"]: file_sha256(graph), TOKENIZER_FILE: file_sha256(staging / TOKENIZER_FILE)},
+            depth=depth,
         )
         meta = _fused(staging, plain, getattr(model[0], "auto_model", None)) if fuse else plain
         write_meta(staging, meta)
@@ -182,11 +187,33 @@ def _eager_attention(transformer: object) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _restored(model: torch.nn.Module, training: bool) -> Iterator[None]:
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Every module of ``model`` in eval mode inside the block, each one's own mode again after.
+    (Restoring only the top module's flag would set every submodule to it: a SentenceTransformer
+    loads with its top module in train mode and its layers in eval, and calling the layers
+    directly after an export would then run their dropout.)"""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
     try:
         yield
     finally:
-        model.train(training)
+        for module, training in modes:
+            module.training = training
+
+
+@contextlib.contextmanager
+def _cut(layers: torch.nn.ModuleList | None, depth: int | None) -> Iterator[None]:
+    """The model's first ``depth`` transformer layers alone inside the block, all of them again
+    after (a cut graph is traced through the model's own forward)."""
+    if layers is None or depth is None or depth == len(layers):
+        yield
+        return
+    kept = list(layers)
+    del layers[depth:]
+    try:
+        yield
+    finally:
+        layers.extend(kept[depth:])
 
 
 def _check_against_torch(encoder: Encoder, staging: Path) -> None:
@@ -194,12 +221,34 @@ def _check_against_torch(encoder: Encoder, staging: Path) -> None:
 
     exported = OnnxEncoder.load(staging)
     texts = list(PROBE_TEXTS)
+    reference = encoder.encode(texts) if exported.depth is None else _torch_at_depth(encoder, exported.depth, texts)
     cosine = np.minimum(
-        (exported.encode(texts) * encoder.encode(texts)).sum(axis=1),
-        (np.vstack([exported.encode([text]) for text in texts]) * encoder.encode(texts)).sum(axis=1),
+        (exported.encode(texts) * reference).sum(axis=1),
+        (np.vstack([exported.encode([text]) for text in texts]) * reference).sum(axis=1),
     ).min()
     if cosine < MIN_COSINE:
         raise NotExportable(f"the exported graph's vectors differ from torch's (cosine {cosine:.6f} < {MIN_COSINE})")
+
+
+def _torch_at_depth(encoder: Encoder, depth: int, texts: list[str]) -> np.ndarray:
+    """torch's embeddings of ``texts`` from the model cut after ``depth`` layers: the full
+    model's hidden states at that depth through its own pooling and normalization."""
+    import torch
+
+    from funnel.vectors import normalize
+
+    model = encoder.model
+    backbone: Any = model[0].auto_model
+    features = model.preprocess(texts)
+    inputs = {name: value for name, value in features.items() if name in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.inference_mode(), _evaluating(model):
+        embedded = {
+            "token_embeddings": backbone(**inputs, output_hidden_states=True).hidden_states[depth],
+            "attention_mask": features["attention_mask"],
+        }
+        for module in list(model)[1:]:
+            embedded = module(embedded)
+    return normalize(embedded["sentence_embedding"].float().numpy())
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,13 @@ def check_plan(plan: Plan, k: int, index: PlanTarget) -> None:
     _check_lexical(plan, index)
     for stage in plan:
         index.check_layer(stage.layer)
+    depths = [None if index.is_full_depth(stage.layer) else stage.layer for stage in plan]
+    for shallower, deeper in zip(depths, depths[1:]):
+        if deeper is not None and (shallower is None or deeper < shallower):
+            # Each stage rescores what the one before proposed with a model at least as deep.
+            raise InputError(
+                f"stages must not go back to a shallower layer ({deeper} after {shallower or 'the full model'}): order the stages by depth"
+            )
     first = plan[0].resolved_dim(index.dim)
     exact_scan = first == index.dim and index.is_full_depth(plan[0].layer)  # every index can scan its full vectors
     if not exact_scan and not index.has_shortlist(first, plan[0].layer):

@@ -1,7 +1,9 @@
 """Running a plan: the Python stages, or one FAISS call where the plan allows it.
 
-The query's deeper vectors continue from the hidden states of the shallower stage
-(:class:`LayeredQueries`), so a query costs the layers of its deepest stage and no more. Each
+A plan whose stages name layers encodes its queries once for them all, as deep as its deepest
+stage and no deeper: on torch each deeper vector continues from the hidden states of the
+shallower stage (:class:`LayeredQueries`); on ONNX Runtime each depth runs a graph of the model
+cut after that layer (:class:`CutQueries`). Each
 index view keeps what searching it has learned — the plans already checked against it and its
 compiled two-stage plans — here, beside the search code, not in the index: the view's state is
 dropped with the view.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
 
@@ -25,6 +27,7 @@ from funnel.search.fusion import reciprocal_rank_fusion
 from funnel.search.plan import Plan, PlanLike, Stage, check_plan
 
 if TYPE_CHECKING:
+    from funnel.encoders.choose import TextEncoder
     from funnel.indexes.index import Index, StoredQueries
     from funnel.indexes.lexical import LexicalIndex
     from funnel.layers import HiddenStates, LayeredEncoder
@@ -144,9 +147,23 @@ class QuerySource(Protocol):
     def at(self, layer: int | None) -> np.ndarray: ...
 
 
-class LayeredQueries:
-    """Query vectors computed on demand, each deeper one continuing from the hidden states of the
-    last: asking for layer 2 then layer 6 runs 6 layers in all, not 8.
+class EncodedQueries:
+    """Query vectors encoded from ``texts`` by depth as the stages ask for them; the search
+    counts the time and the transformer layers each stage's request added (``layers_run``)."""
+
+    texts: list[str]
+
+    @property
+    def layers_run(self) -> int:
+        raise NotImplementedError
+
+    def at(self, layer: int | None) -> np.ndarray:
+        raise NotImplementedError
+
+
+class LayeredQueries(EncodedQueries):
+    """Query vectors computed on demand (torch), each deeper one continuing from the hidden
+    states of the last: asking for layer 2 then layer 6 runs 6 layers in all, not 8.
     """
 
     def __init__(self, encoder: LayeredEncoder, texts: Sequence[str]) -> None:
@@ -170,6 +187,30 @@ class LayeredQueries:
             self._states = self.encoder.advance(self._states, layer)
             self._vectors[layer] = self.encoder.embed(self._states)
         return self._vectors[layer]
+
+
+class CutQueries(EncodedQueries):
+    """Query vectors from ONNX graphs of the model cut after each layer a stage names
+    (:func:`funnel.encoders.choose.load_cut_encoder`), each depth encoded when a stage first
+    needs it: a plan that stops at layer 2 runs 2 layers; one that goes on to the full model
+    runs the full graph after the cut one (no continuation: 2 + 6 layers, on an engine about 3×
+    torch's speed)."""
+
+    def __init__(self, graphs: Callable[[int | None], TextEncoder], texts: Sequence[str], depth: int) -> None:
+        self.graphs = graphs  # depth (None: the full model) -> its encoder
+        self.texts = list(texts)
+        self.depth = depth
+        self._vectors: dict[int, np.ndarray] = {}
+
+    @property
+    def layers_run(self) -> int:
+        return sum(self._vectors)
+
+    def at(self, layer: int | None) -> np.ndarray:
+        depth = self.depth if layer is None else layer
+        if depth not in self._vectors:
+            self._vectors[depth] = self.graphs(None if depth == self.depth else depth).encode(self.texts)
+        return self._vectors[depth]
 
 
 class _ReadyQueries:
@@ -227,16 +268,17 @@ def run_funnel(
     """Run the plan. ``queries``: normalized full-model vectors (q, index.dim) as the model gives
     them (the index maps them into its stored basis: :meth:`Index.stored_queries`); or a mapping
     {layer: vectors} for plans whose stages name layers; or a :class:`QuerySource` such as
-    :class:`LayeredQueries`, which encodes each depth when a stage first needs it.
+    :class:`EncodedQueries` (:class:`LayeredQueries`, :class:`CutQueries`), which encodes each
+    depth when a stage first needs it.
 
     ``compiled``: run a two-stage plan as one FAISS call where it allows it (None: the view's
     setting, see :func:`compile_plans`); False keeps the Python stages (same ranking).
 
     ``texts``: the query texts, for a plan whose first stage adds BM25 candidates (``+bm25:N``);
-    a LayeredQueries brings its own.
+    an EncodedQueries brings its own.
 
     The trace's ``seconds`` are search time only; ``encode_seconds`` is the query encoding each
-    stage added (from a LayeredQueries).
+    stage added (from an EncodedQueries).
     """
     from funnel.indexes.index import top_n
 
@@ -251,8 +293,8 @@ def run_funnel(
     for number, stage in enumerate(plan):
         encode_started = time.perf_counter()
         model_vectors = source.at(stage.layer)
-        encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
-        layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
+        encoded = time.perf_counter() - encode_started if isinstance(source, EncodedQueries) else 0.0
+        layers_run = source.layers_run if isinstance(source, EncodedQueries) else 0
         started = time.perf_counter()
         key = None if index.is_full_depth(stage.layer) else stage.layer
         if key not in stored:  # into the index's stored basis once per depth
@@ -297,7 +339,7 @@ def _lexical_of(index: Index) -> LexicalIndex:
 
 
 def _query_texts(texts: Sequence[str] | None, source: QuerySource, queries: int) -> Sequence[str]:
-    if texts is None and isinstance(source, LayeredQueries):
+    if texts is None and isinstance(source, EncodedQueries):
         texts = source.texts
     if texts is None:
         raise InputError("a plan with bm25 candidates needs the query texts: search with texts (Retriever.search), not vectors alone")
@@ -339,8 +381,8 @@ class CompiledRun:
             source = _query_source(queries, index)
             encode_started = time.perf_counter()
             model_vectors = source.at(None)
-            encoded = time.perf_counter() - encode_started if isinstance(source, LayeredQueries) else 0.0
-            layers_run = source.layers_run if isinstance(source, LayeredQueries) else 0
+            encoded = time.perf_counter() - encode_started if isinstance(source, EncodedQueries) else 0.0
+            layers_run = source.layers_run if isinstance(source, EncodedQueries) else 0
         compiled = compiled_plan(index, self.dim)
         started = time.perf_counter()
         stored = index.stored_queries(model_vectors)

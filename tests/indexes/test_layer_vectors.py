@@ -156,3 +156,42 @@ def test_manifest_names_the_layers(layered_index):
 
 def test_stage_names_layer_dim_and_candidates():
     assert Plan.parse("2:64:200,6:full:10") == (Stage(64, 200, layer=2), Stage(None, 10, layer=6))
+
+
+def test_layered_plans_on_the_onnx_engine_run_cut_graphs_and_rank_as_torch(layered_index, encoder, cranfield_queries):
+    from funnel.encoders import OnnxEncoder, load_query_encoder
+    from funnel.search.run import CutQueries
+
+    index = Index.load(layered_index)
+    onnx = Retriever(index, load_query_encoder(None, "onnx"))
+    on_torch = Retriever(index, encoder)
+    assert isinstance(onnx.encoder, OnnxEncoder)
+    queries = cranfield_queries[:5]
+    source = onnx._query_source(queries, Plan.parse(PLAN), index)
+    assert isinstance(source, CutQueries)
+    # A stage at layer 2 runs the 2-layer graph only; the full-depth stage then runs the full one.
+    np.testing.assert_allclose((source.at(2) * LayeredEncoder(encoder).encode(queries, 2)).sum(axis=1), 1.0, atol=1e-5)
+    assert source.layers_run == 2
+    source.at(None)
+    assert source.layers_run == 8
+    for plan in (PLAN, "2:64:5", "2:64:40,4:full:10,full:5"):
+        for query in queries:
+            got, expected = onnx.search(query, stages=plan), on_torch.search(query, stages=plan)
+            assert [hit.id for hit in got] == [hit.id for hit in expected], plan
+            np.testing.assert_allclose([hit.score for hit in got], [hit.score for hit in expected], atol=1e-4)
+
+
+def test_an_export_leaves_the_torch_model_as_it_was(encoder, cranfield_queries, tmp_path):
+    """Regression: the export put every submodule in the top module's mode afterwards (train
+    mode for a loaded SentenceTransformer), so layers called directly ran their dropout."""
+    from funnel.encoders.onnx_export import export_graph
+
+    before = LayeredEncoder(encoder).encode(cranfield_queries[:4], 2)
+    encoder.model.training = True  # as SentenceTransformer loads: its top module in train mode, its layers in eval
+    modes = [module.training for module in encoder.model.modules()]
+    try:
+        export_graph(encoder, tmp_path / "graph", depth=2)
+        assert [module.training for module in encoder.model.modules()] == modes
+    finally:
+        encoder.model.eval()
+    np.testing.assert_allclose(LayeredEncoder(encoder).encode(cranfield_queries[:4], 2), before, atol=1e-6)
