@@ -1,9 +1,9 @@
 """Running a plan: the Python stages, or one FAISS call where the plan allows it.
 
-A plan whose stages name layers encodes its queries once for them all, as deep as its deepest
-stage and no deeper: on torch each deeper vector continues from the hidden states of the
-shallower stage (:class:`LayeredQueries`); on ONNX Runtime each depth runs a graph of the model
-cut after that layer (:class:`CutQueries`). Each
+A plan whose stages name layers encodes each query only as deep as the stage at hand needs: on
+torch each deeper vector continues from the hidden states of the shallower stage
+(:class:`LayeredQueries`), so a query costs the layers of its deepest stage; on ONNX Runtime each
+depth runs a graph of the model cut after that layer (:class:`CutQueries`). Each
 index view keeps what searching it has learned — the plans already checked against it and its
 compiled two-stage plans — here, beside the search code, not in the index: the view's state is
 dropped with the view.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
@@ -147,18 +148,18 @@ class QuerySource(Protocol):
     def at(self, layer: int | None) -> np.ndarray: ...
 
 
-class EncodedQueries:
+class EncodedQueries(ABC):
     """Query vectors encoded from ``texts`` by depth as the stages ask for them; the search
     counts the time and the transformer layers each stage's request added (``layers_run``)."""
 
     texts: list[str]
 
     @property
-    def layers_run(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def layers_run(self) -> int: ...
 
-    def at(self, layer: int | None) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def at(self, layer: int | None) -> np.ndarray: ...
 
 
 class LayeredQueries(EncodedQueries):
