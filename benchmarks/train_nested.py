@@ -140,6 +140,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", required=True, help="results file name and model folder name")
     parser.add_argument("--model", help="model folder to start from (default: the offline all-MiniLM-L6-v2)")
+    parser.add_argument(
+        "--fold-rotation",
+        type=Path,
+        help="an index built with the model: start from the model with its rotation folded in (then also report it untrained)",
+    )
     parser.add_argument("--models-dir", type=Path, default=common.REPO.parent / "models")
     parser.add_argument(
         "--data", type=Path, nargs="+", default=[SHARED / "train" / "debian-pairs.jsonl", SHARED / "train" / "scifact-train-pairs.jsonl"]
@@ -192,6 +197,7 @@ def train_model(args: argparse.Namespace, output: Path) -> None:
         data=tuple(args.data),
         output=output,
         model=args.model,
+        fold_rotation=args.fold_rotation,
         static=args.static,
         static_dim=args.static_dim,
         scheme=args.scheme,
@@ -253,6 +259,11 @@ def main() -> None:
     grid, base_grid = grids(args, metadata, depth, width, dimension(base))
     cached = base_cache(data.doc_ids, data.query_ids) if all(layer == 6 for layer, _ in base_grid) else None
     results = {"base": {} if args.no_base else evaluate(base, base_grid, data, cached), "trained": evaluate(trained, grid, data)}
+    if args.fold_rotation is not None:  # where training started: the base with the index's rotation, untrained
+        from funnel.training.trainer import fold_rotation
+
+        fold_rotation(base, args.fold_rotation)
+        results["base_rotated"] = evaluate(base, grid, data)
     speed = None
     if depth == 0:
         speed = {
@@ -289,13 +300,26 @@ def _markdown(result: common.Result) -> str:
         f"scheme {record['metadata'].get('scheme')}, {record['metadata'].get('steps')} steps, "
         f"{record['metadata'].get('train_pairs')} pairs, {record['metadata'].get('train_seconds')} s training",
         "",
-        "| layer:dim | base all-MiniLM-L6-v2 | trained | trained / trained full |",
-        "|---|---|---|---|",
     ]
-    for key in sorted(set(base) | set(trained), key=lambda k: tuple(int(x) for x in k.split(":"))):
-        b, t = base.get(key), trained.get(key)
-        share = f"{t / trained[full_key]:.1%}" if t is not None else ""
-        lines.append(f"| {key} | {b if b is not None else ''} | {t if t is not None else ''} | {share} |")
+    rotated = record["ndcg@10"].get("base_rotated")
+    if rotated:
+        lines += [
+            "| layer:dim | base all-MiniLM-L6-v2 | base, index rotation folded in (the start) | trained | trained / trained full | start / its full |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key in sorted(set(base) | set(trained), key=lambda k: tuple(int(x) for x in k.split(":"))):
+            b, r, t = base.get(key), rotated.get(key), trained.get(key)
+            share = f"{t / trained[full_key]:.1%}" if t is not None else ""
+            start = f"{r / rotated[full_key]:.1%}" if r is not None else ""
+            lines.append(
+                f"| {key} | {b if b is not None else ''} | {r if r is not None else ''} | {t if t is not None else ''} | {share} | {start} |"
+            )
+    else:
+        lines += ["| layer:dim | base all-MiniLM-L6-v2 | trained | trained / trained full |", "|---|---|---|---|"]
+        for key in sorted(set(base) | set(trained), key=lambda k: tuple(int(x) for x in k.split(":"))):
+            b, t = base.get(key), trained.get(key)
+            share = f"{t / trained[full_key]:.1%}" if t is not None else ""
+            lines.append(f"| {key} | {b if b is not None else ''} | {t if t is not None else ''} | {share} |")
     if record["encode_speed"]:
         s = record["encode_speed"]
         lines += [

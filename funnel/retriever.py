@@ -21,7 +21,7 @@ from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.models import Encoder
 from funnel.search.plan import Plan, PlanLike, Stage, check_k, resolve_k
-from funnel.search.run import CutQueries, EncodedQueries, FunnelResult, LayeredQueries, StageTrace, check_once, run_funnel
+from funnel.search.run import CutQueries, EncodedQueries, FunnelResult, LayeredQueries, ModelQueries, StageTrace, check_once, run_funnel
 
 log = logging.getLogger("funnel")
 
@@ -90,6 +90,7 @@ class Retriever:
         self._layered: LayeredEncoder | None = None
         self._cut_encoders: dict[int, OnnxEncoder] = {}  # graphs of the model cut after a layer, by depth
         self._cut_lock = threading.Lock()
+        self._students: dict[tuple[Path, str], TextEncoder] = {}  # stored query encoders by (index, folder)
         self._torch: Encoder | None = encoder if isinstance(encoder, Encoder) else None
         self._failed_stamp: tuple[int, ...] | None = None
 
@@ -311,26 +312,45 @@ class Retriever:
         return TracedSearch(hits, tuple(plan), result.trace, encoded + sum(t.encode_seconds for t in result.trace), index.version)
 
     def _query_source(self, queries: Sequence[str], plan: Sequence[Stage], index: Index) -> np.ndarray | EncodedQueries:
-        """Full-model vectors for a plan at full depth; for a plan that names shallower layers,
-        query vectors that run each depth only when a stage needs it: graphs of the model cut
-        after each layer on the ONNX engine (exported on first use), else torch's LayeredQueries
-        (the torch engine, or a model whose cut graphs cannot be exported)."""
+        """Full-model vectors for a plan at full depth; for a plan that names shallower layers or
+        stored query encoders, query vectors that run each source only when a stage needs it:
+        the query encoders on their own engines; graphs of the model cut after each layer on the
+        ONNX engine (exported on first use), else torch's LayeredQueries (the torch engine, or a
+        model whose cut graphs cannot be exported)."""
         shallow = sorted({int(stage.layer or 0) for stage in plan if not index.is_full_depth(stage.layer)})
-        if not shallow:
+        names = sorted({stage.encoder for stage in plan if stage.encoder is not None})
+        if not shallow and not names:
             return self.encode_queries(queries)
         check_queries(queries)
+        students = {name: self._student(index, name) for name in names}
+        if not shallow:
+            return ModelQueries(self.encoder, queries, index.depth, students)
         if isinstance(self.encoder, OnnxEncoder):
             try:
                 for depth in shallow:  # exported (or refused) now, before any query runs
                     self._cut_encoder(depth)
-                return CutQueries(self._cut_encoder, queries, index.depth)
+                return CutQueries(self._cut_encoder, queries, index.depth, students)
             except ModelError as exc:
                 log.warning("layered queries run on torch: %s", exc)
         if self._layered is None:
             from funnel.layers import LayeredEncoder
 
             self._layered = LayeredEncoder(self.torch_encoder())
-        return LayeredQueries(self._layered, queries)
+        return LayeredQueries(self._layered, queries, students)
+
+    def _student(self, index: Index, name: str) -> TextEncoder:
+        """The query encoder ``name`` stored in ``index``, opened (and checked) once per stored folder."""
+        from funnel.indexes.query_encoders import open_query_encoder
+
+        entry = index.manifest.query_encoder(name)
+        key = (index.path, entry.folder if entry is not None else name)
+        found = self._students.get(key)
+        if found is None:
+            with self._cut_lock:  # the lock of every engine opened on first use
+                found = self._students.get(key)
+                if found is None:
+                    found = self._students[key] = open_query_encoder(index, name)
+        return found
 
     def _cut_encoder(self, depth: int | None) -> TextEncoder:
         """The query encoder of the model cut after ``depth`` layers (None: the retriever's own)."""

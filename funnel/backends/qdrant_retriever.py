@@ -105,6 +105,12 @@ class QdrantIndex:
                 f"a Qdrant collection holds the full model's vectors only, not layer {layer}'s: drop the layer from the stages"
             )
 
+    def check_query_encoder(self, name: str) -> None:
+        raise InputError(
+            f"a Qdrant collection keeps no query encoders, so a stage cannot name {name!r}: search the local index, "
+            "or drop the encoder from the stages"
+        )
+
     def check_plan(self, stages: Sequence[Stage], k: int) -> None:
         """InputError unless every stage's dim is stored and the plan narrows (as for a local index)."""
         check_plan(Plan.of(stages), k, self)

@@ -39,6 +39,12 @@ def info_command(
         typer.echo(f"  lexical    bm25 over {manifest.lexical.documents} documents (stages like 64:400+bm25:50,full:10)")
     else:
         typer.echo("  lexical    none (rebuild with --lexical for +bm25:N stages)")
+    for entry in manifest.query_encoders:
+        t = entry.training
+        typer.echo(
+            f"  queries    {entry.name} ({entry.kind}): cosine {t.get('held_out_cosine')} to the model on held-out texts, "
+            f"{t.get('student_ms')} ms a query against the model's {t.get('model_ms')} ms (stages like {entry.name}:full:10)"
+        )
     plan = f"{manifest.plan['stages']} (k ≤ {manifest.plan['k']})" if manifest.plan else "shortlist max(200, 20k), rescore at full dims"
     typer.echo(f"  plan       {plan}")
     stored = manifest.plan or {}

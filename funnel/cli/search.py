@@ -17,7 +17,9 @@ def search_command(
     k: Optional[int] = typer.Option(None, "-k", help="Hits per query.", show_default="10, or the last stage's candidates with --stages"),
     shortlist: Optional[int] = typer.Option(None, help="Candidates the first stage keeps.", show_default="max(200, 20k)"),
     stages: Optional[str] = typer.Option(
-        None, help="The plan, its stages in order, e.g. 64:200,128:50,full:10 (DIM:CANDIDATES or LAYER:DIM:CANDIDATES; DIM may be 'full')."
+        None,
+        help="The plan, its stages in order, e.g. 64:200,128:50,full:10 (DIM:CANDIDATES, LAYER:DIM:CANDIDATES or "
+        "ENCODER:DIM:CANDIDATES, ENCODER a query encoder the index stores; DIM may be 'full').",
     ),
     queries: Optional[Path] = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
     model: Optional[str] = typer.Option(None, help="Model folder.", show_default="the one the index was built with"),

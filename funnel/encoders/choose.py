@@ -90,6 +90,12 @@ def _open(folder: Path, precision: Precision, engine: QueryEngine) -> TextEncode
     return OnnxEncoder.load(folder, precision)
 
 
+def open_graph(folder: Path) -> TextEncoder:
+    """The engine of a graph folder as it was exported: a static model's numpy tables, else the
+    fp32 ONNX graph (a query encoder stored in an index, say)."""
+    return _open(folder, "fp32", "auto")
+
+
 def engine_name(encoder: TextEncoder) -> str:
     """``torch``, ``onnx-fp32`` or ``onnx-int8``: what a report says the queries ran on."""
     precision = getattr(encoder, "precision", None)

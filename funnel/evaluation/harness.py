@@ -139,28 +139,33 @@ def evaluate(
     cache = None if options.query_encoder == "onnx-int8" else options.embeddings_cache
     vectors = inputs.query_vectors(queries_on, query_ids, texts, cache, dataset, say)
     configs = [reference(k), *_configurations(options.dims, options.shortlists, plans, k, loaded.dim, layers)]
+    configs += _student_references(loaded, configs, k)
     shallow = sorted({s.layer for c in configs for s in c.stages if s.layer is not None and not loaded.is_full_depth(s.layer)})
     for layer in shallow:
         loaded.check_layer(layer)
+    students = _students(loaded, configs)
     _prepare_shortlists(loaded, configs, options.shortlist_kind)
-    queries_by_layer: dict[int | None, np.ndarray] = {None: vectors}
+    queries_by_layer: dict[int | str | None, np.ndarray] = {None: vectors}
     if shallow:
         from funnel.layers import LayeredEncoder
 
         say(f"encoding {len(texts)} queries at layers {', '.join(map(str, shallow))}")
         for layer, at_layer in LayeredEncoder(encoder).encode_layers(texts, shallow).items():
             queries_by_layer[layer] = at_layer
+    for name, student in students.items():
+        say(f"encoding {len(texts)} queries with the query encoder {name!r}")
+        queries_by_layer[name] = student.encode(texts)
 
     timed = sample(texts, options.encode_sample)
     say(f"timing query encoding ({len(timed)} queries, one at a time)")
     # Per-layer costs come from the torch engine (the only one that stops early): with layers in
     # the sweep, the full model is timed there too, so the layer figures compare like with like.
-    encoding = _encoding_cost(encoder, encoder if shallow else queries_on, query_ids, texts, timed, shallow)
+    encoding = _encoding_cost(encoder, encoder if shallow else queries_on, query_ids, texts, timed, shallow, students)
     rows = []
     exact_top: np.ndarray | None = None  # the reference row's, evaluated first
     for number, config in enumerate(configs, start=1):
         say(f"[{number}/{len(configs)}] {config.name}")
-        layered = any(not loaded.is_full_depth(stage.layer) for stage in config.stages)
+        layered = any(not loaded.is_full_depth(stage.layer) or stage.encoder is not None for stage in config.stages)
         queries = queries_by_layer if layered else vectors
         row, found = _evaluate_configuration(loaded, index_ids, config, queries, texts, query_ids, data.qrels, parsed, options.repeats)
         exact_top = found if exact_top is None else exact_top
@@ -215,6 +220,24 @@ def _configurations(
     return configs
 
 
+def _student_references(index: Index, configs: Sequence[Configuration], k: int) -> list[Configuration]:
+    """Exact search on each query encoder the index stores (``NAME:full:K``), beside the full
+    model's, unless a configuration already runs it."""
+    names = {config.name for config in configs}
+    wanted = [Configuration((Stage(dim=None, candidates=k, encoder=entry.name),), k) for entry in index.manifest.query_encoders]
+    return [config for config in wanted if config.name not in names]
+
+
+def _students(index: Index, configs: Sequence[Configuration]) -> dict[str, TextEncoder]:
+    """The stored query encoders the configurations name, opened (InputError for a name the index lacks)."""
+    from funnel.indexes.query_encoders import open_query_encoder
+
+    names = sorted({stage.encoder for config in configs for stage in config.stages if stage.encoder is not None})
+    for name in names:
+        index.check_query_encoder(name)
+    return {name: open_query_encoder(index, name) for name in names}
+
+
 def _prepare_shortlists(index: Index, configs: Sequence[Configuration], kind: str) -> None:
     """Build in memory the shortlists the configurations start from; exact search needs a flat full-dim one."""
     full_spec = index.segments[0].shortlists.get(index.dim) if index.segments else None
@@ -229,7 +252,7 @@ def _evaluate_configuration(
     index: Index,
     index_ids: list[str],
     config: Configuration,
-    vectors: np.ndarray | dict[int | None, np.ndarray],
+    vectors: np.ndarray | dict[int | str | None, np.ndarray],
     texts: list[str],
     query_ids: list[str],
     qrels: Qrels,
@@ -245,7 +268,7 @@ def _evaluate_configuration(
     scored = evaluate_run(run, qrels, metrics)
     first = config.stages[0]
     first_dim, first_layer = first.resolved_dim(index.dim), None if index.is_full_depth(first.layer) else first.layer
-    first_vectors = vectors[first_layer] if isinstance(vectors, dict) else vectors
+    first_vectors = vectors[first.encoder or first_layer] if isinstance(vectors, dict) else vectors
     costs = funnel_costs(index, result.trace, visited_per_query(index, first_vectors, first_dim, first.candidates, first_layer))
     timing = time_funnel(index, vectors, config.stages, config.k, repeats, texts=texts)
     return ConfigurationResult(
@@ -272,13 +295,21 @@ def same_top(found: np.ndarray, exact: np.ndarray, n: int = 10) -> np.ndarray:
 
 def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: EncodingCost, index: Index) -> ConfigurationResult:
     """Add the query encoding the configuration needs, stage by stage: each stage runs only the
-    layers beyond the deepest one before it (continuation)."""
+    layers beyond the deepest one before it (continuation); a stage that names a query encoder
+    runs that encoder (once per plan) instead of the model's layers."""
 
     depth = encoding.layers or 0
-    if not depth:
+    if not depth and not any(stage.encoder for stage in config.stages):
         return row
-    reached, steps, flops = 0, [], 0.0
+    reached, steps, flops, student_ms = 0, [], 0.0, 0.0
+    ran: set[str] = set()
     for stage in config.stages:
+        if stage.encoder is not None:
+            ms = 0.0 if stage.encoder in ran else encoding.students.get(stage.encoder, 0.0)
+            ran.add(stage.encoder)
+            student_ms += ms
+            steps.append({"stage": str(stage), "layer": stage.encoder, "layers_added": 0, "flops": 0.0, "ms": ms})
+            continue
         layer = max(reached, depth if stage.layer is None or index.is_full_depth(stage.layer) else stage.layer)
         added = layer - reached
         stage_flops = (encoding.flops_mean or 0.0) * added / depth
@@ -293,11 +324,12 @@ def _with_encoding(row: ConfigurationResult, config: Configuration, encoding: En
             }
         )
         reached = layer
+    model_ms = encoding.layer_ms.get(reached) if reached else 0.0
     return replace(
         row,
         encode_layers=reached,
         encode_flops=flops,
-        encode_ms=encoding.layer_ms.get(reached),
+        encode_ms=None if model_ms is None else model_ms + student_ms,
         stage_encoding=steps,
     )
 
@@ -334,7 +366,13 @@ def _query_encoder(encoder: Encoder, engine: QueryEngine) -> TextEncoder:
 
 
 def _encoding_cost(
-    encoder: Encoder, timed_on: TextEncoder, query_ids: list[str], texts: list[str], timed: list[str], shallow: Sequence[int] = ()
+    encoder: Encoder,
+    timed_on: TextEncoder,
+    query_ids: list[str],
+    texts: list[str],
+    timed: list[str],
+    shallow: Sequence[int] = (),
+    students: dict[str, TextEncoder] | None = None,
 ) -> EncodingCost:
     shape = EncoderShape.of(encoder)
     tokens = count_tokens(encoder, texts) if shape is not None else np.zeros(len(texts), dtype=np.int64)
@@ -342,6 +380,7 @@ def _encoding_cost(
     with torch_threads(TIMING_THREADS):
         wall = Timing.of(time_each(lambda text: timed_on.encode([text]), timed))
         layer_ms = median_layer_ms(encoder, timed, shallow) if shallow and shape is not None else {}
+        student_ms = {name: Timing.of(time_each(_one_query(student), timed)).median_ms for name, student in (students or {}).items()}
     if shape is not None:
         layer_ms.setdefault(shape.layers, wall.median_ms)
     return EncodingCost(
@@ -357,7 +396,12 @@ def _encoding_cost(
         timed_queries=len(timed),
         tokens=dict(zip(query_ids, map(int, tokens))),
         layer_ms=layer_ms,
+        students=student_ms,
     )
+
+
+def _one_query(encoder: TextEncoder) -> Callable[[str], object]:
+    return lambda text: encoder.encode([text])
 
 
 def median_layer_ms(encoder: Encoder, timed: list[str], layers: Sequence[int]) -> dict[int, float]:

@@ -37,6 +37,8 @@ class EncodingCost:
     """Median ms for one query to reach each layer the configurations use (with continuation)."""
     engine: str = "torch"
     """The engine the wall time was measured on: torch, onnx-fp32 or onnx-int8."""
+    students: dict[str, float] = field(default_factory=dict)
+    """Median ms of one query on each query encoder a configuration names, on its own engine."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class ConfigurationResult:
     speedup: float = 1.0  # reference median search ms / this median search ms
     flops_reduction: float = 1.0  # reference search FLOPs / this search FLOPs
     pareto: bool = False
-    encode_layers: int | None = None  # transformer layers a query runs (its deepest stage)
+    encode_layers: int | None = None  # the model's transformer layers a query runs (its deepest stage; 0: query encoders only)
     encode_flops: float | None = None  # query-encoding FLOPs per query
     encode_ms: float | None = None  # median ms to encode one query that deep
     stage_encoding: list[dict[str, Any]] = field(default_factory=list)  # per stage: layers added, FLOPs, ms
@@ -154,16 +156,18 @@ class EvaluationReport:
             if layered:
                 flops = f"{row.encode_flops / 1e6:.1f}" if row.encode_flops is not None else "—"
                 ms = f"{row.encode_ms:.2f}" if row.encode_ms is not None else "—"
-                cells += [str(row.encode_layers or "—"), flops, ms]
+                cells += [_query_layers(row), flops, ms]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def terminal_table(self, metrics: int = 2) -> str:
         """A narrow summary for a terminal: each configuration with its first ``metrics`` metrics,
-        the share of the primary one kept, search ms and speed-up; * marks the Pareto frontier.
+        the share of the primary one kept, search ms and speed-up (and the query encoding's ms
+        where rows differ in it); * marks the Pareto frontier.
         The full table, with costs and every metric, is :meth:`table` (report.md)."""
         shown = self.metrics[:metrics]
-        header = ["config", *(_label(name) for name in shown), "kept", "ms p50", "speed-up"]
+        encode = self.layered  # rows whose queries cost different encodings show each one's
+        header = ["config", *(_label(name) for name in shown), "kept", "ms p50", "speed-up", *(["encode ms"] if encode else [])]
         rows = [
             [
                 f"{row.name}{' *' if row.pareto else ''}",
@@ -171,6 +175,7 @@ class EvaluationReport:
                 f"{row.retained[self.primary_metric]:.1f}%",
                 f"{row.search.median_ms:.3f}",
                 f"{row.speedup:.2f}×",
+                *([f"{row.encode_ms:.2f}" if row.encode_ms is not None else "—"] if encode else []),
             ]
             for row in self.rows
         ]
@@ -183,10 +188,13 @@ class EvaluationReport:
 
     @property
     def layered(self) -> bool:
-        """Whether some configuration stops its query encoding before the model's last layer."""
+        """Whether some configuration stops its query encoding before the model's last layer, or
+        encodes its queries with a query encoder."""
         depth = self.encoding.layers
-        return any(row.encode_layers is not None and depth is not None and row.encode_layers < depth for row in self.rows) or any(
-            len({step["layer"] for step in row.stage_encoding}) > 1 for row in self.rows
+        return (
+            any(row.encode_layers is not None and depth is not None and row.encode_layers < depth for row in self.rows)
+            or any(len({step["layer"] for step in row.stage_encoding}) > 1 for row in self.rows)
+            or bool(self.encoding.students)
         )
 
     def stage_table(self) -> str:
@@ -226,6 +234,7 @@ class EvaluationReport:
             f"- query encoding (every row): {encoding.tokens_mean:.1f} tokens, {flops}, "
             f"{encoding.wall.median_ms:.2f} ms median / {encoding.wall.p95_ms:.2f} ms p95 "
             f"({encoding.engine}{' on one thread' if encoding.engine == 'torch' else ''}, {encoding.timed_queries} queries)",
+            *(f"- query encoder {name!r}: {ms:.3f} ms median a query on its own engine" for name, ms in encoding.students.items()),
             f"- search times: each query alone, FAISS on 1 thread, median of {self.environment.get('repeats', 1)} repeats per query; "
             f"machine: {self.environment['cores']} cores ({self.environment.get('processor', '')})",
             "- kept, speed-up (wall time) and FLOPs cut are against the exact row; * marks the Pareto frontier of "
@@ -247,6 +256,13 @@ class EvaluationReport:
             self.stage_table(),
         ]
         return "\n".join(lines)
+
+
+def _query_layers(row: ConfigurationResult) -> str:
+    """The model layers a row's queries run, and the query encoders they run instead or besides."""
+    encoders = sorted({str(step["layer"]) for step in row.stage_encoding if isinstance(step["layer"], str)})
+    layers = str(row.encode_layers) if row.encode_layers else ""
+    return " + ".join([part for part in (layers, *encoders) if part]) or "—"
 
 
 def environment(repeats: int, threads: int) -> dict[str, Any]:

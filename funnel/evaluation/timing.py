@@ -80,7 +80,7 @@ def faiss_threads(count: int) -> AbstractContextManager[None]:
 
 def time_funnel(
     index: Index,
-    queries: np.ndarray | Mapping[int | None, np.ndarray],
+    queries: np.ndarray | Mapping[int | str | None, np.ndarray],
     stages: Sequence[Stage],
     k: int,
     repeats: int = 3,
@@ -102,7 +102,7 @@ def time_funnel(
     plan = Plan.of(stages)  # parsed once for every timed run
     fused = compilable(index, plan)
 
-    def rows(start: int, stop: int) -> np.ndarray | dict[int | None, np.ndarray]:
+    def rows(start: int, stop: int) -> np.ndarray | dict[int | str | None, np.ndarray]:
         if isinstance(queries, Mapping):
             return {layer: vectors[start:stop] for layer, vectors in queries.items()}
         return queries[start:stop]

@@ -166,6 +166,15 @@ class Index:
         """Whether plans may add BM25 candidates (``+bm25:N``): the index keeps a lexical index."""
         return self.lexical is not None
 
+    def check_query_encoder(self, name: str) -> None:
+        """InputError unless the index stores a query encoder called ``name`` (which plans may name)."""
+        if self.manifest.query_encoder(name) is None:
+            have = ", ".join(entry.name for entry in self.manifest.query_encoders)
+            raise InputError(
+                f"this index has no query encoder named {name!r} "
+                + (f"(it has: {have})" if have else f"(train one with `funnel train --query-encoder static --index {self.path}`)")
+            )
+
     @property
     def shortlist_dims(self) -> list[int]:
         return sorted(self.segments[0].shortlists) if self.segments else [s.dim for s in self.manifest.shortlists]

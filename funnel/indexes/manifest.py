@@ -16,6 +16,9 @@ Layout of an index folder::
                                vectors and shortlists are stored in; rotation-l2.f32 for layer 2
       lexical-000003/          (only with a lexical index) BM25 over the live documents as of
                                generation 3: see funnel.indexes.lexical
+      query-static-000004/     (only with query encoders) the engine files of a query encoder
+                               named "static", stored at generation 4: see
+                               funnel.indexes.query_encoders
 
 Segments never change once written; anything that changes the index writes new files and then
 swaps the manifest, so a reader holding the old manifest keeps a consistent view. Every file is
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from funnel.checksums import file_sha256
-from funnel.errors import IndexFormatError
+from funnel.errors import IndexFormatError, InputError
 
 FORMAT_NAME = "funnel-index"
 FORMAT_VERSION = 4  # 4: the manifest's own checksum; 3: a stored rotation; 2: generation, tombstones, sampled digests
@@ -53,6 +56,11 @@ SEGMENT_NAME = re.compile(r"^seg-\d{6}$")
 TOMBSTONE_NAME = re.compile(r"^seg-\d{6}\.deleted-\d{6}\.npy$")
 ROTATION_NAME = re.compile(r"^rotation(-l\d+)?\.f32$")
 LEXICAL_NAME = re.compile(r"^lexical-\d{6}$")
+QUERY_ENCODER_FOLDER = re.compile(r"^query-[a-z][a-z0-9-]*-\d{6}$")
+ENCODER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+"""A query encoder's name: lower-case letters, digits and dashes, starting with a letter."""
+RESERVED_NAMES = ("full", "bm25", "rrf")
+"""Words a plan's stages use (:mod:`funnel.search.plan`), which no query encoder may be called."""
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Files inside a segment: plain names, never a path."""
 
@@ -135,6 +143,21 @@ class LexicalEntry:
 
 
 @dataclass(frozen=True)
+class QueryEncoderEntry:
+    """A query encoder trained into the model's space, which plans name by ``name``: its engine
+    files lie in the folder ``folder`` (a graph folder, :mod:`funnel.encoders.graph_cache`),
+    listed in ``files``; ``kind`` says what the student is (``static``, ``layers-2``) and
+    ``training`` how it was made and how close it came to the model (see
+    :mod:`funnel.indexes.query_encoders`)."""
+
+    name: str
+    folder: str
+    kind: str
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Manifest:
     model: str
     dim: int
@@ -156,6 +179,8 @@ class Manifest:
     """The rotation the vectors are stored in; None for an index built before rotations (model order)."""
     lexical: LexicalEntry | None = None
     """The BM25 index beside the vectors; None for an index built without one (or before them)."""
+    query_encoders: tuple[QueryEncoderEntry, ...] = ()
+    """Cheap query encoders trained into the model's space, which a plan's stages may name."""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     """The version read (an older index keeps its number in memory); every write is the current one."""
@@ -178,7 +203,11 @@ class Manifest:
         """Top-level names in the index folder this manifest needs."""
         rotations = set(self.rotation.files) if self.rotation else set()
         lexical = {self.lexical.name} if self.lexical else set()
-        return {MANIFEST_FILE} | {s.name for s in self.segments} | {t.name for t in self.tombstones} | rotations | lexical
+        students = {entry.folder for entry in self.query_encoders}
+        return {MANIFEST_FILE} | {s.name for s in self.segments} | {t.name for t in self.tombstones} | rotations | lexical | students
+
+    def query_encoder(self, name: str) -> QueryEncoderEntry | None:
+        return next((entry for entry in self.query_encoders if entry.name == name), None)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -191,6 +220,8 @@ class Manifest:
             data.pop("rotation")
         if self.lexical is None:  # likewise an index without a lexical index
             data.pop("lexical")
+        if not self.query_encoders:  # and one without query encoders
+            data.pop("query_encoders")
         data = json.loads(json.dumps(data))  # the checksum covers what a reader will parse (int keys become strings)
         data["checksum"] = content_checksum(data)
         return json.dumps(data, indent=2, sort_keys=True)
@@ -228,6 +259,7 @@ class Manifest:
                 layers=tuple(int(layer) for layer in data.get("layers", ())),
                 rotation=_rotation(data.get("rotation")),
                 lexical=_lexical(data.get("lexical")),
+                query_encoders=tuple(_query_encoder(entry) for entry in data.get("query_encoders", ())),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -262,6 +294,8 @@ def _check_names(manifest: Manifest, where: Path) -> None:
     names += [(name, ROTATION_NAME) for name in (manifest.rotation.files if manifest.rotation else {})]
     if manifest.lexical is not None:
         names += [(manifest.lexical.name, LEXICAL_NAME)] + [(name, FILE_NAME) for name in manifest.lexical.files]
+    for entry in manifest.query_encoders:
+        names += [(entry.folder, QUERY_ENCODER_FOLDER)] + [(name, FILE_NAME) for name in entry.files]
     for name, rule in names:
         if not isinstance(name, str) or not rule.fullmatch(name):
             raise IndexFormatError(f"{where} lists {name!r}, which is not a name funnel writes; the manifest is damaged: rebuild the index")
@@ -282,6 +316,26 @@ def _lexical(data: dict[str, Any] | None) -> LexicalEntry | None:
         return None
     return LexicalEntry(
         name=str(data["name"]), documents=int(data["documents"]), files={name: FileEntry(**f) for name, f in data["files"].items()}
+    )
+
+
+def check_encoder_name(name: object) -> str:
+    """``name`` when a query encoder may be called so, else InputError saying why."""
+    if not isinstance(name, str) or not ENCODER_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise InputError(
+            f"{name!r} is not a query encoder name: use up to 32 lower-case letters, digits and dashes, "
+            f"starting with a letter, other than {', '.join(RESERVED_NAMES)} (e.g. static)"
+        )
+    return name
+
+
+def _query_encoder(data: dict[str, Any]) -> QueryEncoderEntry:
+    return QueryEncoderEntry(
+        name=str(data["name"]),
+        folder=str(data["folder"]),
+        kind=str(data["kind"]),
+        files={name: FileEntry(**f) for name, f in data["files"].items()},
+        training=dict(data.get("training", {})),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from funnel.indexes.manifest import Manifest, read_manifest
+from funnel.indexes.manifest import Manifest, QueryEncoderEntry, read_manifest
 
 
 def index_summary(path: str | Path) -> dict[str, Any]:
@@ -36,7 +36,16 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
         "rotation": rotation_summary(manifest),
         "rotation_decision": manifest.rotation.decision if manifest.rotation else None,
         "lexical": {"kind": "bm25", "documents": manifest.lexical.documents} if manifest.lexical else None,
+        "query_encoders": [query_encoder_summary(entry) for entry in manifest.query_encoders],
     }
+
+
+QUERY_ENCODER_FIGURES = ("texts", "steps", "train_seconds", "held_out_cosine", "student_ms", "model_ms")
+
+
+def query_encoder_summary(entry: QueryEncoderEntry) -> dict[str, Any]:
+    """A stored query encoder: its name and kind, and how close it came to the model (no paths)."""
+    return {"name": entry.name, "kind": entry.kind} | {key: entry.training[key] for key in QUERY_ENCODER_FIGURES if key in entry.training}
 
 
 def without_paths(summary: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,9 @@ if TYPE_CHECKING:
     from funnel.models import Encoder
 
 SEGMENT_NAME = re.compile(r"^seg-(\d{6})$")
-GARBAGE = re.compile(r"^(seg-\d{6}|seg-\d{6}\.deleted-\d{6}\.npy|lexical-\d{6})$")
+GARBAGE = re.compile(r"^(seg-\d{6}|seg-\d{6}\.deleted-\d{6}\.npy|lexical-\d{6}|query-[a-z][a-z0-9-]*-\d{6})$")
+STALE_TEMP = re.compile(r"^\.(seg-|manifest\.|lexical-|query-).*\.tmp(-\d+)?$")
+"""A change's temporary files and folders, left by a writer that died (none runs while we hold the lock)."""
 
 
 def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manifest:
@@ -261,11 +263,16 @@ def _commit(folder: Path, old: Manifest, new: Manifest) -> Manifest:
     the manifest published."""
     if new.lexical is not None:
         new = replace(new, lexical=write_lexical(folder, new))
+    return publish_manifest(folder, old, new)
+
+
+def publish_manifest(folder: Path, old: Manifest, new: Manifest) -> Manifest:
+    """Replace the manifest ``old`` with ``new`` (the caller holds the writer lock), then remove
+    what neither needs: only names of our own making (:data:`GARBAGE`, :data:`STALE_TEMP`)."""
     write_manifest_atomically(folder, new)
     remove_retired(folder)
     keep = old.referenced() | new.referenced() | {MANIFEST_FILE, LOCK_FILE}
     for entry in folder.iterdir():
-        stale_temp = entry.name.startswith((".seg-", ".manifest.", ".lexical-")) and entry.name.endswith(".tmp")
-        if stale_temp or (GARBAGE.match(entry.name) and entry.name not in keep):
+        if STALE_TEMP.match(entry.name) or (GARBAGE.match(entry.name) and entry.name not in keep):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
     return new

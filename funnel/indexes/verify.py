@@ -77,6 +77,14 @@ def verify_index(path: str | Path) -> VerifyReport:
                 LexicalIndex.open(folder, manifest.lexical, manifest).check()
             except FunnelError as exc:
                 report.problems.append(str(exc))
+    for student in manifest.query_encoders:
+        for name, expected in student.files.items():
+            report.files += 1
+            try:
+                check_file(folder / student.folder / name, expected, full=True)
+                report.bytes += expected.bytes
+            except FunnelError as exc:
+                report.problems.append(str(exc))
     live_ids = []
     for entry in manifest.segments:
         seg = folder / entry.name

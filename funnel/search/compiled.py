@@ -42,6 +42,8 @@ def compilable(index: Index, plan: Plan) -> bool:
     segment = index.segments[0]
     if len(segment.deleted) or not index.is_full_depth(first.layer) or not index.is_full_depth(last.layer):
         return False
+    if first.encoder != last.encoder:  # one FAISS call scores one query vector
+        return False
     if last.resolved_dim(index.dim) != index.dim or first.resolved_dim(index.dim) not in segment.shortlists:
         return False
     spec, built = segment.shortlists[first.resolved_dim(index.dim)]

@@ -25,6 +25,7 @@ from typing import Protocol, Union, overload
 import numpy as np
 
 from funnel.errors import InputError
+from funnel.indexes.manifest import check_encoder_name
 
 
 class PlanTarget(Protocol):
@@ -45,12 +46,16 @@ class PlanTarget(Protocol):
     @property
     def has_lexical(self) -> bool: ...
 
+    def check_query_encoder(self, name: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Stage:
     """One step of the funnel: score at ``dim`` dims (None: full) and keep ``candidates``.
 
-    ``layer`` (None: the model's full depth) is the encoder depth the stage's vectors come from.
+    ``layer`` (None: the model's full depth) is the encoder depth the stage's vectors come from;
+    ``encoder`` names a query encoder the index stores instead (its vectors are the full model's
+    kind: a stage names a layer or an encoder, not both).
     ``lexical``: BM25 candidates for the query text added to the stage's own (first stage only).
     ``fusion``: ``"rrf"`` ranks the stage's candidates by reciprocal-rank fusion of their dense
     rank and the first stage's BM25 rank (last stage only: hybrid ranking; scores become RRF's).
@@ -61,6 +66,7 @@ class Stage:
     layer: int | None = None
     lexical: int = 0
     fusion: str | None = None
+    encoder: str | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("candidates", self.candidates), ("dim", self.dim), ("layer", self.layer), ("lexical", self.lexical)):
@@ -74,6 +80,16 @@ class Stage:
             raise InputError(f"a stage's lexical candidates must be at least 0, not {self.lexical}")
         if self.fusion not in (None, *FUSIONS):
             raise InputError(f"unknown fusion {self.fusion!r}: choose {' or '.join(FUSIONS)}")
+        if self.encoder is not None:
+            check_encoder_name(self.encoder)
+            if self.layer is not None:
+                raise InputError(f"a stage names a layer or a query encoder, not both ({self.layer} and {self.encoder!r})")
+
+    @property
+    def queries(self) -> int | str | None:
+        """Where the stage's query vector comes from: a query encoder's name, a layer, or None
+        (the full model)."""
+        return self.encoder if self.encoder is not None else self.layer
 
     @property
     def passes_on(self) -> int:
@@ -85,7 +101,8 @@ class Stage:
 
     def __str__(self) -> str:
         dim = "full" if self.dim is None else str(self.dim)
-        dense = f"{self.layer}:{dim}:{self.candidates}" if self.layer is not None else f"{dim}:{self.candidates}"
+        source = self.queries
+        dense = f"{source}:{dim}:{self.candidates}" if source is not None else f"{dim}:{self.candidates}"
         lexical = f"+{LEXICAL}:{self.lexical}" if self.lexical else ""
         return dense + lexical + (f"+{self.fusion}" if self.fusion else "")
 
@@ -97,8 +114,8 @@ FUSIONS = ("rrf",)
 
 
 def parse_stage(text: str) -> Stage:
-    """``DIM:CANDIDATES`` or ``LAYER:DIM:CANDIDATES``, DIM may be ``full``; the first stage may add
-    ``+bm25:N`` (BM25's best N), the last ``+rrf`` (hybrid ranking)."""
+    """``DIM:CANDIDATES``, ``LAYER:DIM:CANDIDATES`` or ``ENCODER:DIM:CANDIDATES``, DIM may be
+    ``full``; the first stage may add ``+bm25:N`` (BM25's best N), the last ``+rrf`` (hybrid ranking)."""
     dense, *extras = text.strip().split("+")
     parts = dense.strip().split(":")
     try:
@@ -106,12 +123,14 @@ def parse_stage(text: str) -> Stage:
         if len(parts) == 2:
             return Stage(dim=_parse_dim(parts[0]), candidates=int(parts[1]), lexical=lexical, fusion=fusion)
         if len(parts) == 3:
-            return Stage(dim=_parse_dim(parts[1]), candidates=int(parts[2]), layer=int(parts[0]), lexical=lexical, fusion=fusion)
+            source = parts[0].strip().lower()
+            layer, encoder = (int(source), None) if source.isdigit() else (None, check_encoder_name(source))
+            return Stage(_parse_dim(parts[1]), int(parts[2]), layer=layer, lexical=lexical, fusion=fusion, encoder=encoder)
     except ValueError:
         pass
     raise InputError(
-        f"stage {text!r} is not DIM:CANDIDATES or LAYER:DIM:CANDIDATES, optionally with +{LEXICAL}:N or +rrf "
-        "(e.g. 64:200, full:10, 64:400+bm25:50 or full:10+rrf)"
+        f"stage {text!r} is not DIM:CANDIDATES, LAYER:DIM:CANDIDATES or ENCODER:DIM:CANDIDATES, optionally with "
+        f"+{LEXICAL}:N or +rrf (e.g. 64:200, full:10, 2:64:200, static:full:10, 64:400+bm25:50 or full:10+rrf)"
     )
 
 
@@ -237,6 +256,8 @@ def check_plan(plan: Plan, k: int, index: PlanTarget) -> None:
     _check_lexical(plan, index)
     for stage in plan:
         index.check_layer(stage.layer)
+        if stage.encoder is not None:
+            index.check_query_encoder(stage.encoder)
     depths = [None if index.is_full_depth(stage.layer) else stage.layer for stage in plan]
     for shallower, deeper in zip(depths, depths[1:]):
         if deeper is not None and (shallower is None or deeper < shallower):

@@ -140,26 +140,66 @@ class StageTrace:
     """Transformer layers the query had been through once this stage had its vector (0: ready vectors)."""
 
 
+QuerySpec = Union[int, str, None]
+"""Which query vector a stage scores with (:attr:`Stage.queries`): the model cut after a layer
+(int), a query encoder the index stores (its name), or the full model (None)."""
+
+
 @runtime_checkable
 class QuerySource(Protocol):
-    """Query vectors by depth: ``at(layer)`` gives (q, dim) normalized vectors of the model cut
-    after ``layer`` layers (None: the full model)."""
+    """Query vectors by source: ``at(layer)`` gives (q, dim) normalized vectors of the model cut
+    after ``layer`` layers (None: the full model), ``at(name)`` those of the named query encoder."""
 
-    def at(self, layer: int | None) -> np.ndarray: ...
+    def at(self, source: QuerySpec) -> np.ndarray: ...
 
 
 class EncodedQueries(ABC):
-    """Query vectors encoded from ``texts`` by depth as the stages ask for them; the search
-    counts the time and the transformer layers each stage's request added (``layers_run``)."""
+    """Query vectors encoded from ``texts`` as the stages ask for them: by depth (the subclass's
+    :meth:`at_depth`), or by a query encoder of ``students`` (name -> encoder), each encoded once;
+    the search counts the time and the transformer layers each stage's request added
+    (``layers_run``; a query encoder runs none of the model's)."""
 
-    texts: list[str]
+    def __init__(self, texts: Sequence[str], students: Mapping[str, TextEncoder] | None = None) -> None:
+        self.texts = list(texts)
+        self.students = dict(students or {})
+        self._by_student: dict[str, np.ndarray] = {}
 
     @property
     @abstractmethod
     def layers_run(self) -> int: ...
 
     @abstractmethod
-    def at(self, layer: int | None) -> np.ndarray: ...
+    def at_depth(self, layer: int | None) -> np.ndarray: ...
+
+    def at(self, source: QuerySpec) -> np.ndarray:
+        if not isinstance(source, str):
+            return self.at_depth(source)
+        if source not in self._by_student:
+            encoder = self.students.get(source)
+            if encoder is None:
+                raise InputError(f"the plan names the query encoder {source!r}, which these queries were not given")
+            self._by_student[source] = encoder.encode(self.texts)
+        return self._by_student[source]
+
+
+class ModelQueries(EncodedQueries):
+    """The full model's query vectors, encoded when a stage first needs them: a plan whose
+    stages all name query encoders never runs the model."""
+
+    def __init__(self, encoder: TextEncoder, texts: Sequence[str], depth: int, students: Mapping[str, TextEncoder] | None = None) -> None:
+        super().__init__(texts, students)
+        self.encoder = encoder
+        self.depth = depth  # the model's layers, which its vectors cost
+        self._vectors: np.ndarray | None = None
+
+    @property
+    def layers_run(self) -> int:
+        return self.depth if self._vectors is not None else 0
+
+    def at_depth(self, layer: int | None) -> np.ndarray:
+        if self._vectors is None:  # the retriever gives layered sources to plans that name layers
+            self._vectors = self.encoder.encode(self.texts)
+        return self._vectors
 
 
 class LayeredQueries(EncodedQueries):
@@ -167,9 +207,9 @@ class LayeredQueries(EncodedQueries):
     states of the last: asking for layer 2 then layer 6 runs 6 layers in all, not 8.
     """
 
-    def __init__(self, encoder: LayeredEncoder, texts: Sequence[str]) -> None:
+    def __init__(self, encoder: LayeredEncoder, texts: Sequence[str], students: Mapping[str, TextEncoder] | None = None) -> None:
+        super().__init__(texts, students)
         self.encoder = encoder
-        self.texts = list(texts)
         self._states: HiddenStates | None = None
         self._vectors: dict[int, np.ndarray] = {}
 
@@ -177,7 +217,7 @@ class LayeredQueries(EncodedQueries):
     def layers_run(self) -> int:
         return self._states.layers_run if self._states is not None else 0
 
-    def at(self, layer: int | None) -> np.ndarray:
+    def at_depth(self, layer: int | None) -> np.ndarray:
         layer = self.encoder.num_layers if layer is None else layer
         if layer not in self._vectors:
             if self._states is None:
@@ -197,9 +237,15 @@ class CutQueries(EncodedQueries):
     runs the full graph after the cut one (no continuation: 2 + 6 layers, on an engine about 3×
     torch's speed)."""
 
-    def __init__(self, graphs: Callable[[int | None], TextEncoder], texts: Sequence[str], depth: int) -> None:
+    def __init__(
+        self,
+        graphs: Callable[[int | None], TextEncoder],
+        texts: Sequence[str],
+        depth: int,
+        students: Mapping[str, TextEncoder] | None = None,
+    ) -> None:
+        super().__init__(texts, students)
         self.graphs = graphs  # depth (None: the full model) -> its encoder
-        self.texts = list(texts)
         self.depth = depth
         self._vectors: dict[int, np.ndarray] = {}
 
@@ -207,7 +253,7 @@ class CutQueries(EncodedQueries):
     def layers_run(self) -> int:
         return sum(self._vectors)
 
-    def at(self, layer: int | None) -> np.ndarray:
+    def at_depth(self, layer: int | None) -> np.ndarray:
         depth = self.depth if layer is None else layer
         if depth not in self._vectors:
             self._vectors[depth] = self.graphs(None if depth == self.depth else depth).encode(self.texts)
@@ -215,21 +261,25 @@ class CutQueries(EncodedQueries):
 
 
 class _ReadyQueries:
-    """Vectors given by the caller: full depth as an array, or a mapping by layer."""
+    """Vectors given by the caller: full depth as an array, or a mapping by layer (and by the
+    name of a query encoder, for stages that name one)."""
 
-    def __init__(self, vectors: np.ndarray | Mapping[int | None, np.ndarray], index: Index) -> None:
+    def __init__(self, vectors: np.ndarray | Mapping[QuerySpec, np.ndarray], index: Index) -> None:
         self.index = index
         if isinstance(vectors, Mapping):
-            self.by_layer = {None if index.is_full_depth(k) else k: as_query_vectors(v, index.dim) for k, v in vectors.items()}
+            self.by_layer = {
+                k if isinstance(k, str) or not index.is_full_depth(k) else None: as_query_vectors(v, index.dim) for k, v in vectors.items()
+            }
         else:
             self.by_layer = {None: as_query_vectors(vectors, index.dim)}
 
-    def at(self, layer: int | None) -> np.ndarray:
-        key = None if self.index.is_full_depth(layer) else layer
+    def at(self, source: QuerySpec) -> np.ndarray:
+        key = source if isinstance(source, str) else None if self.index.is_full_depth(source) else source
         if key not in self.by_layer:
+            where = f"the query encoder {source!r}" if isinstance(source, str) else f"layer {source}"
             raise InputError(
-                f"the plan needs query vectors from layer {layer}: search with query texts (Retriever.search) "
-                "or pass vectors for every layer the stages name"
+                f"the plan needs query vectors from {where}: search with query texts (Retriever.search) "
+                "or pass vectors for every layer and query encoder the stages name"
             )
         return self.by_layer[key]
 
@@ -268,9 +318,10 @@ def run_funnel(
 ) -> FunnelResult:
     """Run the plan. ``queries``: normalized full-model vectors (q, index.dim) as the model gives
     them (the index maps them into its stored basis: :meth:`Index.stored_queries`); or a mapping
-    {layer: vectors} for plans whose stages name layers; or a :class:`QuerySource` such as
-    :class:`EncodedQueries` (:class:`LayeredQueries`, :class:`CutQueries`), which encodes each
-    depth when a stage first needs it.
+    {layer or query encoder name: vectors} for plans whose stages name layers or query encoders;
+    or a :class:`QuerySource` such as :class:`EncodedQueries` (:class:`ModelQueries`,
+    :class:`LayeredQueries`, :class:`CutQueries`), which encodes each source when a stage first
+    needs it.
 
     ``compiled``: run a two-stage plan as one FAISS call where it allows it (None: the view's
     setting, see :func:`compile_plans`); False keeps the Python stages (same ranking).
@@ -290,15 +341,15 @@ def run_funnel(
     source = _query_source(queries, index)
     trace: list[StageTrace] = []
     scores = positions = lexical = np.zeros((0, 0))
-    stored: dict[int | None, StoredQueries] = {}
+    stored: dict[QuerySpec, StoredQueries] = {}
     for number, stage in enumerate(plan):
         encode_started = time.perf_counter()
-        model_vectors = source.at(stage.layer)
+        model_vectors = source.at(stage.queries)
         encoded = time.perf_counter() - encode_started if isinstance(source, EncodedQueries) else 0.0
         layers_run = source.layers_run if isinstance(source, EncodedQueries) else 0
         started = time.perf_counter()
-        key = None if index.is_full_depth(stage.layer) else stage.layer
-        if key not in stored:  # into the index's stored basis once per depth
+        key = stage.encoder if stage.encoder is not None else None if index.is_full_depth(stage.layer) else stage.layer
+        if key not in stored:  # into the index's stored basis once per source
             stored[key] = index.stored_queries(model_vectors, stage.layer)
         vectors = stored[key]
         dim = stage.resolved_dim(index.dim)
@@ -376,12 +427,12 @@ class CompiledRun:
         return cls(first, last, first.resolved_dim(index.dim), index.count, min(first.candidates, index.count), k)
 
     def __call__(self, index: Index, queries: Queries) -> FunnelResult:
-        if isinstance(queries, np.ndarray):  # ready vectors: no source, no layers to time
+        if isinstance(queries, np.ndarray) and self.first.encoder is None:  # ready vectors: no source, no layers to time
             model_vectors, encoded, layers_run = as_query_vectors(queries, index.dim), 0.0, 0
         else:
             source = _query_source(queries, index)
             encode_started = time.perf_counter()
-            model_vectors = source.at(None)
+            model_vectors = source.at(self.first.encoder)
             encoded = time.perf_counter() - encode_started if isinstance(source, EncodedQueries) else 0.0
             layers_run = source.layers_run if isinstance(source, EncodedQueries) else 0
         compiled = compiled_plan(index, self.dim)

@@ -34,12 +34,15 @@ class TrainConfig:
     ``frozen_layers`` > 0 keeps the word embeddings and the first that many transformer layers
     fixed: on a CPU the backward pass then stops early, so a step costs much less.
     Defaults (None) are derived from the model: dims halve from full down to 32, Starbucks pairs
-    scale STARBUCKS_REFERENCE to the model's depth and width.
+    scale STARBUCKS_REFERENCE to the model's depth and width. ``fold_rotation``: an index built
+    with ``model`` whose stored rotation is appended to the model as a bias-free ``Dense`` layer,
+    so training starts from prefixes as good as the index's (PCA's) rather than the model's order.
     """
 
     data: tuple[Path, ...]
     output: Path
     model: str | None = None
+    fold_rotation: Path | None = None
     static: str | None = None
     static_dim: int = 1024
     scheme: str = "matryoshka"

@@ -6,7 +6,10 @@ Three kinds, recognised by their columns:
   -> columns ``anchor``, ``positive`` and ``negative_1..n``;
 - scored pairs: (sentence1, sentence2, score | label) -> ``sentence1``, ``sentence2``, ``score``;
 - a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/train.tsv): every judged pair with a
-  positive score becomes (query text, title + " " + text).
+  positive score becomes (query text, title + " " + text);
+- a funnel index folder: unlabeled pairs from its own documents, (a span of a document, the
+  document), :data:`SPANS_PER_DOCUMENT` spans each (:mod:`funnel.spans`) — text for a loss that
+  needs no labels (``distill``), so a model can be trained on the corpus it will search.
 
 Files are JSONL (``.jsonl``/``.json``) or parquet; other columns (ids, genre…) are dropped. JSONL
 and BEIR files are parsed by :mod:`funnel.readers`, with its rules for qrels headers and for
@@ -30,6 +33,7 @@ POSITIVE_NAMES = ("positive", "document", "pos", "answer")
 NEGATIVE_NAMES = ("negatives", "negative", "neg")
 SCORED_NAMES = (("sentence1", "sentence2"), ("score", "label"))
 PAIR_KIND, SCORED_KIND = "pairs", "scored"
+SPANS_PER_DOCUMENT = 3
 
 
 def load_examples(sources: Sequence[Path | str], *, max_rows: int | None = None, seed: int = 12) -> Dataset:
@@ -64,6 +68,8 @@ def kind_of(dataset: Dataset) -> str:
 
 
 def _read_source(path: Path) -> tuple[str, list[dict[str, Any]]]:
+    if path.is_dir() and (path / "manifest.json").exists():
+        return PAIR_KIND, _read_index(path)
     if path.is_dir():
         return PAIR_KIND, _read_beir(path)
     if not path.exists():
@@ -86,6 +92,21 @@ def _read_source(path: Path) -> tuple[str, list[dict[str, Any]]]:
         f"{path} has columns {columns}: expected query/anchor + positive (+ negative/negatives) "
         "for pairs or triplets, or sentence1 + sentence2 + score for scored pairs"
     )
+
+
+def _read_index(path: Path) -> list[dict[str, Any]]:
+    """(span, document) pairs from a funnel index's live documents."""
+    from funnel.indexes.index import Index
+    from funnel.spans import span_queries
+
+    index = Index.load(path, integrity="sampled")
+    documents = index.documents([int(p) for p in index.live_positions()])
+    titles, texts = [doc["title"] for doc in documents], [doc["text"] for doc in documents]
+    passages = [document_text(title, text) for title, text in zip(titles, texts)]
+    rows = []
+    for seed in range(SPANS_PER_DOCUMENT):
+        rows += [{"anchor": span, "positive": passage} for span, passage in zip(span_queries(titles, texts, seed), passages) if span]
+    return rows
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:

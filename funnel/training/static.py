@@ -27,8 +27,9 @@ def static_from_tokenizer(tokenizer_model: Path, dim: int) -> SentenceTransforme
     return SentenceTransformer(modules=[StaticEmbedding(Tokenizer.from_file(str(path)), embedding_dim=dim)], device="cpu")
 
 
-def static_from_distillation(teacher: Path, dim: int = 256) -> SentenceTransformer:
-    """Distil ``teacher`` with model2vec into a StaticEmbedding of ``dim`` dims (PCA), offline."""
+def static_from_distillation(teacher: Path, dim: int | None = 256) -> SentenceTransformer:
+    """Distil ``teacher`` with model2vec into a StaticEmbedding of ``dim`` dims (PCA; None keeps
+    the teacher's width and basis, as a query encoder into its space needs), offline."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 

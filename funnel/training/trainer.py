@@ -45,7 +45,35 @@ def build_model(config: TrainConfig) -> tuple[SentenceTransformer, str]:
         return static_from_tokenizer(source, config.static_dim), f"static({config.static_dim}) over {base_name} tokenizer"
     if config.static == "distill":
         return static_from_distillation(source, config.static_dim), f"model2vec distillation of {base_name}"
-    return load_model(source, device="cpu"), base_name
+    model = load_model(source, device="cpu")
+    if config.fold_rotation is not None:
+        fold_rotation(model, config.fold_rotation)
+        base_name += f" with the rotation of {config.fold_rotation} folded in"
+    return model, base_name
+
+
+def fold_rotation(model: SentenceTransformer, index_path: Path) -> None:
+    """Append the rotation an index stores its vectors in (stored = model · R) to ``model`` as a
+    bias-free Dense layer, so the model gives the index's stored vectors directly."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    from funnel.indexes.index import Index
+    from funnel.models import embedding_dimension
+
+    index = Index.load(index_path, integrity="sampled")
+    rotation = index.rotation(None)
+    if rotation is None:
+        raise InputError(f"{index_path} stores its vectors in the model's order: there is no rotation to fold in")
+    width = embedding_dimension(model)
+    if rotation.shape != (width, width):
+        raise InputError(
+            f"{index_path} holds a {rotation.shape[0]}-dim rotation but the model gives {width} dims: give the index built with it"
+        )
+    dense = Dense(width, width, bias=False, activation_function=torch.nn.Identity())
+    with torch.no_grad():
+        dense.linear.weight.copy_(torch.from_numpy(rotation.T.copy()))
+    model.append(dense)
 
 
 def freeze(model: SentenceTransformer, layers: int) -> None:
@@ -80,6 +108,11 @@ def nesting(config: TrainConfig, model: SentenceTransformer) -> tuple[list[int],
 
 
 def _callbacks(config: TrainConfig, log: list[dict[str, float]]) -> list[Any]:
+    return [budget_callback(log, config.max_minutes, config.learning_rate, config.warmup_ratio)]
+
+
+def budget_callback(log: list[dict[str, float]], max_minutes: float | None, learning_rate: float, warmup_ratio: float) -> Any:
+    """A callback that records the loss in ``log`` and keeps a run to ``max_minutes`` (see Budget)."""
     from transformers import TrainerCallback
 
     class Budget(TrainerCallback):
@@ -95,19 +128,19 @@ def _callbacks(config: TrainConfig, log: list[dict[str, float]]) -> list[Any]:
                 log.append({"step": state.global_step, "loss": float(logs["loss"])})
 
         def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
-            if config.max_minutes is None or optimizer is None:
+            if max_minutes is None or optimizer is None:
                 return
             # Runs after the (constant) scheduler has set the rate and before the optimizer uses it.
-            done = min(1.0, (time.monotonic() - self.begin) / (60 * config.max_minutes))
-            warm = min(1.0, done / config.warmup_ratio) if config.warmup_ratio > 0 else 1.0
+            done = min(1.0, (time.monotonic() - self.begin) / (60 * max_minutes))
+            warm = min(1.0, done / warmup_ratio) if warmup_ratio > 0 else 1.0
             for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * warm * max(0.0, 1.0 - done)
+                group["lr"] = learning_rate * warm * max(0.0, 1.0 - done)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if config.max_minutes is not None and time.monotonic() - self.begin > 60 * config.max_minutes:
+            if max_minutes is not None and time.monotonic() - self.begin > 60 * max_minutes:
                 control.should_training_stop = True
 
-    return [Budget()]
+    return Budget()
 
 
 def run_training(config: TrainConfig) -> Path:

@@ -61,17 +61,20 @@ def test_the_graph_runs_onnx_runtimes_fused_attention_and_the_model_keeps_its_ow
     assert encoder.model[0].auto_model.config._attn_implementation == "sdpa"
 
 
-def test_a_search_loads_neither_torch_nor_sentence_transformers(sample_index, graph, encoder):
+@pytest.mark.parametrize("stages", [None, "full:5", "64:60,128:20,full:5"])  # compiled; exact scan; rescoring float16 rows
+def test_a_search_loads_neither_torch_nor_sentence_transformers(sample_index, graph, encoder, stages):
     script = (
         "import sys, json; from funnel import Retriever;"
-        f"hits = Retriever.load({str(sample_index)!r}).search('play a puzzle game over the network', k=5);"
+        f"hits = Retriever.load({str(sample_index)!r}).search('play a puzzle game over the network', k=5, stages={stages!r});"
         "print(json.dumps([[h.id for h in hits], sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules)]))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=os.environ)
     assert result.returncode == 0, result.stderr
     ids, heavy = json.loads(result.stdout)
     assert heavy == []
-    torch_ids = [hit.id for hit in Retriever(Index.load(sample_index), encoder).search("play a puzzle game over the network", k=5)]
+    torch_ids = [
+        hit.id for hit in Retriever(Index.load(sample_index), encoder).search("play a puzzle game over the network", k=5, stages=stages)
+    ]
     assert ids == torch_ids
 
 

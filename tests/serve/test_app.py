@@ -97,7 +97,8 @@ def test_default_plan_and_named_indexes(client):
         (
             {"query": "fonts", "stages": "64-200"},
             400,
-            "stage '64-200' is not DIM:CANDIDATES or LAYER:DIM:CANDIDATES, optionally with +bm25:N or +rrf (e.g. 64:200, full:10, 64:400+bm25:50 or full:10+rrf)",
+            "stage '64-200' is not DIM:CANDIDATES, LAYER:DIM:CANDIDATES or ENCODER:DIM:CANDIDATES, optionally with +bm25:N or +rrf "
+            "(e.g. 64:200, full:10, 2:64:200, static:full:10, 64:400+bm25:50 or full:10+rrf)",
         ),
         (
             {"query": "fonts", "stages": "32:100,full:10"},
