@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from funnel.cli.output import writing
 from funnel.errors import InputError
+
+if TYPE_CHECKING:
+    from funnel.training.query_encoder import QueryEncoderConfig
+    from funnel.training.smae import SmaeConfig
 
 
 def _ints(text: Optional[str], name: str) -> Optional[tuple[int, ...]]:
@@ -63,6 +67,7 @@ def train_command(
     name: Optional[str] = typer.Option(None, "--name", help="What plans call the query encoder.", show_default="static or layers-N"),
     spans_per_document: int = typer.Option(3, help="Query encoder: spans of each indexed document added to the texts."),
     max_texts: int = typer.Option(300_000, help="Query encoder: train on at most this many distinct texts."),
+    rank_weight: float = typer.Option(0.0, help="Query encoder: weight of an in-batch ranking term (each span scores its document first)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the index's query encoder of the same name."),
     model: Optional[str] = typer.Option(None, help="Starting model folder.", show_default="offline all-MiniLM-L6-v2"),
     fold_rotation: Optional[Path] = typer.Option(
@@ -102,26 +107,50 @@ def train_command(
     if query_encoder is not None:
         if index is None or output is not None:
             raise InputError("--query-encoder trains for an index and stores the encoder in it: give --index INDEX, not --output")
+        from funnel.indexes.manifest import check_encoder_name
+        from funnel.training.query_encoder import QueryEncoderConfig, StudentKind
+
         _train_query_encoder(
-            query_encoder,
-            index,
-            data or [],
-            name,
-            spans_per_document,
-            max_texts,
-            epochs,
-            batch_size,
-            lr,
-            max_minutes,
-            seed,
-            overwrite,
-            quiet,
+            QueryEncoderConfig(
+                index=index,
+                student=StudentKind.parse(query_encoder),
+                name=check_encoder_name(name) if name is not None else None,
+                texts=tuple(data or ()),
+                spans_per_document=spans_per_document,
+                max_texts=max_texts,
+                rank_weight=rank_weight,
+                epochs=10.0 if epochs is None else epochs,
+                batch_size=batch_size,
+                learning_rate=lr,
+                max_minutes=max_minutes,
+                seed=seed,
+                overwrite=overwrite,
+                show_progress=not quiet,
+            )
         )
         return
     if not data or output is None:
         raise InputError("give training data and --output DIR (or --query-encoder static --index INDEX to train a query encoder)")
     if pretrain is not None:
-        _pretrain(pretrain, data, output, model, pairs, batch_size, lr, epochs, max_minutes, max_seq_length, seed, quiet)
+        if pretrain != "smae":
+            raise InputError(f"--pretrain {pretrain!r} is not an objective funnel runs: choose smae")
+        from funnel.training.smae import SmaeConfig
+
+        _pretrain(
+            SmaeConfig(
+                data=tuple(data),
+                output=output,
+                model=model,
+                layer_dim_pairs=_pairs(pairs),
+                batch_size=batch_size or 32,
+                learning_rate=lr or 1e-4,
+                epochs=1.0 if epochs is None else epochs,
+                max_minutes=max_minutes,
+                max_seq_length=max_seq_length or 128,
+                seed=seed,
+                show_progress=not quiet,
+            )
+        )
         return
     from funnel.training import TrainConfig, train
 
@@ -165,38 +194,10 @@ def train_command(
     typer.echo(f"{folder}: {meta['scheme']}, dims {meta['nested_dims']}, {meta['steps']} steps in {meta['train_seconds']} s")
 
 
-def _pretrain(
-    objective: str,
-    data: list[Path],
-    output: Path,
-    model: Optional[str],
-    pairs: Optional[str],
-    batch_size: Optional[int],
-    lr: Optional[float],
-    epochs: Optional[float],
-    max_minutes: Optional[float],
-    max_seq_length: Optional[int],
-    seed: int,
-    quiet: bool,
-) -> None:
-    if objective != "smae":
-        raise InputError(f"--pretrain {objective!r} is not an objective funnel runs: choose smae")
-    from funnel.training.smae import SMAE_METADATA, SmaeConfig, pretrain_smae
+def _pretrain(config: SmaeConfig) -> None:
+    from funnel.training.smae import SMAE_METADATA, pretrain_smae
 
-    config = SmaeConfig(
-        data=tuple(data),
-        output=output,
-        model=model,
-        layer_dim_pairs=_pairs(pairs),
-        batch_size=batch_size or 32,
-        learning_rate=lr or 1e-4,
-        epochs=1.0 if epochs is None else epochs,
-        max_minutes=max_minutes,
-        max_seq_length=max_seq_length or 128,
-        seed=seed,
-        show_progress=not quiet,
-    )
-    with writing(output):
+    with writing(config.output):
         folder = pretrain_smae(config)
     meta = json.loads((folder / SMAE_METADATA).read_text())
     typer.echo(
@@ -205,42 +206,12 @@ def _pretrain(
     typer.echo(f"fine-tune it: funnel train PAIRS --model {folder} --scheme starbucks -o MODEL")
 
 
-def _train_query_encoder(
-    kind: str,
-    index: Path,
-    texts: list[Path],
-    name: Optional[str],
-    spans_per_document: int,
-    max_texts: int,
-    epochs: Optional[float],
-    batch_size: Optional[int],
-    lr: Optional[float],
-    max_minutes: Optional[float],
-    seed: int,
-    overwrite: bool,
-    quiet: bool,
-) -> None:
-    from funnel.indexes.manifest import check_encoder_name
-    from funnel.training.query_encoder import QueryEncoderConfig, StudentKind, describe, train_query_encoder
+def _train_query_encoder(config: QueryEncoderConfig) -> None:
+    from funnel.training.query_encoder import describe, train_query_encoder
 
-    config = QueryEncoderConfig(
-        index=index,
-        student=StudentKind.parse(kind),
-        name=check_encoder_name(name) if name is not None else None,
-        texts=tuple(texts),
-        spans_per_document=spans_per_document,
-        max_texts=max_texts,
-        epochs=10.0 if epochs is None else epochs,
-        batch_size=batch_size,
-        learning_rate=lr,
-        max_minutes=max_minutes,
-        seed=seed,
-        overwrite=overwrite,
-        show_progress=not quiet,
-    )
     manifest = train_query_encoder(config)
     typer.echo(describe(manifest, config.stored_name))
-    typer.echo(f"search with it: funnel search {index} QUERY --stages {config.stored_name}:full:10")
+    typer.echo(f"search with it: funnel search {config.index} QUERY --stages {config.stored_name}:full:10")
 
 
 def register(app: typer.Typer) -> None:

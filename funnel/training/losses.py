@@ -199,6 +199,35 @@ class SimilarityDistillationLoss(nn.Module):
         return {"temperature": self.temperature}
 
 
+class AlignAndRankLoss(nn.Module):
+    """A query encoder's loss: the mean squared error to the model's query embedding (the first
+    ``dim`` columns of the label, as sentence-transformers' ``MSELoss``), plus, weighted by
+    ``rank_weight``, an in-batch ranking term for the texts cut from a document (the label's other
+    ``dim`` columns: that document's vector as the index stores it, in the model's basis; zeros for
+    a text of no document): each such text should score its own document above the batch's other
+    documents (cross-entropy over cosines / ``temperature``), which is what a search asks of it."""
+
+    def __init__(self, model: SentenceTransformer, rank_weight: float, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.model = model
+        self.rank_weight = rank_weight
+        self.temperature = temperature
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        embeddings = self.model(next(iter(sentence_features)))["sentence_embedding"]
+        dim = embeddings.shape[1]
+        targets, documents = labels[:, :dim], labels[:, dim:]
+        loss = F.mse_loss(embeddings, targets)
+        has_document = documents.abs().sum(dim=1) > 0
+        if self.rank_weight and int(has_document.sum()) > 1:
+            scores = F.normalize(embeddings[has_document], dim=-1) @ documents[has_document].T / self.temperature
+            loss = loss + self.rank_weight * F.cross_entropy(scores, torch.arange(len(scores), device=scores.device))
+        return loss
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"rank_weight": self.rank_weight, "temperature": self.temperature}
+
+
 def _anchor_scores(columns: list[Tensor]) -> Tensor:
     """Cosine scores of every anchor (first column) against every other text in the batch."""
     anchors, everything = columns[0], torch.cat(columns, dim=0)

@@ -79,7 +79,9 @@ class QueryEncoderConfig:
     with ``overwrite``. Texts: ``spans_per_document`` spans of each indexed document plus the lines
     of ``texts``, deduplicated, shuffled with ``seed`` and cut to ``max_texts``. Training: ``epochs``
     over them (or ``max_minutes``, the learning rate annealed over the time), ``batch_size`` and
-    ``learning_rate`` defaulting to the student's (static: 256 and 0.05; layers: 64 and 1e-4)."""
+    ``learning_rate`` defaulting to the student's (static: 256 and 0.05; layers: 64 and 1e-4).
+    ``rank_weight`` > 0 adds an in-batch ranking term for the spans: each should score its own
+    document first (:class:`funnel.training.losses.AlignAndRankLoss`)."""
 
     index: Path
     student: StudentKind = StudentKind()
@@ -91,16 +93,20 @@ class QueryEncoderConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     max_minutes: float | None = None
+    rank_weight: float = 0.0
     seed: int = 12
     overwrite: bool = False
     show_progress: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", Path(self.index))
+        if self.rank_weight < 0:
+            raise InputError(f"--rank-weight must be at least 0, not {self.rank_weight}")
         object.__setattr__(self, "texts", tuple(Path(p) for p in self.texts))
-        for label, value in (("--spans-per-document", self.spans_per_document), ("--max-texts", self.max_texts)):
-            if value < (0 if label.startswith("--spans") else 1):
-                raise InputError(f"{label} must be at least {0 if label.startswith('--spans') else 1}, not {value}")
+        if self.spans_per_document < 0:
+            raise InputError(f"--spans-per-document must be at least 0, not {self.spans_per_document}")
+        if self.max_texts < 1:
+            raise InputError(f"--max-texts must be at least 1, not {self.max_texts}")
         if self.epochs <= 0:
             raise InputError(f"--epochs must be above 0, not {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -133,16 +139,18 @@ def train_query_encoder(config: QueryEncoderConfig) -> Manifest:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     index = Index.load(config.index, integrity="sampled")
     check_new_name(index.manifest, config.stored_name, overwrite=config.overwrite)  # before any slow step
-    texts = training_texts(index, config)
+    texts, sources = training_texts(index, config)
     if len(texts) < HELD_OUT + config.batch:
         raise InputError(
             f"{len(texts)} distinct texts are too few to train a query encoder (at least {HELD_OUT + config.batch}): "
             "give text files (--texts) or more spans per document"
         )
-    held_out, texts = texts[:HELD_OUT], texts[HELD_OUT:]
+    held_out, texts, sources = texts[:HELD_OUT], texts[HELD_OUT:], sources[HELD_OUT:]
     student = _student(index.manifest.model, config.student)  # refuses a cut as deep as the model before the slow part
     teacher = load_query_encoder(index.manifest.model, "auto")
     targets = teacher_targets(teacher, index.manifest.model, texts, config.show_progress)
+    if config.rank_weight:
+        targets = np.hstack([targets, _document_vectors(index, sources)])
     started = time.monotonic()
     steps = _fit(student, texts, targets, config)
     seconds = round(time.monotonic() - started, 1)
@@ -157,6 +165,7 @@ def train_query_encoder(config: QueryEncoderConfig) -> Manifest:
             "steps": steps,
             "batch_size": config.batch,
             "learning_rate": config.rate,
+            "rank_weight": config.rank_weight,
             "train_seconds": seconds,
             "seed": config.seed,
             **_closeness(open_graph(graph), teacher, held_out),
@@ -183,22 +192,33 @@ def _export(student: SentenceTransformer, folder: Path, kind: StudentKind) -> Pa
     return folder
 
 
-def training_texts(index: Index, config: QueryEncoderConfig) -> list[str]:
-    """Spans of the indexed documents and the given files' texts: distinct, shuffled, at most ``max_texts``."""
+def training_texts(index: Index, config: QueryEncoderConfig) -> tuple[list[str], np.ndarray]:
+    """Spans of the indexed documents and the given files' texts: distinct, shuffled, at most
+    ``max_texts``; with the position of the document each text was cut from (-1: from a file)."""
     from funnel.spans import span_queries
 
-    texts: list[str] = []
+    source: dict[str, int] = {}
     for path in config.texts:
-        texts += read_texts(path)
+        source.update((text.strip(), -1) for text in read_texts(path) if text.strip())
     if config.spans_per_document:
         positions = index.live_positions()
         documents = index.documents([int(p) for p in positions])
         titles, bodies = [doc["title"] for doc in documents], [doc["text"] for doc in documents]
         for round_seed in range(config.spans_per_document):
-            texts += span_queries(titles, bodies, config.seed + round_seed)
-    distinct = sorted({text.strip() for text in texts if text and text.strip()})
+            spans = span_queries(titles, bodies, config.seed + round_seed)
+            source.update((span.strip(), int(position)) for span, position in zip(spans, positions) if span.strip())
+    distinct = sorted(source)
     random.Random(config.seed).shuffle(distinct)
-    return distinct[: config.max_texts]
+    kept = distinct[: config.max_texts]
+    return kept, np.array([source[text] for text in kept], dtype=np.int64)
+
+
+def _document_vectors(index: Index, sources: np.ndarray) -> np.ndarray:
+    """The model's vector of each text's document (zeros for a text of none), for the ranking term."""
+    out = np.zeros((len(sources), index.dim), dtype=np.float32)
+    has = sources >= 0
+    out[has] = index.to_model_basis(index.vectors(sources[has]))
+    return out
 
 
 def read_texts(path: Path) -> list[str]:
@@ -258,6 +278,8 @@ def _student(model: str, kind: StudentKind) -> SentenceTransformer:
         return SentenceTransformer(modules=[distilled[0], Normalize()], device="cpu")
     student = load_model(model)
     depth = num_layers(student)
+    if depth < 2:
+        raise InputError(f"the model has {depth} transformer layers, too few to cut a student from: train --query-encoder static")
     if not kind.layers < depth:
         raise InputError(f"the model has {depth} transformer layers: a student cut from it keeps fewer (layers:1 to layers:{depth - 1})")
     backbone: Any = student[0].auto_model
@@ -273,6 +295,7 @@ def _fit(student: SentenceTransformer, texts: list[str], targets: np.ndarray, co
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import PrinterCallback, set_seed
 
+    from funnel.training.losses import AlignAndRankLoss
     from funnel.training.trainer import budget_callback
 
     set_seed(config.seed)
@@ -299,7 +322,7 @@ def _fit(student: SentenceTransformer, texts: list[str], targets: np.ndarray, co
             model=student,
             args=arguments,
             train_dataset=data,
-            loss=MSELoss(student),
+            loss=AlignAndRankLoss(student, config.rank_weight) if config.rank_weight else MSELoss(student),
             callbacks=[budget_callback(log, config.max_minutes, config.rate, 0.05)],
         )
         if not config.show_progress:
@@ -339,8 +362,3 @@ def describe(manifest: Manifest, name: str) -> str:
         f"cosine to the model {t.get('held_out_cosine')} on {t.get('held_out_texts')} held-out texts; "
         f"{t.get('student_ms')} ms a query against the model's {t.get('model_ms')} ms"
     )
-
-
-def as_json(manifest: Manifest, name: str) -> dict[str, Any]:
-    entry = manifest.query_encoder(name)
-    return {} if entry is None else {"name": entry.name, "kind": entry.kind, "folder": entry.folder, **entry.training}

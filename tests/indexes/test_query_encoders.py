@@ -243,3 +243,24 @@ def test_bad_query_encoder_runs_fail_before_training_with_one_line(student_index
     before = (path / "manifest.json").read_bytes()
     assert_one_line_error(funnel("train", *[str(path) if arg == "IDX" else arg for arg in args], "--quiet"), message)
     assert (path / "manifest.json").read_bytes() == before
+
+
+def test_spans_know_their_document_and_a_ranked_student_trains(sample_index, tmp_path):
+    from funnel.training.query_encoder import QueryEncoderConfig, training_texts
+
+    index = Index.load(sample_index)
+    texts_file = tmp_path / "t.txt"
+    texts_file.write_text("a tool for the network\nplay chess\n")
+    texts, sources = training_texts(index, QueryEncoderConfig(index=sample_index, texts=(texts_file,), spans_per_document=1))
+    assert len(texts) == len(sources) and (sources == -1).sum() == 2
+    bodies = {int(p): doc["text"] for p, doc in zip(index.live_positions(), index.documents(list(index.live_positions())))}
+    for text, source in list(zip(texts, sources))[:30]:
+        assert source == -1 or text.split()[-1] in (bodies[int(source)] + " " + str(index.documents([int(source)])[0]["title"]))
+    path = tmp_path / "index"
+    shutil.copytree(sample_index, path)
+    result = cli(
+        "train", "--query-encoder", "layers:1", "--index", str(path), "--epochs", "1", "--rank-weight", "0.5", "--name", "ranked", "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    entry = read_manifest(path).query_encoder("ranked")
+    assert entry is not None and entry.training["rank_weight"] == 0.5

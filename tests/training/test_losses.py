@@ -55,3 +55,20 @@ def test_distillation_is_zero_for_the_teacher_itself_and_positive_for_a_prefix(t
     nested.backward()
     assert all(p.grad is None for p in distill.teacher.parameters()), "the teacher stays fixed"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.parameters())
+
+
+def test_align_and_rank_is_mse_plus_a_ranking_term_over_texts_with_documents(tiny_model):
+    import torch.nn.functional as F
+
+    from funnel.training.losses import AlignAndRankLoss
+
+    features = tiny_model.tokenize(["fonts for the console", "a puzzle game", "xml parser", "disk usage"])
+    embeddings = tiny_model(dict(features))["sentence_embedding"].detach()
+    documents = F.normalize(torch.randn(4, 64), dim=-1)
+    documents[3] = 0  # a text cut from no document: in the MSE, not in the ranking
+    labels = torch.cat([embeddings + 0.1, documents], dim=1)
+    mse = F.mse_loss(embeddings, embeddings + 0.1)
+    assert AlignAndRankLoss(tiny_model, 0.0)([features], labels).item() == pytest.approx(mse.item(), rel=1e-4)
+    scores = F.normalize(embeddings[:3], dim=-1) @ documents[:3].T / 0.05
+    ranked = mse + 0.5 * F.cross_entropy(scores, torch.arange(3))
+    assert AlignAndRankLoss(tiny_model, 0.5)([features], labels).item() == pytest.approx(ranked.item(), rel=1e-4)
