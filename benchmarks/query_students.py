@@ -48,21 +48,29 @@ STUDENT_CACHE = common.CACHE / "query-students"
 EVALUATED = ("cranfield", "scifact")
 
 
-def training_texts(limit: int, seed: int) -> list[str]:
-    """Query-like texts, no test query among them: pair queries, corpus spans, package summaries."""
-    from funnel.spans import span_queries
+def query_like_texts() -> list[str]:
+    """Query-like texts beside the evaluated corpora: the training pairs' queries and package
+    summaries beyond every benchmark corpus (``--write-texts`` saves them, a text a line, for
+    ``funnel train --query-encoder``)."""
+    from benchmarks.recall_latency.corpus import corpus_texts
 
     texts: list[str] = []
     for name in ("debian-pairs.jsonl", "scifact-train-pairs.jsonl"):
         with (common.DATA / "train" / name).open() as handle:
             texts += [json.loads(line)["query"] for line in handle]
+    texts += corpus_texts()[-200_000:]
+    return texts
+
+
+def training_texts(limit: int, seed: int) -> list[str]:
+    """Query-like texts, no test query among them: pair queries, corpus spans, package summaries."""
+    from funnel.spans import span_queries
+
+    texts = query_like_texts()
     for dataset in EVALUATED:
         loaded = common.DATASETS[dataset].load()
         for round_seed in range(3):  # three spans a document
             texts += span_queries(loaded.corpus_titles, loaded.corpus_texts, seed + round_seed)
-    from benchmarks.recall_latency.corpus import corpus_texts
-
-    texts += corpus_texts()[-200_000:]  # package summaries beyond every benchmark corpus
     unique = sorted({text.strip() for text in texts if text and text.strip()})
     random.Random(seed).shuffle(unique)
     return unique[:limit]
@@ -163,11 +171,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20261205)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--tag", default="", help="suffix for the JSON name, to keep runs with other settings apart")
+    parser.add_argument("--write-texts", type=Path, help="only write the query-like texts (a text a line) to this file, for funnel train")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.write_texts is not None:
+        lines = (text.replace("\n", " ").strip() for text in query_like_texts())
+        args.write_texts.write_text("".join(line + "\n" for line in lines if line))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from funnel.encoders import load_query_encoder
 
