@@ -276,7 +276,7 @@ def main() -> None:
     record = {
         "tag": args.tag,
         "model_folder": common.shown(output),
-        "metadata": {k: v for k, v in metadata.items() if k != "loss_log"},
+        "metadata": _without_paths({k: v for k, v in metadata.items() if k != "loss_log"}),
         "loss_first_last": [metadata["loss_log"][0], metadata["loss_log"][-1]] if metadata.get("loss_log") else None,
         "ndcg@10": results,
         "encode_speed": speed,
@@ -286,6 +286,16 @@ def main() -> None:
     common.write_result(RESULTS / f"{args.tag}.json", result)
     (RESULTS / f"{args.tag}.md").write_text(_markdown(result))
     print(_markdown(result))
+
+
+def _without_paths(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The model's metadata with its data and base-model paths as result files record paths."""
+    out = dict(metadata)
+    if isinstance(out.get("trained_on"), list):
+        out["trained_on"] = [common.shown(path) for path in out["trained_on"]]
+    if isinstance(out.get("base_model"), str) and out["base_model"].startswith("/"):
+        out["base_model"] = common.shown(out["base_model"])
+    return out
 
 
 def _markdown(result: common.Result) -> str:
