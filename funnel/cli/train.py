@@ -67,7 +67,9 @@ def train_command(
     name: Optional[str] = typer.Option(None, "--name", help="What plans call the query encoder.", show_default="static or layers-N"),
     spans_per_document: int = typer.Option(3, help="Query encoder: spans of each indexed document added to the texts."),
     max_texts: int = typer.Option(300_000, help="Query encoder: train on at most this many distinct texts."),
-    rank_weight: float = typer.Option(0.0, help="Query encoder: weight of an in-batch ranking term (each span scores its document first)."),
+    rank_weight: float = typer.Option(
+        0.001, help="Query encoder: weight of an in-batch ranking term (each span scores its document first); 0: the MSE alone."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the index's query encoder of the same name."),
     model: Optional[str] = typer.Option(None, help="Starting model folder.", show_default="offline all-MiniLM-L6-v2"),
     fold_rotation: Optional[Path] = typer.Option(
