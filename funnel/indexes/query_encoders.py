@@ -11,6 +11,7 @@ change. Each file is listed with its checksum and checked when the student is op
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -59,8 +60,6 @@ def store_query_encoder(
         generation = old.generation + 1
         target = folder / query_encoder_folder(name, generation)
         if target.exists():  # left by a store that died before its manifest: never referenced
-            import shutil
-
             shutil.rmtree(target)
         export(target)
         files = {path.name: file_entry(path) for path in sorted(target.iterdir()) if path.is_file()}

@@ -267,14 +267,12 @@ class _ReadyQueries:
     def __init__(self, vectors: np.ndarray | Mapping[QuerySpec, np.ndarray], index: Index) -> None:
         self.index = index
         if isinstance(vectors, Mapping):
-            self.by_layer = {
-                k if isinstance(k, str) or not index.is_full_depth(k) else None: as_query_vectors(v, index.dim) for k, v in vectors.items()
-            }
+            self.by_layer = {source_key(index, k): as_query_vectors(v, index.dim) for k, v in vectors.items()}
         else:
             self.by_layer = {None: as_query_vectors(vectors, index.dim)}
 
     def at(self, source: QuerySpec) -> np.ndarray:
-        key = source if isinstance(source, str) else None if self.index.is_full_depth(source) else source
+        key = source_key(self.index, source)
         if key not in self.by_layer:
             where = f"the query encoder {source!r}" if isinstance(source, str) else f"layer {source}"
             raise InputError(
@@ -282,6 +280,12 @@ class _ReadyQueries:
                 "or pass vectors for every layer and query encoder the stages name"
             )
         return self.by_layer[key]
+
+
+def source_key(index: Index, source: QuerySpec) -> QuerySpec:
+    """One key per query vector a plan may use on ``index``: a query encoder's name, a shallower
+    layer, or None for the full model (its depth written out or not)."""
+    return source if isinstance(source, str) or not index.is_full_depth(source) else None
 
 
 def as_query_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -348,7 +352,7 @@ def run_funnel(
         encoded = time.perf_counter() - encode_started if isinstance(source, EncodedQueries) else 0.0
         layers_run = source.layers_run if isinstance(source, EncodedQueries) else 0
         started = time.perf_counter()
-        key = stage.encoder if stage.encoder is not None else None if index.is_full_depth(stage.layer) else stage.layer
+        key = source_key(index, stage.queries)
         if key not in stored:  # into the index's stored basis once per source
             stored[key] = index.stored_queries(model_vectors, stage.layer)
         vectors = stored[key]
