@@ -62,7 +62,8 @@ def test_the_same_plan_gives_the_same_hits(searcher, local, stages):
     found = searcher.search_batch(QUERIES, stages=stages)
     assert [[hit.id for hit in hits] for hits in found] == [[hit.id for hit in hits] for hits in expected]
     for hits, wanted in zip(found, expected):
-        assert [hit.score for hit in hits] == pytest.approx([hit.score for hit in wanted], abs=1e-5)
+        # float16 precision: a compiled plan scores with a copy of the rows rounded in the model's basis
+        assert [hit.score for hit in hits] == pytest.approx([hit.score for hit in wanted], abs=2e-4)
         assert [hit.rank for hit in hits] == list(range(1, len(hits) + 1))
         assert [(hit.text, hit.title) for hit in hits] == [(hit.text, hit.title) for hit in wanted]
 

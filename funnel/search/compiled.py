@@ -1,30 +1,33 @@
 """The common two-stage plan (shortlist at ``d`` dims, rescore at full dims) as one FAISS call.
 
 FAISS's ``IndexRefine`` does what the funnel's rescoring stage does, in C++: its base index (the
-segment's own shortlist index, behind an ``IndexPreTransform`` that truncates the query to the
-shortlist's dims) proposes ``n`` candidates, and its refine index scores them with the full
-vectors and keeps the best ``k``. Measured in ``benchmarks/results/recall-latency``, this is
-faster per query than the Python stages for every two-stage plan tried, so :func:`run_funnel
+segment's own shortlist index) proposes ``n`` candidates, and its refine index scores them with
+the full vectors and keeps the best ``k``. Measured in ``benchmarks/results/recall-latency``, this
+is faster per query than the Python stages for every two-stage plan tried, so :func:`run_funnel
 <funnel.search.run.run_funnel>` uses it whenever it applies: a plan of exactly two stages at full depth
 whose second scores at full dims and whose first adds no lexical candidates, one segment with nothing deleted, and a float shortlist on the
 CPU. Every other plan runs the Python stages, which give the same ranking.
 
-The refine index holds a copy of the stored vectors in memory (float16 rows stay float16, so it
-takes as many bytes as the vectors file), made by the first search that needs it, with each row's
-inverse norm. FAISS ranks by inner products with the stored rows, which are unit vectors only to
-float16 precision (about 1e-4); :func:`funnel.search.run.run_funnel` asks it for the best 2k, turns
-their inner products into cosines with the inverse norms and keeps the best k, so both paths
-return the same cosines.
+A compiled plan takes the query as the model gives it, not in the index's stored basis: the
+rotation into the stored basis and the cut to the shortlist's dims are one linear map in front of
+the shortlist (an ``IndexPreTransform``), folded into the shortlist's own linear maps where it has
+some (OPQ's rotation), so a query pays one matrix product inside FAISS, not one in numpy and
+another in FAISS. The refine index holds a copy of the stored vectors turned back into the
+model's basis and divided by their norms (float16 rows stay float16: it takes as many bytes as
+the vectors file), made by the first search that needs it, so its inner products are the cosines
+the Python stages compute, to float16 precision (about 1e-4: the copy is rounded in the model's
+basis, the stored rows in the index's). The two paths rank alike except where two documents tie
+within that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from funnel.indexes.index import top_n
 from funnel.indexes.segment import iter_chunks
 from funnel.indexes.shortlist import KIND_INFO
 
@@ -57,9 +60,9 @@ class CompiledTwoStage:
     dim: int
     spec: ShortlistSpec
     refine: Any
-    inverse_norms: np.ndarray
-    """1 / ‖row‖ of every stored row (0 for a zero row): inner products times these are cosines."""
     parts: tuple[Any, ...]  # FAISS keeps raw pointers to these: they must outlive ``refine``
+    pointer: Callable[[np.ndarray], Any] = field(repr=False)
+    """FAISS's ``swig_ptr`` (faiss is imported only once a plan compiles: not by the CLI's help)."""
     params: dict[tuple[int, int], Any] = field(default_factory=dict)
 
     @classmethod
@@ -68,50 +71,35 @@ class CompiledTwoStage:
 
         segment = index.segments[0]
         spec, shortlist_index = segment.shortlists[dim]
-        full = index.dim
-        base: Any = shortlist_index
-        truncation = None
-        if dim < full:  # a full-dim shortlist takes the query as it is: no identity matrix product
-            truncation = faiss.LinearTransform(full, dim, False)
-            faiss.copy_array_to_vector(np.eye(full, dtype=np.float32)[:dim].ravel(), truncation.A)
-            faiss.copy_array_to_vector(np.zeros(dim, dtype=np.float32), truncation.b)
-            truncation.is_trained = True
-            base = faiss.IndexPreTransform(truncation, shortlist_index)
-            base.ntotal = shortlist_index.ntotal
+        rotation = index.rotation()
+        base, base_parts = _base_taking_model_queries(shortlist_index, rotation, index.dim, dim)
         vectors: Any
         if segment.vectors.dtype == np.float16:
-            vectors = faiss.IndexScalarQuantizer(full, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            vectors = faiss.IndexScalarQuantizer(index.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         else:
-            vectors = faiss.IndexFlatIP(full)
-        inverse_norms = np.zeros(segment.count, dtype=np.float32)
-        start = 0
+            vectors = faiss.IndexFlatIP(index.dim)
         for rows in iter_chunks(segment.vectors):
-            vectors.add(np.ascontiguousarray(rows))
-            norms = np.sqrt(np.einsum("nd,nd->n", rows, rows))
-            inverse_norms[start : start + len(rows)] = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-            start += len(rows)
+            norms = np.sqrt(np.einsum("nd,nd->n", rows, rows))[:, None]
+            unit = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)  # a zero row scores 0, as in rescore
+            vectors.add(np.ascontiguousarray(unit if rotation is None else unit @ rotation.T))
         refine = faiss.IndexRefine(base, vectors)
         refine.ntotal, refine.is_trained = vectors.ntotal, True
-        return cls(dim, spec, refine, inverse_norms, (truncation, shortlist_index, base, vectors))
+        return cls(dim, spec, refine, (*base_parts, base, vectors), faiss.swig_ptr)
 
     def search(self, queries: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The best ``k`` of ``n`` shortlisted, scored as cosines with the full stored rows and
-        ranked as :func:`~funnel.indexes.index.top_n` ranks (ties by lower position).
-        ``queries``: (q, full) float32 in the stored basis. Returns (scores (q, k), positions
-        (q, k)), padded with -inf / -1.
-
-        FAISS ranks by the inner product with the stored rows, whose norms are 1 only to about
-        1e-4 (float16): it is asked for the best 2k, whose inner products become cosines and are
-        ranked again, so the top k and their scores are the Python stages'."""
-        asked = min(max(2 * k, k + 10), n)
-        dots, rows = self.refine.search(queries, asked, params=self._params(n, asked))
-        if len(rows) == 1 and rows.min() >= 0:  # the common case, without the padding's masks
-            row, cosines = rows[0], dots[0] * self.inverse_norms[rows[0]]
-            best = np.lexsort((row, -cosines))[:k]
-            return cosines[best][None], row[best][None]
-        valid = rows >= 0
-        scores = np.where(valid, dots * self.inverse_norms[np.where(valid, rows, 0)], -np.inf).astype(np.float32)
-        return top_n(scores, rows, k)
+        """The best ``k`` of ``n`` shortlisted, scored as cosines with the full stored rows.
+        ``queries``: (q, full) float32, C-contiguous, in the model's basis. Returns (scores
+        (q, k), positions (q, k)), padded with -inf / -1."""
+        count, k = len(queries), min(k, n)
+        scores = np.empty((count, k), dtype=np.float32)
+        positions = np.empty((count, k), dtype=np.int64)
+        pointer = self.pointer
+        # search_c is FAISS's binding without the Python wrapper's argument checks, which the
+        # caller has made: they cost a tenth of a search of 10k documents.
+        self.refine.search_c(count, pointer(queries), k, pointer(scores), pointer(positions), self._params(n, k))
+        if count > 1 or positions[0, -1] < 0:  # FAISS pads a row's tail: a found last entry means a full row
+            scores[positions < 0] = -np.inf
+        return scores, positions
 
     def _params(self, n: int, k: int) -> Any:
         """Search parameters for ``n`` candidates and ``k`` results, made once (SWIG objects cost
@@ -129,3 +117,33 @@ class CompiledTwoStage:
             found = (faiss.IndexRefineSearchParameters(k_factor=max(n, k) / k, base_index_params=inner), inner)
             self.params[(n, k)] = found
         return found[0]
+
+
+def _base_taking_model_queries(shortlist: Any, rotation: np.ndarray | None, full: int, dim: int) -> tuple[Any, tuple[Any, ...]]:
+    """The shortlist behind one linear map that takes a model query (full dims) to what the
+    shortlist scores: into the stored basis (``rotation``, stored = model · R), cut to ``dim``,
+    then through the shortlist's own leading linear maps (OPQ's rotation), composed into one
+    matrix. Returns the base index and the objects it points at (kept alive with it)."""
+    import faiss
+
+    if rotation is None and dim == full:  # the query is what the shortlist takes
+        return shortlist, ()
+    # stored prefix = (R^T q)[:dim]: a (dim, full) matrix; the identity's rows without a rotation
+    matrix = (np.eye(full, dtype=np.float32)[:dim] if rotation is None else rotation[:, :dim].T).astype(np.float64)
+    bias = np.zeros(dim)
+    inner = shortlist
+    if type(shortlist).__name__ == "IndexPreTransform":
+        steps: list[Any] = [faiss.downcast_VectorTransform(shortlist.chain.at(i)) for i in range(shortlist.chain.size())]
+        if all(isinstance(step, faiss.LinearTransform) for step in steps):
+            for step in steps:  # y = A x + b after y = M q + c: (A M) q + (A c + b)
+                a = faiss.vector_to_array(step.A).reshape(step.d_out, step.d_in).astype(np.float64)
+                b = faiss.vector_to_array(step.b).astype(np.float64) if step.have_bias else np.zeros(step.d_out)
+                matrix, bias = a @ matrix, a @ bias + b
+            inner = shortlist.index
+    transform = faiss.LinearTransform(full, matrix.shape[0], bool(bias.any()))
+    faiss.copy_array_to_vector(np.ascontiguousarray(matrix, dtype=np.float32).ravel(), transform.A)
+    faiss.copy_array_to_vector(bias.astype(np.float32), transform.b)
+    transform.is_trained = True
+    base = faiss.IndexPreTransform(transform, inner)
+    base.ntotal, base.is_trained = inner.ntotal, True
+    return base, (transform, inner, shortlist)

@@ -11,6 +11,7 @@ dropped with the view.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
 import numpy as np
 
 from funnel.errors import InputError
+from funnel.indexes.index import top_n
 from funnel.search.compiled import CompiledTwoStage, compilable
 from funnel.search.exact import ExactReference
 from funnel.search.fusion import reciprocal_rank_fusion
@@ -64,11 +66,11 @@ def view_state(index: Index) -> ViewState:
     return state
 
 
-def check_once(index: Index, plan: Plan, k: int) -> CompiledRun | None:
+def check_once(index: Index, plan: Plan, k: int, state: ViewState | None = None) -> CompiledRun | None:
     """:func:`~funnel.search.plan.check_plan` the first time ``plan`` and ``k`` meet this view
     (a view never changes, so once is enough); returns the plan's compiled run, None where it
-    runs the Python stages."""
-    state = view_state(index)
+    runs the Python stages. ``state``: the view's, where the caller has it already."""
+    state = view_state(index) if state is None else state
     key = (plan, k)
     if key in state.checked:
         return state.checked[key]
@@ -299,7 +301,8 @@ def as_query_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
         array = array[None, :]
     if array.ndim != 2 or array.shape[1] != dim:
         raise InputError(f"query vectors have shape {array.shape}; this index wants (queries, {dim})")
-    if not np.isfinite(array).all():
+    # The sum of squares is finite iff every value is, unless it overflows: then the exact check decides.
+    if not math.isfinite(np.vdot(array, array)) and not np.isfinite(array).all():
         bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise InputError(f"query vector {bad + 1} holds NaN or infinite values: encode the query again")
     return array
@@ -336,11 +339,10 @@ def run_funnel(
     The trace's ``seconds`` are search time only; ``encode_seconds`` is the query encoding each
     stage added (from an EncodedQueries).
     """
-    from funnel.indexes.index import top_n
-
     plan = Plan.of(plan)
-    run = check_once(index, plan, k)
-    if run is not None and (view_state(index).compile_plans if compiled is None else compiled):
+    state = view_state(index)
+    run = check_once(index, plan, k, state)
+    if run is not None and (state.compile_plans if compiled is None else compiled):
         return run(index, queries)
     source = _query_source(queries, index)
     trace: list[StageTrace] = []
@@ -411,12 +413,12 @@ def _query_source(queries: Queries, index: Index) -> QuerySource:
     return queries
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class CompiledRun:
     """A checked two-stage plan and k on one view, run as one FAISS call
     (:mod:`funnel.search.compiled`): everything that does not depend on the queries is settled
-    once, so a query pays the FAISS call, the rotation and the re-ranking of the best 2k. The
-    trace gives the call's time to the second stage, since the two stages no longer run apart."""
+    once, so a query pays the FAISS call. The trace gives the call's time to the second stage,
+    since the two stages no longer run apart."""
 
     first: Stage
     last: Stage
@@ -424,28 +426,33 @@ class CompiledRun:
     count: int
     kept: int
     k: int
+    ready_trace: StageTrace
+    """The first stage's trace for ready vectors (nothing encoded), the same for every search."""
+    compiled: CompiledTwoStage | None = None
+    """The view's compiled plan, found on the first search (:func:`compiled_plan`)."""
 
     @classmethod
     def of(cls, index: Index, plan: Plan, k: int) -> CompiledRun:
         first, last = plan
-        return cls(first, last, first.resolved_dim(index.dim), index.count, min(first.candidates, index.count), k)
+        dim, kept = first.resolved_dim(index.dim), min(first.candidates, index.count)
+        return cls(first, last, dim, index.count, kept, k, StageTrace(first, dim, index.count, kept, 0.0))
 
     def __call__(self, index: Index, queries: Queries) -> FunnelResult:
         if isinstance(queries, np.ndarray) and self.first.encoder is None:  # ready vectors: no source, no layers to time
-            model_vectors, encoded, layers_run = as_query_vectors(queries, index.dim), 0.0, 0
+            model_vectors, layers_run = as_query_vectors(queries, index.dim), 0
+            first = self.ready_trace
         else:
             source = _query_source(queries, index)
             encode_started = time.perf_counter()
             model_vectors = source.at(self.first.encoder)
             encoded = time.perf_counter() - encode_started if isinstance(source, EncodedQueries) else 0.0
             layers_run = source.layers_run if isinstance(source, EncodedQueries) else 0
-        compiled = compiled_plan(index, self.dim)
+            first = StageTrace(self.first, self.dim, self.count, self.kept, 0.0, encoded, layers_run)
+        compiled = self.compiled
+        if compiled is None:  # two threads may both look it up: compiled_plan builds it once
+            compiled = self.compiled = compiled_plan(index, self.dim)
         started = time.perf_counter()
-        stored = index.stored_queries(model_vectors)
-        scores, positions = compiled.search(stored.vectors, self.kept, self.k)
-        seconds = time.perf_counter() - started
-        trace = (
-            StageTrace(self.first, self.dim, self.count, self.kept, 0.0, encoded, layers_run),
-            StageTrace(self.last, index.dim, self.kept, positions.shape[1], seconds, 0.0, layers_run),
-        )
-        return FunnelResult(scores, positions, trace)
+        # The compiled plan maps model vectors into the stored basis itself (one FAISS product).
+        scores, positions = compiled.search(np.ascontiguousarray(model_vectors), self.kept, self.k)
+        second = StageTrace(self.last, index.dim, self.kept, positions.shape[1], time.perf_counter() - started, 0.0, layers_run)
+        return FunnelResult(scores, positions, (first, second))

@@ -65,3 +65,39 @@ def test_other_plans_and_deleted_rows_run_the_python_stages(tmp_path, vectors, q
     after = Index.load(path)
     found = run_funnel(after, queries, Plan.parse("16:200,full:10"), 10)
     assert not view_state(after).compiled and int(truth[0, 0]) not in found.positions[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "dim", "rotation", "maps"), [("flat", 64, "none", 0), ("flat", 16, "none", 1), ("opq-fastscan", 64, "pca", 1)]
+)
+def test_the_query_goes_through_one_linear_map_at_most(tmp_path, vectors, queries, kind, dim, rotation, maps):
+    """A compiled plan takes the model's query: the rotation into the stored basis, the cut to the
+    shortlist's dims and OPQ's own rotation are one matrix product in FAISS (none where the
+    shortlist takes the model's vector as it is), and it still ranks as the Python stages do."""
+    import faiss
+
+    index = Index.load(vector_index(tmp_path / kind, vectors, IndexConfig(shortlists=(make_spec(dim, kind),), rotation=rotation)))
+    assert (index.rotation() is not None) == (rotation == "pca")
+    plan = Plan.parse(f"{dim}:200,full:10")
+    found = run_funnel(index, queries, plan, 10)
+    (compiled,) = view_state(index).compiled.values()
+    base = faiss.downcast_index(compiled.refine.base_index)
+    transforms = base.chain.size() if type(base).__name__ == "IndexPreTransform" else 0
+    assert transforms == maps
+    if maps:  # OPQ's rotation is folded in: what is left behind the map is the bare PQ
+        assert type(faiss.downcast_index(base.index)).__name__ in {"IndexFlat", "IndexFlatIP", "IndexPQFastScan"}
+    python = run_funnel(index, queries, plan, 10, compiled=False)
+    assert_same_ranking(found.scores, found.positions, python.scores, python.positions, tolerance=1e-3)
+    direct = compiled.search(np.ascontiguousarray(queries), 200, 10)  # the model's vectors, not rotated by the caller
+    assert_same_ranking(*direct, python.scores, python.positions, tolerance=1e-3)
+
+
+def test_a_compiled_plan_pads_what_the_index_cannot_fill(tmp_path, vectors, queries):
+    index = Index.load(vector_index(tmp_path / "small", vectors[:6], IndexConfig(shortlists=(make_spec(16),), rotation="pca")))
+    found = run_funnel(index, queries[:2], Plan.parse("16:10,full:10"), 10)
+    assert view_state(index).compiled
+    assert (found.positions[:, 6:] == -1).all() and np.isneginf(found.scores[:, 6:]).all()
+    assert sorted(found.positions[0, :6]) == list(range(6)) and np.isfinite(found.scores[:, :6]).all()
+    one = run_funnel(index, queries[:1], Plan.parse("16:10,full:10"), 10)
+    np.testing.assert_array_equal(one.positions, found.positions[:1])
+    assert np.isneginf(one.scores[0, 6:]).all()

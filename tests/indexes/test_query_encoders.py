@@ -81,7 +81,8 @@ def test_a_two_stage_plan_on_the_student_compiles_to_the_same_ranking(student_in
     compiled = run_funnel(index, vectors, plan, 5, compiled=True)
     stages = run_funnel(index, vectors, plan, 5, compiled=False)
     np.testing.assert_array_equal(compiled.positions, stages.positions)
-    np.testing.assert_allclose(compiled.scores, stages.scores, atol=1e-5)
+    # float16 precision: the compiled plan's copy of the rows is rounded in the model's basis
+    np.testing.assert_allclose(compiled.scores, stages.scores, atol=1e-4)
     # Ready vectors must name the encoder: the model's vectors are not the student's.
     with pytest.raises(InputError, match="query encoder 'layers-1'"):
         run_funnel(index, vectors[NAME], plan, 5)
