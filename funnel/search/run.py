@@ -413,7 +413,7 @@ def _query_source(queries: Queries, index: Index) -> QuerySource:
     return queries
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class CompiledRun:
     """A checked two-stage plan and k on one view, run as one FAISS call
     (:mod:`funnel.search.compiled`): everything that does not depend on the queries is settled
@@ -428,8 +428,6 @@ class CompiledRun:
     k: int
     ready_trace: StageTrace
     """The first stage's trace for ready vectors (nothing encoded), the same for every search."""
-    compiled: CompiledTwoStage | None = None
-    """The view's compiled plan, found on the first search (:func:`compiled_plan`)."""
 
     @classmethod
     def of(cls, index: Index, plan: Plan, k: int) -> CompiledRun:
@@ -448,9 +446,7 @@ class CompiledRun:
             encoded = time.perf_counter() - encode_started if isinstance(source, EncodedQueries) else 0.0
             layers_run = source.layers_run if isinstance(source, EncodedQueries) else 0
             first = StageTrace(self.first, self.dim, self.count, self.kept, 0.0, encoded, layers_run)
-        compiled = self.compiled
-        if compiled is None:  # two threads may both look it up: compiled_plan builds it once
-            compiled = self.compiled = compiled_plan(index, self.dim)
+        compiled = compiled_plan(index, self.dim)  # looked up each time: Index.add_shortlist may replace the shortlist
         started = time.perf_counter()
         # The compiled plan maps model vectors into the stored basis itself (one FAISS product).
         scores, positions = compiled.search(np.ascontiguousarray(model_vectors), self.kept, self.k)

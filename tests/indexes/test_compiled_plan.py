@@ -101,3 +101,15 @@ def test_a_compiled_plan_pads_what_the_index_cannot_fill(tmp_path, vectors, quer
     one = run_funnel(index, queries[:1], Plan.parse("16:10,full:10"), 10)
     np.testing.assert_array_equal(one.positions, found.positions[:1])
     assert np.isneginf(one.scores[0, 6:]).all()
+
+
+def test_a_plan_follows_a_shortlist_replaced_in_memory(tmp_path, vectors, queries):
+    """Index.add_shortlist swaps the shortlist a compiled plan wraps: the same plan and k, run
+    again, search the new one (as benchmarks comparing kinds on one view do)."""
+    index = Index.load(vector_index(tmp_path / "swap", vectors, IndexConfig(shortlists=(make_spec(16),), rotation="pca")))
+    plan = Plan.parse("16:40,full:10")
+    run_funnel(index, queries, plan, 10)
+    index.add_shortlist(16, "pq-fastscan", pq_m=2)  # a coarse code: a different shortlist of 40
+    found = run_funnel(index, queries, plan, 10)
+    python = run_funnel(index, queries, plan, 10, compiled=False)
+    assert_same_ranking(found.scores, found.positions, python.scores, python.positions, tolerance=1e-3)
