@@ -112,5 +112,5 @@ def test_bad_config_values():
         make_spec(64, "pq")
     with pytest.raises(InputError, match=r"multiple of 8"):
         make_spec(20, "binary")
-    with pytest.raises(InputError, match=r"shortlist dim 512 does not fit the model's 384 dims"):
+    with pytest.raises(InputError, match=r"shortlist dim 512 does not fit the 384 dims of the vectors"):
         IndexConfig(shortlists=(make_spec(512),)).resolved_shortlists(384, {})

@@ -551,6 +551,17 @@ METHODS: dict[str, Method] = {
                 quarter_parts=True,
             ),
         ),
+        # The same codes in the model's own basis (funnel's rotation undone in front of them): the
+        # compiled plan takes the model's query, so they need no matrix product at all.
+        Method(
+            "funnel-mpq-full",
+            funnel_scan(
+                "model-pq-fastscan",
+                lambda s: s.full,
+                lambda s: (160, 640, 2000, 6000) if s.large else (80, 120, 160, 320, 640),
+                quarter_parts=True,
+            ),
+        ),
         Method("funnel-exact", funnel_exact),
         Method("funnel-lexical", funnel_lexical, _not_large),  # BM25 over 1M texts: minutes of the 1M budget
         Method("funnel-hnsw128", funnel_hnsw("hnsw", 128, lambda s: (100, 200, 400, 800)), _not_large),

@@ -34,8 +34,8 @@ def index_command(
         "--shortlist-kind",
         "--shortlist-index",
         help="Shortlist index kind: flat, hnsw, ivf, binary, or quantized: sq8, hnsw-sq8, pq-fastscan, ivf-pq-fastscan, "
-        "opq-fastscan (a quarter to a sixteenth of flat's bytes; later stages rescore exactly; opq-fastscan at full dims "
-        "is FAISS's IndexRefine(PQ…x4fs) configuration).",
+        "opq-fastscan, model-pq-fastscan (a quarter to a sixteenth of flat's bytes; later stages rescore exactly; "
+        "model-pq-fastscan, full dims only, is FAISS's IndexRefine(PQ…x4fs) configuration and the fastest at one query per call).",
     ),
     layers: Optional[str] = typer.Option(
         None,

@@ -100,8 +100,7 @@ class IndexConfig:
             shortlist.make_spec(default_shortlist_dim(full_dim, model_metadata, self.default_shortlist_dim), self.default_shortlist_kind),
         )
         for spec in specs:
-            if not 1 <= spec.dim <= full_dim:
-                raise InputError(f"shortlist dim {spec.dim} does not fit the model's {full_dim} dims: choose 1..{full_dim}")
+            shortlist.check_fits(spec, full_dim)
         return specs
 
 

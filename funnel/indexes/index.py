@@ -186,11 +186,10 @@ class Index:
         """Build a shortlist index in memory (not saved), e.g. to compare dims in an evaluation;
         ``layer``: over the stored vectors of the model cut after that many layers."""
         spec = shortlist.make_spec(dim, kind, **params)
-        if not 1 <= dim <= self.dim:
-            raise InputError(f"shortlist dim {dim} does not fit this index's {self.dim} dims")
+        shortlist.check_fits(spec, self.dim)
         key = self.depth_key(layer)
         for segment in self.segments:
-            built = shortlist.build(spec, partial(iter_chunks, segment.stored_vectors(key)), segment.count)
+            built = shortlist.build(spec, partial(iter_chunks, segment.stored_vectors(key)), segment.count, self.rotations.get(key))
             if key is None:
                 segment.shortlists[dim] = (spec, built)
             else:

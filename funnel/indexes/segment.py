@@ -21,7 +21,7 @@ import contextlib
 import json
 import mmap
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,16 +181,21 @@ class SegmentWriter:
         self._part_writer = self._part = None
 
     def finish(
-        self, specs: tuple[ShortlistSpec, ...], fit: Callable[[SegmentWriter], dict[int | None, np.ndarray]] | None = None
+        self,
+        specs: tuple[ShortlistSpec, ...],
+        fit: Callable[[SegmentWriter], dict[int | None, np.ndarray]] | None = None,
+        rotations: Mapping[int | None, np.ndarray] | None = None,
     ) -> SegmentEntry:
         """Write documents.arrow and the shortlists; working files stay until :meth:`cleanup`.
 
         A deferred writer calls ``fit`` (after the documents are written) for the rotations by
         depth (None: the full model; a depth left out keeps the model's order) and stores every
-        vector file through them before the shortlists are built from the stored vectors.
+        vector file through them before the shortlists are built from the stored vectors. Other
+        writers are given the ``rotations`` their vectors came in (model-basis shortlists undo them).
         """
         self._close()
         self._write_documents()
+        rotations = dict(rotations or {})
         if self.deferred:
             rotations = fit(self) if fit is not None else {}
             for layer in (None, *self.layers):
@@ -199,7 +204,7 @@ class SegmentWriter:
         for layer, name in sources:
             for spec in specs:
                 chunks = lambda path=self.folder / name: read_vector_chunks(path, self.dtype, self.dim, self.count)  # noqa: E731
-                shortlist.build_file(spec, chunks, self.count, self.folder / shortlist_file(spec.dim, layer))
+                shortlist.build_file(spec, chunks, self.count, self.folder / shortlist_file(spec.dim, layer), rotations.get(layer))
         files: dict[str, FileEntry] = {}
         for path in sorted(self.folder.iterdir()):
             if not path.name.startswith("."):

@@ -10,6 +10,10 @@ Kinds, all FAISS index types over the first ``dim`` dims:
   sub-quantizer gets a fair share of the variance. funnel's own rotation puts most of it in the
   first dims, which starves the later sub-quantizers of a full-dim PQ (on 100k MiniLM vectors
   2,000 candidates were needed where the model's order needed 160); OPQ balances them again;
+- ``model-pq-fastscan``: the same 4-bit codes of the whole vector in the model's own basis (the
+  index's rotation undone in front of the codes), whose dims share the variance fairly as they
+  come: FAISS's ``IndexRefineFlat(PQ…x4fs)`` configuration. A compiled plan takes the model's
+  query, so this kind's codes need no matrix product at all (OPQ's need one); full dims only;
 - ``binary`` (the signs of the first ``dim`` dims, Hamming distance).
 
 Quantized kinds compound the two savings: a short prefix and few bits per dim. Their scores are
@@ -49,6 +53,7 @@ class Kind:
     inverted: bool = False  # searched by probing inverted lists (nprobe)
     bits_per_dim: float = 32.0  # code size; product quantization's depends on pq_m (see code_bytes)
     trained: bool = False  # needs a training sample before vectors are added
+    model_basis: bool = False  # codes the whole vector in the model's basis: the stored rotation undone first
 
 
 _HNSW = {"m": 32, "ef_construction": 80, "ef_search": 128}
@@ -66,6 +71,7 @@ KIND_INFO: dict[str, Kind] = {
         "IVF{nlist},PQ{pq_m}x4fs", "IndexIVFPQFastScan", {**_IVF, "pq_m": 0}, inverted=True, bits_per_dim=2.0, trained=True
     ),
     "opq-fastscan": Kind("OPQ{pq_m},PQ{pq_m}x4fs", "IndexPreTransform", {"pq_m": 0}, bits_per_dim=2.0, trained=True),
+    "model-pq-fastscan": Kind("PQ{pq_m}x4fs", "IndexPreTransform", {"pq_m": 0}, bits_per_dim=2.0, trained=True, model_basis=True),
 }
 KINDS = tuple(KIND_INFO)
 DEFAULT_PARAMS: dict[str, dict[str, int]] = {kind: info.params for kind, info in KIND_INFO.items()}
@@ -114,17 +120,26 @@ def make_spec(dim: int, kind: str = "flat", **params: int) -> ShortlistSpec:
     return spec
 
 
+def check_fits(spec: ShortlistSpec, full_dim: int) -> None:
+    """InputError unless ``spec`` can be built over vectors of ``full_dim`` dims."""
+    if not 1 <= spec.dim <= full_dim:
+        raise InputError(f"shortlist dim {spec.dim} does not fit the {full_dim} dims of the vectors: choose 1..{full_dim}")
+    if KIND_INFO[spec.kind].model_basis and spec.dim != full_dim:
+        raise InputError(f"a {spec.kind} shortlist codes whole vectors in the model's basis: build it at {full_dim} dims, not {spec.dim}")
+
+
 def _sign_bits(vectors: np.ndarray) -> np.ndarray:
     return np.packbits(vectors > 0, axis=-1)
 
 
-def build(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count: int) -> Any:
+def build(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count: int, rotation: np.ndarray | None = None) -> Any:
     """Build a FAISS index for ``spec`` from full vectors delivered in chunks (each (n, full_dim)).
 
     ``chunks`` is called again when the index must be trained first (IVF, quantizers), so vectors
-    can stay on disk and stream through twice instead of being held in memory.
+    can stay on disk and stream through twice instead of being held in memory. ``rotation``: the
+    one the vectors are stored in (stored = model · R), which a model-basis kind undoes.
     """
-    index = empty_index(spec, count)
+    index = empty_index(spec, count, rotation)
     info = KIND_INFO[spec.kind]
     if info.trained:
         index.train(_training_sample(spec.dim, chunks, count))
@@ -140,14 +155,17 @@ def factory_string(spec: ShortlistSpec, count: int) -> str:
     return KIND_INFO[spec.kind].factory.format(**{**spec.params, "nlist": nlist, "pq_m": pq_subquantizers(spec)})
 
 
-def empty_index(spec: ShortlistSpec, count: int) -> Any:
-    """The untrained, empty FAISS index for ``spec``, made by FAISS's own index factory."""
+def empty_index(spec: ShortlistSpec, count: int, rotation: np.ndarray | None = None) -> Any:
+    """The untrained, empty FAISS index for ``spec``, made by FAISS's own index factory
+    (``rotation``: the stored vectors', for a model-basis kind)."""
     import faiss
 
     info, description = KIND_INFO[spec.kind], factory_string(spec, count)
     if info.binary:
         return faiss.index_binary_factory(spec.dim, description)
     index = faiss.index_factory(spec.dim, description, faiss.METRIC_INNER_PRODUCT)
+    if info.model_basis:
+        return _behind_inverse_rotation(index, rotation, spec.dim)
     if info.graph:
         index.hnsw.efConstruction = spec.params["ef_construction"]  # type: ignore[attr-defined]  # the factory gives the HNSW class itself
     if info.inverted:
@@ -158,6 +176,22 @@ def empty_index(spec: ShortlistSpec, count: int) -> Any:
 
 
 OPQ_ITERATIONS = 10
+
+
+def _behind_inverse_rotation(codes: Any, rotation: np.ndarray | None, dim: int) -> Any:
+    """``codes`` behind the linear map from the stored basis back to the model's (model = R ·
+    stored for column vectors; the identity where the vectors keep the model's order)."""
+    import faiss
+
+    if rotation is not None and rotation.shape != (dim, dim):
+        raise InputError(f"a model-basis shortlist codes whole vectors: build it at {rotation.shape[0]} dims, not {dim}")
+    inverse = faiss.LinearTransform(dim, dim, False)
+    faiss.copy_array_to_vector(np.ascontiguousarray(np.eye(dim) if rotation is None else rotation, dtype=np.float32).ravel(), inverse.A)
+    faiss.copy_array_to_vector(np.zeros(dim, dtype=np.float32), inverse.b)
+    inverse.is_orthonormal, inverse.is_trained = True, True
+    index: Any = faiss.IndexPreTransform(inverse, codes)
+    index.referenced_objects = [inverse, codes]  # FAISS keeps raw pointers to both until the index is written
+    return index
 
 
 def _train_opq_on_four_bits(index: Any, spec: ShortlistSpec) -> None:
@@ -172,11 +206,14 @@ def _train_opq_on_four_bits(index: Any, spec: ShortlistSpec) -> None:
     index.referenced_objects = [training]  # FAISS keeps a raw pointer: it must outlive training
 
 
-def build_file(spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count: int, path: Path) -> None:
-    """Build the index for ``spec`` and write it at ``path``. A flat index is streamed straight to
-    the file in FAISS's own format, so building it needs no memory beyond one chunk."""
+def build_file(
+    spec: ShortlistSpec, chunks: Callable[[], Iterable[np.ndarray]], count: int, path: Path, rotation: np.ndarray | None = None
+) -> None:
+    """Build the index for ``spec`` (over vectors stored in ``rotation``) and write it at ``path``.
+    A flat index is streamed straight to the file in FAISS's own format, so building it needs no
+    memory beyond one chunk."""
     if spec.kind != "flat":
-        write(build(spec, chunks, count), spec, path)
+        write(build(spec, chunks, count, rotation), spec, path)
         return
     first = None
     with path.open("wb") as out:

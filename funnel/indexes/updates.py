@@ -208,13 +208,15 @@ def _id_to_delete(value: Any) -> str:
 def _write_segment(folder: Path, old: Manifest, fill: Callable[[SegmentWriter], None]) -> SegmentEntry:
     """Write a new segment under a temporary name with ``fill``, build its shortlists, and rename
     it into place; on any failure nothing of it is left. The caller publishes it in a manifest."""
+    from funnel.indexes.index import load_rotations
+
     name = _next_segment_name(folder, old)
     temp = folder / f".{name}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
     writer = SegmentWriter(temp, old.dim, old.vector_dtype, layers=old.layers)
     try:
         fill(writer)
-        entry = writer.finish(old.shortlists)
+        entry = writer.finish(old.shortlists, rotations=load_rotations(folder, old))
         writer.cleanup()
         temp.rename(folder / name)
     except BaseException:

@@ -122,12 +122,11 @@ class CompiledTwoStage:
 def _base_taking_model_queries(shortlist: Any, rotation: np.ndarray | None, full: int, dim: int) -> tuple[Any, tuple[Any, ...]]:
     """The shortlist behind one linear map that takes a model query (full dims) to what the
     shortlist scores: into the stored basis (``rotation``, stored = model · R), cut to ``dim``,
-    then through the shortlist's own leading linear maps (OPQ's rotation), composed into one
-    matrix. Returns the base index and the objects it points at (kept alive with it)."""
+    then through the shortlist's own leading linear maps (OPQ's rotation, a model-basis kind's
+    way back), composed into one matrix, and none at all where that is the identity. Returns the
+    base index and the objects it points at (kept alive with it)."""
     import faiss
 
-    if rotation is None and dim == full:  # the query is what the shortlist takes
-        return shortlist, ()
     # stored prefix = (R^T q)[:dim]: a (dim, full) matrix; the identity's rows without a rotation
     matrix = (np.eye(full, dtype=np.float32)[:dim] if rotation is None else rotation[:, :dim].T).astype(np.float64)
     bias = np.zeros(dim)
@@ -140,6 +139,10 @@ def _base_taking_model_queries(shortlist: Any, rotation: np.ndarray | None, full
                 b = faiss.vector_to_array(step.b).astype(np.float64) if step.have_bias else np.zeros(step.d_out)
                 matrix, bias = a @ matrix, a @ bias + b
             inner = shortlist.index
+    if matrix.shape == (full, full) and not bias.any() and np.allclose(matrix, np.eye(full), atol=1e-4):
+        # The query is what the codes take: the model's order kept, or a model-basis kind undoing
+        # the rotation (R · R^T; rounding aside, and the shortlist only proposes candidates).
+        return inner, (inner, shortlist)
     transform = faiss.LinearTransform(full, matrix.shape[0], bool(bias.any()))
     faiss.copy_array_to_vector(np.ascontiguousarray(matrix, dtype=np.float32).ravel(), transform.A)
     faiss.copy_array_to_vector(bias.astype(np.float32), transform.b)

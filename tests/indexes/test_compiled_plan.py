@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_same_ranking, vector_index
+from helpers import assert_same_ranking, documents, vector_index
 
 from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
-from funnel.indexes.shortlist import make_spec
+from funnel.indexes.shortlist import KIND_INFO, make_spec
 from funnel.search.exact import exact_search
 from funnel.search.plan import Plan
 from funnel.search.run import run_funnel, view_state
 
-KINDS = ("flat", "hnsw", "sq8", "hnsw-sq8", "ivf", "pq-fastscan", "ivf-pq-fastscan", "opq-fastscan")
+KINDS = ("flat", "hnsw", "sq8", "hnsw-sq8", "ivf", "pq-fastscan", "ivf-pq-fastscan", "opq-fastscan", "model-pq-fastscan")
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,11 @@ def queries() -> np.ndarray:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_compiled_plan_ranks_as_the_python_stages(tmp_path, vectors, queries, kind, dtype):
+    dim = 64 if KIND_INFO[kind].model_basis else 16  # a model-basis kind codes whole vectors
     index = Index.load(
-        vector_index(tmp_path / kind, vectors, IndexConfig(shortlists=(make_spec(16, kind),), vector_dtype=dtype, rotation="pca"))
+        vector_index(tmp_path / kind, vectors, IndexConfig(shortlists=(make_spec(dim, kind),), vector_dtype=dtype, rotation="pca"))
     )
-    stages = Plan.parse("16:120,full:20")
+    stages = Plan.parse(f"{dim}:120,full:20")
     compiled = run_funnel(index, queries, stages, 10)
     assert view_state(index).compiled, "the plan should have run compiled"
     python = run_funnel(index, queries, stages, 10, compiled=False)
@@ -68,7 +69,8 @@ def test_other_plans_and_deleted_rows_run_the_python_stages(tmp_path, vectors, q
 
 
 @pytest.mark.parametrize(
-    ("kind", "dim", "rotation", "maps"), [("flat", 64, "none", 0), ("flat", 16, "none", 1), ("opq-fastscan", 64, "pca", 1)]
+    ("kind", "dim", "rotation", "maps"),
+    [("flat", 64, "none", 0), ("flat", 16, "none", 1), ("opq-fastscan", 64, "pca", 1), ("model-pq-fastscan", 64, "pca", 0)],
 )
 def test_the_query_goes_through_one_linear_map_at_most(tmp_path, vectors, queries, kind, dim, rotation, maps):
     """A compiled plan takes the model's query: the rotation into the stored basis, the cut to the
@@ -83,7 +85,7 @@ def test_the_query_goes_through_one_linear_map_at_most(tmp_path, vectors, querie
     (compiled,) = view_state(index).compiled.values()
     base = faiss.downcast_index(compiled.refine.base_index)
     transforms = base.chain.size() if type(base).__name__ == "IndexPreTransform" else 0
-    assert transforms == maps
+    assert transforms == maps  # model-pq-fastscan: its way back to the model's basis meets the query's way in
     if maps:  # OPQ's rotation is folded in: what is left behind the map is the bare PQ
         assert type(faiss.downcast_index(base.index)).__name__ in {"IndexFlat", "IndexFlatIP", "IndexPQFastScan"}
     python = run_funnel(index, queries, plan, 10, compiled=False)
@@ -113,3 +115,38 @@ def test_a_plan_follows_a_shortlist_replaced_in_memory(tmp_path, vectors, querie
     found = run_funnel(index, queries, plan, 10)
     python = run_funnel(index, queries, plan, 10, compiled=False)
     assert_same_ranking(found.scores, found.positions, python.scores, python.positions, tolerance=1e-3)
+
+
+def test_model_basis_codes_are_whole_vectors_and_survive_updates(tmp_path, vectors, queries):
+    """model-pq-fastscan undoes the index's rotation in front of its codes: refused at a prefix
+    (one line, before any work), and segments that add and compact write code the model's basis
+    too, so the compiled plan still ranks as the Python stages on every segment."""
+    import faiss
+
+    from funnel.errors import InputError
+    from funnel.indexes.updates import add_documents, compact_index
+
+    with pytest.raises(InputError, match="codes whole vectors in the model's basis: build it at 64 dims, not 16"):
+        vector_index(tmp_path / "prefix", vectors, IndexConfig(shortlists=(make_spec(16, "model-pq-fastscan"),), rotation="pca"))
+    assert not (tmp_path / "prefix").exists()
+    path = vector_index(tmp_path / "index", vectors[:1000], IndexConfig(shortlists=(make_spec(64, "model-pq-fastscan"),), rotation="pca"))
+    extra = (vectors[1000:] / np.linalg.norm(vectors[1000:], axis=1, keepdims=True)).astype(np.float32)
+    add_documents(path, [(documents(len(extra), 1000), extra)])
+    plan = Plan.parse("64:200,full:10")
+    two = Index.load(path)  # two segments: the Python stages, over the added segment's codes too
+    assert len(two.segments) == 2
+    for segment in two.segments:  # each segment's codes sit behind the way back to the model's basis
+        undo = faiss.downcast_VectorTransform(faiss.downcast_index(segment.shortlists[64][1]).chain.at(0))
+        np.testing.assert_allclose(faiss.vector_to_array(undo.A).reshape(64, 64), two.rotation(), atol=1e-6)
+    _, exact_positions = exact_search(two, queries, 10)
+    found = run_funnel(two, queries, plan, 10)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(found.positions, exact_positions)]) >= 9.5
+    compact_index(path)
+    index = Index.load(path)
+    assert len(index.segments) == 1 and index.count == len(vectors)
+    found = run_funnel(index, queries, plan, 10)
+    (compiled,) = view_state(index).compiled.values()
+    assert type(faiss.downcast_index(compiled.refine.base_index)).__name__ == "IndexPQFastScan"  # no matrix product
+    python = run_funnel(index, queries, plan, 10, compiled=False)
+    assert_same_ranking(found.scores, found.positions, python.scores, python.positions, tolerance=1e-3)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(found.positions, exact_positions)]) >= 9.5
