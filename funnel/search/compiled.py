@@ -95,7 +95,7 @@ class CompiledTwoStage:
         positions = np.empty((count, k), dtype=np.int64)
         pointer = self.pointer
         # search_c is FAISS's binding without the Python wrapper's argument checks, which the
-        # caller has made: they cost a tenth of a search of 10k documents.
+        # caller has made: about 2 µs a call, against a 50 µs search of 10k documents.
         self.refine.search_c(count, pointer(queries), k, pointer(scores), pointer(positions), self._params(n, k))
         if count > 1 or positions[0, -1] < 0:  # FAISS pads a row's tail: a found last entry means a full row
             scores[positions < 0] = -np.inf
