@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,7 +81,7 @@ def add_documents(path: str | Path, batches: Iterable[tuple[Any, ...]]) -> Manif
             if writer.count == 0:
                 raise InputError("no documents to add")
 
-        entry = _write_segment(folder, old, fill)
+        entry = _write_segment(folder, old, fill, rotations)
         return _commit(folder, old, replace(old, segments=old.segments + (entry,), generation=old.generation + 1))
 
 
@@ -163,6 +163,8 @@ def compact_index(path: str | Path) -> Manifest:
 
     Positions change (they number the live documents 0..count-1 afterwards); ids do not.
     """
+    from funnel.indexes.index import load_rotations
+
     folder = Path(path).expanduser()
     read_manifest(folder)  # an index, before the lock file is made in it
     with writer_lock(folder):
@@ -191,7 +193,14 @@ def compact_index(path: str | Path) -> Manifest:
                         writer.append(documents.take(pa.array(rows)), np.asarray(vectors[rows]), layer_rows)
 
         return _commit(
-            folder, old, replace(old, segments=(_write_segment(folder, old, fill),), tombstones=(), generation=old.generation + 1)
+            folder,
+            old,
+            replace(
+                old,
+                segments=(_write_segment(folder, old, fill, load_rotations(folder, old)),),
+                tombstones=(),
+                generation=old.generation + 1,
+            ),
         )
 
 
@@ -205,18 +214,19 @@ def _id_to_delete(value: Any) -> str:
     raise InputError(f"cannot delete by the id {value!r}: ids are non-empty strings (or integers)")
 
 
-def _write_segment(folder: Path, old: Manifest, fill: Callable[[SegmentWriter], None]) -> SegmentEntry:
-    """Write a new segment under a temporary name with ``fill``, build its shortlists, and rename
-    it into place; on any failure nothing of it is left. The caller publishes it in a manifest."""
-    from funnel.indexes.index import load_rotations
-
+def _write_segment(
+    folder: Path, old: Manifest, fill: Callable[[SegmentWriter], None], rotations: Mapping[int | None, np.ndarray]
+) -> SegmentEntry:
+    """Write a new segment under a temporary name with ``fill``, build its shortlists (over vectors
+    stored in ``rotations``, the index's), and rename it into place; on any failure nothing of it
+    is left. The caller publishes it in a manifest."""
     name = _next_segment_name(folder, old)
     temp = folder / f".{name}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
     writer = SegmentWriter(temp, old.dim, old.vector_dtype, layers=old.layers)
     try:
         fill(writer)
-        entry = writer.finish(old.shortlists, rotations=load_rotations(folder, old))
+        entry = writer.finish(old.shortlists, rotations=rotations)
         writer.cleanup()
         temp.rename(folder / name)
     except BaseException:
