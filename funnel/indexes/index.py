@@ -51,6 +51,9 @@ class Index:
     """The stored rotation by depth (None: the full model's vectors); a depth absent keeps the model's order."""
     lexical: LexicalIndex | None = None
     """BM25 over the live documents, where the index keeps one (:mod:`funnel.indexes.lexical`)."""
+    shortlist_changes: int = field(default=0, init=False)
+    """Shortlists built into this view in memory (:meth:`add_shortlist`), the one way a view
+    changes: what searches learned of the old shortlists (which plans compile) is dropped."""
 
     def __post_init__(self) -> None:
         self._segment_offsets = np.cumsum([0] + [segment.count for segment in self.segments])
@@ -194,6 +197,7 @@ class Index:
                 segment.shortlists[dim] = (spec, built)
             else:
                 segment.layer_shortlists[(key, dim)] = (spec, built)
+        self.shortlist_changes += 1
         return spec
 
     def has_shortlist(self, dim: int, layer: int | None = None) -> bool:

@@ -38,13 +38,17 @@ if TYPE_CHECKING:
 
 @dataclass(eq=False)
 class ViewState:
-    """What searches have learned about one index view (which never changes once loaded)."""
+    """What searches have learned about one index view: its files never change once loaded, its
+    shortlists only through :meth:`Index.add_shortlist <funnel.indexes.index.Index.add_shortlist>`,
+    which drops what was learned of them (``shortlist_changes``)."""
 
     checked: dict[tuple[Plan, int], CompiledRun | None] = field(default_factory=dict)
     """Each plan and k already checked against the view, with its compiled run (None where the
     plan runs the Python stages)."""
-    compiled: dict[tuple[int, int], CompiledTwoStage] = field(default_factory=dict)
-    """Compiled two-stage plans by (shortlist dim, identity of the FAISS shortlist they wrap)."""
+    compiled: dict[int, CompiledTwoStage] = field(default_factory=dict)
+    """Compiled two-stage plans by the dim of the shortlist they wrap."""
+    shortlist_changes: int = 0
+    """The view's :attr:`~funnel.indexes.index.Index.shortlist_changes` that ``checked`` and ``compiled`` describe."""
     compile_plans: bool = True
     exact: ExactReference | None = None
     """The exact scan a plan starting at full dims runs where no full-dim shortlist is stored."""
@@ -62,7 +66,13 @@ def view_state(index: Index) -> ViewState:
         with _STATES_LOCK:
             state = _STATES.get(index)
             if state is None:
-                state = _STATES[index] = ViewState()
+                state = _STATES[index] = ViewState(shortlist_changes=index.shortlist_changes)
+    if state.shortlist_changes != index.shortlist_changes:
+        # A shortlist was replaced: a plan checked on the old one may compile now, or no longer.
+        with state.lock:
+            if state.shortlist_changes != index.shortlist_changes:
+                state.checked, state.compiled = {}, {}
+                state.shortlist_changes = index.shortlist_changes
     return state
 
 
@@ -89,13 +99,12 @@ def compile_plans(index: Index, enabled: bool) -> None:
 def compiled_plan(index: Index, dim: int) -> CompiledTwoStage:
     """The view's compiled two-stage plan over its ``dim``-dim shortlist, built once."""
     state = view_state(index)
-    key = (dim, id(index.segments[0].shortlists[dim][1]))
-    found = state.compiled.get(key)
+    found = state.compiled.get(dim)
     if found is None:
         with state.lock:
-            found = state.compiled.get(key)
+            found = state.compiled.get(dim)
             if found is None:
-                found = state.compiled[key] = CompiledTwoStage.build(index, dim)
+                found = state.compiled[dim] = CompiledTwoStage.build(index, dim)
     return found
 
 
@@ -446,7 +455,7 @@ class CompiledRun:
             encoded = time.perf_counter() - encode_started if isinstance(source, EncodedQueries) else 0.0
             layers_run = source.layers_run if isinstance(source, EncodedQueries) else 0
             first = StageTrace(self.first, self.dim, self.count, self.kept, 0.0, encoded, layers_run)
-        compiled = compiled_plan(index, self.dim)  # looked up each time: Index.add_shortlist may replace the shortlist
+        compiled = compiled_plan(index, self.dim)
         started = time.perf_counter()
         # The compiled plan maps model vectors into the stored basis itself (one FAISS product).
         scores, positions = compiled.search(np.ascontiguousarray(model_vectors), self.kept, self.k)

@@ -117,6 +117,24 @@ def test_a_plan_follows_a_shortlist_replaced_in_memory(tmp_path, vectors, querie
     assert_same_ranking(found.scores, found.positions, python.scores, python.positions, tolerance=1e-3)
 
 
+def test_whether_a_plan_compiles_follows_a_shortlist_replaced_in_memory(tmp_path, vectors, queries):
+    """A binary shortlist runs the Python stages; replacing it with a float one at the same dim
+    makes the same plan and k compile (the recall-latency suite once timed a model-pq-fastscan
+    plan on the Python stages because a binary family had checked that plan first), and back."""
+    from funnel.search.run import view_state
+
+    index = Index.load(vector_index(tmp_path / "swap", vectors, IndexConfig(shortlists=(make_spec(64, "binary"),), rotation="pca")))
+    plan = Plan.parse("64:200,full:10")
+    run_funnel(index, queries, plan, 10)
+    assert view_state(index).checked[(plan, 10)] is None
+    for kind in ("pq-fastscan", "binary", "flat"):
+        index.add_shortlist(64, kind)
+        found = run_funnel(index, queries, plan, 10)
+        assert (view_state(index).checked[(plan, 10)] is None) == (kind == "binary")
+        python = run_funnel(index, queries, plan, 10, compiled=False)
+        assert_same_ranking(found.scores, found.positions, python.scores, python.positions, tolerance=1e-3)
+
+
 def test_model_basis_codes_are_whole_vectors_and_survive_updates(tmp_path, vectors, queries):
     """model-pq-fastscan undoes the index's rotation in front of its codes: refused at a prefix
     (one line, before any work), and segments that add and compact write code the model's basis
