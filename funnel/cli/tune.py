@@ -21,7 +21,11 @@ def tune_command(
     seed: int = typer.Option(0, help="Seed for sampling and the fit/held-out split."),
     dims: list[int] = typer.Option([], "--dim", help="Shortlist dims to consider (repeat).", show_default="every stored one"),
     stages: int = typer.Option(3, "--max-stages", help="Largest number of stages to consider: 2 or 3."),
-    margin: Optional[float] = typer.Option(None, help="Safety margin added to the target.", show_default="a quarter of 1 - target"),
+    margin: Optional[float] = typer.Option(
+        None,
+        help="Safety margin added to the target.",
+        show_default="a quarter of 1 - target for queries made from the corpus, 0 for --queries",
+    ),
     select: str = typer.Option(
         "estimate", help="Pick the cheapest by the latency 'estimate' (reproducible) or the 'measured' ms of the few cheapest."
     ),
