@@ -23,6 +23,7 @@ from funnel.search.exact import exact_search
 from funnel.search.plan import Plan
 from funnel.search.run import run_funnel
 from funnel.tuning.search_space import first_stage_cost
+from funnel.vectors import truncate
 
 QUANTIZED = ("sq8", "hnsw-sq8", "pq-fastscan", "ivf-pq-fastscan", "opq-fastscan")
 
@@ -89,6 +90,35 @@ def test_cost_model_sees_fewer_bytes_and_cheaper_scans(indexes):
     assert pq.estimated_us < sq8.estimated_us <= flat.estimated_us
     graph = first_stage_cost(indexes["hnsw-sq8"], 64, 100)
     assert graph.bytes == sq8.bytes  # efSearch·M exceeds 300 codes: the graph is visited whole, no more
+
+
+@pytest.mark.parametrize("kind", ("pq-fastscan", "opq-fastscan", "model-pq-fastscan"))
+def test_exhaustive_fast_scan_codes_come_in_large_blocks_and_rank_as_in_small_ones(real_vectors, real_queries, kind):
+    """Blocks of FAST_SCAN_BLOCK vectors scan faster one query at a time than FAISS's default 32
+    (see shortlist.py); the same codes in 32-vector blocks give the same top-n, padding included
+    (300 vectors fill no block of 128)."""
+    import faiss
+
+    full = real_vectors.shape[1]
+    spec = shortlist.make_spec(full if kind == "model-pq-fastscan" else 64, kind, pq_m=16)
+    built = shortlist.build(spec, lambda: iter([real_vectors]), len(real_vectors))
+    chain = faiss.downcast_index(built.index) if isinstance(built, faiss.IndexPreTransform) else built
+    assert chain.bbs == shortlist.FAST_SCAN_BLOCK == 128
+    small = faiss.IndexPQ(spec.dim, 16, 4, faiss.METRIC_INNER_PRODUCT)
+    small.pq, small.is_trained = chain.pq, True
+    steps = [faiss.downcast_VectorTransform(built.chain.at(i)) for i in range(built.chain.size())] if chain is not built else []
+
+    def coded(vectors: np.ndarray) -> np.ndarray:  # what the codes take: OPQ's rotation first, where there is one
+        vectors = np.ascontiguousarray(truncate(vectors, spec.dim))
+        for step in steps:
+            vectors = step.apply(vectors)
+        return vectors
+
+    small.add(coded(real_vectors))
+    reference = faiss.IndexPQFastScan(small, 32)
+    queries, moved = np.ascontiguousarray(truncate(real_queries, spec.dim)), coded(real_queries)
+    for n in (10, 60):
+        np.testing.assert_array_equal(np.sort(built.search(queries, n)[1], axis=1), np.sort(reference.search(moved, n)[1], axis=1))
 
 
 def test_training_sample_spans_the_whole_stream():
