@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from benchmarks import common
+from funnel.indexes.shortlist import FAST_SCAN_BLOCK
 
 if TYPE_CHECKING:
     from funnel.indexes.index import Index
@@ -362,7 +363,7 @@ def tuned_plan(
 # ---------------------------------------------------------------- FAISS refine
 
 
-def faiss_refine(docs: np.ndarray, workdir: Path, base: str, use_gpu: bool) -> Built:
+def faiss_refine(docs: np.ndarray, workdir: Path, base: str, use_gpu: bool, k_factors: tuple[int, ...] = (4, 16, 64)) -> Built:
     """``IndexRefineFlat`` over a PQ or IVF-PQ base: FAISS's own shortlist-and-rerank."""
     faiss = common.faiss_untyped()
 
@@ -384,7 +385,7 @@ def faiss_refine(docs: np.ndarray, workdir: Path, base: str, use_gpu: bool) -> B
     configs = [
         ((f"nprobe={p} " if p else "") + f"k_factor={f}", {"nprobe": p, "k_factor": f})
         for p in ((16, 64) if ivf else (None,))
-        for f in (4, 16, 64)
+        for f in k_factors
     ]
 
     def search(queries: np.ndarray, k: int, params: dict[str, Any]) -> np.ndarray:
@@ -521,6 +522,11 @@ def _nlist(setup: Setup) -> int:
     return 1024 if setup.large else (64 if setup.scale <= 10_000 else 256)
 
 
+# FAISS's refine depth for the PQ fast-scan families, as finely stepped around 0.99 as funnel's
+# shortlist sizes (k_factor 12-24 is 120-240 candidates for k=10).
+PQFS_K_FACTORS = (4, 12, 16, 24, 64)
+
+
 def _pq(setup: Setup) -> int:
     return setup.full // 8  # PQ48 for MiniLM's 384 dims, PQ32 for the static model's 256: 8 dims a byte
 
@@ -572,7 +578,13 @@ METHODS: dict[str, Method] = {
         Method("faiss-refine-ivfpq", lambda s: [faiss_refine(s.docs, s.workdir, f"IVF{_nlist(s)},PQ{_pq(s)}", s.use_gpu)]),
         Method("faiss-refine-sq8", lambda s: [faiss_refine(s.docs, s.workdir, "SQ8", s.use_gpu)]),
         # PQ fast-scan over the full vectors, 4 dims a part (as many bytes as funnel's 128-dim PQ shortlist of 2-dim parts at 256 dims)
-        Method("faiss-refine-pqfs", lambda s: [faiss_refine(s.docs, s.workdir, f"PQ{s.full // 4}x4fs", s.use_gpu)]),
+        Method("faiss-refine-pqfs", lambda s: [faiss_refine(s.docs, s.workdir, f"PQ{s.full // 4}x4fs", s.use_gpu, PQFS_K_FACTORS)]),
+        # The same with 128-vector blocks, as funnel's fast-scan kinds store them (FAISS's default
+        # is 32): the fastest FAISS configuration of this kind found here, one query per call.
+        Method(
+            "faiss-refine-pqfs128",
+            lambda s: [faiss_refine(s.docs, s.workdir, f"PQ{s.full // 4}x4fs_{FAST_SCAN_BLOCK}", s.use_gpu, PQFS_K_FACTORS)],
+        ),
         Method(
             "faiss-refine-hnsw",
             lambda s: [faiss_refine_hnsw(s.docs, s.workdir, **FULL_HNSW_BUILD, efs=(16, 64, 256, 1024), k_factors=(1, 2, 8))],

@@ -36,12 +36,20 @@ LATENCY_NOTE = (
 BUILT_FIELDS = ("family", "method", "build_seconds", "ram_bytes", "mapped_bytes", "disk_bytes", "notes")
 
 
+# More calibration queries tighten the tuner's lower bound on recall, so its plans keep fewer
+# candidates; the exact search it needs for each one bounds how many are worth it.
+CALIBRATION_MOST = 1_000
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=SCALES, required=True)
     parser.add_argument("--vectors", choices=corpus.KINDS, required=True)
     parser.add_argument(
-        "--calibration", type=int, default=400, help="query vectors funnel tune chooses its plans on (none of the measured ones)"
+        "--calibration",
+        type=int,
+        default=None,
+        help=f"query vectors funnel tune chooses its plans on, none of the measured ones (default: all the others, at most {CALIBRATION_MOST})",
     )
     corpus.add_query_set_option(parser, default="suite")
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall (and batch-64 timing)")
@@ -94,6 +102,8 @@ def prepare(args: argparse.Namespace, began: float) -> Run:
     shuffled = np.random.default_rng(corpus.SEED).permutation(len(all_queries))
     vectors = np.asarray(all_queries, dtype=np.float32)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    if args.calibration is None:  # recorded in the result's parameters as the count used
+        args.calibration = min(CALIBRATION_MOST, len(all_queries) - args.queries)
     queries, calibration = unit[shuffled[: args.queries]], unit[shuffled[args.queries : args.queries + args.calibration]]
     query_texts = corpus.held_out_texts() if args.query_set == "held-out" else corpus.query_texts()
     return Run(
