@@ -441,7 +441,41 @@ def headline(runs: list[Row], target: float = 0.99) -> str:
                 f"{'—' if encode is None else f'{encode:.2f}'} | {search:.2f} | {'—' if fetch is None else f'{fetch:.3f}'} | {total:.2f} | "
                 f"{memory_per_document(method, run['scale']):,.0f} B |"
             )
-    return "\n".join(lines) + "\n\n" + "\n".join(table) + "\n"
+    return "\n".join(lines) + "\n\n" + tuned_table(runs, target) + "\n" + "\n".join(table) + "\n"
+
+
+def tuned_table(runs: list[Row], target: float = 0.99) -> str:
+    """Per run, the fastest plan ``funnel tune`` chose (on calibration queries, none of the measured
+    ones) that reached ``target`` on the measured queries, against the fastest alternative that did."""
+    lines = [
+        f"## funnel's tuned plans against the fastest alternative, recall@10 ≥ {target}",
+        "",
+        "The plan `funnel tune` chose for each family, measured like every other row; the fastest alternative of every group above.",
+        "",
+        "| run | funnel's fastest tuned plan ≥ target | ms | fastest alternative ≥ target | ms | funnel ÷ alternative |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for run in sorted(runs, key=lambda r: (-r["scale"], r["vectors"])):
+        name = f"{run['vectors']} {SCALE_NAMES.get(run['scale'], run['scale'])}"
+        tuned = [{**m, "configs": [c for c in m["configs"] if c["label"].startswith("tuned")]} for m in run["methods"] if _funnel(m)]
+        mine = picked(tuned, partial(fastest_at, target=target))
+        rivals = picked(
+            [m for m in run["methods"] if any(wanted(m) for _, wanted in ALTERNATIVE_GROUPS)], partial(fastest_at, target=target)
+        )
+        if not mine:
+            continue
+        row, method = min(mine, key=lambda pair: latency(pair[0]))
+        if not rivals:
+            lines.append(
+                f"| {name} | {method['family']}, {row['label']}: {row['recall@10']:.3f} | {latency(row):.3f} | none reached it | | |"
+            )
+            continue
+        rival, rival_method = min(rivals, key=lambda pair: latency(pair[0]))
+        lines.append(
+            f"| {name} | {method['family']}, {row['label']}: {row['recall@10']:.3f} | {latency(row):.3f} | "
+            f"{rival_method['family']}, {rival['label']}: {rival['recall@10']:.3f} | {latency(rival):.3f} | {latency(rival) / latency(row):.2f}× |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def wall_clock_table(groups: dict[str, list[Path]]) -> str:
