@@ -77,7 +77,9 @@ def shortlist_bytes(index: Index) -> int:
 def test_codes_take_the_bytes_they_promise(indexes):
     flat = shortlist_bytes(indexes["flat"])
     assert shortlist_bytes(indexes["sq8"]) < flat / 3
-    assert shortlist_bytes(indexes["pq-fastscan"]) < flat / 8
+    # Fast-scan codes fill whole blocks: 300 vectors take the room of 384.
+    blocks = -(-300 // shortlist.FAST_SCAN_BLOCK) * shortlist.FAST_SCAN_BLOCK
+    assert shortlist_bytes(indexes["pq-fastscan"]) < flat / 8 * blocks / 300
     spec = indexes["pq-fastscan"].manifest.shortlists[0]
     assert shortlist.code_bytes(spec) == 64 / 4 and shortlist.code_bytes(indexes["flat"].manifest.shortlists[0]) == 64 * 4
 
