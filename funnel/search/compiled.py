@@ -71,8 +71,7 @@ class CompiledTwoStage:
 
         segment = index.segments[0]
         spec, shortlist_index = segment.shortlists[dim]
-        rotation = index.rotation()
-        base, base_parts = _base_taking_model_queries(shortlist_index, rotation, index.dim, dim)
+        base, base_parts = _base_taking_model_queries(shortlist_index, index.rotation(), index.dim, dim)
         vectors: Any
         if segment.vectors.dtype == np.float16:
             vectors = faiss.IndexScalarQuantizer(index.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
@@ -81,7 +80,7 @@ class CompiledTwoStage:
         for rows in iter_chunks(segment.vectors):
             norms = np.sqrt(np.einsum("nd,nd->n", rows, rows))[:, None]
             unit = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)  # a zero row scores 0, as in rescore
-            vectors.add(np.ascontiguousarray(unit if rotation is None else unit @ rotation.T))
+            vectors.add(np.ascontiguousarray(index.to_model_basis(unit)))
         refine = faiss.IndexRefine(base, vectors)
         refine.ntotal, refine.is_trained = vectors.ntotal, True
         return cls(dim, spec, refine, (*base_parts, base, vectors), faiss.swig_ptr)

@@ -78,7 +78,8 @@ def view_state(index: Index) -> ViewState:
 
 def check_once(index: Index, plan: Plan, k: int, state: ViewState | None = None) -> CompiledRun | None:
     """:func:`~funnel.search.plan.check_plan` the first time ``plan`` and ``k`` meet this view
-    (a view never changes, so once is enough); returns the plan's compiled run, None where it
+    (once is enough until :meth:`Index.add_shortlist <funnel.indexes.index.Index.add_shortlist>`
+    replaces a shortlist, see :class:`ViewState`); returns the plan's compiled run, None where it
     runs the Python stages. ``state``: the view's, where the caller has it already."""
     state = view_state(index) if state is None else state
     key = (plan, k)
