@@ -6,7 +6,8 @@ The recall-latency suite's real vectors (``benchmarks.recall_latency.corpus``: M
 100k package summaries, the static model for up to 1M) go into one funnel index each way they can
 be stored: rotated (funnel's default, PCA axes first) and in the model's order (``--rotation
 none``). On each, :class:`funnel.search.exact.ExactReference` is built with the flat scan and with
-Panorama at several level counts, then queries are searched one per call, one thread (the search
+Panorama at several level counts (in the batch of rows funnel would choose at that size, and with
+funnel's own level count among them), then queries are searched one per call, one thread (the search
 path's setting), scans interleaved round by round: held-out corpus texts (in-distribution, never
 indexed; the default) or the suite's real query texts (far from package summaries, so each top-10
 is a loose cluster of near ties and Panorama prunes less).
@@ -45,7 +46,7 @@ from benchmarks.recall_latency import corpus
 BENCHMARK = "exact_scan"
 OUT = RESULTS / "exact-scan"
 SCALES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
-LEVELS = (6, 8, 12, 16)
+LEVELS = (4, 8, 12, 16)
 K = 10
 
 
@@ -76,8 +77,9 @@ def main() -> None:
             index = Index.load(path)
             chosen = choose_scan(index.segments[0].vectors, index.count, dim)
             scans = {"flat": ExactReference(index, scan=ScanChoice(False))}
-            for levels in LEVELS:
-                choice = ScanChoice(True, levels, PANORAMA_BATCH)
+            batch = chosen.batch if chosen.panorama else PANORAMA_BATCH  # the batch funnel would scan in
+            for levels in sorted({*LEVELS, chosen.levels} - {0}):
+                choice = ScanChoice(True, levels, batch)
                 scans[choice.name] = ExactReference(index, scan=choice)
             stored = index.stored_queries(query_vectors).vectors
             timings: dict[str, list[np.ndarray]] = {name: [] for name in scans}
@@ -96,6 +98,7 @@ def main() -> None:
                     "speedup_vs_flat": round(flat_p50 / float(np.median(seconds)), 2),
                     "same_top10_as_flat": bool(np.array_equal(positions, flat_positions) and np.allclose(scores, flat_scores, atol=1e-5)),
                     "chosen_by_funnel": name == chosen.name,
+                    "batch_rows": scan.scan.batch,
                     "front_energy": round(chosen.front_energy, 3),
                 }
                 print(f"{basis:12s} {name:22s} {rows[f'{basis}: {name}']}", flush=True)

@@ -11,7 +11,19 @@ from funnel.indexes.builder import IndexConfig
 from funnel.indexes.index import Index
 from funnel.indexes.shortlist import make_spec
 from funnel.indexes.updates import add_documents, delete_documents
-from funnel.search.exact import PANORAMA_MIN_DIM, PANORAMA_MIN_ROWS, ExactReference, ScanChoice, choose_scan
+from funnel.search.exact import (
+    PANORAMA_BATCH,
+    PANORAMA_LEVEL_DIMS,
+    PANORAMA_MIN_DIM,
+    PANORAMA_MIN_ROWS,
+    PANORAMA_WIDE_BATCH,
+    PANORAMA_WIDE_LEVEL_DIMS,
+    PANORAMA_WIDE_MIN_FRONT_ENERGY,
+    PANORAMA_WIDE_MIN_ROWS,
+    ExactReference,
+    ScanChoice,
+    choose_scan,
+)
 from funnel.search.plan import Plan
 from funnel.search.run import run_funnel
 
@@ -59,6 +71,26 @@ def test_the_scan_follows_the_spectrum_and_the_size():
     assert not choose_scan(even, PANORAMA_MIN_ROWS, DIM).panorama  # energy spread evenly: little to prune
     assert not choose_scan(rotated, PANORAMA_MIN_ROWS - 1, DIM).panorama  # too small to pay
     assert not choose_scan(rotated[:, : PANORAMA_MIN_DIM // 2], PANORAMA_MIN_ROWS, PANORAMA_MIN_DIM // 2).panorama
+
+
+def test_levels_widen_for_large_front_loaded_indexes_with_dims_enough_for_four_of_them():
+    dim = 4 * PANORAMA_WIDE_LEVEL_DIMS
+
+    def decaying(scale: float) -> np.ndarray:  # energy falling as exp(-dim / scale)
+        rng = np.random.default_rng(int(scale))
+        return unit((rng.normal(size=(500, dim)) * np.exp(-np.arange(dim) / scale / 2)).astype(np.float32))
+
+    rotated = decaying(40.0)  # front quarter: 0.8 of the energy
+    narrow = choose_scan(rotated, PANORAMA_WIDE_MIN_ROWS - 1, dim)
+    assert (narrow.levels, narrow.batch) == (dim // PANORAMA_LEVEL_DIMS, PANORAMA_BATCH)
+    wide = choose_scan(rotated, PANORAMA_WIDE_MIN_ROWS, dim)
+    assert wide.front_energy >= PANORAMA_WIDE_MIN_FRONT_ENERGY
+    assert (wide.levels, wide.batch) == (dim // PANORAMA_WIDE_LEVEL_DIMS, PANORAMA_WIDE_BATCH)
+    half = choose_scan(rotated[:, : dim // 2], PANORAMA_WIDE_MIN_ROWS, dim // 2)  # two wide levels: too few
+    assert half.levels == dim // 2 // PANORAMA_LEVEL_DIMS
+    spread = choose_scan(decaying(80.0), PANORAMA_WIDE_MIN_ROWS, dim)  # front 0.57: too weak to prune on alone
+    assert spread.panorama and spread.front_energy < PANORAMA_WIDE_MIN_FRONT_ENERGY
+    assert spread.levels == dim // PANORAMA_LEVEL_DIMS
 
 
 def test_full_k_runs_on_an_index_without_a_full_dim_shortlist(index):
