@@ -51,10 +51,11 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_panorama_returns_the_flat_scans_top_k(index):
+@pytest.mark.parametrize(("levels", "batch"), [(8, 128), (4, PANORAMA_WIDE_BATCH)])  # narrow levels; wide ones
+def test_panorama_returns_the_flat_scans_top_k(index, levels, batch):
     queries = unit(front_loaded(np.random.default_rng(1), 40))
     flat = ExactReference(index, scan=ScanChoice(False))
-    panorama = ExactReference(index, scan=ScanChoice(True, levels=8, batch=128))
+    panorama = ExactReference(index, scan=ScanChoice(True, levels=levels, batch=batch))
     assert type(panorama.flat).__name__ == "IndexFlatIPPanorama"
     assert_same_ranking(*panorama.search(queries, 20), *flat.search(queries, 20), tolerance=1e-5)
     stored = unit(index.all_vectors())
