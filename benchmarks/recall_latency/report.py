@@ -378,6 +378,15 @@ ALTERNATIVE_GROUPS = (
 )
 
 
+def _run_name(run: Row) -> str:
+    return f"{run['vectors']} {SCALE_NAMES.get(run['scale'], run['scale'])}"
+
+
+def _setting(row: Row, method: Row, reached: bool = True) -> str:
+    """A table cell naming a method's setting and its recall@10, e.g. ``funnel pq → 384, n=200: 0.991``."""
+    return f"{method['family']}, {row['label']}: {row['recall@10']:.3f}" + ("" if reached else " (target not reached)")
+
+
 def headline(runs: list[Row], target: float = 0.99) -> str:
     """The opening of summary.md: per run, funnel's fastest plan at ``target`` recall@10 against
     exact search and each alternative; then what a query costs end to end, with memory per document."""
@@ -402,7 +411,7 @@ def headline(runs: list[Row], target: float = 0.99) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for run in sorted(runs, key=lambda r: (-r["scale"], r["vectors"])):
-        name = f"{run['vectors']} {SCALE_NAMES.get(run['scale'], run['scale'])}"
+        name = _run_name(run)
         vectors = run["source"]["vectors"]
         exact = next(m for m in run["methods"] if m["method"] == "exact")
         exact_ms = latency(exact["configs"][0])
@@ -410,15 +419,13 @@ def headline(runs: list[Row], target: float = 0.99) -> str:
         if fastest is None:
             continue
         funnel_row, funnel_method, funnel_reached = fastest
-        funnel_cell = f"{funnel_method['family']}, {funnel_row['label']}: {funnel_row['recall@10']:.3f}" + (
-            "" if funnel_reached else " (target not reached)"
-        )
+        funnel_cell = _setting(funnel_row, funnel_method, funnel_reached)
         for label, wanted in ALTERNATIVE_GROUPS:
             alternative_best = _fastest_or_best([m for m in run["methods"] if wanted(m)], target)
             if alternative_best is None:
                 continue
             row, method, reached = alternative_best
-            alternative = f"{method['family']}, {row['label']}: {row['recall@10']:.3f}" + ("" if reached else " (target not reached)")
+            alternative = _setting(row, method, reached)
             lines.append(
                 f"| {name} | {vectors} | {exact_ms:.2f} | {funnel_cell} | {latency(funnel_row):.2f} | {exact_ms / latency(funnel_row):.1f}× | "
                 f"{label} | {alternative} | {latency(row):.2f} | {latency(row) / latency(funnel_row):.2f}× |"
@@ -456,7 +463,7 @@ def tuned_table(runs: list[Row], target: float = 0.99) -> str:
         "|---|---|---:|---|---:|---:|",
     ]
     for run in sorted(runs, key=lambda r: (-r["scale"], r["vectors"])):
-        name = f"{run['vectors']} {SCALE_NAMES.get(run['scale'], run['scale'])}"
+        name = _run_name(run)
         tuned = [{**m, "configs": [c for c in m["configs"] if c["label"].startswith("tuned")]} for m in run["methods"] if _funnel(m)]
         mine = picked(tuned, partial(fastest_at, target=target))
         rivals = picked(
@@ -466,14 +473,12 @@ def tuned_table(runs: list[Row], target: float = 0.99) -> str:
             continue
         row, method = min(mine, key=lambda pair: latency(pair[0]))
         if not rivals:
-            lines.append(
-                f"| {name} | {method['family']}, {row['label']}: {row['recall@10']:.3f} | {latency(row):.3f} | none reached it | | |"
-            )
+            lines.append(f"| {name} | {_setting(row, method)} | {latency(row):.3f} | none reached it | | |")
             continue
         rival, rival_method = min(rivals, key=lambda pair: latency(pair[0]))
         lines.append(
-            f"| {name} | {method['family']}, {row['label']}: {row['recall@10']:.3f} | {latency(row):.3f} | "
-            f"{rival_method['family']}, {rival['label']}: {rival['recall@10']:.3f} | {latency(rival):.3f} | {latency(rival) / latency(row):.2f}× |"
+            f"| {name} | {_setting(row, method)} | {latency(row):.3f} | "
+            f"{_setting(rival, rival_method)} | {latency(rival):.3f} | {latency(rival) / latency(row):.2f}× |"
         )
     return "\n".join(lines) + "\n"
 
